@@ -1,0 +1,19 @@
+//! Generates the Rust code for the wire contract with a vendored protoc, unless PROTOC is set.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        #[allow(unsafe_code)] // set_var is unsafe only because of other threads; there are none
+        unsafe { std::env::set_var("PROTOC", protoc) };
+    }
+    let protos = [
+        "proto/conclave/v1/kv.proto",
+        "proto/conclave/v1/cluster.proto",
+        "proto/conclave/v1/raft.proto",
+    ];
+    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}
