@@ -1,1 +1,133 @@
+//! The Conclave node: Raft replication (openraft) over RocksDB, and the gRPC API.
+//!
+//! See ARCHITECTURE.md for the layers and their invariants.
 
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod limits;
+pub mod node;
+pub mod raft;
+pub mod state_machine;
+pub mod storage;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use conclave_proto::v1::cluster_server::ClusterServer;
+use conclave_proto::v1::kv_server::KvServer;
+use conclave_proto::v1::raft_peer_server::RaftPeerServer;
+use openraft::SnapshotPolicy;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+use grpc::forward::Forwarder;
+use limits::{API_CONCURRENCY_PER_CONNECTION, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
+use node::Node;
+
+/// Runs a node until `shutdown` resolves (or a server fails), then stops Raft cleanly.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let raft_config = openraft::Config {
+        cluster_name: "conclave".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
+        install_snapshot_timeout: config.election_timeout_max_ms.max(1000),
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid Raft timing options")?;
+
+    let dial_overrides = parse_peer_dial(&config.peer_dial)?;
+    // Bind before anything else, so a taken port fails the start at once.
+    let peer_listener = tokio::net::TcpListener::bind(&config.peer_addr)
+        .await
+        .with_context(|| format!("binding --peer-addr {}", config.peer_addr))?;
+    let api_listener = tokio::net::TcpListener::bind(&config.api_addr)
+        .await
+        .with_context(|| format!("binding --api-addr {}", config.api_addr))?;
+
+    let (log_store, state_machine) = storage::open(&config.data_dir, config.watch_history)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let state = state_machine.shared();
+    let network = raft::network::PeerNetwork::new(dial_overrides);
+    let raft = raft::Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
+        .await
+        .context("starting Raft")?;
+
+    let node = Arc::new(Node {
+        id: config.node_id,
+        config: config.clone(),
+        raft: raft.clone(),
+        state,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let peer_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(grpc::peer::PeerService::new(node.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped(stop_rx.clone()));
+
+    let forwarder = Forwarder::default();
+    let api_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .concurrency_limit_per_connection(API_CONCURRENCY_PER_CONNECTION)
+        .add_service(
+            KvServer::new(grpc::kv::KvService::new(node.clone(), forwarder.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(ClusterServer::new(grpc::cluster::ClusterService::new(node.clone(), forwarder)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx));
+
+    tracing::info!(
+        node_id = config.node_id,
+        api_addr = %config.api_addr,
+        peer_addr = %config.peer_addr,
+        data_dir = %config.data_dir.display(),
+        "node started"
+    );
+    let mut peer_task = tokio::spawn(peer_server);
+    let mut api_task = tokio::spawn(api_server);
+    let failed = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+        result = &mut peer_task => Some(("peer server", result)),
+        result = &mut api_task => Some(("API server", result)),
+    };
+    let _ = stop_tx.send(true);
+    let _ = raft.shutdown().await;
+    if let Some((server, result)) = failed {
+        result?.with_context(|| format!("{server} stopped"))?;
+        anyhow::bail!("{server} stopped unexpectedly");
+    }
+    peer_task.await?.context("peer server")?;
+    api_task.await?.context("API server")?;
+    Ok(())
+}
+
+fn parse_peer_dial(entries: &[String]) -> anyhow::Result<HashMap<u64, String>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let (id, addr) = entry
+                .split_once('=')
+                .with_context(|| format!("--peer-dial {entry:?}: expected ID=ADDR"))?;
+            Ok((id.parse().with_context(|| format!("--peer-dial {entry:?}: bad id"))?, addr.to_string()))
+        })
+        .collect()
+}

@@ -1,0 +1,76 @@
+//! Node options: command-line flags, each also settable by environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "conclave-node", version, about = "A Conclave node: one member of a Raft-replicated coordination cluster.")]
+pub struct Config {
+    /// This node's id in the cluster: a non-zero integer, unique and never reused.
+    #[arg(long = "id", env = "CONCLAVE_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+
+    /// Address for clients and agents (KV, Cluster and later services).
+    #[arg(long, env = "CONCLAVE_API_ADDR", default_value = "127.0.0.1:7001")]
+    pub api_addr: String,
+
+    /// Address for Raft traffic from peers only (append, vote, snapshot).
+    #[arg(long, env = "CONCLAVE_PEER_ADDR", default_value = "127.0.0.1:7101")]
+    pub peer_addr: String,
+
+    /// Directory for the RocksDB database (log, vote, snapshot). Created if missing.
+    #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = ".conclave/data")]
+    pub data_dir: PathBuf,
+
+    /// How often the leader sends heartbeats, in milliseconds.
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// Lower bound of the randomized election timeout, in milliseconds. A follower that hears no
+    /// leader for this long (plus a random part up to the maximum) starts an election.
+    #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MIN_MS", default_value_t = 500)]
+    pub election_timeout_min_ms: u64,
+
+    /// Upper bound of the randomized election timeout, in milliseconds.
+    #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MAX_MS", default_value_t = 1000)]
+    pub election_timeout_max_ms: u64,
+
+    /// Build a snapshot (and let the log before it be purged) every this many log entries.
+    #[arg(long, env = "CONCLAVE_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    pub snapshot_logs: u64,
+
+    /// Log entries kept behind the latest snapshot, so slightly lagging followers catch up from
+    /// the log instead of a full snapshot. 0 purges everything the snapshot covers.
+    #[arg(long, env = "CONCLAVE_SNAPSHOT_KEEP_LOGS", default_value_t = 1000)]
+    pub snapshot_keep_logs: u64,
+
+    /// Revisions of change history kept for watches (also bounded to 64 MiB). A watch starting
+    /// before the oldest kept revision fails as compacted.
+    #[arg(long, env = "CONCLAVE_WATCH_HISTORY", default_value_t = 100_000)]
+    pub watch_history: usize,
+
+    /// How long a request waits for a leader (during an election, say) before the node answers
+    /// UNAVAILABLE, in milliseconds. Also bounds how long a write waits to commit.
+    #[arg(long, env = "CONCLAVE_LEADER_WAIT_MS", default_value_t = 3000)]
+    pub leader_wait_ms: u64,
+
+    /// Log filter in tracing's env-filter syntax, such as `info` or `conclave_node=debug,info`.
+    #[arg(long = "log", env = "CONCLAVE_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log line format.
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Test-only: dial peer ID at ADDR instead of its membership address (`ID=ADDR`, repeatable).
+    /// Fault-injection tests put a proxy there; the membership keeps the real addresses.
+    #[arg(long = "peer-dial", env = "CONCLAVE_PEER_DIAL", value_delimiter = ',', hide = true)]
+    pub peer_dial: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,86 @@
+//! Getting a request to the leader: waiting out elections, and forwarding from a follower.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conclave_proto::FORWARDED_METADATA;
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+use crate::error::Error;
+use crate::node::Node;
+
+/// How often a node without a leader re-checks while it waits for one.
+const LEADER_POLL: Duration = Duration::from_millis(20);
+
+/// One cached channel per leader API address.
+#[derive(Clone, Default)]
+pub struct Forwarder {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Forwarder {
+    pub fn channel(&self, api_addr: &str) -> Result<Channel, Error> {
+        let mut channels = self.channels.lock().expect("forward channel cache lock");
+        if let Some(channel) = channels.get(api_addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{api_addr}"))
+            .map_err(|e| Error::Fatal(format!("leader address {api_addr:?} is not valid: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(api_addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Wraps a request for the leader: marked as forwarded (so it is not forwarded again) and
+    /// bounded by the node's leader wait plus slack for the leader's own wait.
+    pub fn request<T>(&self, message: T, leader_wait: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
+        request.set_timeout(leader_wait * 2);
+        request
+    }
+}
+
+pub fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_METADATA)
+}
+
+/// Runs `attempt` until it succeeds, fails for a reason other than leadership, or finds that
+/// another node leads (returned as NotLeader with the hint, for the caller to forward). While no
+/// leader is known it waits, up to the node's leader wait, then answers Unavailable.
+pub async fn until_leader<T, F, Fut>(node: &Node, mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + node.leader_wait();
+    let mut proposed = false;
+    loop {
+        match attempt().await {
+            Err(Error::NotLeader { leader, proposed: this_proposed }) => {
+                proposed |= this_proposed;
+                match leader {
+                    Some(hint) if hint.id != node.id => {
+                        return Err(Error::NotLeader { leader: Some(hint), proposed });
+                    }
+                    leader if Instant::now() >= deadline => {
+                        return Err(Error::Unavailable {
+                            message: format!("no leader was reachable within {} ms", node.config.leader_wait_ms),
+                            leader,
+                            proposed,
+                        });
+                    }
+                    _ => tokio::time::sleep(LEADER_POLL).await,
+                }
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Every size and count that can grow, named in one place. Exceeding a request limit is an
+//! INVALID_ARGUMENT naming the field; exceeding a store quota is RESOURCE_EXHAUSTED.
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Most compares in one transaction.
+pub const MAX_TXN_COMPARES: usize = 128;
+/// Most puts and deletes in one transaction.
+pub const MAX_TXN_OPS: usize = 128;
+/// Largest encoded request, in bytes (also the gRPC decoding limit of the API server).
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+/// Most keys in one page of a list.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// Most keys the store holds.
+pub const STORE_KEYS_MAX: u64 = 2_000_000;
+/// Most key and value bytes the store holds (the in-memory state is also what a snapshot copies).
+pub const STORE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Most bytes of change history kept for watches (the revision count is a node option).
+pub const WATCH_HISTORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Most concurrently open watch streams per node.
+pub const WATCH_STREAMS_MAX: usize = 10_000;
+/// Most events sent in one watch message batch before yielding to other streams.
+pub const WATCH_BATCH_REVISIONS: usize = 256;
+
+/// Most clients whose write results are remembered for deduplication.
+pub const SESSIONS_MAX: usize = 100_000;
+/// Most remembered write results per client.
+pub const SESSION_RESPONSES_MAX: usize = 1024;
+/// A client silent for this long (cluster time) is forgotten.
+pub const SESSION_IDLE_MS: u64 = 60 * 60 * 1000;
+
+/// Most concurrent requests one API connection may have in flight.
+pub const API_CONCURRENCY_PER_CONNECTION: usize = 1024;
+/// Largest snapshot chunk sent to a peer, in bytes.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest peer message accepted (an append batch or a snapshot chunk), in bytes.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -1,0 +1,239 @@
+//! One running node: the Raft handle, the applied state, and the operations the API offers, in
+//! terms of node::Error. Knows nothing of gRPC.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, ReadPolicy, ServerState};
+
+use crate::config::Config;
+use crate::error::{Error, LeaderHint, Result};
+use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
+use crate::state_machine::{Command, Request, RequestId, Response};
+use crate::storage::SharedState;
+
+pub struct Node {
+    pub id: NodeId,
+    pub config: Config,
+    pub raft: Raft,
+    pub state: Arc<SharedState>,
+}
+
+/// How a read was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+impl Node {
+    pub fn leader_wait(&self) -> Duration {
+        Duration::from_millis(self.config.leader_wait_ms)
+    }
+
+    /// The leader this node knows of, with its API address.
+    pub fn leader_hint(&self) -> Option<LeaderHint> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some(LeaderHint {
+            id,
+            api_addr: node.api_addr,
+        })
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// False once this node's own membership no longer lists it (it was removed).
+    pub fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        membership.get_node(&self.id).is_some() || membership.nodes().next().is_none()
+    }
+
+    /// Waits, up to the leader wait, until this node knows of a leader.
+    pub async fn wait_for_leader(&self) -> Option<LeaderHint> {
+        let _ = self
+            .raft
+            .wait(Some(self.leader_wait()))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await;
+        self.leader_hint()
+    }
+
+    /// Proposes a write on this node, which must be the leader, and waits until it is applied.
+    pub async fn write(&self, request_id: RequestId, command: Command) -> Result<Response> {
+        if !self.is_member() {
+            return Err(Error::FailedPrecondition(format!(
+                "node {} has been removed from the cluster and serves no writes",
+                self.id
+            )));
+        }
+        if !self.raft.is_leader() {
+            return Err(Error::NotLeader {
+                leader: self.leader_hint(),
+                proposed: false,
+            });
+        }
+        let request = Request {
+            now_ms: wall_clock_ms(),
+            request_id: Some(request_id),
+            command,
+        };
+        match tokio::time::timeout(self.leader_wait(), self.raft.client_write(request)).await {
+            Err(_) => Err(Error::Timeout(format!(
+                "the write was proposed but not committed within {} ms; its outcome is unknown",
+                self.config.leader_wait_ms
+            ))),
+            Ok(Ok(written)) => match written.data {
+                Response::QuotaExceeded { reason, .. } => Err(Error::ResourceExhausted(reason)),
+                Response::RequestIdExpired { .. } => Err(Error::FailedPrecondition(format!(
+                    "request id serial {} of client {} is below the client's min_pending_serial; its result is no longer known",
+                    request_id.serial, request_id.client_id
+                ))),
+                response => Ok(response),
+            },
+            // The entry may be in this node's log and still commit under the next leader.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(Error::NotLeader {
+                leader: self.leader_hint(),
+                proposed: true,
+            }),
+            Ok(Err(e)) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    /// Confirms this node is the leader with a quorum (Raft ReadIndex) and waits until it has
+    /// applied everything committed before the call. Reads of the local state after this are
+    /// linearizable.
+    pub async fn linearize(&self) -> Result<()> {
+        if !self.raft.is_leader() {
+            return Err(Error::NotLeader {
+                leader: self.leader_hint(),
+                proposed: false,
+            });
+        }
+        match tokio::time::timeout(self.leader_wait(), self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(e))) => Err(Error::NotLeader {
+                leader: match e {
+                    openraft::error::LinearizableReadError::ForwardToLeader(_) => self.leader_hint(),
+                    _ => None,
+                },
+                proposed: false,
+            }),
+            Ok(Err(e)) => Err(Error::Fatal(e.to_string())),
+            Err(_) => Err(Error::Unavailable {
+                message: format!("could not confirm leadership with a quorum within {} ms", self.config.leader_wait_ms),
+                leader: self.leader_hint(),
+                proposed: false,
+            }),
+        }
+    }
+
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<()> {
+        if !members.contains_key(&self.id) {
+            return Err(Error::InvalidArgument(format!(
+                "members: must include the node receiving the request (id {})",
+                self.id
+            )));
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
+                Err(Error::AlreadyExists(format!("the node is already part of a cluster: {e}")))
+            }
+            Err(e) => Err(Error::FailedPrecondition(e.to_string())),
+        }
+    }
+
+    pub async fn add_learner(&self, id: NodeId, node: NodeInfo) -> Result<u64> {
+        self.ensure_leader()?;
+        let result = self.raft.add_learner(id, node, true).await;
+        self.membership_result(result)
+    }
+
+    pub async fn change_membership(&self, change: ChangeMembers<NodeId, NodeInfo>) -> Result<u64> {
+        self.ensure_leader()?;
+        let result = self.raft.change_membership(change, false).await;
+        self.membership_result(result)
+    }
+
+    pub fn promote(ids: BTreeSet<NodeId>) -> ChangeMembers<NodeId, NodeInfo> {
+        ChangeMembers::AddVoterIds(ids)
+    }
+
+    /// Removes voters and learners alike.
+    pub fn remove(ids: BTreeSet<NodeId>) -> ChangeMembers<NodeId, NodeInfo> {
+        ChangeMembers::Batch(vec![ChangeMembers::RemoveVoters(ids.clone()), ChangeMembers::RemoveNodes(ids)])
+    }
+
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<NodeId> {
+        self.ensure_leader()?;
+        let membership = self.raft.metrics().borrow_watched().membership_config.clone();
+        if !membership.voter_ids().any(|id| id == to) {
+            return Err(Error::InvalidArgument(format!("to_node_id: node {to} is not a voter")));
+        }
+        if to != self.id {
+            self.raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| Error::Fatal(e.to_string()))?;
+        }
+        let _ = self
+            .raft
+            .wait(Some(self.leader_wait()))
+            .metrics(|m| m.current_leader == Some(to), "leadership transferred")
+            .await;
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        match leader {
+            Some(leader) if leader == to => Ok(leader),
+            other => Err(Error::Unavailable {
+                message: format!("leadership did not move to node {to} in time (leader now: {other:?})"),
+                leader: self.leader_hint(),
+                proposed: true,
+            }),
+        }
+    }
+
+    fn ensure_leader(&self) -> Result<()> {
+        if self.raft.metrics().borrow_watched().state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(Error::NotLeader {
+                leader: self.leader_hint(),
+                proposed: false,
+            })
+        }
+    }
+
+    fn membership_result(
+        &self,
+        result: std::result::Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+    ) -> Result<u64> {
+        match result {
+            Ok(response) => Ok(response.log_id.index()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NotLeader {
+                leader: self.leader_hint(),
+                proposed: true,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Error::FailedPrecondition(e.to_string()))
+            }
+            Err(e) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+}
+
+/// The leader's clock, stamped into each command it proposes. The state machine never reads a
+/// clock itself.
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

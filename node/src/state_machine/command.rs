@@ -1,0 +1,131 @@
+//! The replicated commands and their responses: what the Raft log carries and what apply returns.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::kv::KeyValue;
+
+/// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client_id: u64,
+    pub serial: u64,
+    /// The client will never retry serials below this one; their results may be forgotten.
+    pub min_pending_serial: u64,
+}
+
+/// One entry of the application log: a command stamped by the leader that proposed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The proposing leader's wall clock in milliseconds. Apply uses this, never its own clock.
+    pub now_ms: u64,
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Writes `value` (or deletes, when `value` is `None`) if the key's mod_revision equals
+    /// `expected_mod_revision`; 0 expects the key to be absent.
+    CompareAndSwap {
+        key: Vec<u8>,
+        expected_mod_revision: u64,
+        value: Option<Vec<u8>>,
+    },
+    Txn {
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    },
+}
+
+/// Holds when the key's mod_revision equals `mod_revision` (0: the key is absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub mod_revision: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+/// The outcome of applying one entry. Domain failures (a failed compare, a full quota) are
+/// responses, not errors: apply itself cannot fail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// For blank and membership entries.
+    Empty,
+    Put {
+        revision: u64,
+        previous: Option<KeyValue>,
+    },
+    Delete {
+        revision: u64,
+        previous: Option<KeyValue>,
+    },
+    CompareAndSwap {
+        revision: u64,
+        succeeded: bool,
+        current: Option<KeyValue>,
+    },
+    Txn {
+        revision: u64,
+        succeeded: bool,
+        /// (index into the compares, the key's current mod_revision) for each failed compare.
+        failed_compares: Vec<(u32, u64)>,
+    },
+    /// The write would exceed a store-wide quota; nothing was applied.
+    QuotaExceeded { revision: u64, reason: String },
+    /// The request id's serial is below what its client said it would still retry, so its
+    /// original result is forgotten. Nothing was applied by this entry.
+    RequestIdExpired { revision: u64 },
+}
+
+impl Response {
+    /// The store revision after this response was produced.
+    pub fn revision(&self) -> u64 {
+        match self {
+            Response::Empty => 0,
+            Response::Put { revision, .. }
+            | Response::Delete { revision, .. }
+            | Response::CompareAndSwap { revision, .. }
+            | Response::Txn { revision, .. }
+            | Response::QuotaExceeded { revision, .. }
+            | Response::RequestIdExpired { revision } => *revision,
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.command {
+            Command::Put { key, value } => {
+                write!(f, "put({}, {} bytes)", String::from_utf8_lossy(key), value.len())
+            }
+            Command::Delete { key } => write!(f, "delete({})", String::from_utf8_lossy(key)),
+            Command::CompareAndSwap {
+                key,
+                expected_mod_revision,
+                ..
+            } => write!(
+                f,
+                "cas({}, expect {})",
+                String::from_utf8_lossy(key),
+                expected_mod_revision
+            ),
+            Command::Txn { compares, ops } => {
+                write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The replicated data model: commands in, responses out, deterministically.
+//!
+//! Nothing here may read a clock, draw randomness or do I/O: every node applies the same log to
+//! the same state and must reach the same result, also after a restart. The leader stamps its
+//! time into each command (`Request::now_ms`); apply only ever uses that.
+
+pub mod command;
+pub mod history;
+pub mod kv;
+pub mod sessions;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Command, Compare, Request, RequestId, Response, TxnOp};
+pub use history::{Change, Event, EventKind, History};
+pub use kv::{KeyValue, KvStore};
+use sessions::{Lookup, Sessions};
+
+use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateMachine {
+    /// Log index of the last entry applied (0 before any).
+    last_index: u64,
+    /// The store revision: bumped by one for every applied command that changed at least one key.
+    revision: u64,
+    /// The greatest leader time seen; cluster time never goes backwards here.
+    now_ms: u64,
+    kv: KvStore,
+    sessions: Sessions,
+    history: History,
+}
+
+impl StateMachine {
+    pub fn new(history_revisions_max: usize) -> Self {
+        StateMachine {
+            history: History::new(history_revisions_max),
+            ..StateMachine::default()
+        }
+    }
+
+    /// Applies one committed application entry at log index `index`.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        self.advance(index);
+        self.now_ms = self.now_ms.max(request.now_ms);
+        let Some(id) = request.request_id else {
+            return self.execute(&request.command);
+        };
+        match self.sessions.lookup(&id) {
+            Lookup::Duplicate(response) => response,
+            Lookup::Expired => Response::RequestIdExpired {
+                revision: self.revision,
+            },
+            Lookup::Apply => {
+                let response = self.execute(&request.command);
+                self.sessions.record(&id, self.now_ms, response.clone());
+                response
+            }
+        }
+    }
+
+    /// Records a blank or membership entry: it changes nothing but the applied index.
+    pub fn apply_empty(&mut self, index: u64) -> Response {
+        self.advance(index);
+        Response::Empty
+    }
+
+    fn advance(&mut self, index: u64) {
+        assert!(
+            index > self.last_index,
+            "log applied out of order: index {index} after {}",
+            self.last_index
+        );
+        self.last_index = index;
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        self.kv.get(key)
+    }
+
+    pub fn list(&self, prefix: &[u8], start_after: &[u8], limit: usize) -> (Vec<KeyValue>, bool) {
+        self.kv.list(prefix, start_after, limit)
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn set_history_revisions_max(&mut self, revisions_max: usize) {
+        self.history.set_revisions_max(revisions_max);
+    }
+
+    pub fn key_count(&self) -> u64 {
+        self.kv.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A digest of the key-value content and revision: equal on replicas with equal state.
+    pub fn digest(&self) -> u64 {
+        self.kv.digest() ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn execute(&mut self, command: &Command) -> Response {
+        match command {
+            Command::Put { key, value } => self.put(key, value),
+            Command::Delete { key } => self.delete(key),
+            Command::CompareAndSwap {
+                key,
+                expected_mod_revision,
+                value,
+            } => self.compare_and_swap(key, *expected_mod_revision, value.as_deref()),
+            Command::Txn { compares, ops } => self.txn(compares, ops),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Response {
+        if let Err(reason) = self.check_quota(&[(key, Some(value))]) {
+            return Response::QuotaExceeded {
+                revision: self.revision,
+                reason,
+            };
+        }
+        let revision = self.revision + 1;
+        let (written, previous) = self.kv.put(key, value.to_vec(), revision);
+        self.commit_revision(vec![put_event(written)]);
+        Response::Put {
+            revision,
+            previous: previous.map(|kv| kv.without_value()),
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Response {
+        let Some(previous) = self.kv.remove(key) else {
+            return Response::Delete {
+                revision: self.revision,
+                previous: None,
+            };
+        };
+        let revision = self.revision + 1;
+        self.commit_revision(vec![delete_event(key, revision)]);
+        Response::Delete {
+            revision,
+            previous: Some(previous.without_value()),
+        }
+    }
+
+    fn compare_and_swap(&mut self, key: &[u8], expected: u64, value: Option<&[u8]>) -> Response {
+        if self.kv.mod_revision(key) != expected {
+            return Response::CompareAndSwap {
+                revision: self.revision,
+                succeeded: false,
+                current: self.kv.get(key).map(|kv| kv.without_value()),
+            };
+        }
+        match value {
+            Some(value) => match self.put(key, value) {
+                Response::Put { revision, .. } => Response::CompareAndSwap {
+                    revision,
+                    succeeded: true,
+                    current: self.kv.get(key).map(|kv| kv.without_value()),
+                },
+                quota_exceeded => quota_exceeded,
+            },
+            None => {
+                let revision = match self.delete(key) {
+                    Response::Delete { revision, .. } => revision,
+                    other => unreachable!("delete answers Delete, not {other:?}"),
+                };
+                Response::CompareAndSwap {
+                    revision,
+                    succeeded: true,
+                    current: None,
+                }
+            }
+        }
+    }
+
+    fn txn(&mut self, compares: &[Compare], ops: &[TxnOp]) -> Response {
+        let failed_compares: Vec<(u32, u64)> = compares
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let current = self.kv.mod_revision(&c.key);
+                (current != c.mod_revision).then_some((i as u32, current))
+            })
+            .collect();
+        if !failed_compares.is_empty() {
+            return Response::Txn {
+                revision: self.revision,
+                succeeded: false,
+                failed_compares,
+            };
+        }
+        let writes: Vec<(&[u8], Option<&[u8]>)> = ops
+            .iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value } => (key.as_slice(), Some(value.as_slice())),
+                TxnOp::Delete { key } => (key.as_slice(), None),
+            })
+            .collect();
+        if let Err(reason) = self.check_quota(&writes) {
+            return Response::QuotaExceeded {
+                revision: self.revision,
+                reason,
+            };
+        }
+        let revision = self.revision + 1;
+        let mut events = Vec::new();
+        for (key, value) in writes {
+            match value {
+                Some(value) => events.push(put_event(self.kv.put(key, value.to_vec(), revision).0)),
+                None => {
+                    if self.kv.remove(key).is_some() {
+                        events.push(delete_event(key, revision));
+                    }
+                }
+            }
+        }
+        let revision = if events.is_empty() {
+            self.revision
+        } else {
+            self.commit_revision(events);
+            revision
+        };
+        Response::Txn {
+            revision,
+            succeeded: true,
+            failed_compares: Vec::new(),
+        }
+    }
+
+    /// Rejects a set of writes (distinct keys; `None` deletes) that would take the store past
+    /// STORE_KEYS_MAX or STORE_BYTES_MAX. Writes that shrink the store always pass.
+    fn check_quota(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), String> {
+        let mut keys = self.kv.len() as i64;
+        let mut bytes = self.kv.bytes() as i64;
+        for (key, value) in writes {
+            let old = self.kv.get(key);
+            if let Some(old) = &old {
+                keys -= 1;
+                bytes -= (key.len() + old.value.len()) as i64;
+            }
+            if let Some(value) = value {
+                keys += 1;
+                bytes += (key.len() + value.len()) as i64;
+            }
+        }
+        if keys > self.kv.len() as i64 && keys as u64 > STORE_KEYS_MAX {
+            return Err(format!("the store holds its maximum of {STORE_KEYS_MAX} keys (STORE_KEYS_MAX)"));
+        }
+        if bytes > self.kv.bytes() as i64 && bytes as u64 > STORE_BYTES_MAX {
+            return Err(format!(
+                "the store holds its maximum of {STORE_BYTES_MAX} key and value bytes (STORE_BYTES_MAX)"
+            ));
+        }
+        Ok(())
+    }
+
+    fn commit_revision(&mut self, events: Vec<Event>) {
+        self.revision += 1;
+        self.history.push(Change {
+            revision: self.revision,
+            events,
+        });
+    }
+}
+
+fn put_event(kv: KeyValue) -> Event {
+    Event {
+        kind: EventKind::Put,
+        kv,
+    }
+}
+
+fn delete_event(key: &[u8], revision: u64) -> Event {
+    Event {
+        kind: EventKind::Delete,
+        kv: KeyValue {
+            key: key.to_vec(),
+            value: Vec::new(),
+            create_revision: 0,
+            mod_revision: revision,
+            version: 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The Raft log and vote in RocksDB, with group commit: appends are written at once and made
+//! durable by one fsync of the write-ahead log that covers every append queued behind it.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::entry::RaftEntry;
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::{cf, to_io, CF_LOGS, CF_META};
+use crate::raft::{decode, encode, Entry, LogId, TypeConfig, Vote};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    pub(super) fn new(db: Arc<DB>) -> Self {
+        let (flusher, queue) = mpsc::channel();
+        let flusher_db = db.clone();
+        std::thread::Builder::new()
+            .name("wal-flusher".into())
+            .spawn(move || flush_loop(&flusher_db, &queue))
+            .expect("spawning the WAL flusher thread");
+        LogStore { db, flusher }
+    }
+
+    fn get_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        match self.db.get_cf(cf(&self.db, CF_META), key).map_err(to_io)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta_synced<T: serde::Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(cf(&self.db, CF_META), key, encode(value), &options)
+            .map_err(to_io)
+    }
+}
+
+/// Completes queued append callbacks in batches: every callback waiting when an fsync starts is
+/// covered by it (RocksDB writes its WAL sequentially, so syncing it syncs every earlier write).
+fn flush_loop(db: &DB, queue: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let result = db.flush_wal(true);
+        for callback in batch {
+            callback.io_completed(result.clone().map_err(to_io));
+        }
+    }
+}
+
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        let mode = IteratorMode::From(&log_key(start), Direction::Forward);
+        for item in self.db.iterator_cf(cf(&self.db, CF_LOGS), mode) {
+            let (key, value) = item.map_err(to_io)?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes")
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            entries.push(decode(&value)?);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last = self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End).next();
+        let last_log_id = match last {
+            Some(item) => {
+                let (_, value) = item.map_err(to_io)?;
+                Some(decode::<Entry>(&value)?.log_id())
+            }
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // Raft §5.1: a vote must be durable before it is acted on.
+        self.put_meta_synced(KEY_VOTE, vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not synced: losing it only means re-applying from the snapshot on restart; openraft
+        // never relies on it for safety.
+        self.db
+            .put_cf(cf(&self.db, CF_META), KEY_COMMITTED, encode(&committed))
+            .map_err(to_io)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let logs = cf(&self.db, CF_LOGS);
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(logs, log_key(entry.index()), encode(&entry));
+        }
+        // Written to the WAL now, made durable by the flusher's next fsync; openraft treats the
+        // entries as persisted (and so may count them toward a quorum) only once it calls back.
+        self.db.write(batch).map_err(to_io)?;
+        self.flusher
+            .send(callback)
+            .map_err(|_| io::Error::other("the WAL flusher thread has stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        // Unsynced: the WAL is sequential, so a later synced append cannot survive a crash
+        // without this truncation surviving too.
+        let from = last_log_id.map_or(0, |id| id.index() + 1);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(&self.db, CF_LOGS), log_key(from), log_key(u64::MAX));
+        self.db.write(batch).map_err(to_io)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_META), KEY_LAST_PURGED, encode(&log_id));
+        batch.delete_range_cf(cf(&self.db, CF_LOGS), log_key(0), log_key(log_id.index() + 1));
+        self.db.write(batch).map_err(to_io)
+    }
+}

@@ -1,0 +1,220 @@
+//! The in-memory state machine behind openraft's `RaftStateMachine`, the persisted snapshot, and
+//! the shared handle the API layer reads from.
+
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use futures::{Stream, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::EntryPayload;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tokio::sync::watch;
+
+use super::{cf, to_io, CF_SNAPSHOT};
+use crate::raft::{decode, encode, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::state_machine::StateMachine;
+
+const KEY_SNAPSHOT_META: &[u8] = b"meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// The applied state: what the log up to `last_applied` produced.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub machine: StateMachine,
+}
+
+/// Read access to the applied state for the API layer, plus a signal that fires whenever the store
+/// revision advances (watches wait on it).
+pub struct SharedState {
+    state: RwLock<AppliedState>,
+    revision: watch::Sender<u64>,
+}
+
+impl SharedState {
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.state.read().expect("the state lock is never poisoned: apply does not panic while holding it")
+    }
+
+    /// A receiver that observes the applied store revision.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    fn replace(&self, state: AppliedState) {
+        let revision = state.machine.revision();
+        *self.state.write().expect("state lock") = state;
+        self.revision.send_replace(revision);
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    shared: Arc<SharedState>,
+    history_revisions_max: usize,
+}
+
+impl StateMachineStore {
+    pub(super) fn open(db: Arc<DB>, history_revisions_max: usize) -> io::Result<Self> {
+        let mut state = AppliedState {
+            machine: StateMachine::new(history_revisions_max),
+            ..AppliedState::default()
+        };
+        if let Some(snapshot) = read_snapshot(&db)? {
+            state = restore(&snapshot.meta, &snapshot.snapshot, history_revisions_max)?;
+        }
+        let (revision, _) = watch::channel(state.machine.revision());
+        let shared = Arc::new(SharedState {
+            state: RwLock::new(state),
+            revision,
+        });
+        Ok(StateMachineStore {
+            db,
+            shared,
+            history_revisions_max,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+}
+
+fn restore(meta: &SnapshotMeta, data: &[u8], history_revisions_max: usize) -> io::Result<AppliedState> {
+    let mut machine: StateMachine = decode(data)?;
+    machine.set_history_revisions_max(history_revisions_max);
+    Ok(AppliedState {
+        last_applied: meta.last_log_id.clone(),
+        membership: meta.last_membership.clone(),
+        machine,
+    })
+}
+
+fn read_snapshot(db: &DB) -> io::Result<Option<Snapshot>> {
+    let snapshots = cf(db, CF_SNAPSHOT);
+    let meta = db.get_cf(snapshots, KEY_SNAPSHOT_META).map_err(to_io)?;
+    let data = db.get_cf(snapshots, KEY_SNAPSHOT_DATA).map_err(to_io)?;
+    match (meta, data) {
+        (Some(meta), Some(data)) => Ok(Some(Snapshot {
+            meta: decode(&meta)?,
+            snapshot: data,
+        })),
+        _ => Ok(None),
+    }
+}
+
+fn write_snapshot(db: &DB, snapshot: &Snapshot) -> io::Result<()> {
+    let snapshots = cf(db, CF_SNAPSHOT);
+    let mut batch = WriteBatch::default();
+    batch.put_cf(snapshots, KEY_SNAPSHOT_META, encode(&snapshot.meta));
+    batch.put_cf(snapshots, KEY_SNAPSHOT_DATA, &snapshot.snapshot);
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(batch, &options).map_err(to_io)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.shared.read();
+        Ok((state.last_applied.clone(), state.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = {
+                let mut state = self.shared.state.write().expect("state lock");
+                let log_id = entry.log_id();
+                let index = log_id.index();
+                state.last_applied = Some(log_id.clone());
+                match entry.payload {
+                    EntryPayload::Blank => state.machine.apply_empty(index),
+                    EntryPayload::Normal(request) => state.machine.apply(index, &request),
+                    EntryPayload::Membership(membership) => {
+                        state.membership = StoredMembership::new(Some(log_id), membership);
+                        state.machine.apply_empty(index)
+                    }
+                }
+            };
+            self.shared.revision.send_if_modified(|revision| {
+                let current = response.revision().max(*revision);
+                std::mem::replace(revision, current) != current
+            });
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // The copy is the only pause apply sees; encoding and the disk write happen in the
+        // builder, which openraft runs in the background.
+        let state = self.shared.read().clone();
+        SnapshotBuilder {
+            db: self.db.clone(),
+            state,
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let state = restore(meta, &snapshot, self.history_revisions_max)?;
+        let snapshot = Snapshot {
+            meta: meta.clone(),
+            snapshot,
+        };
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || write_snapshot(&db, &snapshot))
+            .await
+            .map_err(io::Error::other)??;
+        self.shared.replace(state);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || read_snapshot(&db))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    state: AppliedState,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let state = std::mem::take(&mut self.state);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = Snapshot {
+                meta: SnapshotMeta {
+                    last_log_id: state.last_applied,
+                    last_membership: state.membership,
+                },
+                snapshot: encode(&state.machine),
+            };
+            write_snapshot(&db, &snapshot)?;
+            tracing::info!(
+                last_log_id = ?snapshot.meta.last_log_id,
+                bytes = snapshot.snapshot.len(),
+                "built snapshot"
+            );
+            Ok(snapshot)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
