@@ -1,0 +1,333 @@
+//! One `conclave-node` process: spawn, wait until it serves, stop (SIGTERM), kill (SIGKILL).
+//!
+//! The process is always addressed by its PID through the `Child` that spawned it, never by name,
+//! and it is killed and reaped when the [`NodeProcess`] is dropped, also when a test panics.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _};
+use conclave_proto::v1::{StatusRequest, StatusResponse};
+use tokio::time::Instant;
+
+use crate::channel;
+use crate::poll::POLL_INTERVAL;
+
+/// Environment variable naming the node binary to run.
+pub const NODE_BIN_ENV: &str = "CONCLAVE_NODE_BIN";
+/// Environment variable with the node's `--log` filter in tests (default `info`).
+pub const NODE_LOG_ENV: &str = "CONCLAVE_TEST_NODE_LOG";
+
+/// Everything needed to start one node, the same on every restart.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The node's stdout and stderr, appended to across restarts.
+    pub log_path: PathBuf,
+    /// Flags after the identity and address flags (timings, snapshot and watch settings).
+    pub args: Vec<String>,
+}
+
+/// Why a start failed; the harness retries a first start on new ports after [`Self::AddrInUse`].
+#[derive(Debug)]
+pub enum StartError {
+    /// The node exited because one of its ports was taken by another process.
+    AddrInUse(String),
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AddrInUse(log) => write!(formatter, "a port was in use:\n{log}"),
+            Self::Other(error) => write!(formatter, "{error:#}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A node process, running or not.
+#[derive(Debug)]
+pub struct NodeProcess {
+    spec: NodeSpec,
+    child: Option<Child>,
+    starts: u32,
+    /// Where this start's output begins in the log file.
+    log_offset: u64,
+}
+
+impl NodeProcess {
+    /// A node that has not been started yet.
+    pub fn new(spec: NodeSpec) -> Self {
+        Self {
+            spec,
+            child: None,
+            starts: 0,
+            log_offset: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+
+    /// Changes the addresses of a node that never started successfully (its ports were taken).
+    pub fn set_addrs(&mut self, api_addr: SocketAddr, peer_addr: SocketAddr) {
+        assert!(
+            self.child.is_none(),
+            "addresses change only while the node is down"
+        );
+        self.spec.api_addr = api_addr;
+        self.spec.peer_addr = peer_addr;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process has not exited. Reaps it if it has.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(status))) => {
+                tracing::warn!(node = self.spec.id, %status, "node exited on its own");
+                self.child = None;
+                false
+            }
+            Some(Err(error)) => panic!("try_wait on node {} failed: {error}", self.spec.id),
+            None => false,
+        }
+    }
+
+    /// Starts the process and waits until it answers Status on its API address.
+    pub async fn start(&mut self, timeout: Duration) -> Result<(), StartError> {
+        self.spawn().map_err(StartError::Other)?;
+        self.wait_serving(timeout).await
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        assert!(
+            self.child.is_none(),
+            "node {} is already running",
+            self.spec.id
+        );
+        fs::create_dir_all(&self.spec.data_dir)
+            .with_context(|| format!("create {}", self.spec.data_dir.display()))?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.spec.log_path)
+            .with_context(|| format!("open {}", self.spec.log_path.display()))?;
+        self.starts += 1;
+        writeln!(
+            log,
+            "===== conclave-tests: start #{} of node {} at {:?} =====",
+            self.starts,
+            self.spec.id,
+            SystemTime::now()
+        )?;
+        self.log_offset = log.metadata()?.len();
+        let binary = node_binary()?;
+        let log_level = std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| "info".to_owned());
+        let mut command = Command::new(binary);
+        command
+            .arg("--id")
+            .arg(self.spec.id.to_string())
+            .arg("--api-addr")
+            .arg(self.spec.api_addr.to_string())
+            .arg("--peer-addr")
+            .arg(self.spec.peer_addr.to_string())
+            .arg("--data-dir")
+            .arg(&self.spec.data_dir)
+            .arg("--log")
+            .arg(log_level)
+            .arg("--log-format")
+            .arg("text")
+            .args(&self.spec.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawn {command:?}"))?;
+        tracing::info!(
+            node = self.spec.id,
+            pid = child.id(),
+            api = %self.spec.api_addr,
+            peer = %self.spec.peer_addr,
+            log = %self.spec.log_path.display(),
+            "node process started"
+        );
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls Status until the node answers with its own id, or fails if the process exits first.
+    async fn wait_serving(&mut self, timeout: Duration) -> Result<(), StartError> {
+        let deadline = Instant::now() + timeout;
+        let mut client =
+            channel::cluster_client_with_timeout(self.spec.api_addr, Duration::from_secs(1));
+        loop {
+            // The exit check comes first: another process holding our port could answer Status.
+            if !self.is_running() {
+                let log = self.current_log();
+                let lowered = log.to_lowercase();
+                if lowered.contains("address already in use") || lowered.contains("addrinuse") {
+                    return Err(StartError::AddrInUse(tail(&log, 20)));
+                }
+                return Err(StartError::Other(anyhow::anyhow!(
+                    "node {} exited during start-up; its output:\n{}",
+                    self.spec.id,
+                    tail(&log, 40)
+                )));
+            }
+            if let Ok(response) = client.status(StatusRequest {}).await {
+                let status: StatusResponse = response.into_inner();
+                if status.node_id == self.spec.id {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    node = self.spec.id,
+                    answered = status.node_id,
+                    "another node answers on this node's API address"
+                );
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::Other(anyhow::anyhow!(
+                    "node {} did not answer Status on {} within {timeout:?}; its output:\n{}",
+                    self.spec.id,
+                    self.spec.api_addr,
+                    tail(&self.current_log(), 40)
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit, then sends SIGKILL.
+    pub async fn stop(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        if child.try_wait()?.is_none() {
+            // The child is not reaped yet, so its PID cannot have been reused by another process.
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("run kill -TERM")?;
+            if !status.success() {
+                tracing::warn!(node = self.spec.id, %status, "kill -TERM failed");
+            }
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                tracing::info!(node = self.spec.id, %status, "node stopped");
+                self.child = None;
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    node = self.spec.id,
+                    ?grace,
+                    "node ignored SIGTERM; killing it"
+                );
+                return self.kill();
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        // An error here means the process already exited; wait() below reaps it either way.
+        let _ = child.kill();
+        let status = child.wait().context("wait for killed node")?;
+        tracing::info!(node = self.spec.id, %status, "node killed");
+        Ok(Some(status))
+    }
+
+    /// The output of the current (or last) start.
+    pub fn current_log(&self) -> String {
+        read_from(&self.spec.log_path, self.log_offset)
+    }
+
+    /// The last `lines` lines of the whole log file, across restarts.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&read_from(&self.spec.log_path, 0), lines)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Err(error) = self.kill() {
+            eprintln!("failed to kill node {}: {error:#}", self.spec.id);
+        }
+    }
+}
+
+/// The `conclave-node` binary: `$CONCLAVE_NODE_BIN`, else the one beside this test executable's
+/// directory (`target/<profile>/deps/<test>` runs `target/<profile>/conclave-node`).
+pub fn node_binary() -> anyhow::Result<PathBuf> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = BINARY.get_or_init(|| {
+        let path = match std::env::var_os(NODE_BIN_ENV) {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let exe = std::env::current_exe().map_err(|error| error.to_string())?;
+                let profile_dir = exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .ok_or_else(|| format!("{} has no grandparent directory", exe.display()))?;
+                profile_dir.join("conclave-node")
+            }
+        };
+        if !path.is_file() {
+            return Err(format!(
+                "the node binary {} does not exist: run `cargo build --workspace --bins` first \
+                 (with the same CARGO_TARGET_DIR and profile), or set {NODE_BIN_ENV}",
+                path.display()
+            ));
+        }
+        let modified = fs::metadata(&path)
+            .and_then(|metadata| metadata.modified())
+            .ok();
+        tracing::info!(binary = %path.display(), ?modified, "using node binary");
+        Ok(path)
+    });
+    match found {
+        Ok(path) => Ok(path.clone()),
+        Err(message) => bail!("{message}"),
+    }
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.read_to_end(&mut text);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
