@@ -20,8 +20,8 @@ use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateMachine {
-    /// Log index of the last entry applied (0 before any).
-    last_index: u64,
+    /// Log index of the last entry applied (openraft's first entry has index 0).
+    last_index: Option<u64>,
     /// The store revision: bumped by one for every applied command that changed at least one key.
     revision: u64,
     /// The greatest leader time seen; cluster time never goes backwards here.
@@ -67,18 +67,18 @@ impl StateMachine {
 
     fn advance(&mut self, index: u64) {
         assert!(
-            index > self.last_index,
-            "log applied out of order: index {index} after {}",
+            Some(index) > self.last_index,
+            "log applied out of order: index {index} after {:?}",
             self.last_index
         );
-        self.last_index = index;
+        self.last_index = Some(index);
     }
 
     pub fn revision(&self) -> u64 {
         self.revision
     }
 
-    pub fn last_index(&self) -> u64 {
+    pub fn last_index(&self) -> Option<u64> {
         self.last_index
     }
 

@@ -21,18 +21,41 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    flusher: Arc<Flusher>,
+}
+
+/// The flusher thread and its queue. Dropping the last handle stops the thread and waits for it,
+/// so the database is closed (and its lock released) when the stores are dropped.
+struct Flusher {
+    queue: Option<mpsc::Sender<IOFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogStore {
     pub(super) fn new(db: Arc<DB>) -> Self {
-        let (flusher, queue) = mpsc::channel();
+        let (queue, receiver) = mpsc::channel();
         let flusher_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("wal-flusher".into())
-            .spawn(move || flush_loop(&flusher_db, &queue))
+            .spawn(move || flush_loop(&flusher_db, &receiver))
             .expect("spawning the WAL flusher thread");
-        LogStore { db, flusher }
+        let flusher = Flusher {
+            queue: Some(queue),
+            thread: Some(thread),
+        };
+        LogStore {
+            db,
+            flusher: Arc::new(flusher),
+        }
     }
 
     fn get_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -152,6 +175,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entries as persisted (and so may count them toward a quorum) only once it calls back.
         self.db.write(batch).map_err(to_io)?;
         self.flusher
+            .queue
+            .as_ref()
+            .expect("the queue lives as long as the flusher")
             .send(callback)
             .map_err(|_| io::Error::other("the WAL flusher thread has stopped"))
     }

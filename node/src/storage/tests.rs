@@ -59,13 +59,12 @@ async fn log_vote_and_snapshot_survive_reopen() {
         let (mut log_store, mut state_machine) = open(dir.path(), 1000).expect("open");
         log_store.save_vote(&vote).await.expect("save vote");
         append_durably(&mut log_store, (1..=5).map(|i| put_entry(3, i, &format!("k{i}"))).collect()).await;
-        log_store.purge(log_id(3, 2)).await.expect("purge");
-
         let entries = log_store.try_get_log_entries(1..=3).await.expect("read");
         let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
         state_machine.apply(stream).await.expect("apply");
         let mut builder = state_machine.get_snapshot_builder().await;
         openraft::storage::RaftSnapshotBuilder::build_snapshot(&mut builder).await.expect("snapshot");
+        log_store.purge(log_id(3, 2)).await.expect("purge");
     }
 
     tracing::info!("reopen: the vote, the unpurged log and the snapshot state must all be back");
