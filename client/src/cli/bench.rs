@@ -1,0 +1,290 @@
+//! `conclave bench kv`: a closed-loop load generator that prints throughput and latency.
+//!
+//! Each worker keeps one request outstanding. Workers share one client whose requests are spread
+//! over several HTTP/2 connections per node and sent straight to the leader; each worker records
+//! latencies into its own fixed-size histogram, merged at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use conclave_client::{Client, ClientOptions, Error, ReadConsistency};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::histogram::Histogram;
+use super::{output, CliError, CliResult, Globals};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive puts and/or gets against the cluster and report throughput and latency.
+    ///
+    /// Runs --clients workers, each with one request outstanding, for --warmup seconds (not
+    /// measured) and then --duration seconds (measured). Keys are `bench/00000000` ..
+    /// `bench/<keys - 1>`, chosen uniformly at random; for `get` and `mixed` every key is written
+    /// once before the run. Puts carry request ids like every other write. Reports successful
+    /// operations, throughput, p50/p90/p99/max latency, and errors split into rejected (nothing
+    /// applied), indeterminate (outcome unknown) and unavailable (a read found no node).
+    Kv(BenchKv),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKv {
+    /// Concurrent workers, each with one request outstanding.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    clients: u32,
+    /// Measured seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration: u64,
+    /// Seconds run before measuring starts, to open connections and warm caches.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    warmup: u64,
+    /// Bytes per value written.
+    #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    value_size: u32,
+    /// What each request does: put, get, or mixed (50% get, 50% put, chosen per request).
+    #[arg(long, value_enum, default_value_t = BenchOp::Put)]
+    op: BenchOp,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    keys: u32,
+    /// HTTP/2 connections per node; workers' requests are spread over them.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// Serve gets from the node's local state instead of linearizably.
+    #[arg(long)]
+    serializable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchOp {
+    /// Every request is a put.
+    Put,
+    /// Every request is a get.
+    Get,
+    /// 50% gets, 50% puts.
+    Mixed,
+}
+
+/// What one worker saw during the measured window.
+#[derive(Debug, Default)]
+struct WorkerReport {
+    latency_us: Histogram,
+    rejected: u64,
+    indeterminate: u64,
+    unavailable: u64,
+    /// The first error seen, to show what went wrong.
+    first_error: Option<String>,
+}
+
+pub async fn run(command: BenchCommand, globals: &Globals) -> CliResult {
+    match command {
+        BenchCommand::Kv(args) => kv(args, globals).await,
+    }
+}
+
+async fn kv(args: BenchKv, globals: &Globals) -> CliResult {
+    let options = ClientOptions {
+        channels_per_endpoint: args.connections as usize,
+        ..globals.client_options()
+    };
+    let client = Client::connect_with(&globals.endpoints, options)?;
+    let leader = client.find_leader().await?;
+    tracing::info!(leader = leader.node_id, address = %leader.api_addr, "sending to the leader");
+
+    let keys: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..args.keys)
+            .map(|i| format!("bench/{i:08}").into_bytes())
+            .collect(),
+    );
+    let value: Arc<Vec<u8>> = Arc::new(vec![b'x'; args.value_size as usize]);
+    if args.op != BenchOp::Put {
+        preload(&client, &keys, &value, args.clients as usize).await?;
+    }
+
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(args.warmup);
+    let end = measure_from + Duration::from_secs(args.duration);
+    let consistency = if args.serializable {
+        ReadConsistency::Serializable
+    } else {
+        ReadConsistency::Linearizable
+    };
+    let workers: Vec<_> = (0..args.clients)
+        .map(|worker| {
+            let client = client.clone();
+            let keys = Arc::clone(&keys);
+            let value = Arc::clone(&value);
+            let op = args.op;
+            tokio::spawn(async move {
+                let mut random = XorShift::new(u64::from(worker) + 1);
+                let mut report = WorkerReport::default();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        return report;
+                    }
+                    let key = keys[random.below(keys.len())].clone();
+                    let put = match op {
+                        BenchOp::Put => true,
+                        BenchOp::Get => false,
+                        BenchOp::Mixed => random.next() & 1 == 0,
+                    };
+                    let result = if put {
+                        client.put(key, value.as_slice()).await.map(drop)
+                    } else {
+                        client.get_with(key, consistency).await.map(drop)
+                    };
+                    let done = Instant::now();
+                    if sent < measure_from || done > end {
+                        continue;
+                    }
+                    match result {
+                        Ok(()) => report
+                            .latency_us
+                            .record(done.duration_since(sent).as_micros() as u64),
+                        Err(error) => {
+                            match error {
+                                Error::Indeterminate { .. } => report.indeterminate += 1,
+                                Error::Unavailable { .. } => report.unavailable += 1,
+                                _ => report.rejected += 1,
+                            }
+                            report.first_error.get_or_insert_with(|| error.to_string());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut total = WorkerReport::default();
+    for worker in workers {
+        let report = worker
+            .await
+            .map_err(|error| CliError::failed(format!("a worker panicked: {error}")))?;
+        total.latency_us.merge(&report.latency_us);
+        total.rejected += report.rejected;
+        total.indeterminate += report.indeterminate;
+        total.unavailable += report.unavailable;
+        if total.first_error.is_none() {
+            total.first_error = report.first_error;
+        }
+    }
+    print_report(&args, &total, globals.json)?;
+    if total.latency_us.count() == 0 {
+        return Err(CliError::failed(format!(
+            "no operation succeeded{}",
+            total
+                .first_error
+                .map(|error| format!(": {error}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes every key once, so that gets find values.
+async fn preload(
+    client: &Client,
+    keys: &Arc<Vec<Vec<u8>>>,
+    value: &Arc<Vec<u8>>,
+    workers: usize,
+) -> CliResult {
+    let workers = workers.clamp(1, keys.len());
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| {
+            let client = client.clone();
+            let keys = Arc::clone(keys);
+            let value = Arc::clone(value);
+            tokio::spawn(async move {
+                for key in keys.iter().skip(worker).step_by(workers) {
+                    client.put(key.clone(), value.as_slice()).await?;
+                }
+                Ok::<(), Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .map_err(|error| CliError::failed(format!("a preload worker panicked: {error}")))??;
+    }
+    Ok(())
+}
+
+fn print_report(args: &BenchKv, total: &WorkerReport, json: bool) -> CliResult {
+    let operations = total.latency_us.count();
+    let throughput = operations as f64 / args.duration as f64;
+    let op = match args.op {
+        BenchOp::Put => "put",
+        BenchOp::Get => "get",
+        BenchOp::Mixed => "mixed",
+    };
+    let latency = &total.latency_us;
+    if json {
+        return output::json_document(&json!({
+            "op": op,
+            "clients": args.clients,
+            "connections": args.connections,
+            "value_size": args.value_size,
+            "keys": args.keys,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "operations": operations,
+            "throughput_ops_per_s": throughput,
+            "latency_us": {
+                "p50": latency.quantile(0.50),
+                "p90": latency.quantile(0.90),
+                "p99": latency.quantile(0.99),
+                "max": latency.max(),
+            },
+            "errors": {
+                "rejected": total.rejected,
+                "indeterminate": total.indeterminate,
+                "unavailable": total.unavailable,
+                "first": total.first_error,
+            },
+        }));
+    }
+    let ms = |us: u64| format!("{:.2}ms", us as f64 / 1000.0);
+    output::line(&format!(
+        "bench kv: op={op} clients={} connections={} value_size={}B keys={} duration={}s (after {}s warm-up, not counted)",
+        args.clients, args.connections, args.value_size, args.keys, args.duration, args.warmup
+    ))?;
+    output::line(&format!("operations  {operations}"))?;
+    output::line(&format!("throughput  {throughput:.1} ops/s"))?;
+    output::line(&format!(
+        "latency     p50 {}  p90 {}  p99 {}  max {}",
+        ms(latency.quantile(0.50)),
+        ms(latency.quantile(0.90)),
+        ms(latency.quantile(0.99)),
+        ms(latency.max())
+    ))?;
+    output::line(&format!(
+        "errors      {} rejected, {} indeterminate, {} unavailable",
+        total.rejected, total.indeterminate, total.unavailable
+    ))?;
+    if let Some(error) = &total.first_error {
+        output::line(&format!("first error {error}"))?;
+    }
+    Ok(())
+}
+
+/// A tiny xorshift64* generator: the benchmark needs cheap, reproducible choices, not security.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> XorShift {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
