@@ -6,6 +6,7 @@
 //! - [`node_process`]: one node process, always addressed by PID, killed on drop.
 //! - [`ports`]: free ports reserved across concurrently running test processes.
 //! - [`writer`]: writes retried with their request id until acknowledged.
+//! - [`read`]: reads of one key or of every key under a prefix.
 //! - [`poll`]: waiting on a condition with a deadline.
 //! - [`channel`]: gRPC clients for a node's API address.
 
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod node_process;
 pub mod poll;
 pub mod ports;
+pub mod read;
 pub mod writer;
 
 pub use cluster::{ClusterConfig, TestCluster};
@@ -29,6 +31,7 @@ pub fn init_tracing() {
             .with_env_filter(filter)
             .with_test_writer()
             .with_thread_names(true)
+            .with_ansi(false)
             .try_init();
     });
 }
