@@ -326,8 +326,39 @@ fn read_from(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-/// The last `lines` lines of `text`.
+/// The last `lines` lines of `text`, without terminal colour codes (the node colours its text logs).
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    strip_ansi(&all[all.len().saturating_sub(lines)..].join("\n"))
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip the sequence up to and including its final letter.
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_without_colour_codes() {
+        let text = "one\n\u{1b}[2mtwo\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x\nthree\n";
+        assert_eq!(tail(text, 2), "two  INFO x\nthree");
+        assert_eq!(tail(text, 10), "one\ntwo  INFO x\nthree");
+    }
 }
