@@ -304,13 +304,16 @@ initialize() {
     touch "$marker"
 }
 
-# Waits until a linearizable read succeeds, which takes a leader that a quorum follows.
+# Waits until a linearizable read succeeds, which takes a leader that a quorum follows. The probe key
+# does not exist, so the CLI exits 1 ("not found") even then; with --json it prints the read's
+# response header only when the read itself succeeded.
 wait_for_leader() {
     local deadline output id
     deadline=$((SECONDS + up_timeout_secs))
     say "waiting up to ${up_timeout_secs}s for a leader to serve"
     while true; do
-        if output=$(cli_timeout_secs=5 cli kv get "$PROBE_KEY" 2>&1); then
+        output=$(cli_timeout_secs=5 cli --json kv get "$PROBE_KEY" 2>&1) || true
+        if grep -q '"header"' <<<"$output"; then
             say "a leader serves"
             return 0
         fi
