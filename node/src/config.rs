@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Debug, Parser)]
-#[command(name = "conclave-node", version, about = "A Conclave node: one member of a Raft-replicated coordination cluster.")]
+#[command(
+    name = "conclave-node",
+    version,
+    about = "A Conclave node: one member of a Raft-replicated coordination cluster."
+)]
 pub struct Config {
     /// This node's id in the cluster: a non-zero integer, unique and never reused.
     #[arg(long = "id", env = "CONCLAVE_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
@@ -65,7 +69,12 @@ pub struct Config {
 
     /// Test-only: dial peer ID at ADDR instead of its membership address (`ID=ADDR`, repeatable).
     /// Fault-injection tests put a proxy there; the membership keeps the real addresses.
-    #[arg(long = "peer-dial", env = "CONCLAVE_PEER_DIAL", value_delimiter = ',', hide = true)]
+    #[arg(
+        long = "peer-dial",
+        env = "CONCLAVE_PEER_DIAL",
+        value_delimiter = ',',
+        hide = true
+    )]
     pub peer_dial: Vec<String>,
 }
 

@@ -17,7 +17,10 @@ pub enum Error {
     /// This node is not the leader. `proposed` tells whether this node may have put the write in
     /// its log before finding out (then the outcome is unknown, not rejected).
     #[error("not the leader")]
-    NotLeader { leader: Option<LeaderHint>, proposed: bool },
+    NotLeader {
+        leader: Option<LeaderHint>,
+        proposed: bool,
+    },
     /// No leader could be reached within the bounded wait.
     #[error("{message}")]
     Unavailable {
@@ -33,7 +36,10 @@ pub enum Error {
     ResourceExhausted(String),
     /// A watch asked for history that is gone.
     #[error("compacted: revision {requested} is older than the retained history; the oldest available revision is {oldest_available}")]
-    Compacted { requested: u64, oldest_available: u64 },
+    Compacted {
+        requested: u64,
+        oldest_available: u64,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]

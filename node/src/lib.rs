@@ -28,7 +28,10 @@ use limits::{API_CONCURRENCY_PER_CONNECTION, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST
 use node::Node;
 
 /// Runs a node until `shutdown` resolves (or a server fails), then stops Raft cleanly.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let raft_config = openraft::Config {
         cluster_name: "conclave".into(),
         heartbeat_interval: config.heartbeat_ms,
@@ -37,6 +40,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
         max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
         install_snapshot_timeout: config.election_timeout_max_ms.max(1000),
+        // A node that cannot win (partitioned, restarted, removed) asks first instead of bumping
+        // its term and disrupting a healthy leader when it reconnects.
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()
@@ -54,10 +60,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let (log_store, state_machine) = storage::open(&config.data_dir, config.watch_history)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let state = state_machine.shared();
-    let network = raft::network::PeerNetwork::new(dial_overrides);
-    let raft = raft::Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
-        .await
-        .context("starting Raft")?;
+    let append_timeout_min = std::time::Duration::from_millis(config.election_timeout_min_ms);
+    let network = raft::network::PeerNetwork::new(dial_overrides, append_timeout_min);
+    let raft = raft::Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
 
     let node = Arc::new(Node {
         id: config.node_id,
@@ -78,7 +91,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener),
+            stopped(stop_rx.clone()),
+        );
 
     let forwarder = Forwarder::default();
     let api_server = tonic::transport::Server::builder()
@@ -89,7 +105,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
-        .add_service(ClusterServer::new(grpc::cluster::ClusterService::new(node.clone(), forwarder)))
+        .add_service(ClusterServer::new(grpc::cluster::ClusterService::new(
+            node.clone(),
+            forwarder,
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx));
 
     tracing::info!(
@@ -127,7 +146,11 @@ fn parse_peer_dial(entries: &[String]) -> anyhow::Result<HashMap<u64, String>> {
             let (id, addr) = entry
                 .split_once('=')
                 .with_context(|| format!("--peer-dial {entry:?}: expected ID=ADDR"))?;
-            Ok((id.parse().with_context(|| format!("--peer-dial {entry:?}: bad id"))?, addr.to_string()))
+            Ok((
+                id.parse()
+                    .with_context(|| format!("--peer-dial {entry:?}: bad id"))?,
+                addr.to_string(),
+            ))
         })
         .collect()
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
 use crate::config::Config;
@@ -38,7 +38,11 @@ impl Node {
     pub fn leader_hint(&self) -> Option<LeaderHint> {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let id = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
         Some(LeaderHint {
             id,
             api_addr: node.api_addr,
@@ -51,9 +55,14 @@ impl Node {
 
     /// False once this node's own membership no longer lists it (it was removed).
     pub fn is_member(&self) -> bool {
+        self.is_member_id(self.id)
+    }
+
+    /// Whether the membership this node knows lists `id` (trivially true before initialization).
+    pub fn is_member_id(&self, id: NodeId) -> bool {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
-        membership.get_node(&self.id).is_some() || membership.nodes().next().is_none()
+        membership.get_node(&id).is_some() || membership.nodes().next().is_none()
     }
 
     /// Waits, up to the leader wait, until this node knows of a leader.
@@ -117,18 +126,28 @@ impl Node {
                 proposed: false,
             });
         }
-        match tokio::time::timeout(self.leader_wait(), self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+        match tokio::time::timeout(
+            self.leader_wait(),
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(e))) => Err(Error::NotLeader {
                 leader: match e {
-                    openraft::error::LinearizableReadError::ForwardToLeader(_) => self.leader_hint(),
+                    openraft::error::LinearizableReadError::ForwardToLeader(_) => {
+                        self.leader_hint()
+                    }
                     _ => None,
                 },
                 proposed: false,
             }),
             Ok(Err(e)) => Err(Error::Fatal(e.to_string())),
             Err(_) => Err(Error::Unavailable {
-                message: format!("could not confirm leadership with a quorum within {} ms", self.config.leader_wait_ms),
+                message: format!(
+                    "could not confirm leadership with a quorum within {} ms",
+                    self.config.leader_wait_ms
+                ),
                 leader: self.leader_hint(),
                 proposed: false,
             }),
@@ -144,9 +163,9 @@ impl Node {
         }
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
-                Err(Error::AlreadyExists(format!("the node is already part of a cluster: {e}")))
-            }
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => Err(
+                Error::AlreadyExists(format!("the node is already part of a cluster: {e}")),
+            ),
             Err(e) => Err(Error::FailedPrecondition(e.to_string())),
         }
     }
@@ -167,16 +186,59 @@ impl Node {
         ChangeMembers::AddVoterIds(ids)
     }
 
-    /// Removes voters and learners alike.
-    pub fn remove(ids: BTreeSet<NodeId>) -> ChangeMembers<NodeId, NodeInfo> {
-        ChangeMembers::Batch(vec![ChangeMembers::RemoveVoters(ids.clone()), ChangeMembers::RemoveNodes(ids)])
+    /// Removes voters and learners alike: voters leave the voter set and the node list in one
+    /// joint-consensus change; learners, which are in no quorum, are simply dropped.
+    pub async fn remove(&self, ids: BTreeSet<NodeId>) -> Result<u64> {
+        self.ensure_leader()?;
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let voters: BTreeSet<NodeId> = membership
+            .voter_ids()
+            .filter(|id| ids.contains(id))
+            .collect();
+        let learners: BTreeSet<NodeId> = ids.difference(&voters).copied().collect();
+        if let Some(unknown) = learners
+            .iter()
+            .find(|id| membership.membership().get_node(id).is_none())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "node_ids: node {unknown} is not a member"
+            )));
+        }
+        let mut log_index = 0;
+        if !voters.is_empty() {
+            let result = self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(voters), false)
+                .await;
+            log_index = self.membership_result(result)?;
+        }
+        if !learners.is_empty() {
+            let result = self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(learners), false)
+                .await;
+            log_index = self.membership_result(result)?;
+        }
+        Ok(log_index)
     }
 
     pub async fn transfer_leader(&self, to: NodeId) -> Result<NodeId> {
         self.ensure_leader()?;
-        let membership = self.raft.metrics().borrow_watched().membership_config.clone();
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
         if !membership.voter_ids().any(|id| id == to) {
-            return Err(Error::InvalidArgument(format!("to_node_id: node {to} is not a voter")));
+            return Err(Error::InvalidArgument(format!(
+                "to_node_id: node {to} is not a voter"
+            )));
         }
         if to != self.id {
             self.raft
@@ -194,7 +256,9 @@ impl Node {
         match leader {
             Some(leader) if leader == to => Ok(leader),
             other => Err(Error::Unavailable {
-                message: format!("leadership did not move to node {to} in time (leader now: {other:?})"),
+                message: format!(
+                    "leadership did not move to node {to} in time (leader now: {other:?})"
+                ),
                 leader: self.leader_hint(),
                 proposed: true,
             }),
@@ -214,14 +278,19 @@ impl Node {
 
     fn membership_result(
         &self,
-        result: std::result::Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+        result: std::result::Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+        >,
     ) -> Result<u64> {
         match result {
             Ok(response) => Ok(response.log_id.index()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NotLeader {
-                leader: self.leader_hint(),
-                proposed: true,
-            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Error::NotLeader {
+                    leader: self.leader_hint(),
+                    proposed: true,
+                })
+            }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Error::FailedPrecondition(e.to_string()))
             }

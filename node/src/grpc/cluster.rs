@@ -65,7 +65,9 @@ impl ClusterService {
                 ..
             }) if !forwarded => {
                 let channel = self.forwarder.channel(&api_addr).map_err(to_status)?;
-                let mut request = self.forwarder.request(request, self.node.leader_wait());
+                let mut request =
+                    self.forwarder
+                        .request(self.node.id, request, self.node.leader_wait());
                 // Adding a learner waits for it to catch up, which may take long.
                 request.set_timeout(std::time::Duration::from_secs(600));
                 forward(ClusterClient::new(channel), request).await
@@ -83,9 +85,14 @@ fn node_info(field: &str, member: &pb::Member) -> Result<(NodeId, NodeInfo), Sta
     if member.node_id == 0 {
         return Err(invalid(format!("{field}.node_id: must be non-zero")));
     }
-    for (name, addr) in [("api_addr", &member.api_addr), ("peer_addr", &member.peer_addr)] {
+    for (name, addr) in [
+        ("api_addr", &member.api_addr),
+        ("peer_addr", &member.peer_addr),
+    ] {
         if addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(format!("{field}.{name}: {addr:?} is not an ip:port address")));
+            return Err(invalid(format!(
+                "{field}.{name}: {addr:?} is not an ip:port address"
+            )));
         }
     }
     Ok((
@@ -106,12 +113,17 @@ fn node_ids(ids: &[u64]) -> Result<BTreeSet<NodeId>, Status> {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let metrics = self.node.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let role = match metrics.state {
             ServerState::Leader => pb::Role::Leader,
-            ServerState::Follower if membership.voter_ids().any(|id| id == self.node.id) => pb::Role::Follower,
+            ServerState::Follower if membership.voter_ids().any(|id| id == self.node.id) => {
+                pb::Role::Follower
+            }
             ServerState::Follower | ServerState::Learner => pb::Role::Learner,
             ServerState::Candidate => pb::Role::Candidate,
             ServerState::Shutdown => pb::Role::Shutdown,
@@ -127,11 +139,14 @@ impl Cluster for ClusterService {
                 pb::ReplicationProgress {
                     node_id: *id,
                     matched_index,
-                    lag: last_log_index.unwrap_or(0).saturating_sub(matched_index.unwrap_or(0)),
+                    lag: last_log_index
+                        .unwrap_or(0)
+                        .saturating_sub(matched_index.unwrap_or(0)),
                 }
             })
             .collect();
-        #[allow(deprecated)] // the replacement is an Instant; this is the same figure in milliseconds
+        #[allow(deprecated)]
+        // the replacement is an Instant; this is the same figure in milliseconds
         let millis_since_quorum_ack = metrics.millis_since_quorum_ack;
         let initialized = membership.nodes().next().is_some();
         let leader = self.node.leader_hint();
@@ -148,7 +163,11 @@ impl Cluster for ClusterService {
             leader_id: metrics.current_leader,
             leader_api_addr: leader.map(|hint| hint.api_addr),
             last_log_index,
-            committed_index: metrics.cluster_committed.as_ref().or(metrics.local_committed.as_ref()).map(|id| id.index()),
+            committed_index: metrics
+                .cluster_committed
+                .as_ref()
+                .or(metrics.local_committed.as_ref())
+                .map(|id| id.index()),
             applied_index: metrics.last_applied.as_ref().map(|id| id.index()),
             snapshot_index: metrics.snapshot.as_ref().map(|id| id.index()),
             purged_index: metrics.purged.as_ref().map(|id| id.index()),
@@ -162,7 +181,10 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn initialize(&self, request: Request<pb::InitializeRequest>) -> Result<Response<pb::InitializeResponse>, Status> {
+    async fn initialize(
+        &self,
+        request: Request<pb::InitializeRequest>,
+    ) -> Result<Response<pb::InitializeResponse>, Status> {
         let req = request.into_inner();
         if req.members.is_empty() {
             return Err(invalid("members: give at least one initial voter"));
@@ -178,35 +200,60 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::InitializeResponse {}))
     }
 
-    async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let member = req.member.as_ref().ok_or_else(|| invalid("member: required"))?;
+        let member = req
+            .member
+            .as_ref()
+            .ok_or_else(|| invalid("member: required"))?;
         let (id, info) = node_info("member", member)?;
         let node = &self.node;
         let result = until_leader(node, || node.add_learner(id, info.clone())).await;
-        self.membership_reply(result, forwarded, req, |mut c, r| async move { c.add_learner(r).await }).await
+        self.membership_reply(result, forwarded, req, |mut c, r| async move {
+            c.add_learner(r).await
+        })
+        .await
     }
 
-    async fn promote(&self, request: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let ids = node_ids(&req.node_ids)?;
         let node = &self.node;
-        let result = until_leader(node, || node.change_membership(Node::promote(ids.clone()))).await;
-        self.membership_reply(result, forwarded, req, |mut c, r| async move { c.promote(r).await }).await
+        let result =
+            until_leader(node, || node.change_membership(Node::promote(ids.clone()))).await;
+        self.membership_reply(result, forwarded, req, |mut c, r| async move {
+            c.promote(r).await
+        })
+        .await
     }
 
-    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let ids = node_ids(&req.node_ids)?;
         let node = &self.node;
-        let result = until_leader(node, || node.change_membership(Node::remove(ids.clone()))).await;
-        self.membership_reply(result, forwarded, req, |mut c, r| async move { c.remove(r).await }).await
+        let result = until_leader(node, || node.remove(ids.clone())).await;
+        self.membership_reply(result, forwarded, req, |mut c, r| async move {
+            c.remove(r).await
+        })
+        .await
     }
 
-    async fn transfer_leader(&self, request: Request<pb::TransferLeaderRequest>) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         if req.to_node_id == 0 {
@@ -221,7 +268,7 @@ impl Cluster for ClusterService {
             }) if !forwarded => {
                 let channel = self.forwarder.channel(&api_addr).map_err(to_status)?;
                 ClusterClient::new(channel)
-                    .transfer_leader(self.forwarder.request(req, node.leader_wait()))
+                    .transfer_leader(self.forwarder.request(node.id, req, node.leader_wait()))
                     .await
             }
             Err(e) => Err(to_status(e)),

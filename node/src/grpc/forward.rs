@@ -13,6 +13,7 @@ use tonic::Request;
 
 use crate::error::Error;
 use crate::node::Node;
+use crate::raft::NodeId;
 
 /// How often a node without a leader re-checks while it waits for one.
 const LEADER_POLL: Duration = Duration::from_millis(20);
@@ -38,11 +39,14 @@ impl Forwarder {
         Ok(channel)
     }
 
-    /// Wraps a request for the leader: marked as forwarded (so it is not forwarded again) and
-    /// bounded by the node's leader wait plus slack for the leader's own wait.
-    pub fn request<T>(&self, message: T, leader_wait: Duration) -> Request<T> {
+    /// Wraps a request for the leader: marked as forwarded by this node (so it is not forwarded
+    /// again, and the leader can refuse nodes no longer in the cluster) and bounded by the node's
+    /// leader wait plus slack for the leader's own wait.
+    pub fn request<T>(&self, from: NodeId, message: T, leader_wait: Duration) -> Request<T> {
         let mut request = Request::new(message);
-        request.metadata_mut().insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
+        request
+            .metadata_mut()
+            .insert(FORWARDED_METADATA, MetadataValue::from(from));
         request.set_timeout(leader_wait * 2);
         request
     }
@@ -50,6 +54,23 @@ impl Forwarder {
 
 pub fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_METADATA)
+}
+
+/// Refuses a request forwarded by a node that is no longer a member: a removed node may not have
+/// learned of its removal (the leader stops replicating to it), so the leader tells it.
+pub fn check_forwarder<T>(node: &Node, request: &Request<T>) -> Result<(), Error> {
+    let Some(value) = request.metadata().get(FORWARDED_METADATA) else {
+        return Ok(());
+    };
+    let from = value.to_str().ok().and_then(|v| v.parse::<NodeId>().ok());
+    match from {
+        Some(from) if !node.is_member_id(from) && node.raft.is_leader() => {
+            Err(Error::FailedPrecondition(format!(
+                "node {from} has been removed from the cluster and serves no requests"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails for a reason other than leadership, or finds that
@@ -64,15 +85,24 @@ where
     let mut proposed = false;
     loop {
         match attempt().await {
-            Err(Error::NotLeader { leader, proposed: this_proposed }) => {
+            Err(Error::NotLeader {
+                leader,
+                proposed: this_proposed,
+            }) => {
                 proposed |= this_proposed;
                 match leader {
                     Some(hint) if hint.id != node.id => {
-                        return Err(Error::NotLeader { leader: Some(hint), proposed });
+                        return Err(Error::NotLeader {
+                            leader: Some(hint),
+                            proposed,
+                        });
                     }
                     leader if Instant::now() >= deadline => {
                         return Err(Error::Unavailable {
-                            message: format!("no leader was reachable within {} ms", node.config.leader_wait_ms),
+                            message: format!(
+                                "no leader was reachable within {} ms",
+                                node.config.leader_wait_ms
+                            ),
                             leader,
                             proposed,
                         });

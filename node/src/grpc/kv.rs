@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::forward::{is_forwarded, Forwarder};
+use super::forward::{check_forwarder, is_forwarded, Forwarder};
 use super::status::to_status;
 use crate::error::{Error, LeaderHint};
 use crate::limits::*;
@@ -51,7 +51,11 @@ impl KvService {
     }
 
     /// Proposes a write here if this node leads; otherwise hands back the leader to forward to.
-    async fn write(&self, request_id: RequestId, command: Command) -> Result<crate::state_machine::Response, Error> {
+    async fn write(
+        &self,
+        request_id: RequestId,
+        command: Command,
+    ) -> Result<crate::state_machine::Response, Error> {
         let node = &self.node;
         super::forward::until_leader(node, || node.write(request_id, command.clone())).await
     }
@@ -63,7 +67,13 @@ impl KvService {
     }
 
     /// Forwards the request to `leader` unless it was already forwarded once.
-    async fn forward<Req, Resp, F, Fut>(&self, error: Error, forwarded: bool, request: Req, call: F) -> Result<Response<Resp>, Status>
+    async fn forward<Req, Resp, F, Fut>(
+        &self,
+        error: Error,
+        forwarded: bool,
+        request: Req,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
     where
         F: FnOnce(KvClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
@@ -77,12 +87,19 @@ impl KvService {
                 let client = KvClient::new(channel)
                     .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                     .max_encoding_message_size(2 * MAX_REQUEST_BYTES);
-                let result = call(client, self.forwarder.request(request, self.node.leader_wait())).await;
+                let result = call(
+                    client,
+                    self.forwarder
+                        .request(self.node.id, request, self.node.leader_wait()),
+                )
+                .await;
                 // If this node put the write in its own log first, that entry may still commit:
                 // whatever the leader says, a failure is then no proof of "not applied".
                 result.map_err(|mut status| {
                     if proposed {
-                        status.metadata_mut().remove(conclave_proto::OUTCOME_METADATA);
+                        status
+                            .metadata_mut()
+                            .remove(conclave_proto::OUTCOME_METADATA);
                     }
                     status
                 })
@@ -104,8 +121,12 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
         let req = request.into_inner();
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
@@ -116,23 +137,34 @@ impl Kv for KvService {
             value: req.value.clone(),
         };
         match self.write(request_id, command).await {
-            Ok(crate::state_machine::Response::Put { revision, previous }) => Ok(Response::new(pb::PutResponse {
-                header: self.header(revision, Consistency::Linearizable),
-                previous: previous.map(to_pb),
-            })),
+            Ok(crate::state_machine::Response::Put { revision, previous }) => {
+                Ok(Response::new(pb::PutResponse {
+                    header: self.header(revision, Consistency::Linearizable),
+                    previous: previous.map(to_pb),
+                }))
+            }
             Ok(other) => Err(unexpected(other)),
-            Err(e) => self.forward(e, forwarded, req, |mut c, r| async move { c.put(r).await }).await,
+            Err(e) => {
+                self.forward(e, forwarded, req, |mut c, r| async move { c.put(r).await })
+                    .await
+            }
         }
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
         let req = request.into_inner();
         check_key("key", &req.key)?;
         let consistency = self.read_consistency(req.consistency)?;
         if consistency == Consistency::Linearizable {
             if let Err(e) = self.linearize().await {
-                return self.forward(e, forwarded, req, |mut c, r| async move { c.get(r).await }).await;
+                return self
+                    .forward(e, forwarded, req, |mut c, r| async move { c.get(r).await })
+                    .await;
             }
         }
         let state = self.node.state.read();
@@ -142,25 +174,45 @@ impl Kv for KvService {
         }))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
         let req = request.into_inner();
         let request_id = request_id(req.request_id)?;
         check_key("key", &req.key)?;
-        let command = Command::Delete { key: req.key.clone() };
+        let command = Command::Delete {
+            key: req.key.clone(),
+        };
         match self.write(request_id, command).await {
-            Ok(crate::state_machine::Response::Delete { revision, previous }) => Ok(Response::new(pb::DeleteResponse {
-                header: self.header(revision, Consistency::Linearizable),
-                deleted: previous.is_some(),
-                previous: previous.map(to_pb),
-            })),
+            Ok(crate::state_machine::Response::Delete { revision, previous }) => {
+                Ok(Response::new(pb::DeleteResponse {
+                    header: self.header(revision, Consistency::Linearizable),
+                    deleted: previous.is_some(),
+                    previous: previous.map(to_pb),
+                }))
+            }
             Ok(other) => Err(unexpected(other)),
-            Err(e) => self.forward(e, forwarded, req, |mut c, r| async move { c.delete(r).await }).await,
+            Err(e) => {
+                self.forward(
+                    e,
+                    forwarded,
+                    req,
+                    |mut c, r| async move { c.delete(r).await },
+                )
+                .await
+            }
         }
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
         let req = request.into_inner();
         if req.prefix.len() > MAX_KEY_BYTES {
             return Err(invalid(format!("prefix: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)", req.prefix.len())));
@@ -169,21 +221,40 @@ impl Kv for KvService {
             return Err(invalid(format!("start_after: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)", req.start_after.len())));
         }
         if req.limit > MAX_LIST_LIMIT {
-            return Err(invalid(format!("limit: {} is above the maximum page of {MAX_LIST_LIMIT} keys (MAX_LIST_LIMIT)", req.limit)));
+            return Err(invalid(format!(
+                "limit: {} is above the maximum page of {MAX_LIST_LIMIT} keys (MAX_LIST_LIMIT)",
+                req.limit
+            )));
         }
         let consistency = self.read_consistency(req.consistency)?;
         if consistency == Consistency::Linearizable {
             if let Err(e) = self.linearize().await {
-                return self.forward(e, forwarded, req, |mut c, r| async move { c.list(r).await }).await;
+                return self
+                    .forward(e, forwarded, req, |mut c, r| async move { c.list(r).await })
+                    .await;
             }
         }
-        let limit = if req.limit == 0 { MAX_LIST_LIMIT } else { req.limit } as usize;
+        let limit = if req.limit == 0 {
+            MAX_LIST_LIMIT
+        } else {
+            req.limit
+        } as usize;
         let state = self.node.state.read();
         let (page, more) = state.machine.list(&req.prefix, &req.start_after, limit);
-        let next_start_after = if more { page.last().map(|kv| kv.key.clone()).unwrap_or_default() } else { Vec::new() };
+        let next_start_after = if more {
+            page.last().map(|kv| kv.key.clone()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let kvs = page
             .into_iter()
-            .map(|kv| if req.keys_only { kv.without_value() } else { kv })
+            .map(|kv| {
+                if req.keys_only {
+                    kv.without_value()
+                } else {
+                    kv
+                }
+            })
             .map(to_pb)
             .collect();
         Ok(Response::new(pb::ListResponse {
@@ -194,8 +265,12 @@ impl Kv for KvService {
         }))
     }
 
-    async fn compare_and_swap(&self, request: Request<pb::CompareAndSwapRequest>) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+    async fn compare_and_swap(
+        &self,
+        request: Request<pb::CompareAndSwapRequest>,
+    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
         let req = request.into_inner();
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
@@ -207,58 +282,98 @@ impl Kv for KvService {
             value: (!req.delete).then(|| req.value.clone()),
         };
         match self.write(request_id, command).await {
-            Ok(crate::state_machine::Response::CompareAndSwap { revision, succeeded, current }) => {
-                Ok(Response::new(pb::CompareAndSwapResponse {
-                    header: self.header(revision, Consistency::Linearizable),
-                    succeeded,
-                    current: current.map(to_pb),
-                }))
-            }
+            Ok(crate::state_machine::Response::CompareAndSwap {
+                revision,
+                succeeded,
+                current,
+            }) => Ok(Response::new(pb::CompareAndSwapResponse {
+                header: self.header(revision, Consistency::Linearizable),
+                succeeded,
+                current: current.map(to_pb),
+            })),
             Ok(other) => Err(unexpected(other)),
-            Err(e) => self.forward(e, forwarded, req, |mut c, r| async move { c.compare_and_swap(r).await }).await,
+            Err(e) => {
+                self.forward(e, forwarded, req, |mut c, r| async move {
+                    c.compare_and_swap(r).await
+                })
+                .await
+            }
         }
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
         let req = request.into_inner();
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         let (compares, ops) = txn_command(&req)?;
         match self.write(request_id, Command::Txn { compares, ops }).await {
-            Ok(crate::state_machine::Response::Txn { revision, succeeded, failed_compares }) => Ok(Response::new(pb::TxnResponse {
+            Ok(crate::state_machine::Response::Txn {
+                revision,
+                succeeded,
+                failed_compares,
+            }) => Ok(Response::new(pb::TxnResponse {
                 header: self.header(revision, Consistency::Linearizable),
                 succeeded,
                 failed_compares: failed_compares.iter().map(|(i, _)| *i).collect(),
                 failed_current_mod_revisions: failed_compares.iter().map(|(_, r)| *r).collect(),
             })),
             Ok(other) => Err(unexpected(other)),
-            Err(e) => self.forward(e, forwarded, req, |mut c, r| async move { c.txn(r).await }).await,
+            Err(e) => {
+                self.forward(e, forwarded, req, |mut c, r| async move { c.txn(r).await })
+                    .await
+            }
         }
     }
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
         if !req.prefix {
             check_key("key", &req.key)?;
         } else if req.key.len() > MAX_KEY_BYTES {
-            return Err(invalid(format!("key: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)", req.key.len())));
+            return Err(invalid(format!(
+                "key: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)",
+                req.key.len()
+            )));
         }
         let permit = self.watch_slots.clone().try_acquire_owned().map_err(|_| {
-            to_status(Error::ResourceExhausted(format!("this node already serves {WATCH_STREAMS_MAX} watches (WATCH_STREAMS_MAX)")))
+            to_status(Error::ResourceExhausted(format!(
+                "this node already serves {WATCH_STREAMS_MAX} watches (WATCH_STREAMS_MAX)"
+            )))
         })?;
         let state = self.node.state.clone();
         let mut revisions = state.subscribe();
         let (start, first) = {
             let applied = state.read();
             let current = applied.machine.revision();
-            let start = if req.start_revision == 0 { current + 1 } else { req.start_revision };
+            let start = if req.start_revision == 0 {
+                current + 1
+            } else {
+                req.start_revision
+            };
             if let Err(oldest_available) = applied.machine.history().since(start, 0) {
-                return Err(to_status(Error::Compacted { requested: start, oldest_available }));
+                return Err(to_status(Error::Compacted {
+                    requested: start,
+                    oldest_available,
+                }));
             }
-            (start, pb::WatchResponse { header: self.header(current, Consistency::Serializable), revision: 0, events: Vec::new() })
+            (
+                start,
+                pb::WatchResponse {
+                    header: self.header(current, Consistency::Serializable),
+                    revision: 0,
+                    events: Vec::new(),
+                },
+            )
         };
         let (sender, receiver) = mpsc::channel(16);
         let node_id = self.node.id;
@@ -272,12 +387,21 @@ impl Kv for KvService {
                 revisions.borrow_and_update();
                 let batch = {
                     let applied = state.read();
-                    applied.machine.history().since(next, WATCH_BATCH_REVISIONS).map(|changes| (changes, applied.machine.revision()))
+                    applied
+                        .machine
+                        .history()
+                        .since(next, WATCH_BATCH_REVISIONS)
+                        .map(|changes| (changes, applied.machine.revision()))
                 };
                 let (changes, current) = match batch {
                     Ok(batch) => batch,
                     Err(oldest_available) => {
-                        let _ = sender.send(Err(to_status(Error::Compacted { requested: next, oldest_available }))).await;
+                        let _ = sender
+                            .send(Err(to_status(Error::Compacted {
+                                requested: next,
+                                oldest_available,
+                            })))
+                            .await;
                         return;
                     }
                 };
@@ -287,7 +411,13 @@ impl Kv for KvService {
                     let events: Vec<pb::Event> = change
                         .events
                         .into_iter()
-                        .filter(|e| if req.prefix { e.kv.key.starts_with(&req.key) } else { e.kv.key == req.key })
+                        .filter(|e| {
+                            if req.prefix {
+                                e.kv.key.starts_with(&req.key)
+                            } else {
+                                e.kv.key == req.key
+                            }
+                        })
                         .map(|e| pb::Event {
                             r#type: match e.kind {
                                 EventKind::Put => pb::EventType::Put,
@@ -300,7 +430,12 @@ impl Kv for KvService {
                         continue;
                     }
                     let message = pb::WatchResponse {
-                        header: Some(pb::ResponseHeader { revision: current, node_id, raft_term: 0, consistency: pb::ReadConsistency::Serializable as i32 }),
+                        header: Some(pb::ResponseHeader {
+                            revision: current,
+                            node_id,
+                            raft_term: 0,
+                            consistency: pb::ReadConsistency::Serializable as i32,
+                        }),
                         revision: change.revision,
                         events,
                     };
@@ -340,9 +475,13 @@ fn unexpected(response: crate::state_machine::Response) -> Status {
 }
 
 fn request_id(id: Option<pb::RequestId>) -> Result<RequestId, Status> {
-    let id = id.ok_or_else(|| invalid("request_id: required on every write, so a retry applies once".into()))?;
+    let id = id.ok_or_else(|| {
+        invalid("request_id: required on every write, so a retry applies once".into())
+    })?;
     if id.client_id == 0 || id.serial == 0 {
-        return Err(invalid("request_id: client_id and serial must be non-zero".into()));
+        return Err(invalid(
+            "request_id: client_id and serial must be non-zero".into(),
+        ));
     }
     Ok(RequestId {
         client_id: id.client_id,
@@ -364,7 +503,10 @@ fn check_key(field: &str, key: &[u8]) -> Result<(), Status> {
         return Err(invalid(format!("{field}: must not be empty")));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(invalid(format!("{field}: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)", key.len())));
+        return Err(invalid(format!(
+            "{field}: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)",
+            key.len()
+        )));
     }
     Ok(())
 }
@@ -378,15 +520,24 @@ fn check_value(field: &str, value: &[u8]) -> Result<(), Status> {
 
 fn txn_command(req: &pb::TxnRequest) -> Result<(Vec<Compare>, Vec<TxnOp>), Status> {
     if req.compares.len() > MAX_TXN_COMPARES {
-        return Err(invalid(format!("compares: {} is more than the limit of {MAX_TXN_COMPARES} (MAX_TXN_COMPARES)", req.compares.len())));
+        return Err(invalid(format!(
+            "compares: {} is more than the limit of {MAX_TXN_COMPARES} (MAX_TXN_COMPARES)",
+            req.compares.len()
+        )));
     }
     if req.ops.len() > MAX_TXN_OPS {
-        return Err(invalid(format!("ops: {} is more than the limit of {MAX_TXN_OPS} (MAX_TXN_OPS)", req.ops.len())));
+        return Err(invalid(format!(
+            "ops: {} is more than the limit of {MAX_TXN_OPS} (MAX_TXN_OPS)",
+            req.ops.len()
+        )));
     }
     let mut compares = Vec::with_capacity(req.compares.len());
     for (i, compare) in req.compares.iter().enumerate() {
         check_key(&format!("compares[{i}].key"), &compare.key)?;
-        compares.push(Compare { key: compare.key.clone(), mod_revision: compare.mod_revision });
+        compares.push(Compare {
+            key: compare.key.clone(),
+            mod_revision: compare.mod_revision,
+        });
     }
     let mut seen = HashSet::new();
     let mut ops = Vec::with_capacity(req.ops.len());
@@ -394,9 +545,14 @@ fn txn_command(req: &pb::TxnRequest) -> Result<(Vec<Compare>, Vec<TxnOp>), Statu
         let op = match &op.op {
             Some(pb::txn_op::Op::Put(put)) => {
                 check_value(&format!("ops[{i}].put.value"), &put.value)?;
-                TxnOp::Put { key: put.key.clone(), value: put.value.clone() }
+                TxnOp::Put {
+                    key: put.key.clone(),
+                    value: put.value.clone(),
+                }
             }
-            Some(pb::txn_op::Op::Delete(delete)) => TxnOp::Delete { key: delete.key.clone() },
+            Some(pb::txn_op::Op::Delete(delete)) => TxnOp::Delete {
+                key: delete.key.clone(),
+            },
             None => return Err(invalid(format!("ops[{i}]: must be a put or a delete"))),
         };
         let key = match &op {
@@ -404,7 +560,10 @@ fn txn_command(req: &pb::TxnRequest) -> Result<(Vec<Compare>, Vec<TxnOp>), Statu
         };
         check_key(&format!("ops[{i}].key"), key)?;
         if !seen.insert(key.clone()) {
-            return Err(invalid(format!("ops[{i}].key: {:?} appears more than once in the transaction", String::from_utf8_lossy(key))));
+            return Err(invalid(format!(
+                "ops[{i}].key: {:?} appears more than once in the transaction",
+                String::from_utf8_lossy(key)
+            )));
         }
         ops.push(op);
     }

@@ -24,9 +24,13 @@ fn bad_message(e: std::io::Error) -> Status {
     Status::invalid_argument(format!("undecodable peer message: {e}"))
 }
 
-fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<RaftMessage>, Status> {
+fn reply<T: serde::Serialize, E: std::fmt::Display>(
+    result: Result<T, E>,
+) -> Result<Response<RaftMessage>, Status> {
     match result {
-        Ok(value) => Ok(Response::new(RaftMessage { data: encode(&value) })),
+        Ok(value) => Ok(Response::new(RaftMessage {
+            data: encode(&value),
+        })),
         // The local Raft is shutting down or failed: to the sender this peer is unreachable.
         Err(e) => Err(Status::unavailable(e.to_string())),
     }
@@ -34,7 +38,10 @@ fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Res
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(&request.into_inner().data).map_err(bad_message)?;
         reply(self.node.raft.append_entries(rpc).await)
     }
@@ -44,17 +51,26 @@ impl RaftPeer for PeerService {
         reply(self.node.raft.vote(rpc).await)
     }
 
-    async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(&request.into_inner().data).map_err(bad_message)?;
         reply(self.node.raft.pre_vote(rpc).await)
     }
 
-    async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(&request.into_inner().data).map_err(bad_message)?;
         reply(self.node.raft.handle_transfer_leader(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let mut chunks = request.into_inner();
         let first = chunks
             .message()
@@ -66,11 +82,16 @@ impl RaftPeer for PeerService {
             data.extend_from_slice(&chunk.data);
             // A snapshot is an encoding of a store within quota; anything much larger is garbage.
             if data.len() as u64 > 2 * STORE_BYTES_MAX + (64 << 20) {
-                return Err(Status::invalid_argument("snapshot larger than any valid store"));
+                return Err(Status::invalid_argument(
+                    "snapshot larger than any valid store",
+                ));
             }
         }
         tracing::info!(?vote, last_log_id = ?meta.last_log_id, bytes = data.len(), "received snapshot");
-        let snapshot = Snapshot { meta, snapshot: data };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: data,
+        };
         reply(self.node.raft.install_full_snapshot(vote, snapshot).await)
     }
 }

@@ -1,6 +1,8 @@
 //! The one table from node::Error to gRPC status, with the metadata clients act on.
 
-use conclave_proto::{COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED};
+use conclave_proto::{
+    COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED,
+};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -11,16 +13,22 @@ pub fn to_status(error: Error) -> Status {
     let (code, leader, rejected, compacted) = match error {
         Error::InvalidArgument(_) => (Code::InvalidArgument, None, true, None),
         Error::NotLeader { leader, proposed } => (Code::Unavailable, leader, !proposed, None),
-        Error::Unavailable { leader, proposed, .. } => (Code::Unavailable, leader, !proposed, None),
+        Error::Unavailable {
+            leader, proposed, ..
+        } => (Code::Unavailable, leader, !proposed, None),
         Error::Timeout(_) => (Code::DeadlineExceeded, None, false, None),
         Error::ResourceExhausted(_) => (Code::ResourceExhausted, None, true, None),
-        Error::Compacted { oldest_available, .. } => (Code::OutOfRange, None, true, Some(oldest_available)),
+        Error::Compacted {
+            oldest_available, ..
+        } => (Code::OutOfRange, None, true, Some(oldest_available)),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, None, true, None),
         Error::AlreadyExists(_) => (Code::AlreadyExists, None, true, None),
         Error::Fatal(_) => (Code::Internal, None, false, None),
     };
     let message = match (&leader, code) {
-        (Some(hint), Code::Unavailable) => format!("{message}; leader is node {} at {}", hint.id, hint.api_addr),
+        (Some(hint), Code::Unavailable) => {
+            format!("{message}; leader is node {} at {}", hint.id, hint.api_addr)
+        }
         _ => message,
     };
     let mut status = Status::new(code, message);
@@ -31,7 +39,10 @@ pub fn to_status(error: Error) -> Status {
         }
     }
     if rejected {
-        metadata.insert(OUTCOME_METADATA, MetadataValue::from_static(OUTCOME_REJECTED));
+        metadata.insert(
+            OUTCOME_METADATA,
+            MetadataValue::from_static(OUTCOME_REJECTED),
+        );
     }
     if let Some(oldest) = compacted {
         metadata.insert(COMPACT_REVISION_METADATA, MetadataValue::from(oldest));

@@ -44,7 +44,9 @@ impl fmt::Display for NodeInfo {
 /// Encodes a peer message or a stored record. bincode: compact, fast, and every node runs the
 /// same build (see ARCHITECTURE.md, "Peer transport").
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    codec().serialize(value).expect("serializing to memory cannot fail")
+    codec()
+        .serialize(value)
+        .expect("serializing to memory cannot fail")
 }
 
 /// Decodes bytes from disk or the network; never trusted to be well-formed, so a corrupt length

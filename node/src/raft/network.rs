@@ -10,8 +10,10 @@ use conclave_proto::v1::raft_peer_client::RaftPeerClient;
 use conclave_proto::v1::{RaftMessage, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::raft::{TransferLeaderRequest, TransferLeaderResponse};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -26,18 +28,24 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     /// Test-only rewrites of peer addresses (a fault-injecting proxy sits at the rewritten one).
     dial_overrides: Arc<HashMap<NodeId, String>>,
+    /// The least time an append may take before it counts as failed; see `PeerClient::call`.
+    append_timeout_min: Duration,
 }
 
 impl PeerNetwork {
-    pub fn new(dial_overrides: HashMap<NodeId, String>) -> Self {
+    pub fn new(dial_overrides: HashMap<NodeId, String>, append_timeout_min: Duration) -> Self {
         PeerNetwork {
             channels: Arc::default(),
             dial_overrides: Arc::new(dial_overrides),
+            append_timeout_min,
         }
     }
 
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
-        let addr = self.dial_overrides.get(&target).map_or(addr, String::as_str);
+        let addr = self
+            .dial_overrides
+            .get(&target)
+            .map_or(addr, String::as_str);
         let mut channels = self.channels.lock().expect("channel cache lock");
         if let Some((cached_addr, channel)) = channels.get(&target) {
             if cached_addr == addr {
@@ -63,6 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             target,
             channel: self.channel(target, &node.peer_addr),
+            append_timeout_min: self.append_timeout_min,
         }
     }
 }
@@ -70,6 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: NodeId,
     channel: Result<Channel, String>,
+    append_timeout_min: Duration,
 }
 
 impl PeerClient {
@@ -80,7 +90,14 @@ impl PeerClient {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, request: &Req, option: &RPCOption, send: F) -> Result<Resp, RPCError<TypeConfig>>
+    /// One request-response RPC with openraft's deadline, raised to `timeout_min`.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        request: &Req,
+        option: &RPCOption,
+        timeout_min: Duration,
+        send: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -88,9 +105,13 @@ impl PeerClient {
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let client = self.client()?;
-        let mut grpc_request = tonic::Request::new(RaftMessage { data: encode(request) });
-        grpc_request.set_timeout(option.hard_ttl());
-        let response = send(client, grpc_request).await.map_err(|status| classify(self.target, &status))?;
+        let mut grpc_request = tonic::Request::new(RaftMessage {
+            data: encode(request),
+        });
+        grpc_request.set_timeout(option.hard_ttl().max(timeout_min));
+        let response = send(client, grpc_request)
+            .await
+            .map_err(|status| classify(self.target, &status))?;
         decode(&response.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
@@ -113,15 +134,41 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+        // openraft derives the append deadline from the heartbeat interval, too short for a large
+        // batch fsynced on a busy disk: a timed-out append is resent, so a deadline shorter than
+        // one append can take stalls replication for good. Heartbeats (empty appends) keep
+        // openraft's deadline.
+        let timeout_min = if rpc.entries.is_empty() {
+            Duration::ZERO
+        } else {
+            self.append_timeout_min
+        };
+        self.call(&rpc, &option, timeout_min, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, Duration::ZERO, |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, Duration::ZERO, |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -129,7 +176,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.transfer_leader(r).await }).await
+        self.call(&rpc, &option, Duration::ZERO, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 
     async fn full_snapshot(
@@ -140,8 +190,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client()?;
-        let chunk_bytes = option.snapshot_chunk_size().unwrap_or(SNAPSHOT_CHUNK_BYTES).clamp(1, SNAPSHOT_CHUNK_BYTES);
-        let Snapshot { meta, snapshot: data } = snapshot;
+        let chunk_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(SNAPSHOT_CHUNK_BYTES)
+            .clamp(1, SNAPSHOT_CHUNK_BYTES);
+        let Snapshot {
+            meta,
+            snapshot: data,
+        } = snapshot;
         let total = data.len();
         let header = SnapshotChunk {
             meta: encode(&(vote, meta)),
@@ -169,6 +225,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             RPCError::Unreachable(e) => StreamingError::Unreachable(e),
             _ => StreamingError::Network(NetworkError::new(&status)),
         })?;
-        decode(&response.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+        decode(&response.into_inner().data)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }

@@ -27,17 +27,22 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Writes `value` (or deletes, when `value` is `None`) if the key's mod_revision equals
     /// `expected_mod_revision`; 0 expects the key to be absent.
     CompareAndSwap {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         expected_mod_revision: u64,
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
     },
     Txn {
@@ -49,14 +54,23 @@ pub enum Command {
 /// Holds when the key's mod_revision equals `mod_revision` (0: the key is absent).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub mod_revision: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 /// The outcome of applying one entry. Domain failures (a failed compare, a full quota) are
@@ -110,7 +124,12 @@ impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.command {
             Command::Put { key, value } => {
-                write!(f, "put({}, {} bytes)", String::from_utf8_lossy(key), value.len())
+                write!(
+                    f,
+                    "put({}, {} bytes)",
+                    String::from_utf8_lossy(key),
+                    value.len()
+                )
             }
             Command::Delete { key } => write!(f, "delete({})", String::from_utf8_lossy(key)),
             Command::CompareAndSwap {

@@ -30,7 +30,10 @@ pub struct Change {
 
 impl Change {
     fn bytes(&self) -> u64 {
-        self.events.iter().map(|e| (e.kv.key.len() + e.kv.value.len() + 48) as u64).sum()
+        self.events
+            .iter()
+            .map(|e| (e.kv.key.len() + e.kv.value.len() + 48) as u64)
+            .sum()
     }
 }
 
@@ -58,7 +61,10 @@ impl History {
     }
 
     pub fn push(&mut self, change: Change) {
-        debug_assert!(self.changes.back().is_none_or(|last| last.revision < change.revision));
+        debug_assert!(self
+            .changes
+            .back()
+            .is_none_or(|last| last.revision < change.revision));
         self.bytes += change.bytes();
         self.changes.push_back(change);
         self.trim();

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// A key as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,
@@ -30,6 +32,7 @@ impl KeyValue {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Slot {
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
     create_revision: u64,
     mod_revision: u64,
@@ -55,7 +58,7 @@ impl KvStore {
         self.slots.get(key).map_or(0, |slot| slot.mod_revision)
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn key_count(&self) -> u64 {
         self.slots.len() as u64
     }
 
@@ -89,7 +92,12 @@ impl KvStore {
     }
 
     /// Writes a key at `revision` and returns the key as it was before.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>, revision: u64) -> (KeyValue, Option<KeyValue>) {
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        revision: u64,
+    ) -> (KeyValue, Option<KeyValue>) {
         let previous = self.remove(key);
         let slot = Slot {
             value,

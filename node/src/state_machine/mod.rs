@@ -99,11 +99,11 @@ impl StateMachine {
     }
 
     pub fn key_count(&self) -> u64 {
-        self.kv.len()
+        self.kv.key_count()
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.sessions.client_count()
     }
 
     /// A digest of the key-value content and revision: equal on replicas with equal state.
@@ -243,7 +243,7 @@ impl StateMachine {
     /// Rejects a set of writes (distinct keys; `None` deletes) that would take the store past
     /// STORE_KEYS_MAX or STORE_BYTES_MAX. Writes that shrink the store always pass.
     fn check_quota(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), String> {
-        let mut keys = self.kv.len() as i64;
+        let mut keys = self.kv.key_count() as i64;
         let mut bytes = self.kv.bytes() as i64;
         for (key, value) in writes {
             let old = self.kv.get(key);
@@ -256,8 +256,10 @@ impl StateMachine {
                 bytes += (key.len() + value.len()) as i64;
             }
         }
-        if keys > self.kv.len() as i64 && keys as u64 > STORE_KEYS_MAX {
-            return Err(format!("the store holds its maximum of {STORE_KEYS_MAX} keys (STORE_KEYS_MAX)"));
+        if keys > self.kv.key_count() as i64 && keys as u64 > STORE_KEYS_MAX {
+            return Err(format!(
+                "the store holds its maximum of {STORE_KEYS_MAX} keys (STORE_KEYS_MAX)"
+            ));
         }
         if bytes > self.kv.bytes() as i64 && bytes as u64 > STORE_BYTES_MAX {
             return Err(format!(

@@ -49,22 +49,27 @@ impl Sessions {
     /// Remembers the result of an applied request.
     pub fn record(&mut self, id: &RequestId, now_ms: u64, response: Response) {
         let session = self.by_client.entry(id.client_id).or_default();
-        self.by_activity.remove(&(session.last_active_ms, id.client_id));
+        self.by_activity
+            .remove(&(session.last_active_ms, id.client_id));
         session.last_active_ms = session.last_active_ms.max(now_ms);
-        self.by_activity.insert((session.last_active_ms, id.client_id));
+        self.by_activity
+            .insert((session.last_active_ms, id.client_id));
 
         session.floor = session.floor.max(id.min_pending_serial);
         session.responses.insert(id.serial, response);
         let floor = session.floor;
         session.responses.retain(|serial, _| *serial >= floor);
         while session.responses.len() > SESSION_RESPONSES_MAX {
-            let (oldest, _) = session.responses.pop_first().expect("over the limit, so not empty");
+            let (oldest, _) = session
+                .responses
+                .pop_first()
+                .expect("over the limit, so not empty");
             session.floor = session.floor.max(oldest + 1);
         }
         self.expire(now_ms);
     }
 
-    pub fn len(&self) -> usize {
+    pub fn client_count(&self) -> usize {
         self.by_client.len()
     }
 

@@ -7,8 +7,8 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::{cf, to_io, CF_LOGS, CF_META};
@@ -126,13 +126,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last = self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End).next();
+        let last = self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End)
+            .next();
         let last_log_id = match last {
             Some(item) => {
                 let (_, value) = item.map_err(to_io)?;
                 Some(decode::<Entry>(&value)?.log_id())
             }
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -161,7 +164,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -194,7 +201,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META), KEY_LAST_PURGED, encode(&log_id));
-        batch.delete_range_cf(cf(&self.db, CF_LOGS), log_key(0), log_key(log_id.index() + 1));
+        batch.delete_range_cf(
+            cf(&self.db, CF_LOGS),
+            log_key(0),
+            log_key(log_id.index() + 1),
+        );
         self.db.write(batch).map_err(to_io)
     }
 }

@@ -46,7 +46,8 @@ fn to_io(error: rocksdb::Error) -> io::Error {
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name).expect("column families are created at open")
+    db.cf_handle(name)
+        .expect("column families are created at open")
 }
 
 #[cfg(test)]

@@ -35,7 +35,9 @@ pub struct SharedState {
 
 impl SharedState {
     pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
-        self.state.read().expect("the state lock is never poisoned: apply does not panic while holding it")
+        self.state
+            .read()
+            .expect("the state lock is never poisoned: apply does not panic while holding it")
     }
 
     /// A receiver that observes the applied store revision.
@@ -83,11 +85,15 @@ impl StateMachineStore {
     }
 }
 
-fn restore(meta: &SnapshotMeta, data: &[u8], history_revisions_max: usize) -> io::Result<AppliedState> {
+fn restore(
+    meta: &SnapshotMeta,
+    data: &[u8],
+    history_revisions_max: usize,
+) -> io::Result<AppliedState> {
     let mut machine: StateMachine = decode(data)?;
     machine.set_history_revisions_max(history_revisions_max);
     Ok(AppliedState {
-        last_applied: meta.last_log_id.clone(),
+        last_applied: meta.last_log_id,
         membership: meta.last_membership.clone(),
         machine,
     })
@@ -122,7 +128,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let state = self.shared.read();
-        Ok((state.last_applied.clone(), state.membership.clone()))
+        Ok((state.last_applied, state.membership.clone()))
     }
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
@@ -134,7 +140,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let mut state = self.shared.state.write().expect("state lock");
                 let log_id = entry.log_id();
                 let index = log_id.index();
-                state.last_applied = Some(log_id.clone());
+                state.last_applied = Some(log_id);
                 match entry.payload {
                     EntryPayload::Blank => state.machine.apply_empty(index),
                     EntryPayload::Normal(request) => state.machine.apply(index, &request),
@@ -165,7 +171,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let state = restore(meta, &snapshot, self.history_revisions_max)?;
         let snapshot = Snapshot {
             meta: meta.clone(),

@@ -15,7 +15,9 @@ use crate::state_machine::{Command, Request};
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = TempDir::new().expect("temp dir");
         let (log_store, state_machine) = open(dir.path(), 1000).expect("open store");
         Ok((dir, log_store, state_machine))
@@ -28,7 +30,10 @@ async fn passes_openraft_storage_suite() -> Result<(), StorageError<TypeConfig>>
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
-    openraft::LogId::new(openraft::vote::leader_id_adv::CommittedLeaderId::new(term, 1), index)
+    openraft::LogId::new(
+        openraft::vote::leader_id_adv::CommittedLeaderId::new(term, 1),
+        index,
+    )
 }
 
 fn put_entry(term: u64, index: u64, key: &str) -> Entry {
@@ -47,8 +52,13 @@ fn put_entry(term: u64, index: u64, key: &str) -> Entry {
 
 async fn append_durably(log_store: &mut LogStore, entries: Vec<Entry>) {
     let (tx, rx) = TypeConfig::oneshot();
-    log_store.append(entries, IOFlushed::signal(tx)).await.expect("append");
-    rx.await.expect("flusher answered").expect("fsync succeeded");
+    log_store
+        .append(entries, IOFlushed::signal(tx))
+        .await
+        .expect("append");
+    rx.await
+        .expect("flusher answered")
+        .expect("fsync succeeded");
 }
 
 #[tokio::test]
@@ -58,12 +68,18 @@ async fn log_vote_and_snapshot_survive_reopen() {
     {
         let (mut log_store, mut state_machine) = open(dir.path(), 1000).expect("open");
         log_store.save_vote(&vote).await.expect("save vote");
-        append_durably(&mut log_store, (1..=5).map(|i| put_entry(3, i, &format!("k{i}"))).collect()).await;
+        append_durably(
+            &mut log_store,
+            (1..=5).map(|i| put_entry(3, i, &format!("k{i}"))).collect(),
+        )
+        .await;
         let entries = log_store.try_get_log_entries(1..=3).await.expect("read");
         let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
         state_machine.apply(stream).await.expect("apply");
         let mut builder = state_machine.get_snapshot_builder().await;
-        openraft::storage::RaftSnapshotBuilder::build_snapshot(&mut builder).await.expect("snapshot");
+        openraft::storage::RaftSnapshotBuilder::build_snapshot(&mut builder)
+            .await
+            .expect("snapshot");
         log_store.purge(log_id(3, 2)).await.expect("purge");
     }
 
@@ -73,7 +89,13 @@ async fn log_vote_and_snapshot_survive_reopen() {
     let state = log_store.get_log_state().await.expect("log state");
     assert_eq!(state.last_purged_log_id, Some(log_id(3, 2)));
     assert_eq!(state.last_log_id, Some(log_id(3, 5)));
-    let indexes: Vec<u64> = log_store.try_get_log_entries(0..10).await.expect("read").iter().map(|e| e.index()).collect();
+    let indexes: Vec<u64> = log_store
+        .try_get_log_entries(0..10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.index())
+        .collect();
     assert_eq!(indexes, vec![3, 4, 5]);
     let (applied, _) = state_machine.applied_state().await.expect("applied state");
     assert_eq!(applied, Some(log_id(3, 3)));
