@@ -368,6 +368,21 @@ impl Client {
         true
     }
 
+    /// True when `node` answers a status request within the probe timeout and is neither shut
+    /// down nor outside a cluster.
+    pub(crate) async fn node_serves(&self, node: &Arc<Node>) -> bool {
+        let mut cluster = ClusterClient::new(node.channel());
+        match tokio::time::timeout(LEADER_PROBE_TIMEOUT, cluster.status(StatusRequest {})).await {
+            Ok(Ok(response)) => {
+                let status = response.into_inner();
+                status.initialized && status.role != conclave_proto::v1::Role::Shutdown as i32
+            }
+            // A node that does not implement status is not known to be broken.
+            Ok(Err(status)) => status.code() == Code::Unimplemented,
+            Err(_) => false,
+        }
+    }
+
     /// Adopts a leader hint. Returns true when the leader is now a different node than `from`, so
     /// the next attempt can go at once.
     fn follow_hint(&self, hint: &LeaderHint, from: &Arc<Node>) -> bool {

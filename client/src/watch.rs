@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use conclave_proto::v1::{ReadConsistency, WatchRequest, WatchResponse};
 use futures::stream::{BoxStream, Stream, StreamExt};
@@ -15,6 +16,9 @@ use crate::client::{Backoff, CallKind, Client};
 use crate::endpoint::Node;
 use crate::error::{compact_revision, describe, Error, Result};
 use crate::kv::{checked_key, kv};
+
+/// How long a watch may be silent before the client checks that its node still serves.
+const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// What to watch besides the key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,7 +143,23 @@ impl Watcher {
                 }
             }
             let (node, stream) = self.stream.as_mut().expect("opened above");
-            match stream.message().await {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = tokio::time::sleep(WATCH_IDLE_CHECK) => {
+                    // Keep-alive pings cannot tell a quiet watch from one held open by a node that
+                    // stopped serving (a draining server answers pings). Ask the node itself;
+                    // moving costs nothing, as the new stream resumes at `next_revision`.
+                    let node = Arc::clone(node);
+                    if !self.client.node_serves(&node).await {
+                        tracing::debug!(node = %node.address, "watch node stopped serving; moving");
+                        self.client.node_failed(&node);
+                        self.stream = None;
+                    }
+                    continue;
+                }
+            };
+            let (node, _) = self.stream.as_ref().expect("still open");
+            match message {
                 Ok(Some(response)) => {
                     // Confirmations carry no events; a revision below the next one is a repeat of
                     // what an earlier stream already delivered.
