@@ -72,11 +72,16 @@ pub async fn run(
     .await
     .context("starting Raft")?;
 
+    let raft_counters = Arc::new(raft::metrics::RaftCounters::default());
+    raft.set_metrics_recorder(Some(raft_counters.clone()))
+        .await
+        .context("installing the Raft metrics recorder")?;
     let node = Arc::new(Node {
         id: config.node_id,
         config: config.clone(),
         raft: raft.clone(),
         state,
+        raft_counters,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -11,6 +11,7 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
 use crate::config::Config;
 use crate::error::{Error, LeaderHint, Result};
+use crate::raft::metrics::RaftCounters;
 use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
 use crate::state_machine::{Command, Request, RequestId, Response};
 use crate::storage::SharedState;
@@ -20,6 +21,8 @@ pub struct Node {
     pub config: Config,
     pub raft: Raft,
     pub state: Arc<SharedState>,
+    /// What openraft reports through its metrics hook, for a later metrics endpoint.
+    pub raft_counters: Arc<RaftCounters>,
 }
 
 /// How a read was served.

@@ -1,5 +1,6 @@
 //! openraft's type configuration, the node address record, and the outbound peer network.
 
+pub mod metrics;
 pub mod network;
 
 use std::fmt;
