@@ -316,10 +316,12 @@ impl Client {
             }
             let moved = match leader_hint(&status) {
                 Some(hint) if kind.wants_leader() => self.follow_hint(&hint, &node),
-                _ => {
+                _ if should_move_on(&status) => {
                     self.node_failed(&node);
                     false
                 }
+                // The node is there and may still lead (a commit that timed out, say): retry it.
+                _ => false,
             };
             if !moved {
                 backoff.wait(deadline).await;
@@ -488,6 +490,13 @@ impl Routing {
     }
 }
 
+/// True when a failed attempt says its node cannot serve the call now: the transport failed
+/// (tonic keeps the cause as the status' source; a status sent by a server has none), or the node
+/// answered UNAVAILABLE without naming a leader.
+fn should_move_on(status: &Status) -> bool {
+    std::error::Error::source(status).is_some() || status.code() == Code::Unavailable
+}
+
 /// The error for a call the server refused. After an attempt whose outcome is unknown, a refusal
 /// of a later attempt does not prove the earlier one was not applied, except INVALID_ARGUMENT,
 /// which depends only on the request and so would have refused the earlier attempt too.
@@ -598,6 +607,17 @@ mod tests {
         assert!(client.leader().is_some());
         client.observe_success(CallKind::Write, &first, 2);
         assert!(client.leader().is_none());
+    }
+
+    #[test]
+    fn only_transport_failures_and_leaderless_nodes_are_left() {
+        assert!(should_move_on(&Status::unavailable("no leader")));
+        assert!(!should_move_on(&Status::deadline_exceeded(
+            "commit timed out"
+        )));
+        assert!(!should_move_on(&Status::internal("bug")));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(should_move_on(&Status::from_error(Box::new(io))));
     }
 
     #[test]
