@@ -99,6 +99,7 @@ impl Client {
         let deadline = Instant::now() + options.deadline;
         let mut backoff = Backoff::new();
         let request = InitializeRequest { members };
+        let mut last_failure = String::from("no attempt was made");
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // Only attempts that provably did nothing lead back here.
@@ -106,8 +107,8 @@ impl Client {
                 return Err(Error::Rejected {
                     code: tonic::Code::Unavailable,
                     message: format!(
-                        "{}: not reachable within {:?}",
-                        node.address, options.deadline
+                        "not delivered within {:?}; last failure: {last_failure}",
+                        options.deadline
                     ),
                 });
             }
@@ -136,6 +137,7 @@ impl Client {
                 Verdict::Unknown => return Err(Error::Indeterminate { message: failure }),
                 Verdict::NotApplied => {
                     tracing::debug!(%failure, "initialize not delivered; retrying");
+                    last_failure = failure;
                     backoff.wait(deadline).await;
                 }
             }
