@@ -6,7 +6,7 @@
 #   fmt         cargo fmt --all -- --check
 #   clippy      cargo clippy --workspace --all-targets -- -D warnings
 #   build       cargo build --workspace --all-targets
-#   test        cargo test --workspace
+#   test        cargo test --workspace, then one line totalling the tests: "tests: N passed, N failed, N skipped"
 #
 # The build step builds the binaries that the black-box tests spawn (target/debug/conclave-node) and
 # the test executables. It says --all-targets rather than --bins on purpose: without the test targets
@@ -45,7 +45,11 @@ step() {
     local name=$1 step_started=$SECONDS
     shift
     echo
-    echo "==> check.sh: $name: $*"
+    if [[ $(type -t "$1") == function ]]; then
+        echo "==> check.sh: $name"
+    else
+        echo "==> check.sh: $name: $*"
+    fi
     if ! "$@"; then
         echo "==> check.sh: FAILED at $name after $((SECONDS - step_started))s: $*" >&2
         exit 1
@@ -67,6 +71,25 @@ else
     step clippy cargo clippy "${locked[@]}" --workspace --all-targets -- -D warnings
 fi
 step build cargo build "${locked[@]}" --workspace --all-targets
-step test cargo test "${locked[@]}" --workspace -- "${test_args[@]}"
+
+# Runs the tests and ends with one line that totals every test binary's result, because cargo's own
+# last line belongs to whichever binary ran last (often a doc-test run of zero tests).
+run_tests() {
+    local output status=0
+    output=$(mktemp)
+    echo "cargo test ${locked[*]} --workspace -- ${test_args[*]}"
+    cargo test "${locked[@]}" --workspace -- "${test_args[@]}" 2>&1 | tee "$output" || status=$?
+    awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i + 1) ~ /^passed/) passed += $i
+                if ($(i + 1) ~ /^failed/) failed += $i
+                if ($(i + 1) ~ /^ignored/) ignored += $i
+            }
+        }
+        END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$output"
+    rm -f "$output"
+    return "$status"
+}
+step test run_tests
 echo
 echo "==> check.sh: all steps passed ($((SECONDS - started))s)"
