@@ -47,6 +47,9 @@ pub async fn run(
         // fsync: the leader's and the followers' fsyncs then overlap instead of adding up.
         // Commit still needs a quorum of fsynced copies, the leader's counted only once synced.
         broadcast_submitted_on_append: Some(true),
+        // Standard Raft: a restarted leader wins a new election before it leads again. openraft's
+        // shortcut assumes a durably applied state machine, and ours is in memory.
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
@@ -110,9 +113,13 @@ pub async fn run(
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(API_CONCURRENCY_PER_CONNECTION)
         .add_service(
-            KvServer::new(grpc::kv::KvService::new(node.clone(), forwarder.clone()))
-                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
-                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+            KvServer::new(grpc::kv::KvService::new(
+                node.clone(),
+                forwarder.clone(),
+                stop_rx.clone(),
+            ))
+            .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+            .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
         .add_service(ClusterServer::new(grpc::cluster::ClusterService::new(
             node.clone(),
@@ -143,10 +150,26 @@ pub async fn run(
         result?.with_context(|| format!("{server} stopped"))?;
         anyhow::bail!("{server} stopped unexpectedly");
     }
-    peer_task.await?.context("peer server")?;
-    api_task.await?.context("API server")?;
-    Ok(())
+    // Servers drain in-flight calls; bound it, so one stuck client cannot keep the process alive.
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+        peer_task.await?.context("peer server")?;
+        api_task.await?.context("API server")
+    })
+    .await;
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                ?SHUTDOWN_DRAIN,
+                "open calls did not finish in time; exiting anyway"
+            );
+            Ok(())
+        }
+    }
 }
+
+/// How long a stopping node waits for open calls to finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn parse_peer_dial(entries: &[String]) -> anyhow::Result<HashMap<u64, String>> {
     entries

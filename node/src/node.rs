@@ -137,7 +137,9 @@ impl Node {
             .metrics(
                 |m| {
                     m.state != ServerState::Leader
-                        || m.cluster_committed.as_ref().is_some_and(|c| c.leader_id.term == m.current_term)
+                        || m.cluster_committed
+                            .as_ref()
+                            .is_some_and(|c| c.leader_id.term == m.current_term)
                 },
                 "the leader has committed an entry of its term",
             )
@@ -161,7 +163,9 @@ impl Node {
                 |m| {
                     m.current_term != term
                         || m.state != ServerState::Leader
-                        || m.last_quorum_acked.as_ref().is_some_and(|acked| **acked > started)
+                        || m.last_quorum_acked
+                            .as_ref()
+                            .is_some_and(|acked| **acked > started)
                 },
                 "a quorum acknowledged a heartbeat sent after the read began",
             )

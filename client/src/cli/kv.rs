@@ -45,7 +45,7 @@ pub enum KvCommand {
         #[arg(long, conflicts_with = "json")]
         value_only: bool,
     },
-    /// Delete one key. Deleting an absent key succeeds (and still creates a revision).
+    /// Delete one key. Deleting an absent key succeeds and changes nothing (no new revision).
     Del {
         /// The key to delete.
         key: String,

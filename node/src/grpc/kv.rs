@@ -11,7 +11,7 @@ use conclave_proto::v1::kv_client::KvClient;
 use conclave_proto::v1::kv_server::Kv;
 use futures::Stream;
 use prost::Message;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -27,14 +27,17 @@ pub struct KvService {
     node: Arc<Node>,
     forwarder: Forwarder,
     watch_slots: Arc<Semaphore>,
+    /// Becomes true when the node stops; open watches end then.
+    stopping: watch::Receiver<bool>,
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>, forwarder: Forwarder) -> Self {
+    pub fn new(node: Arc<Node>, forwarder: Forwarder, stopping: watch::Receiver<bool>) -> Self {
         KvService {
             node,
             forwarder,
             watch_slots: Arc::new(Semaphore::new(WATCH_STREAMS_MAX)),
+            stopping,
         }
     }
 
@@ -375,6 +378,7 @@ impl Kv for KvService {
                 },
             )
         };
+        let mut stopping = self.stopping.clone();
         let (sender, receiver) = mpsc::channel(16);
         let node_id = self.node.id;
         tokio::spawn(async move {
@@ -449,6 +453,10 @@ impl Kv for KvService {
                 tokio::select! {
                     changed = revisions.changed() => if changed.is_err() { return },
                     _ = sender.closed() => return,
+                    () = async { let _ = stopping.wait_for(|stop| *stop).await.map(|_| ()); } => {
+                        let _ = sender.send(Err(Status::unavailable("the node is shutting down; resume the watch on another node"))).await;
+                        return;
+                    }
                 }
             }
         });
