@@ -33,6 +33,9 @@ pub const SESSION_RESPONSES_MAX: usize = 1024;
 /// A client silent for this long (cluster time) is forgotten.
 pub const SESSION_IDLE_MS: u64 = 60 * 60 * 1000;
 
+/// Most writes a node is proposing at once (waiting to commit); more are refused at once with
+/// RESOURCE_EXHAUSTED, so a flood cannot grow the leader's queues without bound.
+pub const MAX_INFLIGHT_WRITES: usize = 16_384;
 /// Most concurrent requests one API connection may have in flight.
 pub const API_CONCURRENCY_PER_CONNECTION: usize = 1024;
 /// Largest snapshot chunk sent to a peer, in bytes.

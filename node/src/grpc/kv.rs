@@ -27,6 +27,7 @@ pub struct KvService {
     node: Arc<Node>,
     forwarder: Forwarder,
     watch_slots: Arc<Semaphore>,
+    write_slots: Arc<Semaphore>,
     /// Becomes true when the node stops; open watches end then.
     stopping: watch::Receiver<bool>,
 }
@@ -37,6 +38,7 @@ impl KvService {
             node,
             forwarder,
             watch_slots: Arc::new(Semaphore::new(WATCH_STREAMS_MAX)),
+            write_slots: Arc::new(Semaphore::new(MAX_INFLIGHT_WRITES)),
             stopping,
         }
     }
@@ -59,6 +61,11 @@ impl KvService {
         request_id: RequestId,
         command: Command,
     ) -> Result<crate::state_machine::Response, Error> {
+        let _slot = self.write_slots.try_acquire().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "this node already has {MAX_INFLIGHT_WRITES} writes in flight (MAX_INFLIGHT_WRITES); retry later"
+            ))
+        })?;
         let node = &self.node;
         super::forward::until_leader(node, || node.write(request_id, command.clone())).await
     }
