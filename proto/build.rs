@@ -4,7 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
         let protoc = protoc_bin_vendored::protoc_bin_path()?;
         #[allow(unsafe_code)] // set_var is unsafe only because of other threads; there are none
-        unsafe { std::env::set_var("PROTOC", protoc) };
+        unsafe {
+            std::env::set_var("PROTOC", protoc)
+        };
     }
     let protos = [
         "proto/conclave/v1/kv.proto",
