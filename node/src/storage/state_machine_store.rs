@@ -176,15 +176,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let state = restore(meta, &snapshot, self.history_revisions_max)?;
         let snapshot = Snapshot {
             meta: meta.clone(),
             snapshot,
         };
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || write_snapshot(&db, &snapshot))
-            .await
-            .map_err(io::Error::other)??;
+        let history_revisions_max = self.history_revisions_max;
+        // Decoding and the synced write of a large snapshot take a while: off the async thread.
+        let state = tokio::task::spawn_blocking(move || {
+            let state = restore(&snapshot.meta, &snapshot.snapshot, history_revisions_max)?;
+            write_snapshot(&db, &snapshot)?;
+            Ok::<_, io::Error>(state)
+        })
+        .await
+        .map_err(io::Error::other)??;
         self.shared.replace(state);
         Ok(())
     }
