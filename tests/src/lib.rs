@@ -9,9 +9,13 @@
 //! - [`read`]: reads of one key or of every key under a prefix.
 //! - [`poll`]: waiting on a condition with a deadline.
 //! - [`channel`]: gRPC clients for a node's API address.
+//! - [`checker`]: checkers of recorded histories (linearizability and friends).
+//! - [`net`]: network faults between nodes (a userspace TCP proxy per directed pair).
 
 pub mod channel;
+pub mod checker;
 pub mod cluster;
+pub mod net;
 pub mod node_process;
 pub mod poll;
 pub mod ports;

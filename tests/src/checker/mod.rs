@@ -1,0 +1,1 @@
+//! Checkers for operation histories recorded under faults: pure functions of the history.

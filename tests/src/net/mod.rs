@@ -1,0 +1,1 @@
+//! Network fault injection between nodes on loopback.
