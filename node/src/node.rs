@@ -53,6 +53,15 @@ impl Node {
         })
     }
 
+    /// The effective membership this node knows (the last one in its log).
+    pub fn membership(&self) -> Arc<crate::raft::StoredMembership> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone()
+    }
+
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
     }
@@ -64,19 +73,9 @@ impl Node {
 
     /// Whether the membership this node knows lists `id` (trivially true before initialization).
     pub fn is_member_id(&self, id: NodeId) -> bool {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let membership = metrics.membership_config.membership();
+        let stored = self.membership();
+        let membership = stored.membership();
         membership.get_node(&id).is_some() || membership.nodes().next().is_none()
-    }
-
-    /// Waits, up to the leader wait, until this node knows of a leader.
-    pub async fn wait_for_leader(&self) -> Option<LeaderHint> {
-        let _ = self
-            .raft
-            .wait(Some(self.leader_wait()))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await;
-        self.leader_hint()
     }
 
     /// Proposes a write on this node, which must be the leader, and waits until it is applied.
@@ -230,12 +229,7 @@ impl Node {
     /// joint-consensus change; learners, which are in no quorum, are simply dropped.
     pub async fn remove(&self, ids: BTreeSet<NodeId>) -> Result<u64> {
         self.ensure_leader()?;
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let membership = self.membership();
         let voters: BTreeSet<NodeId> = membership
             .voter_ids()
             .filter(|id| ids.contains(id))
@@ -269,12 +263,7 @@ impl Node {
 
     pub async fn transfer_leader(&self, to: NodeId) -> Result<NodeId> {
         self.ensure_leader()?;
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let membership = self.membership();
         if !membership.voter_ids().any(|id| id == to) {
             return Err(Error::InvalidArgument(format!(
                 "to_node_id: node {to} is not a voter"
