@@ -162,9 +162,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // The copy is the only pause apply sees; encoding and the disk write happen in the
-        // builder, which openraft runs in the background.
-        let state = self.shared.read().clone();
+        // The copy is the only pause apply sees (apply runs in this same task, so the copy is
+        // exactly the applied state); encoding and the disk write happen in the builder, which
+        // openraft runs in the background. The copy runs on a blocking thread so that a large
+        // state does not stall the node's runtime thread (heartbeats, elections).
+        let shared = self.shared.clone();
+        let state = tokio::task::spawn_blocking(move || shared.read().clone())
+            .await
+            .expect("copying the state does not panic");
         SnapshotBuilder {
             db: self.db.clone(),
             state,
