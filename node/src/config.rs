@@ -76,6 +76,22 @@ pub struct Config {
         hide = true
     )]
     pub peer_dial: Vec<String>,
+
+    /// Test-only: break a guarantee on purpose, so the fault-injection suite can show it notices.
+    /// Never use it for anything else.
+    #[arg(long, env = "CONCLAVE_UNSAFE_TEST_MODE", value_enum, default_value_t = UnsafeTestMode::None, hide = true)]
+    pub unsafe_test_mode: UnsafeTestMode,
+}
+
+/// Deliberately unsafe behaviours for testing the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UnsafeTestMode {
+    /// Safe: the only mode for real use.
+    None,
+    /// Answer "linearizable" reads from the local state on any node, without ReadIndex.
+    StaleReads,
+    /// Acknowledge appends to Raft before the write-ahead log is synced to disk.
+    AckBeforeFsync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -64,8 +64,13 @@ pub async fn run(
         .await
         .with_context(|| format!("binding --api-addr {}", config.api_addr))?;
 
-    let (log_store, state_machine) = storage::open(&config.data_dir, config.watch_history)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    if config.unsafe_test_mode != config::UnsafeTestMode::None {
+        tracing::warn!(mode = ?config.unsafe_test_mode, "UNSAFE TEST MODE: this node breaks Conclave's guarantees on purpose");
+    }
+    let sync_appends = config.unsafe_test_mode != config::UnsafeTestMode::AckBeforeFsync;
+    let (log_store, state_machine) =
+        storage::open(&config.data_dir, config.watch_history, sync_appends)
+            .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let state = state_machine.shared();
     let append_timeout_min = std::time::Duration::from_millis(config.election_timeout_min_ms);
     let network = raft::network::PeerNetwork::new(dial_overrides, append_timeout_min);

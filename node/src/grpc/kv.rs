@@ -118,6 +118,11 @@ impl KvService {
         }
     }
 
+    /// Test-only unsafe mode: skip ReadIndex and answer from the local state.
+    fn stale_reads(&self) -> bool {
+        self.node.config.unsafe_test_mode == crate::config::UnsafeTestMode::StaleReads
+    }
+
     fn read_consistency(&self, consistency: i32) -> Result<Consistency, Status> {
         match pb::ReadConsistency::try_from(consistency) {
             Ok(pb::ReadConsistency::Linearizable) => Ok(Consistency::Linearizable),
@@ -170,7 +175,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_key("key", &req.key)?;
         let consistency = self.read_consistency(req.consistency)?;
-        if consistency == Consistency::Linearizable {
+        if consistency == Consistency::Linearizable && !self.stale_reads() {
             if let Err(e) = self.linearize().await {
                 return self
                     .forward(e, forwarded, req, |mut c, r| async move { c.get(r).await })
@@ -237,7 +242,7 @@ impl Kv for KvService {
             )));
         }
         let consistency = self.read_consistency(req.consistency)?;
-        if consistency == Consistency::Linearizable {
+        if consistency == Consistency::Linearizable && !self.stale_reads() {
             if let Err(e) = self.linearize().await {
                 return self
                     .forward(e, forwarded, req, |mut c, r| async move { c.list(r).await })

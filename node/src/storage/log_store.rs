@@ -41,12 +41,12 @@ impl Drop for Flusher {
 }
 
 impl LogStore {
-    pub(super) fn new(db: Arc<DB>) -> Self {
+    pub(super) fn new(db: Arc<DB>, sync_appends: bool) -> Self {
         let (queue, receiver) = mpsc::channel();
         let flusher_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("wal-flusher".into())
-            .spawn(move || flush_loop(&flusher_db, &receiver))
+            .spawn(move || flush_loop(&flusher_db, &receiver, sync_appends))
             .expect("spawning the WAL flusher thread");
         let flusher = Flusher {
             queue: Some(queue),
@@ -76,11 +76,12 @@ impl LogStore {
 
 /// Completes queued append callbacks in batches: every callback waiting when an fsync starts is
 /// covered by it (RocksDB writes its WAL sequentially, so syncing it syncs every earlier write).
-fn flush_loop(db: &DB, queue: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn flush_loop(db: &DB, queue: &mpsc::Receiver<IOFlushed<TypeConfig>>, sync: bool) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
-        let result = db.flush_wal(true);
+        // Unsynced only in the test-only unsafe mode that acknowledges before fsync.
+        let result = db.flush_wal(sync);
         for callback in batch {
             callback.io_completed(result.clone().map_err(to_io));
         }

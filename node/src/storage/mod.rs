@@ -24,7 +24,12 @@ const CF_SNAPSHOT: &str = "snapshot";
 /// Opens (or creates) the node's database and returns its log store and state machine store.
 /// The state machine starts from the latest persisted snapshot; openraft re-applies the committed
 /// log after it.
-pub fn open(dir: &Path, history_revisions_max: usize) -> io::Result<(LogStore, StateMachineStore)> {
+/// With `sync_appends` false (test-only), appends are acknowledged without an fsync.
+pub fn open(
+    dir: &Path,
+    history_revisions_max: usize,
+    sync_appends: bool,
+) -> io::Result<(LogStore, StateMachineStore)> {
     std::fs::create_dir_all(dir)?;
     let mut options = Options::default();
     options.create_if_missing(true);
@@ -36,7 +41,7 @@ pub fn open(dir: &Path, history_revisions_max: usize) -> io::Result<(LogStore, S
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&options, dir, families).map_err(to_io)?;
     let db = Arc::new(db);
-    let log_store = LogStore::new(db.clone());
+    let log_store = LogStore::new(db.clone(), sync_appends);
     let state_machine = StateMachineStore::open(db, history_revisions_max)?;
     Ok((log_store, state_machine))
 }
