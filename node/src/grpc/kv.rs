@@ -118,6 +118,14 @@ impl KvService {
         }
     }
 
+    /// Unwraps a request after the checks every handler shares: whether another node forwarded
+    /// it, and if so whether that node is still a member.
+    fn accept<T>(&self, request: Request<T>) -> Result<(bool, T), Status> {
+        let forwarded = is_forwarded(&request);
+        check_forwarder(&self.node, &request).map_err(to_status)?;
+        Ok((forwarded, request.into_inner()))
+    }
+
     /// Test-only unsafe mode: skip ReadIndex and answer from the local state.
     fn stale_reads(&self) -> bool {
         self.node.config.unsafe_test_mode == crate::config::UnsafeTestMode::StaleReads
@@ -140,9 +148,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        check_forwarder(&self.node, &request).map_err(to_status)?;
-        let req = request.into_inner();
+        let (forwarded, req) = self.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         check_key("key", &req.key)?;
@@ -170,9 +176,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        check_forwarder(&self.node, &request).map_err(to_status)?;
-        let req = request.into_inner();
+        let (forwarded, req) = self.accept(request)?;
         check_key("key", &req.key)?;
         let consistency = self.read_consistency(req.consistency)?;
         if consistency == Consistency::Linearizable && !self.stale_reads() {
@@ -193,9 +197,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        check_forwarder(&self.node, &request).map_err(to_status)?;
-        let req = request.into_inner();
+        let (forwarded, req) = self.accept(request)?;
         let request_id = request_id(req.request_id)?;
         check_key("key", &req.key)?;
         let command = Command::Delete {
@@ -226,9 +228,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        check_forwarder(&self.node, &request).map_err(to_status)?;
-        let req = request.into_inner();
+        let (forwarded, req) = self.accept(request)?;
         if req.prefix.len() > MAX_KEY_BYTES {
             return Err(invalid(format!("prefix: {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)", req.prefix.len())));
         }
@@ -284,9 +284,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        check_forwarder(&self.node, &request).map_err(to_status)?;
-        let req = request.into_inner();
+        let (forwarded, req) = self.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         check_key("key", &req.key)?;
@@ -320,9 +318,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        check_forwarder(&self.node, &request).map_err(to_status)?;
-        let req = request.into_inner();
+        let (forwarded, req) = self.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         let (compares, ops) = txn_command(&req)?;
