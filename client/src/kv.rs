@@ -11,18 +11,11 @@ use tonic::transport::Channel;
 use crate::client::{CallKind, Client, ServedBy, MAX_RESPONSE_BYTES};
 use crate::error::{Error, Result};
 
-/// Longest key a node accepts (`MAX_KEY_BYTES` in kv.proto).
-pub const MAX_KEY_BYTES: usize = 4096;
-/// Largest value a node accepts (`MAX_VALUE_BYTES` in kv.proto).
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Most compares in one transaction (`MAX_TXN_COMPARES` in kv.proto).
-pub const MAX_TXN_COMPARES: usize = 128;
-/// Most ops in one transaction (`MAX_TXN_OPS` in kv.proto).
-pub const MAX_TXN_OPS: usize = 128;
-/// Largest encoded request a node accepts (`MAX_REQUEST_BYTES` in kv.proto).
-pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
-/// Largest list page (`MAX_LIST_LIMIT` in kv.proto).
-pub const MAX_LIST_LIMIT: u32 = 1000;
+/// The request limits of kv.proto, checked here before sending.
+pub use conclave_proto::limits::{
+    MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_REQUEST_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS,
+    MAX_VALUE_BYTES,
+};
 
 /// Where and how a request was served; carried by every result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,18 +1,11 @@
 //! Every size and count that can grow, named in one place. Exceeding a request limit is an
 //! INVALID_ARGUMENT naming the field; exceeding a store quota is RESOURCE_EXHAUSTED.
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 4096;
-/// Largest value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Most compares in one transaction.
-pub const MAX_TXN_COMPARES: usize = 128;
-/// Most puts and deletes in one transaction.
-pub const MAX_TXN_OPS: usize = 128;
-/// Largest encoded request, in bytes (also the gRPC decoding limit of the API server).
-pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
-/// Most keys in one page of a list.
-pub const MAX_LIST_LIMIT: u32 = 1000;
+// The request limits are part of the wire contract and live with it.
+pub use conclave_proto::limits::{
+    MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_REQUEST_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS,
+    MAX_VALUE_BYTES,
+};
 
 /// Most keys the store holds.
 pub const STORE_KEYS_MAX: u64 = 2_000_000;
