@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/kv.proto",
         "proto/conclave/v1/cluster.proto",
         "proto/conclave/v1/raft.proto",
+        "proto/conclave/v1/tasks.proto",
+        "proto/conclave/v1/agents.proto",
+        "proto/conclave/v1/decisions.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     for proto in protos {

@@ -33,4 +33,65 @@ pub mod limits {
     pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
     /// Most keys in one page of a list.
     pub const MAX_LIST_LIMIT: u32 = 1000;
+
+    /// Longest queue or agent name, in bytes (characters `[A-Za-z0-9._:/-]`).
+    pub const MAX_NAME_BYTES: usize = 128;
+    /// Largest task payload or result, in bytes.
+    pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+    /// Most capabilities on one task or agent.
+    pub const MAX_CAPABILITIES: usize = 32;
+    /// Longest capability, content type or label key, in bytes.
+    pub const MAX_SHORT_STRING_BYTES: usize = 128;
+    /// Most labels (or metadata entries) on one task, agent or decision.
+    pub const MAX_LABELS: usize = 32;
+    /// Longest label or metadata value, progress message or checkpoint, in bytes.
+    pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+    /// Longest idempotency key or correlation id, in bytes.
+    pub const MAX_ID_STRING_BYTES: usize = 256;
+    /// Longest error message, cancel reason, question or vote rationale, in bytes.
+    pub const MAX_MESSAGE_BYTES: usize = 4096;
+    /// Priorities range over `-MAX_PRIORITY ..= MAX_PRIORITY`; higher runs first.
+    pub const MAX_PRIORITY: i32 = 1000;
+    /// Most attempts a task may be given.
+    pub const MAX_ATTEMPTS: u32 = 100;
+    /// Attempts when a task does not say.
+    pub const DEFAULT_ATTEMPTS: u32 = 3;
+    /// Shortest and longest lease (visibility timeout), and the default.
+    pub const MIN_LEASE_MS: u64 = 1_000;
+    pub const MAX_LEASE_MS: u64 = 3_600_000;
+    pub const DEFAULT_LEASE_MS: u64 = 30_000;
+    /// Longest retry backoff, initial or maximum.
+    pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+    /// Backoff defaults.
+    pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1_000;
+    pub const DEFAULT_BACKOFF_MAXIMUM_MS: u64 = 60_000;
+    pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+    /// Largest backoff multiplier.
+    pub const MAX_BACKOFF_MULTIPLIER: f64 = 10.0;
+    /// Most tasks in one SubmitBatch.
+    pub const MAX_SUBMIT_BATCH: usize = 1000;
+    /// Most tasks or decisions in one page; and the default page.
+    pub const MAX_TASK_LIST_LIMIT: u32 = 1000;
+    pub const DEFAULT_TASK_LIST_LIMIT: u32 = 100;
+    /// Longest WaitTask, and the default.
+    pub const MAX_WAIT_MS: u64 = 300_000;
+    pub const DEFAULT_WAIT_MS: u64 = 30_000;
+    /// Most tasks one agent may hold at once.
+    pub const MAX_CONCURRENT: u32 = 1024;
+    /// Shortest and longest agent session TTL, and the default.
+    pub const MIN_TTL_MS: u64 = 1_000;
+    pub const MAX_TTL_MS: u64 = 300_000;
+    pub const DEFAULT_TTL_MS: u64 = 10_000;
+    /// Breaker defaults: consecutive failures that open it, and its cool-down.
+    pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+    pub const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 30_000;
+    /// Most options of a decision.
+    pub const MAX_OPTIONS: usize = 32;
+    /// Most voters in a decision's electorate.
+    pub const MAX_ELECTORATE: usize = 1000;
+    /// Latest decision deadline, from proposal; and the default.
+    pub const MAX_DECISION_DEADLINE_MS: u64 = 7 * 24 * 3_600_000;
+    pub const DEFAULT_DECISION_DEADLINE_MS: u64 = 3_600_000;
+    /// Largest voter weight.
+    pub const MAX_WEIGHT: u64 = 1_000_000;
 }
