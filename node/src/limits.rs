@@ -35,3 +35,18 @@ pub const API_CONCURRENCY_PER_CONNECTION: usize = 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest peer message accepted (an append batch or a snapshot chunk), in bytes.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most agent session streams (Agents.Session) one node serves at once.
+pub const SESSION_STREAMS_MAX: usize = 10_000;
+/// Most events queued for one session, watch or wait stream before it waits for its client.
+pub const STREAM_BUFFER_EVENTS: usize = 64;
+/// Most tasks a queue watch sends as SNAPSHOT events before the changes (tasks.proto).
+pub const WATCH_SNAPSHOT_TASKS_MAX: usize = 1000;
+/// How often a node proposes the heartbeats its session streams received, as one entry.
+pub const HEARTBEAT_BATCH_MS: u64 = 200;
+/// Most assignments in the one Assign entry the leader's scheduler has in flight.
+pub const MAX_ASSIGN_BATCH: usize = 1024;
+/// How long an idempotency key is remembered (tasks.proto: "the retention window (24 hours)").
+pub const IDEMPOTENCY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+/// How long an agent whose session is gone is still listed (agents.proto: "kept for 1 hour").
+pub const GONE_AGENTS_RETENTION_MS: u64 = 60 * 60 * 1000;
