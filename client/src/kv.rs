@@ -186,6 +186,7 @@ impl Client {
                     request_id: Some(pending.request_id()),
                     key: key.clone(),
                     value: value.clone(),
+                    session_id: 0,
                 };
                 async move { kv(channel).put(request).await }
             })

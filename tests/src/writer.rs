@@ -94,6 +94,7 @@ impl Writer {
             request_id: Some(self.request_ids.next_id()),
             key: key.into(),
             value: value.into(),
+            session_id: 0,
         };
         self.send_put(request, timeout).await
     }

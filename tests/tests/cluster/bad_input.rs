@@ -62,6 +62,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         key: vec![b'k'; MAX_KEY_BYTES + 1],
                         value: b"v".to_vec(),
+                        session_id: 0,
                     },
                 )
             },
@@ -76,6 +77,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         key: vec![],
                         value: b"v".to_vec(),
+                        session_id: 0,
                     },
                 )
             },
@@ -90,6 +92,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         key: b"bad/value".to_vec(),
                         value: vec![b'v'; MAX_VALUE_BYTES + 1],
+                        session_id: 0,
                     },
                 )
             },
@@ -104,6 +107,7 @@ fn cases() -> Vec<Case> {
                         request_id: None,
                         key: b"bad/no-id".to_vec(),
                         value: b"v".to_vec(),
+                        session_id: 0,
                     },
                 )
             },
@@ -118,6 +122,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(RequestId { client_id: 0, ..id }),
                         key: b"bad/zero-client".to_vec(),
                         value: b"v".to_vec(),
+                        session_id: 0,
                     },
                 )
             },
@@ -132,6 +137,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(RequestId { serial: 0, ..id }),
                         key: b"bad/zero-serial".to_vec(),
                         value: b"v".to_vec(),
+                        session_id: 0,
                     },
                 )
             },

@@ -173,6 +173,7 @@ async fn membership() -> anyhow::Result<()> {
         request_id: Some(request_ids.next_id()),
         key: b"members/refused".to_vec(),
         value: b"must not be written".to_vec(),
+        session_id: 0,
     };
     let removed_kv = cluster.kv(removed);
     let code = eventually(

@@ -34,6 +34,7 @@ async fn replication() -> anyhow::Result<()> {
             request_id: Some(request_ids.next_id()),
             key: key("replication/", index),
             value: value("replication/", index),
+            session_id: 0,
         };
         let response = retry_transient("put", WRITE_TIMEOUT, || {
             let mut client = leader_kv.clone();
@@ -153,6 +154,7 @@ async fn write_through_follower() -> anyhow::Result<()> {
         request_id: Some(request_ids.next_id()),
         key: b"forwarded/put".to_vec(),
         value: b"through a follower".to_vec(),
+        session_id: 0,
     };
     let put_revision = retry_transient("put via follower", WRITE_TIMEOUT, || {
         let mut client = follower_kv.clone();

@@ -116,6 +116,7 @@ async fn put(
         request_id: Some(request_id),
         key: key.to_vec(),
         value: value.to_vec(),
+        session_id: 0,
     };
     let response = retry_transient("put", WRITE_TIMEOUT, || {
         let mut client = client.clone();
