@@ -50,3 +50,14 @@ pub const MAX_ASSIGN_BATCH: usize = 1024;
 pub const IDEMPOTENCY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// How long an agent whose session is gone is still listed (agents.proto: "kept for 1 hour").
 pub const GONE_AGENTS_RETENTION_MS: u64 = 60 * 60 * 1000;
+
+/// Most tasks the cluster holds that are not yet forgotten (tasks.proto, RESOURCE_EXHAUSTED).
+pub const TASKS_MAX: u64 = 1_000_000;
+/// Most registered agents, live or gone (agents.proto).
+pub const AGENTS_MAX: usize = 10_000;
+/// Most open decisions (decisions.proto).
+pub const OPEN_DECISIONS_MAX: usize = 10_000;
+/// Length of the coordination event ring that session, task and decision streams follow.
+pub const COORD_EVENTS_MAX: usize = 100_000;
+/// Most attempts kept in a task's history (the oldest are dropped).
+pub const ATTEMPT_HISTORY_MAX: usize = 100;

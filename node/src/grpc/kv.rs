@@ -156,6 +156,7 @@ impl Kv for KvService {
         let command = Command::Put {
             key: req.key.clone(),
             value: req.value.clone(),
+            session_id: req.session_id,
         };
         match self.write(request_id, command).await {
             Ok(crate::state_machine::Response::Put { revision, previous }) => {
@@ -479,6 +480,7 @@ pub fn to_pb(kv: KeyValue) -> pb::KeyValue {
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
+        session_id: kv.session_id,
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::coordination::{CoordCommand, CoordResponse};
 use super::kv::KeyValue;
 
 /// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
@@ -31,6 +32,9 @@ pub enum Command {
         key: Vec<u8>,
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
+        /// Attach the key to this live agent session (0: none); it is deleted when the session
+        /// ends. A put without a session detaches the key.
+        session_id: u64,
     },
     Delete {
         #[serde(with = "serde_bytes")]
@@ -49,6 +53,8 @@ pub enum Command {
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     },
+    /// Agents, tasks and decisions (`coordination`).
+    Coordination(CoordCommand),
 }
 
 /// Holds when the key's mod_revision equals `mod_revision` (0: the key is absent).
@@ -103,6 +109,14 @@ pub enum Response {
     /// The request id's serial is below what its client said it would still retry, so its
     /// original result is forgotten. Nothing was applied by this entry.
     RequestIdExpired { revision: u64 },
+    /// A put named a session that is not live; nothing was written.
+    SessionNotLive { revision: u64, session_id: u64 },
+    /// The outcome of a coordination command; `revision` is the store revision after the entry
+    /// (session ends delete ephemeral keys, which bumps it).
+    Coordination {
+        revision: u64,
+        response: CoordResponse,
+    },
 }
 
 impl Response {
@@ -115,7 +129,9 @@ impl Response {
             | Response::CompareAndSwap { revision, .. }
             | Response::Txn { revision, .. }
             | Response::QuotaExceeded { revision, .. }
-            | Response::RequestIdExpired { revision } => *revision,
+            | Response::RequestIdExpired { revision }
+            | Response::SessionNotLive { revision, .. }
+            | Response::Coordination { revision, .. } => *revision,
         }
     }
 }
@@ -123,10 +139,14 @@ impl Response {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.command {
-            Command::Put { key, value } => {
+            Command::Put {
+                key,
+                value,
+                session_id,
+            } => {
                 write!(
                     f,
-                    "put({}, {} bytes)",
+                    "put({}, {} bytes, session {session_id})",
                     String::from_utf8_lossy(key),
                     value.len()
                 )
@@ -145,6 +165,7 @@ impl fmt::Display for Request {
             Command::Txn { compares, ops } => {
                 write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
             }
+            Command::Coordination(command) => write!(f, "{}", command.name()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The versioned key-value store: keys in byte order, each with its create and mod revisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,8 @@ pub struct KeyValue {
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+    /// The agent session the key is attached to (0: none): deleted when the session ends.
+    pub session_id: u64,
 }
 
 impl KeyValue {
@@ -26,6 +28,7 @@ impl KeyValue {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
+            session_id: self.session_id,
         }
     }
 }
@@ -37,6 +40,7 @@ struct Slot {
     create_revision: u64,
     mod_revision: u64,
     version: u64,
+    session_id: u64,
 }
 
 /// The keys, their total size and an order-independent digest of their content.
@@ -47,6 +51,8 @@ pub struct KvStore {
     /// XOR of `slot_digest` over every key: equal stores have equal digests, and it is kept up to
     /// date in O(1) per change.
     digest: u64,
+    /// Session -> the keys attached to it (ephemeral keys), to delete them when it ends.
+    by_session: BTreeMap<u64, BTreeSet<Vec<u8>>>,
 }
 
 impl KvStore {
@@ -91,12 +97,22 @@ impl KvStore {
         (page, false)
     }
 
-    /// Writes a key at `revision` and returns the key as it was before.
+    /// The keys attached to `session_id`, in byte order.
+    pub fn session_keys(&self, session_id: u64) -> Vec<Vec<u8>> {
+        self.by_session
+            .get(&session_id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Writes a key at `revision`, attached to `session_id` (0: none), and returns the key as it
+    /// was before.
     pub fn put(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
         revision: u64,
+        session_id: u64,
     ) -> (KeyValue, Option<KeyValue>) {
         let previous = self.remove(key);
         let slot = Slot {
@@ -104,7 +120,14 @@ impl KvStore {
             create_revision: previous.as_ref().map_or(revision, |kv| kv.create_revision),
             mod_revision: revision,
             version: previous.as_ref().map_or(1, |kv| kv.version + 1),
+            session_id,
         };
+        if session_id != 0 {
+            self.by_session
+                .entry(session_id)
+                .or_default()
+                .insert(key.to_vec());
+        }
         self.bytes += (key.len() + slot.value.len()) as u64;
         self.digest ^= slot_digest(key, &slot);
         let written = to_key_value(key, &slot);
@@ -115,6 +138,14 @@ impl KvStore {
     /// Removes a key and returns it as it was.
     pub fn remove(&mut self, key: &[u8]) -> Option<KeyValue> {
         let slot = self.slots.remove(key)?;
+        if slot.session_id != 0 {
+            if let Some(keys) = self.by_session.get_mut(&slot.session_id) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_session.remove(&slot.session_id);
+                }
+            }
+        }
         self.bytes -= (key.len() + slot.value.len()) as u64;
         self.digest ^= slot_digest(key, &slot);
         Some(to_key_value(key, &slot))
@@ -128,6 +159,7 @@ fn to_key_value(key: &[u8], slot: &Slot) -> KeyValue {
         create_revision: slot.create_revision,
         mod_revision: slot.mod_revision,
         version: slot.version,
+        session_id: slot.session_id,
     }
 }
 
@@ -142,10 +174,11 @@ fn slot_digest(key: &[u8], slot: &Slot) -> u64 {
     hash.write(&slot.create_revision.to_be_bytes());
     hash.write(&slot.mod_revision.to_be_bytes());
     hash.write(&slot.version.to_be_bytes());
+    hash.write(&slot.session_id.to_be_bytes());
     hash.finish()
 }
 
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
@@ -154,14 +187,14 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
             self.0 ^= u64::from(*byte);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
 
-    fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         self.0
     }
 }

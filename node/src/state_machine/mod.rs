@@ -5,6 +5,7 @@
 //! time into each command (`Request::now_ms`); apply only ever uses that.
 
 pub mod command;
+pub mod coordination;
 pub mod history;
 pub mod kv;
 pub mod sessions;
@@ -12,6 +13,7 @@ pub mod sessions;
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, Compare, Request, RequestId, Response, TxnOp};
+pub use coordination::{CoordCommand, CoordResponse, Coordination};
 pub use history::{Change, Event, EventKind, History};
 pub use kv::{KeyValue, KvStore};
 use sessions::{Lookup, Sessions};
@@ -29,6 +31,7 @@ pub struct StateMachine {
     kv: KvStore,
     sessions: Sessions,
     history: History,
+    coordination: Coordination,
 }
 
 impl StateMachine {
@@ -106,14 +109,31 @@ impl StateMachine {
         self.sessions.client_count()
     }
 
-    /// A digest of the key-value content and revision: equal on replicas with equal state.
+    /// Agents, tasks and decisions.
+    pub fn coordination(&self) -> &Coordination {
+        &self.coordination
+    }
+
+    /// Cluster time: the greatest leader stamp applied so far.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// A digest of the key-value content, the revision and the coordination state: equal on
+    /// replicas with equal state.
     pub fn digest(&self) -> u64 {
-        self.kv.digest() ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        self.kv.digest()
+            ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ self.coordination.digest().rotate_left(17)
     }
 
     fn execute(&mut self, command: &Command) -> Response {
         match command {
-            Command::Put { key, value } => self.put(key, value),
+            Command::Put {
+                key,
+                value,
+                session_id,
+            } => self.put(key, value, *session_id),
             Command::Delete { key } => self.delete(key),
             Command::CompareAndSwap {
                 key,
@@ -121,10 +141,46 @@ impl StateMachine {
                 value,
             } => self.compare_and_swap(key, *expected_mod_revision, value.as_deref()),
             Command::Txn { compares, ops } => self.txn(compares, ops),
+            Command::Coordination(command) => self.coordinate(command),
         }
     }
 
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Response {
+    fn coordinate(&mut self, command: &CoordCommand) -> Response {
+        let mut ended_sessions = Vec::new();
+        let response = self
+            .coordination
+            .apply(self.now_ms, command, &mut ended_sessions);
+        self.delete_session_keys(&ended_sessions);
+        Response::Coordination {
+            revision: self.revision,
+            response,
+        }
+    }
+
+    /// Deletes every key attached to the ended sessions, all in one new revision (none when
+    /// they had no keys).
+    fn delete_session_keys(&mut self, ended_sessions: &[u64]) {
+        let revision = self.revision + 1;
+        let mut events = Vec::new();
+        for session_id in ended_sessions {
+            for key in self.kv.session_keys(*session_id) {
+                if self.kv.remove(&key).is_some() {
+                    events.push(delete_event(&key, revision));
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.commit_revision(events);
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], session_id: u64) -> Response {
+        if session_id != 0 && !self.coordination.session_live(session_id) {
+            return Response::SessionNotLive {
+                revision: self.revision,
+                session_id,
+            };
+        }
         if let Err(reason) = self.check_quota(&[(key, Some(value))]) {
             return Response::QuotaExceeded {
                 revision: self.revision,
@@ -132,7 +188,7 @@ impl StateMachine {
             };
         }
         let revision = self.revision + 1;
-        let (written, previous) = self.kv.put(key, value.to_vec(), revision);
+        let (written, previous) = self.kv.put(key, value.to_vec(), revision, session_id);
         self.commit_revision(vec![put_event(written)]);
         Response::Put {
             revision,
@@ -164,7 +220,7 @@ impl StateMachine {
             };
         }
         match value {
-            Some(value) => match self.put(key, value) {
+            Some(value) => match self.put(key, value, 0) {
                 Response::Put { revision, .. } => Response::CompareAndSwap {
                     revision,
                     succeeded: true,
@@ -219,7 +275,9 @@ impl StateMachine {
         let mut events = Vec::new();
         for (key, value) in writes {
             match value {
-                Some(value) => events.push(put_event(self.kv.put(key, value.to_vec(), revision).0)),
+                Some(value) => {
+                    events.push(put_event(self.kv.put(key, value.to_vec(), revision, 0).0))
+                }
                 None => {
                     if self.kv.remove(key).is_some() {
                         events.push(delete_event(key, revision));
@@ -294,6 +352,7 @@ fn delete_event(key: &[u8], revision: u64) -> Event {
             create_revision: 0,
             mod_revision: revision,
             version: 0,
+            session_id: 0,
         },
     }
 }

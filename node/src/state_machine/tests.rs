@@ -6,6 +6,7 @@ fn put(key: &str, value: &str) -> Command {
     Command::Put {
         key: key.into(),
         value: value.into(),
+        session_id: 0,
     }
 }
 
@@ -28,6 +29,7 @@ fn meta(key: &str, create: u64, modified: u64, version: u64) -> KeyValue {
         create_revision: create,
         mod_revision: modified,
         version,
+        session_id: 0,
     }
 }
 

@@ -45,6 +45,7 @@ fn put_entry(term: u64, index: u64, key: &str) -> Entry {
             command: Command::Put {
                 key: key.into(),
                 value: b"v".to_vec(),
+                session_id: 0,
             },
         },
     )
