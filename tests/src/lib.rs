@@ -9,11 +9,13 @@
 //! - [`read`]: reads of one key or of every key under a prefix.
 //! - [`poll`]: waiting on a condition with a deadline.
 //! - [`channel`]: gRPC clients for a node's API address.
+//! - [`fleet`]: agents and tasks: a raw-API test agent, exec agent processes, retried task calls.
 //! - [`checker`]: checkers of recorded histories (linearizability and friends).
 //! - [`net`]: network faults between nodes (a userspace TCP proxy per directed pair).
 
 pub mod channel;
 pub mod checker;
+pub mod fleet;
 pub mod cluster;
 pub mod net;
 pub mod node_process;

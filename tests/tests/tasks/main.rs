@@ -1,0 +1,25 @@
+//! Agents and tasks on three real nodes: exec agents, agent and leader crashes, fencing,
+//! decisions and cancellation, driven through the public Tasks, Agents and Decisions APIs.
+//!
+//! Run `cargo build --workspace --bins` first: the tests spawn `target/debug/conclave-node` and,
+//! for the exec agents, `target/debug/conclave`.
+
+mod agent_crash;
+mod bad_input;
+mod cancel;
+mod decision;
+mod exec_agents;
+mod leader_crash;
+
+use std::time::Duration;
+
+use conclave_proto::v1::{Task, TaskState};
+
+/// Bound on a whole queue draining: liveness, not performance.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one push reaching an agent's stream.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn state(task: &Task) -> TaskState {
+    TaskState::try_from(task.state).unwrap_or(TaskState::Unspecified)
+}
