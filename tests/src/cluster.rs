@@ -70,6 +70,8 @@ pub struct ClusterConfig {
     pub watch_history: Option<u64>,
     /// `--leader-wait-ms`, when set.
     pub leader_wait_ms: Option<u64>,
+    /// More flags for every node (e.g. the hidden `--unsafe-test-mode`), after all others.
+    pub extra_args: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -84,6 +86,7 @@ impl ClusterConfig {
             snapshot_keep_logs: None,
             watch_history: None,
             leader_wait_ms: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -104,6 +107,7 @@ impl ClusterConfig {
                 args.push(format!("{flag}={value}"));
             }
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 }
@@ -126,6 +130,15 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `config.nodes` pristine nodes (ids 1..=n) and waits until each answers Status.
     pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+        let mut cluster = Self::empty(config).await?;
+        for id in 1..=cluster.config.nodes {
+            cluster.launch_node(id).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// A cluster of no nodes yet, holding its directory and a cluster slot.
+    async fn empty(config: ClusterConfig) -> anyhow::Result<Self> {
         crate::init_tracing();
         let slot = CLUSTER_SLOTS
             .clone()
@@ -142,7 +155,7 @@ impl TestCluster {
             .tempdir()
             .context("create the cluster directory")?;
         tracing::info!(dir = %dir.path().display(), nodes = config.nodes, "starting cluster");
-        let mut cluster = Self {
+        Ok(Self {
             name,
             config,
             nodes: BTreeMap::new(),
@@ -152,11 +165,44 @@ impl TestCluster {
             dir: Some(dir),
             finished: false,
             _slot: slot,
-        };
+        })
+    }
+
+    /// Reserves ports and directories for `config.nodes` nodes (ids 1..=n) without starting any,
+    /// so that something can be set up between knowing their addresses and starting them (a proxy
+    /// per peer link, say: see [`TestCluster::add_node_args`]). Start them with
+    /// [`TestCluster::start_prepared`].
+    pub async fn prepare(config: ClusterConfig) -> anyhow::Result<Self> {
+        let mut cluster = Self::empty(config).await?;
         for id in 1..=cluster.config.nodes {
-            cluster.launch_node(id).await?;
+            let spec = cluster.node_spec(id)?;
+            cluster.nodes.insert(id, NodeProcess::new(spec));
         }
         Ok(cluster)
+    }
+
+    /// Every node's peer address (where its Raft peers reach it), running or not.
+    pub fn peer_addrs(&self) -> BTreeMap<u64, SocketAddr> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| (*id, node.spec().peer_addr))
+            .collect()
+    }
+
+    /// Appends flags to the node's command line, from its next start on.
+    pub fn add_node_args(&mut self, id: u64, args: impl IntoIterator<Item = String>) {
+        self.node_mut(id).add_args(args);
+    }
+
+    /// Starts every node that is not running, on its reserved ports (retried on the same ports
+    /// if one is briefly taken: other processes may already know the addresses).
+    pub async fn start_prepared(&mut self) -> anyhow::Result<()> {
+        for id in self.node_ids() {
+            if !self.is_running(id) {
+                self.start_on_reserved_ports(id).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts the nodes, initializes the cluster with all of them as voters, and waits for a leader.
@@ -375,6 +421,29 @@ impl TestCluster {
     /// Starts a stopped or killed node again, with the same id, addresses and data directory.
     pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         tracing::info!(node = id, "restarting node from its data directory");
+        self.start_on_reserved_ports(id).await
+    }
+
+    /// Stops the node's process with SIGSTOP (see [`NodeProcess::pause`]).
+    pub fn pause(&mut self, id: u64) -> anyhow::Result<()> {
+        self.node_mut(id).pause()
+    }
+
+    /// Continues a paused node with SIGCONT; a node that is not paused is left alone.
+    pub fn resume(&mut self, id: u64) -> anyhow::Result<()> {
+        self.node_mut(id).resume()
+    }
+
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.node(id).is_paused()
+    }
+
+    /// The kernel's scheduling state of the node's process (see [`NodeProcess::scheduler_state`]).
+    pub fn scheduler_state(&self, id: u64) -> Option<char> {
+        self.node(id).scheduler_state()
+    }
+
+    async fn start_on_reserved_ports(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.node_mut(id);
         let mut attempts = 0;
         loop {
@@ -387,7 +456,7 @@ impl TestCluster {
                     tracing::warn!(node = id, attempts, "a port is in use, retrying: {log}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(error) => return Err(anyhow!(error).context(format!("restart node {id}"))),
+                Err(error) => return Err(anyhow!(error).context(format!("start node {id}"))),
             }
         }
     }
@@ -572,17 +641,22 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
-    /// Reserves ports for a new node and starts it, on new ports if its first ones were taken.
-    async fn launch_node(&mut self, id: u64) -> anyhow::Result<()> {
+    /// The spec of node `id` on newly reserved ports.
+    fn node_spec(&mut self, id: u64) -> anyhow::Result<NodeSpec> {
         let node_dir = self.dir().join(format!("node-{id}"));
-        let spec = NodeSpec {
+        Ok(NodeSpec {
             id,
             api_addr: self.ports.reserve()?,
             peer_addr: self.ports.reserve()?,
             data_dir: node_dir.join("data"),
             log_path: self.dir().join(format!("node-{id}.log")),
             args: self.config.node_args(),
-        };
+        })
+    }
+
+    /// Reserves ports for a new node and starts it, on new ports if its first ones were taken.
+    async fn launch_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let spec = self.node_spec(id)?;
         let mut node = NodeProcess::new(spec);
         let mut attempts = 0;
         let result = loop {

@@ -1,7 +1,9 @@
-//! One `conclave-node` process: spawn, wait until it serves, stop (SIGTERM), kill (SIGKILL).
+//! One `conclave-node` process: spawn, wait until it serves, stop (SIGTERM), kill (SIGKILL),
+//! pause (SIGSTOP) and resume (SIGCONT).
 //!
 //! The process is always addressed by its PID through the `Child` that spawned it, never by name,
-//! and it is killed and reaped when the [`NodeProcess`] is dropped, also when a test panics.
+//! and it is killed and reaped when the [`NodeProcess`] is dropped, also when a test panics (a
+//! paused process is resumed first, so nothing is left stopped).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -63,6 +65,8 @@ pub struct NodeProcess {
     starts: u32,
     /// Where this start's output begins in the log file.
     log_offset: u64,
+    /// True between [`NodeProcess::pause`] and [`NodeProcess::resume`] (or the process's end).
+    paused: bool,
 }
 
 impl NodeProcess {
@@ -73,6 +77,7 @@ impl NodeProcess {
             child: None,
             starts: 0,
             log_offset: 0,
+            paused: false,
         }
     }
 
@@ -94,6 +99,56 @@ impl NodeProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Appends flags to those the node starts with, from its next start on.
+    pub fn add_args(&mut self, args: impl IntoIterator<Item = String>) {
+        self.spec.args.extend(args);
+    }
+
+    /// True while the process is stopped by [`NodeProcess::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused && self.child.is_some()
+    }
+
+    /// Stops the process with SIGSTOP: it keeps its sockets and state but runs no code, as a node
+    /// in a long GC pause or a VM migration would. Fails if the node is not running.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        let pid = self.running_pid()?;
+        signal(pid, "STOP")?;
+        self.paused = true;
+        tracing::info!(node = self.spec.id, pid, "node paused (SIGSTOP)");
+        Ok(())
+    }
+
+    /// Continues a paused process with SIGCONT. A node that is not paused is left alone.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        if !self.paused {
+            return Ok(());
+        }
+        self.paused = false;
+        if let Some(pid) = self.pid() {
+            signal(pid, "CONT")?;
+            tracing::info!(node = self.spec.id, pid, "node resumed (SIGCONT)");
+        }
+        Ok(())
+    }
+
+    /// The kernel's scheduling state of the process (`/proc/<pid>/stat`): `'T'` when stopped by a
+    /// signal, `'S'` or `'R'` when running; `None` when there is no process.
+    pub fn scheduler_state(&self) -> Option<char> {
+        let pid = self.pid()?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name is in parentheses and may contain spaces; the state follows it.
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        after_name.trim_start().chars().next()
+    }
+
+    fn running_pid(&mut self) -> anyhow::Result<u32> {
+        if !self.is_running() {
+            bail!("node {} is not running", self.spec.id);
+        }
+        Ok(self.pid().expect("a running node has a pid"))
+    }
+
     /// True while the process has not exited. Reaps it if it has.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(Child::try_wait) {
@@ -101,6 +156,7 @@ impl NodeProcess {
             Some(Ok(Some(status))) => {
                 tracing::warn!(node = self.spec.id, %status, "node exited on its own");
                 self.child = None;
+                self.paused = false;
                 false
             }
             Some(Err(error)) => panic!("try_wait on node {} failed: {error}", self.spec.id),
@@ -215,6 +271,8 @@ impl NodeProcess {
 
     /// Sends SIGTERM and waits up to `grace` for the process to exit, then sends SIGKILL.
     pub async fn stop(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        // A stopped process would not act on SIGTERM until continued.
+        self.resume()?;
         let Some(child) = self.child.as_mut() else {
             return Ok(None);
         };
@@ -250,8 +308,12 @@ impl NodeProcess {
         }
     }
 
-    /// Sends SIGKILL and reaps the process.
+    /// Sends SIGKILL and reaps the process (a paused one is continued first, so that nothing of it
+    /// is left stopped even if the kill were to fail).
     pub fn kill(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        if let Err(error) = self.resume() {
+            tracing::warn!(node = self.spec.id, "SIGCONT before SIGKILL failed: {error:#}");
+        }
         let Some(mut child) = self.child.take() else {
             return Ok(None);
         };
@@ -279,6 +341,22 @@ impl Drop for NodeProcess {
             eprintln!("failed to kill node {}: {error:#}", self.spec.id);
         }
     }
+}
+
+/// Sends `SIG<name>` to `pid` with the `kill` command. The caller holds the unreaped `Child`, so
+/// the PID cannot have been reused by another process.
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("run kill -{name} {pid}"))?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed: {status}");
+    }
+    Ok(())
 }
 
 /// The `conclave-node` binary: `$CONCLAVE_NODE_BIN`, else the one beside this test executable's
