@@ -17,7 +17,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::endpoint::{normalize_endpoint, ChannelSettings, Node};
-use crate::error::{classify, describe, leader_hint, Error, LeaderHint, Result, Verdict};
+use crate::error::{
+    classify, describe, leader_hint, lease_lost, node_removed, Error, LeaderHint, Result, Verdict,
+};
 use crate::request_id::{PendingWrite, RequestIds};
 
 /// Largest response the client decodes. Responses are bounded by the server's limits (a list page
@@ -112,6 +114,18 @@ pub(crate) trait ServedBy {
     /// The serving node's id, 0 when the response does not say.
     fn served_by(&self) -> u64;
 }
+
+/// Implements [`ServedBy`] for responses with an optional `header: ResponseHeader`.
+macro_rules! served_by_header {
+    ($($response:ty),* $(,)?) => {
+        $(impl $crate::client::ServedBy for $response {
+            fn served_by(&self) -> u64 {
+                self.header.map_or(0, |header| header.node_id)
+            }
+        })*
+    };
+}
+pub(crate) use served_by_header;
 
 impl Client {
     /// A client for the cluster reachable at `endpoints` (`host:port`, with or without `http://`),
@@ -232,6 +246,22 @@ impl Client {
     pub(crate) async fn call<Response, Attempt, Fut>(
         &self,
         kind: CallKind,
+        attempt: Attempt,
+    ) -> Result<Response>
+    where
+        Response: ServedBy,
+        Attempt: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Response>, Status>>,
+    {
+        self.call_with(kind, Duration::ZERO, attempt).await
+    }
+
+    /// Like [`Client::call`], for a call the server may legitimately hold for `server_wait` (a
+    /// WaitTask): each attempt, and the deadline of the whole call, get that much more time.
+    pub(crate) async fn call_with<Response, Attempt, Fut>(
+        &self,
+        kind: CallKind,
+        server_wait: Duration,
         mut attempt: Attempt,
     ) -> Result<Response>
     where
@@ -239,7 +269,9 @@ impl Client {
         Attempt: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Response>, Status>>,
     {
-        let options = self.inner.options;
+        let mut options = self.inner.options;
+        options.deadline += server_wait;
+        options.request_timeout += server_wait;
         let deadline = Instant::now() + options.deadline;
         let mut backoff = Backoff::new();
         // Set once an attempt of a write may have been proposed: from then on, no later failure
@@ -293,7 +325,15 @@ impl Client {
             tracing::debug!(kind = ?kind, failure = %last_failure, "attempt failed");
             match classify(&status) {
                 Verdict::Refused => {
-                    if status.code() == Code::FailedPrecondition && kind != CallKind::Membership {
+                    // A stale fencing token is definite whatever happened before: a retry carries
+                    // the same request id, so had an earlier attempt applied, the server would
+                    // have answered with that attempt's result instead.
+                    if lease_lost(&status) {
+                        return Err(Error::LeaseLost {
+                            message: status.message().to_string(),
+                        });
+                    }
+                    if node_removed(&status) && kind != CallKind::Membership {
                         // This node left the cluster; another node may still serve the call.
                         removed_nodes.push(node.address.clone());
                         self.node_failed(&node);
@@ -380,6 +420,23 @@ impl Client {
                 status.initialized && status.role != conclave_proto::v1::Role::Shutdown as i32
             }
             // A node that does not implement status is not known to be broken.
+            Ok(Err(status)) => status.code() == Code::Unimplemented,
+            Err(_) => false,
+        }
+    }
+
+    /// True when `node` serves (as [`Client::node_serves`]) and knows a leader, so what it is sent
+    /// (an agent's heartbeats) can reach the leader. A node cut off from the majority loses its
+    /// leader once its election timeout passes.
+    pub(crate) async fn node_serves_with_leader(&self, node: &Arc<Node>) -> bool {
+        let mut cluster = ClusterClient::new(node.channel());
+        match tokio::time::timeout(LEADER_PROBE_TIMEOUT, cluster.status(StatusRequest {})).await {
+            Ok(Ok(response)) => {
+                let status = response.into_inner();
+                status.initialized
+                    && status.role != conclave_proto::v1::Role::Shutdown as i32
+                    && status.leader_id.is_some_and(|id| id != 0)
+            }
             Ok(Err(status)) => status.code() == Code::Unimplemented,
             Err(_) => false,
         }

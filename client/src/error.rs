@@ -48,6 +48,14 @@ pub enum Error {
         /// The oldest revision a watch can start from (0 when the server did not say).
         oldest_revision: u64,
     },
+    /// A task verb (complete, fail, extend, progress, release) carried a fencing token that is no
+    /// longer current: the lease expired or was revoked, or the task was reassigned, canceled or
+    /// expired. The verb changed nothing, and retrying it cannot succeed: stop working on the task.
+    #[error("{message}")]
+    LeaseLost {
+        /// The server's explanation, starting "lease lost".
+        message: String,
+    },
     /// The request was invalid before it was sent (a bad endpoint, an empty key, a limit exceeded);
     /// nothing was sent.
     #[error("invalid input: {message}")]
@@ -59,7 +67,7 @@ pub enum Error {
 
 impl Error {
     /// True when the request definitely did not take effect: [`Error::Rejected`],
-    /// [`Error::InvalidInput`], and the errors of calls that change nothing
+    /// [`Error::InvalidInput`], [`Error::LeaseLost`], and the errors of calls that change nothing
     /// ([`Error::Unavailable`], [`Error::Compacted`]). False only for [`Error::Indeterminate`].
     pub fn is_definitely_not_applied(&self) -> bool {
         !matches!(self, Error::Indeterminate { .. })
@@ -76,6 +84,16 @@ impl Error {
             Error::Rejected { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// True for [`Error::LeaseLost`].
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Error::LeaseLost { .. })
+    }
+
+    /// True when the server answered NOT_FOUND (an unknown task, decision, agent or session).
+    pub fn is_not_found(&self) -> bool {
+        self.rejected_code() == Some(Code::NotFound)
     }
 
     pub(crate) fn invalid_input(message: impl Into<String>) -> Error {
@@ -143,6 +161,22 @@ pub(crate) fn never_connected(status: &Status) -> bool {
         source = error.source();
     }
     false
+}
+
+/// True when a FAILED_PRECONDITION says the fencing token of a task verb is stale. The wire contract
+/// (agents.proto) promises the message starts with "lease lost"; a forwarding node passes the
+/// leader's message on, so it is searched rather than only matched at the start.
+pub(crate) fn lease_lost(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition && status.message().contains("lease lost")
+}
+
+/// True when a FAILED_PRECONDITION says the node that sent it has been removed from the cluster
+/// (kv.proto), so another node may still serve the call. Other FAILED_PRECONDITION answers (a stale
+/// fencing token, a vote already cast, a session that is not live) are about the request and
+/// would be the same on every node.
+pub(crate) fn node_removed(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition
+        && status.message().contains("removed from the cluster")
 }
 
 /// A leader named by a `conclave-leader` metadata value or by a node's status.
@@ -307,6 +341,21 @@ mod tests {
         let status = status_with(Code::OutOfRange, &[(COMPACT_REVISION_METADATA, "42")]);
         assert_eq!(compact_revision(&status), 42);
         assert_eq!(compact_revision(&Status::out_of_range("old")), 0);
+    }
+
+    #[test]
+    fn failed_preconditions_are_told_apart() {
+        let stale = Status::failed_precondition("lease lost: task 7 is now assigned with token 12");
+        assert!(lease_lost(&stale));
+        assert!(!node_removed(&stale));
+        let removed = Status::failed_precondition(
+            "node 3 has been removed from the cluster and serves no writes",
+        );
+        assert!(node_removed(&removed));
+        assert!(!lease_lost(&removed));
+        let voted = Status::failed_precondition("already voted");
+        assert!(!lease_lost(&voted) && !node_removed(&voted));
+        assert!(!lease_lost(&Status::invalid_argument("lease lost")));
     }
 
     #[test]

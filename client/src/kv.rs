@@ -8,7 +8,7 @@ use conclave_proto::v1::{
 use prost::Message;
 use tonic::transport::Channel;
 
-use crate::client::{CallKind, Client, ServedBy, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::error::{Error, Result};
 
 /// The request limits of kv.proto, checked here before sending.
@@ -177,6 +177,20 @@ impl Client {
         key: impl Into<Vec<u8>>,
         value: impl Into<Vec<u8>>,
     ) -> Result<PutResult> {
+        self.put_with_session(key, value, 0).await
+    }
+
+    /// Sets `key` to `value` and attaches it to the agent session `session_id` (0: none): the key
+    /// is ephemeral and is deleted when that session expires or is closed, as etcd deletes keys
+    /// attached to a lease. A session that is unknown or no longer live is
+    /// `Rejected { code: FailedPrecondition }`, and nothing is written. A later put without a
+    /// session detaches the key.
+    pub async fn put_with_session(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        session_id: u64,
+    ) -> Result<PutResult> {
         let key = checked_key(key.into())?;
         let value = checked_value(value.into())?;
         let pending = self.begin_write();
@@ -186,7 +200,7 @@ impl Client {
                     request_id: Some(pending.request_id()),
                     key: key.clone(),
                     value: value.clone(),
-                    session_id: 0,
+                    session_id,
                 };
                 async move { kv(channel).put(request).await }
             })
@@ -435,16 +449,6 @@ fn checked_value(value: Vec<u8>) -> Result<Vec<u8>> {
         )));
     }
     Ok(value)
-}
-
-macro_rules! served_by_header {
-    ($($response:ty),* $(,)?) => {
-        $(impl ServedBy for $response {
-            fn served_by(&self) -> u64 {
-                self.header.map_or(0, |header| header.node_id)
-            }
-        })*
-    };
 }
 
 served_by_header!(

@@ -1,4 +1,5 @@
-//! Typed async client for a Conclave cluster: key-value calls, watches and cluster operations.
+//! Typed async client for a Conclave cluster: key-value calls, watches, cluster operations, tasks,
+//! decisions, the agent fleet, and [`AgentSession`] for writing agents.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), conclave_client::Error> {
@@ -19,14 +20,71 @@
 //! "definitely not applied" ([`Error::Rejected`]) apart from "outcome unknown"
 //! ([`Error::Indeterminate`]). Writes carry a request id, so a retry after an unknown outcome is
 //! applied at most once.
+//!
+//! Tasks and agents:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), conclave_client::Error> {
+//! use conclave_client::{AgentConfig, AgentEvent, AgentSession, Client, TaskSpec};
+//!
+//! let client = Client::connect(["127.0.0.1:7001"])?;
+//! let submitted = client
+//!     .submit(TaskSpec {
+//!         queue: "research".to_string(),
+//!         payload: b"quorum systems".to_vec(),
+//!         capabilities: vec!["search".to_string()],
+//!         ..TaskSpec::default()
+//!     })
+//!     .await?;
+//!
+//! let mut config = AgentConfig::new("researcher-1");
+//! config.capabilities = vec!["search".to_string()];
+//! config.replace = true;
+//! let (session, mut events) = AgentSession::register(&client, &config).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let AgentEvent::Assignment(task) = event {
+//!         let result = format!("notes on {}", String::from_utf8_lossy(&task.payload));
+//!         match session.complete(task.task_id, task.fencing_token, result.into_bytes()).await {
+//!             Ok(_) | Err(conclave_client::Error::LeaseLost { .. }) => {}
+//!             Err(error) => return Err(error),
+//!         }
+//!         if task.task_id == submitted.task_id {
+//!             break;
+//!         }
+//!     }
+//! }
+//! session.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 
+mod agents;
+mod checks;
 mod client;
 mod cluster;
+mod decisions;
 mod endpoint;
 mod error;
 mod kv;
 mod request_id;
+mod session;
+mod stream;
+mod tasks;
+mod time;
 mod watch;
+
+pub use agents::{
+    AgentConfig, AgentList, AgentListOptions, AgentRead, CloseResult, Failure, ProgressReport,
+    Registration, VerbResult, VoteResult,
+};
+pub use decisions::{DecisionListOptions, DecisionPage, DecisionRead, DecisionStream};
+pub use session::{AgentEvent, AgentEvents, AgentSession};
+pub use tasks::{
+    is_terminal, CancelResult, DeadLetterListOptions, DeadLetterResult, DeadLetterSelector,
+    SubmitBatchResult, SubmitResult, TaskEventStream, TaskListOptions, TaskPage, TaskRead,
+    TaskWatchOptions, WaitResult,
+};
+pub use time::unix_ms_now;
 
 pub use client::{Client, ClientOptions};
 pub use cluster::EndpointStatus;
@@ -39,11 +97,16 @@ pub use kv::{
 };
 pub use watch::{WatchOptions, WatchStream};
 
+/// The request limits of the wire contract (queue names, payloads, leases, ...).
+pub use conclave_proto::limits;
 /// Wire types the client's API exposes, re-exported so callers need not depend on
 /// `conclave-proto` for them.
 pub use conclave_proto::v1::{
-    Event, EventType, KeyValue, Member, MembershipResponse, ReadConsistency, ReplicationProgress,
-    Role, StatusResponse, WatchResponse,
+    Agent, AgentStatus, Assignment, Attempt, AttemptOutcome, Backoff, BreakerState,
+    DeadLetterReason, Decision, DecisionGate, DecisionRule, DecisionSpec, DecisionStatus,
+    Electorate, Event, EventType, KeyValue, Lease, Member, MembershipResponse, Progress,
+    ReadConsistency, ReplicationProgress, Revocation, Role, StatusResponse, Task, TaskEvent,
+    TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse,
 };
 /// gRPC status codes, as carried by [`Error::Rejected`].
 pub use tonic::Code;

@@ -56,9 +56,10 @@ impl From<conclave_client::Error> for CliError {
         let exit = match &error {
             Error::Indeterminate { .. } => Exit::Indeterminate,
             Error::InvalidInput { .. } => Exit::Usage,
-            Error::Rejected { .. } | Error::Unavailable { .. } | Error::Compacted { .. } => {
-                Exit::Failed
-            }
+            Error::Rejected { .. }
+            | Error::Unavailable { .. }
+            | Error::Compacted { .. }
+            | Error::LeaseLost { .. } => Exit::Failed,
         };
         CliError {
             exit,
