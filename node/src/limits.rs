@@ -2,10 +2,7 @@
 //! INVALID_ARGUMENT naming the field; exceeding a store quota is RESOURCE_EXHAUSTED.
 
 // The request limits are part of the wire contract and live with it.
-pub use conclave_proto::limits::{
-    MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_REQUEST_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS,
-    MAX_VALUE_BYTES,
-};
+pub use conclave_proto::limits::*;
 
 /// Most keys the store holds.
 pub const STORE_KEYS_MAX: u64 = 2_000_000;
