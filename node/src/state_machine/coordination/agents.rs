@@ -4,7 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{SessionId, TaskId};
+use super::{
+    CoordEventKind, CoordResponse, Coordination, Revoked, TaskEventKind, TaskState, TimerKind,
+};
+use super::{AttemptOutcome, SessionId, TaskId};
+use crate::limits::AGENTS_MAX;
 
 /// What an agent registers with. The gRPC layer fills in the defaults; values here are concrete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,5 +115,313 @@ impl Agent {
         self.breaker = BreakerState::Open;
         self.breaker_until_ms = now_ms.saturating_add(self.spec.breaker_cooldown_ms);
         Some(self.breaker_until_ms)
+    }
+}
+
+/// Why a session ended; decides whether its leases count as attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SessionEnd {
+    /// Heartbeats stopped for the TTL: leases revoked, attempts counted.
+    Expired,
+    /// The agent closed it: leases given back, attempts not counted.
+    Closed,
+    /// A new registration of the same name replaced it: leases revoked, attempts counted.
+    Replaced,
+}
+
+impl SessionEnd {
+    fn reason(self) -> &'static str {
+        match self {
+            SessionEnd::Expired => "session expired",
+            SessionEnd::Closed => "session closed",
+            SessionEnd::Replaced => "session replaced by a new registration",
+        }
+    }
+}
+
+impl Coordination {
+    pub(super) fn register(
+        &mut self,
+        now_ms: u64,
+        spec: &AgentSpec,
+        ended_sessions: &mut Vec<SessionId>,
+    ) -> CoordResponse {
+        if spec.name.is_empty() {
+            return invalid("name: must not be empty");
+        }
+        if spec.ttl_ms == 0 {
+            return invalid("ttl_ms: must be positive");
+        }
+        if spec.max_concurrent == 0 {
+            return invalid("max_concurrent: must be positive");
+        }
+        match self.agents.get(&spec.name) {
+            Some(agent) if agent.live && !spec.replace => {
+                return CoordResponse::AgentExists {
+                    name: spec.name.clone(),
+                }
+            }
+            Some(agent) if agent.live => {
+                let session_id = agent.session_id;
+                self.end_session(now_ms, session_id, SessionEnd::Replaced, ended_sessions);
+            }
+            Some(_) => {}
+            None if self.agents.len() < AGENTS_MAX => {}
+            None => {
+                // Make room by forgetting the agent gone longest; only live agents are refused.
+                let Some((_, oldest)) = self.gone_agents.first().cloned() else {
+                    return CoordResponse::QuotaExceeded {
+                        reason: format!(
+                            "the cluster holds its maximum of {AGENTS_MAX} live agents (AGENTS_MAX)"
+                        ),
+                    };
+                };
+                self.forget_agent(&oldest);
+            }
+        }
+        // A gone agent of that name is overwritten; its counters and drain survive.
+        let previous = self.forget_agent(&spec.name);
+        self.last_session_id += 1;
+        let session_id = self.last_session_id;
+        let expires_at_ms = now_ms.saturating_add(spec.ttl_ms);
+        let mut spec = spec.clone();
+        spec.replace = false;
+        let agent = Agent {
+            name: spec.name.clone(),
+            session_id,
+            live: true,
+            expires_at_ms,
+            registered_ms: now_ms,
+            last_heartbeat_ms: now_ms,
+            reported_load: 0,
+            running: BTreeSet::new(),
+            drained: previous.as_ref().is_some_and(|a| a.drained),
+            breaker: BreakerState::Closed,
+            consecutive_failures: 0,
+            breaker_until_ms: 0,
+            completed: previous.as_ref().map_or(0, |a| a.completed),
+            failed: previous.as_ref().map_or(0, |a| a.failed),
+            gone_ms: 0,
+            spec,
+        };
+        self.sessions.insert(session_id, agent.name.clone());
+        self.timers
+            .insert((expires_at_ms, TimerKind::SessionExpiry, session_id));
+        let ttl_ms = agent.spec.ttl_ms;
+        self.agents.insert(agent.name.clone(), agent);
+        CoordResponse::Registered {
+            session_id,
+            ttl_ms,
+            expires_at_ms,
+        }
+    }
+
+    /// Extends each live session by its TTL; unknown and gone sessions are ignored.
+    pub(super) fn heartbeats(&mut self, now_ms: u64, beats: &[Beat]) -> CoordResponse {
+        for beat in beats {
+            let Some(name) = self.sessions.get(&beat.session_id) else {
+                continue;
+            };
+            let Some(agent) = self.agents.get_mut(name) else {
+                continue;
+            };
+            if !agent.live || agent.session_id != beat.session_id {
+                continue;
+            }
+            let old = agent.expires_at_ms;
+            agent.expires_at_ms = old.max(now_ms.saturating_add(agent.spec.ttl_ms));
+            agent.last_heartbeat_ms = now_ms;
+            agent.reported_load = beat.load;
+            let new = agent.expires_at_ms;
+            self.timers
+                .remove(&(old, TimerKind::SessionExpiry, beat.session_id));
+            self.timers
+                .insert((new, TimerKind::SessionExpiry, beat.session_id));
+        }
+        CoordResponse::Ok
+    }
+
+    pub(super) fn close_session(
+        &mut self,
+        now_ms: u64,
+        session_id: SessionId,
+        ended_sessions: &mut Vec<SessionId>,
+    ) -> CoordResponse {
+        if !self.session_live(session_id) {
+            return CoordResponse::UnknownSession { session_id };
+        }
+        let released = self.end_session(now_ms, session_id, SessionEnd::Closed, ended_sessions);
+        CoordResponse::Closed { released }
+    }
+
+    pub(super) fn set_drained(&mut self, name: &str, drained: bool) -> CoordResponse {
+        match self.agents.get_mut(name) {
+            Some(agent) => {
+                agent.drained = drained;
+                CoordResponse::Ok
+            }
+            None => CoordResponse::UnknownAgent {
+                name: name.to_string(),
+            },
+        }
+    }
+
+    /// The session expiry timer: ends the session if it is still live and due.
+    pub(super) fn session_expired(
+        &mut self,
+        now_ms: u64,
+        session_id: SessionId,
+        ended_sessions: &mut Vec<SessionId>,
+    ) {
+        let due = self
+            .agent_by_session(session_id)
+            .is_some_and(|a| a.live && a.expires_at_ms <= now_ms);
+        if due {
+            self.end_session(now_ms, session_id, SessionEnd::Expired, ended_sessions);
+        }
+    }
+
+    /// Ends a live session: the agent is gone, its leases are revoked (counted unless it closed
+    /// the session itself), and the caller deletes its keys. Returns the leases revoked.
+    pub(super) fn end_session(
+        &mut self,
+        now_ms: u64,
+        session_id: SessionId,
+        how: SessionEnd,
+        ended_sessions: &mut Vec<SessionId>,
+    ) -> u32 {
+        let name = self
+            .sessions
+            .get(&session_id)
+            .cloned()
+            .expect("only live sessions are ended");
+        let agent = self.agents.get_mut(&name).expect("a session names an agent");
+        debug_assert!(agent.live && agent.session_id == session_id);
+        agent.live = false;
+        agent.gone_ms = now_ms;
+        let running = std::mem::take(&mut agent.running);
+        let expiry = (agent.expires_at_ms, TimerKind::SessionExpiry, session_id);
+        let breaker = (agent.breaker == BreakerState::Open)
+            .then_some((agent.breaker_until_ms, TimerKind::BreakerReopen, session_id));
+        self.timers.remove(&expiry);
+        if let Some(breaker) = breaker {
+            self.timers.remove(&breaker);
+        }
+        self.gone_agents.insert((now_ms, name.clone()));
+
+        let mut released = 0;
+        for task_id in running {
+            let Some(mut task) = self.take_task(task_id) else {
+                continue;
+            };
+            let counted = how != SessionEnd::Closed;
+            let outcome = if counted {
+                AttemptOutcome::SessionLost
+            } else {
+                AttemptOutcome::Released
+            };
+            let Some(lease) = self.end_lease(now_ms, &mut task, outcome, "") else {
+                self.put_task(task);
+                continue;
+            };
+            released += 1;
+            let kind = if counted {
+                task.last_error = format!("attempt {}: {}", lease.attempt, how.reason());
+                self.requeue_or_dead_letter(now_ms, &mut task)
+            } else {
+                task.attempts = task.attempts.saturating_sub(1);
+                task.state = TaskState::Pending;
+                task.ready_at_ms = now_ms;
+                task.updated_ms = now_ms;
+                TaskEventKind::Requeued
+            };
+            let revoked = Revoked {
+                session_id,
+                token: lease.token,
+                canceled: false,
+                reason: how.reason().to_string(),
+            };
+            self.task_event(now_ms, &task, kind, Some(revoked));
+            self.put_task(task);
+        }
+        ended_sessions.push(session_id);
+        self.events.push(
+            now_ms,
+            CoordEventKind::SessionClosed {
+                session_id,
+                agent: name,
+                reason: how.reason().to_string(),
+            },
+        );
+        released
+    }
+
+    /// Drops an agent (and its session mapping) entirely; returns it.
+    pub(super) fn forget_agent(&mut self, name: &str) -> Option<Agent> {
+        let agent = self.agents.remove(name)?;
+        self.sessions.remove(&agent.session_id);
+        self.gone_agents.remove(&(agent.gone_ms, agent.name.clone()));
+        if agent.live {
+            self.timers
+                .remove(&(agent.expires_at_ms, TimerKind::SessionExpiry, agent.session_id));
+        }
+        if agent.breaker == BreakerState::Open {
+            self.timers
+                .remove(&(agent.breaker_until_ms, TimerKind::BreakerReopen, agent.session_id));
+        }
+        Some(agent)
+    }
+
+    /// The breaker timer: OPEN -> HALF_OPEN once the cool-down is over.
+    pub(super) fn breaker_half_open(&mut self, now_ms: u64, session_id: SessionId) {
+        let Some(name) = self.sessions.get(&session_id) else {
+            return;
+        };
+        if let Some(agent) = self.agents.get_mut(name) {
+            if agent.session_id == session_id
+                && agent.breaker == BreakerState::Open
+                && agent.breaker_until_ms <= now_ms
+            {
+                agent.breaker = BreakerState::HalfOpen;
+            }
+        }
+    }
+
+    /// A successful attempt by `agent` (completed counted, breaker closed).
+    pub(super) fn agent_succeeded(&mut self, name: &str, session_id: SessionId) {
+        let Some(agent) = self.agents.get_mut(name) else {
+            return;
+        };
+        if agent.session_id != session_id {
+            return;
+        }
+        agent.completed += 1;
+        if agent.breaker == BreakerState::Open {
+            self.timers
+                .remove(&(agent.breaker_until_ms, TimerKind::BreakerReopen, session_id));
+        }
+        agent.breaker_success();
+    }
+
+    /// A failed attempt by `agent` (a FAIL verb or a lease expiry): counted, and the breaker
+    /// may open.
+    pub(super) fn agent_failed(&mut self, now_ms: u64, name: &str, session_id: SessionId) {
+        let Some(agent) = self.agents.get_mut(name) else {
+            return;
+        };
+        if agent.session_id != session_id {
+            return;
+        }
+        agent.failed += 1;
+        if let Some(until_ms) = agent.breaker_failure(now_ms) {
+            self.timers
+                .insert((until_ms, TimerKind::BreakerReopen, session_id));
+        }
+    }
+}
+
+fn invalid(reason: &str) -> CoordResponse {
+    CoordResponse::Invalid {
+        reason: reason.to_string(),
     }
 }

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::kv::Fnv;
+
 pub use agents::{Agent, AgentSpec, Beat, BreakerState};
 pub use decisions::{Decision, DecisionSpec, DecisionStatus, Electorate, Rule, Tally, Vote};
 pub use events::EventRing;
@@ -340,6 +342,8 @@ pub struct Coordination {
     /// Closed decisions by (closed at, id), for retention.
     closed_decisions: BTreeSet<(u64, DecisionId)>,
 
+    /// Cluster time as of the last command (the greatest stamp).
+    now_ms: u64,
     /// The retention of the last Tick: what `next_due_ms` plans garbage collection by.
     retention: Retention,
     /// The queue of the last assignment: the next plan starts after it (fairness across plans).
@@ -356,8 +360,75 @@ impl Coordination {
         command: &CoordCommand,
         ended_sessions: &mut Vec<SessionId>,
     ) -> CoordResponse {
-        let _ = (now_ms, command, ended_sessions);
-        unimplemented!("phase 2")
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        match command {
+            CoordCommand::RegisterAgent(spec) => self.register(now_ms, spec, ended_sessions),
+            CoordCommand::Heartbeats { beats } => self.heartbeats(now_ms, beats),
+            CoordCommand::CloseSession { session_id } => {
+                self.close_session(now_ms, *session_id, ended_sessions)
+            }
+            CoordCommand::SetDrained { name, drained } => self.set_drained(name, *drained),
+            CoordCommand::Submit { tasks } => self.submit(now_ms, tasks),
+            CoordCommand::Assign { assignments } => self.assign(now_ms, assignments),
+            CoordCommand::Complete {
+                task_id,
+                token,
+                result,
+            } => self.complete(now_ms, *task_id, *token, result),
+            CoordCommand::Fail {
+                task_id,
+                token,
+                error,
+                retryable,
+                retry_after_ms,
+            } => self.fail(
+                now_ms,
+                *task_id,
+                *token,
+                error,
+                *retryable,
+                *retry_after_ms,
+            ),
+            CoordCommand::ExtendLease {
+                task_id,
+                token,
+                lease_ms,
+            } => self.extend_lease(now_ms, *task_id, *token, *lease_ms),
+            CoordCommand::Progress {
+                task_id,
+                token,
+                percent,
+                message,
+                checkpoint,
+                extend_lease,
+            } => self.progress(
+                now_ms,
+                *task_id,
+                *token,
+                Progress {
+                    percent: (*percent).min(100),
+                    message: message.clone(),
+                    checkpoint: checkpoint.clone(),
+                    updated_ms: now_ms,
+                },
+                *extend_lease,
+            ),
+            CoordCommand::Release { task_id, token } => self.release(now_ms, *task_id, *token),
+            CoordCommand::Cancel { task_id, reason } => self.cancel(now_ms, *task_id, reason),
+            CoordCommand::Redrive { selector } => self.redrive(now_ms, selector),
+            CoordCommand::Purge { selector } => self.purge(now_ms, selector),
+            CoordCommand::Propose(spec) => self.propose(now_ms, spec),
+            CoordCommand::Vote {
+                session_id,
+                decision_id,
+                choice,
+                rationale,
+            } => self.vote(now_ms, *session_id, *decision_id, choice, rationale),
+            CoordCommand::Tick { refresh, retention } => {
+                self.tick(now_ms, *refresh, retention, ended_sessions)
+            }
+        }
     }
 
     /// Whether `session_id` is the live session of an agent (ephemeral keys may attach to it).
@@ -377,14 +448,36 @@ impl Coordination {
         after_id: TaskId,
         limit: usize,
     ) -> (Vec<&Task>, bool) {
-        let _ = (filter, after_id, limit);
-        unimplemented!("phase 2")
+        let matching = self
+            .tasks
+            .range(after_id.saturating_add(1)..)
+            .map(|(_, task)| task)
+            .filter(|task| {
+                (filter.queue.is_empty() || task.spec.queue == filter.queue)
+                    && (filter.states.is_empty() || filter.states.contains(&task.state))
+                    && (filter.parent_id == 0 || task.spec.parent_id == filter.parent_id)
+                    && filter
+                        .labels
+                        .iter()
+                        .all(|(k, v)| task.spec.labels.get(k) == Some(v))
+            });
+        page(matching, limit)
     }
 
     /// DEAD_LETTERED and EXPIRED tasks of `queue` ("" for every queue) in id order.
     pub fn dead_letters(&self, queue: &str, after_id: TaskId, limit: usize) -> (Vec<&Task>, bool) {
-        let _ = (queue, after_id, limit);
-        unimplemented!("phase 2")
+        let ids = if queue.is_empty() {
+            Some(&self.dead_letters)
+        } else {
+            self.dead_by_queue.get(queue)
+        };
+        let Some(ids) = ids else {
+            return (Vec::new(), false);
+        };
+        let tasks = ids
+            .range(after_id.saturating_add(1)..)
+            .filter_map(|id| self.tasks.get(id));
+        page(tasks, limit)
     }
 
     pub fn agent(&self, name: &str) -> Option<&Agent> {
@@ -408,26 +501,42 @@ impl Coordination {
         self.decisions.get(&id)
     }
 
+    /// Decisions with ids after `after_id` in one of `statuses` (empty: any), at most `limit`,
+    /// and whether more follow.
     pub fn list_decisions(
         &self,
         statuses: &[DecisionStatus],
         after_id: DecisionId,
         limit: usize,
     ) -> (Vec<&Decision>, bool) {
-        let _ = (statuses, after_id, limit);
-        unimplemented!("phase 2")
+        let matching = self
+            .decisions
+            .range(after_id.saturating_add(1)..)
+            .map(|(_, decision)| decision)
+            .filter(|decision| statuses.is_empty() || statuses.contains(&decision.status));
+        page(matching, limit)
     }
 
     /// Tasks whose lease is held by `session_id`, in id order.
     pub fn assignments(&self, session_id: SessionId) -> Vec<&Task> {
-        let _ = session_id;
-        unimplemented!("phase 2")
+        let Some(agent) = self.agent_by_session(session_id) else {
+            return Vec::new();
+        };
+        agent
+            .running
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|task| task.lease.as_ref().is_some_and(|l| l.session_id == session_id))
+            .collect()
     }
 
     /// Open decisions that have `agent` among their voters and no vote from it yet.
     pub fn open_ballots(&self, agent: &str) -> Vec<&Decision> {
-        let _ = agent;
-        unimplemented!("phase 2")
+        self.open_decisions
+            .iter()
+            .filter_map(|id| self.decisions.get(id))
+            .filter(|decision| decision.is_voter(agent) && !decision.has_voted(agent))
+            .collect()
     }
 
     /// 0 before any event.
@@ -441,7 +550,7 @@ impl Coordination {
         self.events.after(seq)
     }
 
-    /// The assignments the leader should propose now, at most `max`.
+    /// The assignments the leader should propose now, at most `max` (see `tasks::plan`).
     pub fn plan_assignments(&self, now_ms: u64, max: usize) -> Vec<(TaskId, SessionId)> {
         tasks::plan(
             &self.ready,
@@ -453,19 +562,387 @@ impl Coordination {
         )
     }
 
-    /// The earliest cluster time at which a Tick would change something.
+    /// The earliest cluster time at which a Tick would change something: the first timer, or
+    /// the first retention bound (by the last Tick's retention) that garbage collection would
+    /// act on. Never a time at which a Tick would leave the same thing due (no tick storms).
     pub fn next_due_ms(&self) -> Option<u64> {
-        unimplemented!("phase 2")
+        let retention = &self.retention;
+        let age_due = |age_ms: u64, first: Option<u64>| {
+            (age_ms > 0)
+                .then_some(first)
+                .flatten()
+                .map(|at| at.saturating_add(age_ms))
+        };
+        let over_count = retention.finished_max > 0
+            && self.finished.len() as u64 > retention.finished_max;
+        [
+            self.timers.first().map(|timer| timer.0),
+            over_count.then_some(self.now_ms),
+            age_due(
+                retention.finished_age_ms,
+                self.finished.first().map(|f| f.0),
+            ),
+            age_due(
+                retention.finished_age_ms,
+                self.closed_decisions.first().map(|c| c.0),
+            ),
+            age_due(
+                retention.idempotency_ms,
+                self.idempotency_by_time.first().map(|i| i.0),
+            ),
+            age_due(
+                retention.gone_agents_ms,
+                self.gone_agents.first().map(|g| g.0),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Order-independent: equal state, equal digest.
+    /// Order-independent: equal state, equal digest. Tasks are digested as they change; agents
+    /// (at most AGENTS_MAX) and decisions are digested here.
     pub fn digest(&self) -> u64 {
-        unimplemented!("phase 2")
+        let mut digest = self.tasks_digest;
+        for agent in self.agents.values() {
+            digest ^= agent_digest(agent);
+        }
+        for decision in self.decisions.values() {
+            digest ^= decision_digest(decision);
+        }
+        let mut counters = Fnv::default();
+        for n in [
+            self.last_task_id,
+            self.last_session_id,
+            self.last_decision_id,
+            self.last_token,
+            self.events.last_seq(),
+        ] {
+            counters.write(&n.to_be_bytes());
+        }
+        digest ^ counters.finish()
     }
 
     pub fn stats(&self) -> CoordStats {
-        unimplemented!("phase 2")
+        let count = |state: TaskState| self.state_counts[state.index()];
+        CoordStats {
+            tasks: self.tasks.len() as u64,
+            pending: count(TaskState::Pending),
+            assigned: count(TaskState::Assigned),
+            dead_letters: count(TaskState::DeadLettered) + count(TaskState::Expired),
+            agents_live: self.agents.values().filter(|a| a.live).count() as u64,
+            decisions_open: self.open_decisions.len() as u64,
+        }
     }
+
+    /// Sets the length of the event ring (tests use a short one).
+    pub fn set_events_max(&mut self, max: usize) {
+        self.events.set_max(max);
+    }
+
+    // ---- Tick: timers and garbage collection ----
+
+    fn tick(
+        &mut self,
+        now_ms: u64,
+        refresh: bool,
+        retention: &Retention,
+        ended_sessions: &mut Vec<SessionId>,
+    ) -> CoordResponse {
+        self.retention = retention.clone();
+        if refresh {
+            self.refresh(now_ms);
+        }
+        let mut fired = 0;
+        while let Some(&timer) = self.timers.first() {
+            if timer.0 > now_ms {
+                break;
+            }
+            self.timers.remove(&timer);
+            fired += 1;
+            let (_, kind, id) = timer;
+            match kind {
+                TimerKind::TaskDeadline => self.task_deadline_passed(now_ms, id),
+                TimerKind::LeaseExpiry => self.lease_expired(now_ms, id),
+                TimerKind::SessionExpiry => self.session_expired(now_ms, id, ended_sessions),
+                TimerKind::TaskReady => self.task_ready(now_ms, id),
+                TimerKind::DecisionDeadline => self.decision_deadline_passed(now_ms, id),
+                TimerKind::BreakerReopen => self.breaker_half_open(now_ms, id),
+            }
+            debug_assert!(
+                !self.timers.contains(&timer),
+                "a fired timer must not be rearmed at the same time: {timer:?}"
+            );
+        }
+        self.collect_garbage(now_ms);
+        CoordResponse::Ticked { fired }
+    }
+
+    /// A new leader's first tick: the heartbeats and extensions that could not reach anyone
+    /// during the election must not cost agents their sessions or their work.
+    fn refresh(&mut self, now_ms: u64) {
+        let live: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.live)
+            .map(|a| a.name.clone())
+            .collect();
+        for name in live {
+            let agent = self.agents.get_mut(&name).expect("listed above");
+            let expires_at_ms = agent.expires_at_ms.max(now_ms.saturating_add(agent.spec.ttl_ms));
+            let session_id = agent.session_id;
+            let old = agent.expires_at_ms;
+            agent.expires_at_ms = expires_at_ms;
+            let running: Vec<TaskId> = agent.running.iter().copied().collect();
+            self.timers
+                .remove(&(old, TimerKind::SessionExpiry, session_id));
+            self.timers
+                .insert((expires_at_ms, TimerKind::SessionExpiry, session_id));
+            for task_id in running {
+                let Some(mut task) = self.take_task(task_id) else {
+                    continue;
+                };
+                let lease_ms = task.spec.lease_ms;
+                if let Some(lease) = task.lease.as_mut() {
+                    lease.deadline_ms = lease.deadline_ms.max(now_ms.saturating_add(lease_ms));
+                }
+                self.put_task(task);
+            }
+        }
+    }
+
+    fn collect_garbage(&mut self, now_ms: u64) {
+        let retention = self.retention.clone();
+        let aged = |at: u64, age_ms: u64| age_ms > 0 && at.saturating_add(age_ms) <= now_ms;
+        while let Some(&(finished_ms, task_id)) = self.finished.first() {
+            let over_count =
+                retention.finished_max > 0 && self.finished.len() as u64 > retention.finished_max;
+            if !over_count && !aged(finished_ms, retention.finished_age_ms) {
+                break;
+            }
+            self.forget_task(task_id);
+        }
+        while let Some((at_ms, queue, key)) = self.idempotency_by_time.first().cloned() {
+            if !aged(at_ms, retention.idempotency_ms) {
+                break;
+            }
+            self.idempotency_by_time.pop_first();
+            let entry = (queue, key);
+            if self.idempotency.get(&entry).is_some_and(|e| e.1 == at_ms) {
+                self.idempotency.remove(&entry);
+            }
+        }
+        while let Some((gone_ms, name)) = self.gone_agents.first().cloned() {
+            if !aged(gone_ms, retention.gone_agents_ms) {
+                break;
+            }
+            self.forget_agent(&name);
+        }
+        while let Some(&(closed_ms, decision_id)) = self.closed_decisions.first() {
+            if !aged(closed_ms, retention.finished_age_ms) {
+                break;
+            }
+            self.closed_decisions.pop_first();
+            self.decisions.remove(&decision_id);
+        }
+    }
+
+    // ---- Task bookkeeping: every change of a task goes through take_task / put_task ----
+
+    /// Removes a task from the map and from every index, for changing it.
+    fn take_task(&mut self, id: TaskId) -> Option<Task> {
+        let task = self.tasks.remove(&id)?;
+        self.index(&task, false);
+        Some(task)
+    }
+
+    /// Puts a (changed) task back and indexes it by its new state.
+    fn put_task(&mut self, task: Task) {
+        self.index(&task, true);
+        self.tasks.insert(task.id, task);
+    }
+
+    /// Forgets a task for good (retention, purge), with its idempotency key.
+    fn forget_task(&mut self, id: TaskId) -> Option<Task> {
+        let task = self.take_task(id)?;
+        if let Some(lease) = &task.lease {
+            if let Some(agent) = self.agents.get_mut(&lease.agent) {
+                agent.running.remove(&id);
+            }
+        }
+        if !task.spec.idempotency_key.is_empty() {
+            let entry = (task.spec.queue.clone(), task.spec.idempotency_key.clone());
+            if let Some(&(owner, at_ms)) = self.idempotency.get(&entry) {
+                if owner == id {
+                    self.idempotency.remove(&entry);
+                    self.idempotency_by_time.remove(&(at_ms, entry.0, entry.1));
+                }
+            }
+        }
+        Some(task)
+    }
+
+    /// Adds (`insert`) or removes a task's entries in every index derived from its fields.
+    fn index(&mut self, task: &Task, insert: bool) {
+        fn toggle<T: Ord>(set: &mut BTreeSet<T>, item: T, insert: bool) {
+            if insert {
+                set.insert(item);
+            } else {
+                set.remove(&item);
+            }
+        }
+        self.tasks_digest ^= task_digest(task);
+        let count = &mut self.state_counts[task.state.index()];
+        *count = if insert { *count + 1 } else { *count - 1 };
+        let id = task.id;
+        match task.state {
+            TaskState::Pending => {
+                let queue = self.ready.entry(task.spec.queue.clone()).or_default();
+                toggle(queue, task.ready_key(), insert);
+                if queue.is_empty() {
+                    self.ready.remove(&task.spec.queue);
+                }
+            }
+            TaskState::Delayed | TaskState::RetryWait => {
+                toggle(
+                    &mut self.timers,
+                    (task.ready_at_ms, TimerKind::TaskReady, id),
+                    insert,
+                );
+            }
+            TaskState::Blocked => {
+                if let Some(gate) = &task.spec.requires {
+                    let gated = self.gates.entry(gate.decision_id).or_default();
+                    toggle(gated, id, insert);
+                    if gated.is_empty() {
+                        self.gates.remove(&gate.decision_id);
+                    }
+                }
+            }
+            TaskState::Assigned => {}
+            TaskState::Succeeded | TaskState::Canceled => {
+                toggle(&mut self.finished, (task.updated_ms, id), insert);
+            }
+            TaskState::DeadLettered | TaskState::Expired => {
+                toggle(&mut self.dead_letters, id, insert);
+                let queue = self
+                    .dead_by_queue
+                    .entry(task.spec.queue.clone())
+                    .or_default();
+                toggle(queue, id, insert);
+                if queue.is_empty() {
+                    self.dead_by_queue.remove(&task.spec.queue);
+                }
+            }
+        }
+        if let Some(lease) = &task.lease {
+            toggle(
+                &mut self.timers,
+                (lease.deadline_ms, TimerKind::LeaseExpiry, id),
+                insert,
+            );
+        }
+        if !task.state.is_terminal() && task.spec.deadline_ms != 0 {
+            toggle(
+                &mut self.timers,
+                (task.spec.deadline_ms, TimerKind::TaskDeadline, id),
+                insert,
+            );
+        }
+    }
+
+    // ---- Events ----
+
+    fn task_event(
+        &mut self,
+        now_ms: u64,
+        task: &Task,
+        kind: TaskEventKind,
+        revoked: Option<Revoked>,
+    ) {
+        self.events.push(
+            now_ms,
+            CoordEventKind::Task {
+                task_id: task.id,
+                queue: task.spec.queue.clone(),
+                kind,
+                state: task.state,
+                attempts: task.attempts,
+                lease: task.lease.clone(),
+                revoked,
+            },
+        );
+    }
+
+    fn decision_event(&mut self, now_ms: u64, decision_id: DecisionId, kind: DecisionEventKind) {
+        self.events
+            .push(now_ms, CoordEventKind::Decision { decision_id, kind });
+    }
+
+    /// Recomputes the task digest from scratch (tests compare it with the running one).
+    #[cfg(test)]
+    fn tasks_digest_recomputed(&self) -> u64 {
+        self.tasks.values().fold(0, |d, t| d ^ task_digest(t))
+    }
+}
+
+/// At most `limit` items and whether more follow.
+fn page<T>(mut items: impl Iterator<Item = T>, limit: usize) -> (Vec<T>, bool) {
+    let page: Vec<T> = items.by_ref().take(limit).collect();
+    let more = items.next().is_some();
+    (page, more)
+}
+
+fn task_digest(task: &Task) -> u64 {
+    let mut hash = Fnv::default();
+    let lease = task.lease.as_ref();
+    for n in [
+        task.id,
+        task.state.index() as u64,
+        u64::from(task.attempts),
+        task.last_token,
+        lease.map_or(0, |l| l.token),
+        lease.map_or(0, |l| l.deadline_ms),
+        task.ready_at_ms,
+        task.updated_ms,
+    ] {
+        hash.write(&n.to_be_bytes());
+    }
+    hash.finish()
+}
+
+fn agent_digest(agent: &Agent) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(&(agent.name.len() as u64).to_be_bytes());
+    hash.write(agent.name.as_bytes());
+    for n in [
+        agent.session_id,
+        u64::from(agent.live),
+        agent.expires_at_ms,
+        u64::from(agent.drained),
+        agent.breaker as u64,
+        u64::from(agent.consecutive_failures),
+        agent.completed,
+        agent.failed,
+    ] {
+        hash.write(&n.to_be_bytes());
+    }
+    for id in &agent.running {
+        hash.write(&id.to_be_bytes());
+    }
+    hash.finish()
+}
+
+fn decision_digest(decision: &Decision) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(&decision.id.to_be_bytes());
+    hash.write(&[decision.status as u8]);
+    if let Some(outcome) = &decision.outcome {
+        hash.write(&(outcome.len() as u64).to_be_bytes());
+        hash.write(outcome.as_bytes());
+    }
+    hash.write(&(decision.votes.len() as u64).to_be_bytes());
+    hash.finish()
 }
 
 #[cfg(test)]

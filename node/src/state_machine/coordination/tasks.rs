@@ -5,8 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use std::ops::Bound;
+
 use super::agents::Agent;
+use super::{CoordResponse, Coordination, Revoked, TaskEventKind};
 use super::{DecisionId, FencingToken, SessionId, TaskId};
+use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
 
 /// Retry backoff after a failed attempt (tasks.proto, `Backoff`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -259,7 +263,8 @@ pub const SCAN_PER_QUEUE: usize = 256;
 /// The leader's planning pass: fair across queues (round-robin over the queues with ready tasks,
 /// starting after `last_queue`, one task per queue per round), within a queue in ready order, each
 /// task to the least-loaded eligible agent (running / max_concurrent, ties by name), capacity
-/// counted within the plan. A task no agent can take now is skipped.
+/// counted within the plan. A task no agent can take now is skipped; at most SCAN_PER_QUEUE ready
+/// tasks are looked at per queue, so the cost does not grow with the queue length.
 pub(super) fn plan(
     ready: &BTreeMap<String, BTreeSet<ReadyKey>>,
     tasks: &BTreeMap<TaskId, Task>,
@@ -268,6 +273,675 @@ pub(super) fn plan(
     now_ms: u64,
     max: usize,
 ) -> Vec<(TaskId, SessionId)> {
-    let _ = (ready, tasks, agents, last_queue, now_ms, max);
-    unimplemented!("phase 2")
+    struct Candidate<'a> {
+        agent: &'a Agent,
+        running: usize,
+        free: usize,
+    }
+    fn load_key(candidate: &Candidate) -> u64 {
+        ((candidate.running as u64) << 32) / u64::from(candidate.agent.spec.max_concurrent.max(1))
+    }
+    struct Cursor<'a> {
+        keys: std::collections::btree_set::Iter<'a, ReadyKey>,
+        scanned: usize,
+        done: bool,
+    }
+
+    let mut plan = Vec::new();
+    if max == 0 || ready.is_empty() {
+        return plan;
+    }
+    let mut candidates: BTreeMap<&str, Candidate> = agents
+        .values()
+        .filter(|agent| agent.accepts_work())
+        .map(|agent| {
+            let candidate = Candidate {
+                agent,
+                running: agent.running.len(),
+                free: agent.free_slots(),
+            };
+            (agent.name.as_str(), candidate)
+        })
+        .collect();
+    // Agents with a free slot, least loaded first.
+    let mut by_load: BTreeSet<(u64, &str)> = candidates
+        .iter()
+        .map(|(name, candidate)| (load_key(candidate), *name))
+        .collect();
+    let after = ready.range::<str, _>((Bound::Excluded(last_queue), Bound::Unbounded));
+    let up_to = ready.range::<str, _>((Bound::Unbounded, Bound::Included(last_queue)));
+    let mut cursors: Vec<Cursor> = after
+        .chain(up_to)
+        .map(|(_, keys)| Cursor {
+            keys: keys.iter(),
+            scanned: 0,
+            done: false,
+        })
+        .collect();
+    // Capability sets no agent with a free slot has: slots only fill up within a plan, so
+    // such a set stays unplaceable until the plan ends.
+    let mut unplaceable: BTreeSet<&BTreeSet<String>> = BTreeSet::new();
+
+    loop {
+        let mut placed_any = false;
+        for cursor in cursors.iter_mut().filter(|c| !c.done) {
+            if plan.len() >= max || by_load.is_empty() {
+                return plan;
+            }
+            loop {
+                if cursor.scanned >= SCAN_PER_QUEUE {
+                    cursor.done = true;
+                    break;
+                }
+                let Some(&(_, _, task_id)) = cursor.keys.next() else {
+                    cursor.done = true;
+                    break;
+                };
+                cursor.scanned += 1;
+                let Some(task) = tasks.get(&task_id) else {
+                    continue;
+                };
+                let needed = &task.spec.capabilities;
+                if task.deadline_passed(now_ms) || unplaceable.contains(needed) {
+                    continue;
+                }
+                let chosen = by_load
+                    .iter()
+                    .find(|(_, name)| candidates[name].agent.has_capabilities(needed))
+                    .copied();
+                let Some(key) = chosen else {
+                    unplaceable.insert(needed);
+                    continue;
+                };
+                let candidate = candidates.get_mut(key.1).expect("by_load lists candidates");
+                plan.push((task_id, candidate.agent.session_id));
+                by_load.remove(&key);
+                candidate.running += 1;
+                candidate.free -= 1;
+                if candidate.free > 0 {
+                    by_load.insert((load_key(candidate), key.1));
+                }
+                placed_any = true;
+                break;
+            }
+        }
+        if !placed_any {
+            return plan;
+        }
+    }
+}
+
+impl Coordination {
+    pub(super) fn submit(&mut self, now_ms: u64, specs: &[TaskSpec]) -> CoordResponse {
+        // Validate everything first: the batch is all or nothing.
+        let mut keys_in_batch = BTreeSet::new();
+        let mut new_tasks = 0u64;
+        for (i, spec) in specs.iter().enumerate() {
+            if let Err(reason) = self.check_task_spec(spec) {
+                return CoordResponse::Invalid {
+                    reason: format!("tasks[{i}].{reason}"),
+                };
+            }
+            let key = (spec.queue.clone(), spec.idempotency_key.clone());
+            let hit = !spec.idempotency_key.is_empty()
+                && (self.idempotency.contains_key(&key) || !keys_in_batch.insert(key));
+            if !hit {
+                new_tasks += 1;
+            }
+        }
+        if self.tasks.len() as u64 + new_tasks > TASKS_MAX {
+            return CoordResponse::QuotaExceeded {
+                reason: format!(
+                    "the cluster holds its maximum of {TASKS_MAX} tasks (TASKS_MAX); \
+                     purge dead letters or wait for finished tasks to be forgotten"
+                ),
+            };
+        }
+        let results = specs
+            .iter()
+            .map(|spec| self.submit_one(now_ms, spec))
+            .collect();
+        CoordResponse::Submitted { results }
+    }
+
+    fn check_task_spec(&self, spec: &TaskSpec) -> Result<(), String> {
+        if spec.queue.is_empty() {
+            return Err("queue: must not be empty".into());
+        }
+        if spec.max_attempts == 0 {
+            return Err("max_attempts: must be positive".into());
+        }
+        if spec.lease_ms == 0 {
+            return Err("lease_ms: must be positive".into());
+        }
+        if let Some(gate) = &spec.requires {
+            if !self.decisions.contains_key(&gate.decision_id) {
+                return Err(format!(
+                    "requires.decision_id: decision {} does not exist",
+                    gate.decision_id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn submit_one(&mut self, now_ms: u64, spec: &TaskSpec) -> (TaskId, bool) {
+        let key = (spec.queue.clone(), spec.idempotency_key.clone());
+        if !spec.idempotency_key.is_empty() {
+            if let Some(&(existing, _)) = self.idempotency.get(&key) {
+                return (existing, true);
+            }
+        }
+        self.last_task_id += 1;
+        let id = self.last_task_id;
+        let mut task = Task {
+            id,
+            spec: spec.clone(),
+            state: TaskState::Pending,
+            submitted_ms: now_ms,
+            updated_ms: now_ms,
+            ready_at_ms: now_ms,
+            attempts: 0,
+            lease: None,
+            history: Vec::new(),
+            progress: None,
+            result: Vec::new(),
+            last_error: String::new(),
+            dead_letter_reason: None,
+            cancel_reason: String::new(),
+            last_token: 0,
+        };
+        match &spec.requires {
+            None => make_ready(&mut task, now_ms),
+            Some(gate) => {
+                let decision = self
+                    .decisions
+                    .get(&gate.decision_id)
+                    .expect("checked by check_task_spec");
+                if decision.is_open() {
+                    task.state = TaskState::Blocked;
+                } else {
+                    match decision.gate_outcome(&gate.option) {
+                        Ok(()) => make_ready(&mut task, now_ms),
+                        Err(reason) => {
+                            task.state = TaskState::Canceled;
+                            task.cancel_reason = reason;
+                        }
+                    }
+                }
+            }
+        }
+        if !spec.idempotency_key.is_empty() {
+            self.idempotency_by_time
+                .insert((now_ms, key.0.clone(), key.1.clone()));
+            self.idempotency.insert(key, (id, now_ms));
+        }
+        self.task_event(now_ms, &task, TaskEventKind::Submitted, None);
+        self.put_task(task);
+        (id, false)
+    }
+
+    pub(super) fn assign(
+        &mut self,
+        now_ms: u64,
+        assignments: &[(TaskId, SessionId)],
+    ) -> CoordResponse {
+        let tokens = assignments
+            .iter()
+            .map(|&(task_id, session_id)| self.assign_one(now_ms, task_id, session_id))
+            .collect();
+        CoordResponse::Assigned { tokens }
+    }
+
+    /// Leases one task to one session if that is still valid; the plan may be stale by now.
+    fn assign_one(
+        &mut self,
+        now_ms: u64,
+        task_id: TaskId,
+        session_id: SessionId,
+    ) -> Option<FencingToken> {
+        let task = self.tasks.get(&task_id)?;
+        let agent = self.agent_by_session(session_id)?;
+        let valid = task.state == TaskState::Pending
+            && !task.deadline_passed(now_ms)
+            && agent.accepts_work()
+            && agent.has_capabilities(&task.spec.capabilities);
+        if !valid {
+            return None;
+        }
+        let agent_name = agent.name.clone();
+        let mut task = self.take_task(task_id).expect("checked above");
+        self.last_token += 1;
+        let token = self.last_token;
+        task.attempts += 1;
+        task.last_token = token;
+        task.state = TaskState::Assigned;
+        task.updated_ms = now_ms;
+        task.lease = Some(Lease {
+            session_id,
+            agent: agent_name.clone(),
+            attempt: task.attempts,
+            token,
+            assigned_ms: now_ms,
+            deadline_ms: now_ms.saturating_add(task.spec.lease_ms),
+        });
+        if task.history.len() >= ATTEMPT_HISTORY_MAX {
+            task.history.remove(0);
+        }
+        task.history.push(Attempt {
+            attempt: task.attempts,
+            agent: agent_name.clone(),
+            token,
+            assigned_ms: now_ms,
+            ended_ms: 0,
+            outcome: AttemptOutcome::Running,
+            error: String::new(),
+        });
+        self.agents
+            .get_mut(&agent_name)
+            .expect("found above")
+            .running
+            .insert(task_id);
+        self.last_assigned_queue.clone_from(&task.spec.queue);
+        self.task_event(now_ms, &task, TaskEventKind::Assigned, None);
+        self.put_task(task);
+        Some(token)
+    }
+
+    /// The fencing check of every verb: the task must be ASSIGNED under exactly this token.
+    fn check_token(&self, task_id: TaskId, token: FencingToken) -> Result<(), CoordResponse> {
+        let Some(task) = self.tasks.get(&task_id) else {
+            return Err(CoordResponse::UnknownTask { task_id });
+        };
+        match &task.lease {
+            Some(lease) if task.state == TaskState::Assigned && lease.token == token => Ok(()),
+            _ => Err(CoordResponse::LeaseLost {
+                reason: lease_lost_reason(task, token),
+            }),
+        }
+    }
+
+    pub(super) fn complete(
+        &mut self,
+        now_ms: u64,
+        task_id: TaskId,
+        token: FencingToken,
+        result: &[u8],
+    ) -> CoordResponse {
+        if let Err(response) = self.check_token(task_id, token) {
+            return response;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        let lease = self
+            .end_lease(now_ms, &mut task, AttemptOutcome::Succeeded, "")
+            .expect("checked");
+        task.state = TaskState::Succeeded;
+        task.updated_ms = now_ms;
+        task.result = result.to_vec();
+        self.agent_succeeded(&lease.agent, lease.session_id);
+        self.task_event(now_ms, &task, TaskEventKind::Succeeded, None);
+        self.put_task(task);
+        CoordResponse::Verb {
+            state: TaskState::Succeeded,
+            lease_deadline_ms: 0,
+        }
+    }
+
+    pub(super) fn fail(
+        &mut self,
+        now_ms: u64,
+        task_id: TaskId,
+        token: FencingToken,
+        error: &str,
+        retryable: bool,
+        retry_after_ms: u64,
+    ) -> CoordResponse {
+        if let Err(response) = self.check_token(task_id, token) {
+            return response;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        let lease = self
+            .end_lease(now_ms, &mut task, AttemptOutcome::Failed, error)
+            .expect("checked");
+        task.last_error = error.to_string();
+        task.updated_ms = now_ms;
+        self.agent_failed(now_ms, &lease.agent, lease.session_id);
+        let kind = if !retryable {
+            task.state = TaskState::DeadLettered;
+            task.dead_letter_reason = Some(DeadLetterReason::NotRetryable);
+            TaskEventKind::DeadLettered
+        } else if task.attempts >= task.spec.max_attempts {
+            task.state = TaskState::DeadLettered;
+            task.dead_letter_reason = Some(DeadLetterReason::AttemptsExhausted);
+            TaskEventKind::DeadLettered
+        } else {
+            let backoff = task.spec.backoff.delay_ms(task.id, task.attempts);
+            task.state = TaskState::RetryWait;
+            task.ready_at_ms = now_ms.saturating_add(retry_after_ms.max(backoff));
+            TaskEventKind::RetryScheduled
+        };
+        self.task_event(now_ms, &task, TaskEventKind::Failed, None);
+        self.task_event(now_ms, &task, kind, None);
+        let state = task.state;
+        self.put_task(task);
+        CoordResponse::Verb {
+            state,
+            lease_deadline_ms: 0,
+        }
+    }
+
+    pub(super) fn extend_lease(
+        &mut self,
+        now_ms: u64,
+        task_id: TaskId,
+        token: FencingToken,
+        lease_ms: u64,
+    ) -> CoordResponse {
+        if let Err(response) = self.check_token(task_id, token) {
+            return response;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        let lease_ms = if lease_ms == 0 {
+            task.spec.lease_ms
+        } else {
+            lease_ms
+        };
+        let lease = task.lease.as_mut().expect("checked");
+        lease.deadline_ms = now_ms.saturating_add(lease_ms);
+        let lease_deadline_ms = lease.deadline_ms;
+        self.task_event(now_ms, &task, TaskEventKind::LeaseExtended, None);
+        self.put_task(task);
+        CoordResponse::Verb {
+            state: TaskState::Assigned,
+            lease_deadline_ms,
+        }
+    }
+
+    pub(super) fn progress(
+        &mut self,
+        now_ms: u64,
+        task_id: TaskId,
+        token: FencingToken,
+        progress: Progress,
+        extend_lease: bool,
+    ) -> CoordResponse {
+        if let Err(response) = self.check_token(task_id, token) {
+            return response;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        task.progress = Some(progress);
+        let lease_ms = task.spec.lease_ms;
+        let lease = task.lease.as_mut().expect("checked");
+        if extend_lease {
+            lease.deadline_ms = now_ms.saturating_add(lease_ms);
+        }
+        let lease_deadline_ms = lease.deadline_ms;
+        self.task_event(now_ms, &task, TaskEventKind::Progress, None);
+        self.put_task(task);
+        CoordResponse::Verb {
+            state: TaskState::Assigned,
+            lease_deadline_ms,
+        }
+    }
+
+    pub(super) fn release(
+        &mut self,
+        now_ms: u64,
+        task_id: TaskId,
+        token: FencingToken,
+    ) -> CoordResponse {
+        if let Err(response) = self.check_token(task_id, token) {
+            return response;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        self.end_lease(now_ms, &mut task, AttemptOutcome::Released, "");
+        task.attempts = task.attempts.saturating_sub(1);
+        task.state = TaskState::Pending;
+        task.ready_at_ms = now_ms;
+        task.updated_ms = now_ms;
+        self.task_event(now_ms, &task, TaskEventKind::Requeued, None);
+        self.put_task(task);
+        CoordResponse::Verb {
+            state: TaskState::Pending,
+            lease_deadline_ms: 0,
+        }
+    }
+
+    pub(super) fn cancel(&mut self, now_ms: u64, task_id: TaskId, reason: &str) -> CoordResponse {
+        let Some(task) = self.tasks.get(&task_id) else {
+            return CoordResponse::UnknownTask { task_id };
+        };
+        let previous = task.state;
+        if previous.is_terminal() {
+            return CoordResponse::Canceled {
+                canceled: false,
+                previous,
+            };
+        }
+        let mut task = self.take_task(task_id).expect("found above");
+        let revoked = self
+            .end_lease(now_ms, &mut task, AttemptOutcome::Canceled, "")
+            .map(|lease| Revoked {
+                session_id: lease.session_id,
+                token: lease.token,
+                canceled: true,
+                reason: reason.to_string(),
+            });
+        task.state = TaskState::Canceled;
+        task.updated_ms = now_ms;
+        task.cancel_reason = reason.to_string();
+        self.task_event(now_ms, &task, TaskEventKind::Canceled, revoked);
+        self.put_task(task);
+        CoordResponse::Canceled {
+            canceled: true,
+            previous,
+        }
+    }
+
+    /// The dead letters a selector names; ids that are not dead letters are skipped.
+    fn select_dead_letters(&self, selector: &DeadLetterSelector) -> Vec<TaskId> {
+        match selector {
+            DeadLetterSelector::Ids(ids) => {
+                let mut ids: Vec<TaskId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| self.dead_letters.contains(id))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+            DeadLetterSelector::Queue(queue) if queue.is_empty() => {
+                self.dead_letters.iter().copied().collect()
+            }
+            DeadLetterSelector::Queue(queue) => self
+                .dead_by_queue
+                .get(queue)
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn redrive(&mut self, now_ms: u64, selector: &DeadLetterSelector) -> CoordResponse {
+        let ids = self.select_dead_letters(selector);
+        for &id in &ids {
+            let mut task = self.take_task(id).expect("selected from the index");
+            if task.state == TaskState::Expired {
+                task.spec.deadline_ms = 0;
+            }
+            task.attempts = 0;
+            task.dead_letter_reason = None;
+            make_ready(&mut task, now_ms);
+            self.task_event(now_ms, &task, TaskEventKind::Redriven, None);
+            self.put_task(task);
+        }
+        CoordResponse::DeadLetters {
+            count: ids.len() as u64,
+        }
+    }
+
+    pub(super) fn purge(&mut self, now_ms: u64, selector: &DeadLetterSelector) -> CoordResponse {
+        let ids = self.select_dead_letters(selector);
+        for &id in &ids {
+            let task = self.forget_task(id).expect("selected from the index");
+            self.task_event(now_ms, &task, TaskEventKind::Purged, None);
+        }
+        CoordResponse::DeadLetters {
+            count: ids.len() as u64,
+        }
+    }
+
+    /// Ends the task's current lease, if any: the attempt gets its outcome and the agent no
+    /// longer runs the task. Returns the lease that ended.
+    pub(super) fn end_lease(
+        &mut self,
+        now_ms: u64,
+        task: &mut Task,
+        outcome: AttemptOutcome,
+        error: &str,
+    ) -> Option<Lease> {
+        let lease = task.lease.take()?;
+        if let Some(attempt) = task.history.iter_mut().rev().find(|a| a.token == lease.token) {
+            attempt.ended_ms = now_ms;
+            attempt.outcome = outcome;
+            attempt.error = error.to_string();
+        }
+        if let Some(agent) = self.agents.get_mut(&lease.agent) {
+            if agent.session_id == lease.session_id {
+                agent.running.remove(&task.id);
+            }
+        }
+        Some(lease)
+    }
+
+    /// After an attempt that counts was lost (lease expired, session lost): back to PENDING at
+    /// once, or DEAD_LETTERED when that was the last attempt.
+    pub(super) fn requeue_or_dead_letter(&mut self, now_ms: u64, task: &mut Task) -> TaskEventKind {
+        task.updated_ms = now_ms;
+        if task.attempts >= task.spec.max_attempts {
+            task.state = TaskState::DeadLettered;
+            task.dead_letter_reason = Some(DeadLetterReason::AttemptsExhausted);
+            TaskEventKind::DeadLettered
+        } else {
+            task.state = TaskState::Pending;
+            task.ready_at_ms = now_ms;
+            TaskEventKind::Requeued
+        }
+    }
+
+    /// The task deadline timer: a task not yet terminal becomes EXPIRED; a lease on it is
+    /// revoked.
+    pub(super) fn task_deadline_passed(&mut self, now_ms: u64, task_id: TaskId) {
+        let due = self
+            .tasks
+            .get(&task_id)
+            .is_some_and(|t| !t.state.is_terminal() && t.deadline_passed(now_ms));
+        if !due {
+            return;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        let reason = "the task's deadline passed";
+        let revoked = self
+            .end_lease(now_ms, &mut task, AttemptOutcome::DeadlineExceeded, "")
+            .map(|lease| Revoked {
+                session_id: lease.session_id,
+                token: lease.token,
+                canceled: false,
+                reason: reason.to_string(),
+            });
+        task.state = TaskState::Expired;
+        task.updated_ms = now_ms;
+        task.dead_letter_reason = Some(DeadLetterReason::DeadlineExceeded);
+        self.task_event(now_ms, &task, TaskEventKind::Expired, revoked);
+        self.put_task(task);
+    }
+
+    /// The lease timer: the attempt counts as failed (breaker included) and the task goes back
+    /// to its queue, or to the dead letters when it was the last attempt.
+    pub(super) fn lease_expired(&mut self, now_ms: u64, task_id: TaskId) {
+        let due = self.tasks.get(&task_id).is_some_and(|t| {
+            t.state == TaskState::Assigned && t.lease.as_ref().is_some_and(|l| l.deadline_ms <= now_ms)
+        });
+        if !due {
+            return;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        let lease = self
+            .end_lease(now_ms, &mut task, AttemptOutcome::LeaseExpired, "")
+            .expect("checked");
+        self.agent_failed(now_ms, &lease.agent, lease.session_id);
+        task.last_error = format!("attempt {}: the lease expired", lease.attempt);
+        let kind = self.requeue_or_dead_letter(now_ms, &mut task);
+        let revoked = Revoked {
+            session_id: lease.session_id,
+            token: lease.token,
+            canceled: false,
+            reason: "the lease expired".to_string(),
+        };
+        self.task_event(now_ms, &task, kind, Some(revoked));
+        self.put_task(task);
+    }
+
+    /// The ready timer of a DELAYED or RETRY_WAIT task.
+    pub(super) fn task_ready(&mut self, now_ms: u64, task_id: TaskId) {
+        let due = self.tasks.get(&task_id).is_some_and(|t| {
+            matches!(t.state, TaskState::Delayed | TaskState::RetryWait) && t.ready_at_ms <= now_ms
+        });
+        if !due {
+            return;
+        }
+        let mut task = self.take_task(task_id).expect("checked");
+        task.state = TaskState::Pending;
+        task.updated_ms = now_ms;
+        self.task_event(now_ms, &task, TaskEventKind::Requeued, None);
+        self.put_task(task);
+    }
+}
+
+/// PENDING now, or DELAYED until `not_before_ms`.
+pub(super) fn make_ready(task: &mut Task, now_ms: u64) {
+    task.updated_ms = now_ms;
+    if task.spec.not_before_ms > now_ms {
+        task.state = TaskState::Delayed;
+        task.ready_at_ms = task.spec.not_before_ms;
+    } else {
+        task.state = TaskState::Pending;
+        task.ready_at_ms = now_ms;
+    }
+}
+
+/// Why a verb with `token` is refused, in words that start with "lease lost".
+fn lease_lost_reason(task: &Task, token: FencingToken) -> String {
+    let id = task.id;
+    if let Some(lease) = &task.lease {
+        return format!(
+            "lease lost: task {id} is now assigned with token {}",
+            lease.token
+        );
+    }
+    match task.state {
+        TaskState::Canceled => return format!("lease lost: task {id} was canceled"),
+        TaskState::Expired => return format!("lease lost: task {id} expired (its deadline passed)"),
+        _ => {}
+    }
+    let attempt = task.history.iter().rev().find(|a| a.token == token);
+    match attempt.map(|a| a.outcome) {
+        Some(AttemptOutcome::LeaseExpired) => "lease lost: the lease expired".to_string(),
+        Some(AttemptOutcome::SessionLost) => {
+            "lease lost: the agent's session ended".to_string()
+        }
+        Some(AttemptOutcome::Released) => {
+            format!("lease lost: task {id} was released with token {token}")
+        }
+        Some(AttemptOutcome::Succeeded) => {
+            format!("lease lost: task {id} already succeeded with token {token}")
+        }
+        Some(AttemptOutcome::Failed) => {
+            format!("lease lost: the attempt with token {token} already failed")
+        }
+        _ => format!(
+            "lease lost: task {id} is {:?} and not assigned with token {token}",
+            task.state
+        ),
+    }
 }
