@@ -15,7 +15,7 @@ pub struct Config {
     #[arg(long = "id", env = "CONCLAVE_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: u64,
 
-    /// Address for clients and agents (KV, Cluster and later services).
+    /// Address for clients and agents (KV, Cluster, Tasks, Agents, Decisions).
     #[arg(long, env = "CONCLAVE_API_ADDR", default_value = "127.0.0.1:7001")]
     pub api_addr: String,
 
@@ -58,6 +58,15 @@ pub struct Config {
     /// UNAVAILABLE, in milliseconds. Also bounds how long a write waits to commit.
     #[arg(long, env = "CONCLAVE_LEADER_WAIT_MS", default_value_t = 3000)]
     pub leader_wait_ms: u64,
+
+    /// Finished tasks (SUCCEEDED or CANCELED) kept for reading before the oldest are forgotten.
+    /// Dead-lettered tasks are kept until redriven or purged.
+    #[arg(long, env = "CONCLAVE_TASK_RETENTION_COUNT", default_value_t = 100_000)]
+    pub task_retention_count: u64,
+
+    /// How long finished tasks and closed decisions are kept, in milliseconds (default 24 hours).
+    #[arg(long = "task-retention-ms", env = "CONCLAVE_TASK_RETENTION_MS", default_value_t = 24 * 60 * 60 * 1000)]
+    pub task_retention_ms: u64,
 
     /// Log filter in tracing's env-filter syntax, such as `info` or `conclave_node=debug,info`.
     #[arg(long = "log", env = "CONCLAVE_LOG", default_value = "info")]

@@ -15,16 +15,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use conclave_proto::v1::agents_server::AgentsServer;
 use conclave_proto::v1::cluster_server::ClusterServer;
+use conclave_proto::v1::decisions_server::DecisionsServer;
 use conclave_proto::v1::kv_server::KvServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
+use conclave_proto::v1::tasks_server::TasksServer;
 use openraft::SnapshotPolicy;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 use grpc::forward::Forwarder;
-use limits::{API_CONCURRENCY_PER_CONNECTION, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
+use grpc::gateway::Gateway;
+use limits::{
+    API_CONCURRENCY_PER_CONNECTION, MAX_INFLIGHT_WRITES, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES,
+};
 use node::Node;
 
 /// Runs a node until `shutdown` resolves (or a server fails), then stops Raft cleanly.
@@ -77,7 +83,7 @@ pub async fn run(
     let raft = raft::Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        network,
+        network.clone(),
         log_store,
         state_machine,
     )
@@ -94,6 +100,8 @@ pub async fn run(
         raft: raft.clone(),
         state,
         raft_counters,
+        peers: network,
+        heartbeats: raft::heartbeats::Heartbeats::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -114,6 +122,14 @@ pub async fn run(
         );
 
     let forwarder = Forwarder::default();
+    // One bound on the writes in flight for every service of this node.
+    let write_slots = Arc::new(Semaphore::new(MAX_INFLIGHT_WRITES));
+    let gateway = Gateway::new(
+        node.clone(),
+        forwarder.clone(),
+        write_slots,
+        stop_rx.clone(),
+    );
     let api_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(API_CONCURRENCY_PER_CONNECTION)
@@ -130,7 +146,25 @@ pub async fn run(
             node.clone(),
             forwarder,
         )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx));
+        .add_service(
+            TasksServer::new(grpc::tasks::TasksService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            AgentsServer::new(grpc::agents::AgentsService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            DecisionsServer::new(grpc::decisions::DecisionsService::new(gateway))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(api_listener),
+            stopped(stop_rx.clone()),
+        );
 
     tracing::info!(
         node_id = config.node_id,
@@ -141,6 +175,10 @@ pub async fn run(
     );
     let mut peer_task = tokio::spawn(peer_server);
     let mut api_task = tokio::spawn(api_server);
+    // Background work: the heartbeat batches of this node's session streams, and (while this
+    // node leads) the ticker and the scheduler. Both end when the node stops.
+    let heartbeat_task = tokio::spawn(raft::heartbeats::run(node.clone(), stop_rx.clone()));
+    let scheduler_task = tokio::spawn(raft::scheduler::run(node.clone(), stop_rx));
     let failed = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down");
@@ -150,6 +188,8 @@ pub async fn run(
         result = &mut api_task => Some(("API server", result)),
     };
     let _ = stop_tx.send(true);
+    let _ = heartbeat_task.await;
+    let _ = scheduler_task.await;
     let _ = raft.shutdown().await;
     if let Some((server, result)) = failed {
         result?.with_context(|| format!("{server} stopped"))?;

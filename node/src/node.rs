@@ -12,7 +12,9 @@ use openraft::{ChangeMembers, ServerState};
 
 use crate::config::Config;
 use crate::error::{Error, LeaderHint, Result};
+use crate::raft::heartbeats::Heartbeats;
 use crate::raft::metrics::RaftCounters;
+use crate::raft::network::PeerNetwork;
 use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
 use crate::state_machine::{Command, Request, RequestId, Response};
 use crate::storage::SharedState;
@@ -24,6 +26,10 @@ pub struct Node {
     pub state: Arc<SharedState>,
     /// What openraft reports through its metrics hook, for a later metrics endpoint.
     pub raft_counters: Arc<RaftCounters>,
+    /// Outbound peer channels (shared with Raft): a follower hands heartbeat batches to the leader.
+    pub peers: PeerNetwork,
+    /// Heartbeats from the session streams this node serves, waiting for the next batch.
+    pub heartbeats: Heartbeats,
 }
 
 /// How a read was served.
@@ -80,6 +86,17 @@ impl Node {
 
     /// Proposes a write on this node, which must be the leader, and waits until it is applied.
     pub async fn write(&self, request_id: RequestId, command: Command) -> Result<Response> {
+        self.propose(Some(request_id), command).await
+    }
+
+    /// Proposes a command the leader makes up itself (the scheduler's Assign, the ticker's Tick):
+    /// no request id, because a lost one is simply planned again from the applied state, and
+    /// applying one twice changes nothing the state machine has not validated.
+    pub async fn propose_internal(&self, command: Command) -> Result<Response> {
+        self.propose(None, command).await
+    }
+
+    async fn propose(&self, request_id: Option<RequestId>, command: Command) -> Result<Response> {
         if !self.is_member() {
             return Err(Error::FailedPrecondition(format!(
                 "node {} has been removed from the cluster and serves no writes",
@@ -94,7 +111,7 @@ impl Node {
         }
         let request = Request {
             now_ms: wall_clock_ms(),
-            request_id: Some(request_id),
+            request_id,
             command,
         };
         match tokio::time::timeout(self.leader_wait(), self.raft.client_write(request)).await {
@@ -104,10 +121,16 @@ impl Node {
             ))),
             Ok(Ok(written)) => match written.data {
                 Response::QuotaExceeded { reason, .. } => Err(Error::ResourceExhausted(reason)),
-                Response::RequestIdExpired { .. } => Err(Error::FailedPrecondition(format!(
-                    "request id serial {} of client {} is below the client's min_pending_serial; its result is no longer known",
-                    request_id.serial, request_id.client_id
+                Response::SessionNotLive { session_id, .. } => Err(Error::FailedPrecondition(format!(
+                    "session_id: session {session_id} is not live (unknown, expired or closed); nothing was written"
                 ))),
+                Response::RequestIdExpired { .. } => {
+                    let (client_id, serial) =
+                        request_id.map_or((0, 0), |id| (id.client_id, id.serial));
+                    Err(Error::FailedPrecondition(format!(
+                        "request id serial {serial} of client {client_id} is below the client's min_pending_serial; its result is no longer known"
+                    )))
+                }
                 response => Ok(response),
             },
             // The entry may be in this node's log and still commit under the next leader.
@@ -330,7 +353,7 @@ impl Node {
 
 /// The leader's clock, stamped into each command it proposes. The state machine never reads a
 /// clock itself.
-fn wall_clock_ms() -> u64 {
+pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conclave_proto::FORWARDED_METADATA;
+use conclave_proto::{FORWARDED_METADATA, OUTCOME_METADATA};
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Request;
+use tonic::{Request, Response, Status};
 
-use crate::error::Error;
+use super::status::to_status;
+use crate::error::{Error, LeaderHint};
 use crate::node::Node;
 use crate::raft::NodeId;
 
@@ -49,6 +50,46 @@ impl Forwarder {
             .insert(FORWARDED_METADATA, MetadataValue::from(from));
         request.set_timeout(leader_wait * 2);
         request
+    }
+}
+
+impl Forwarder {
+    /// Forwards a request this node could not serve to the leader named in `error`, once: a
+    /// request that was already forwarded, or an error that is not "another node leads", is
+    /// answered with the error. `call` makes the call with the service's own generated client.
+    ///
+    /// If this node put the write in its own log before finding out it no longer leads
+    /// (`proposed`), that entry may still commit: whatever the leader answers, a failure is then no
+    /// proof of "not applied", so the `conclave-outcome: rejected` mark is removed.
+    pub async fn forward<Req, Resp, F, Fut>(
+        &self,
+        node: &Node,
+        error: Error,
+        forwarded: bool,
+        request: Req,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        match error {
+            Error::NotLeader {
+                leader: Some(LeaderHint { api_addr, .. }),
+                proposed,
+            } if !forwarded => {
+                let channel = self.channel(&api_addr).map_err(to_status)?;
+                let result =
+                    call(channel, self.request(node.id, request, node.leader_wait())).await;
+                result.map_err(|mut status| {
+                    if proposed {
+                        status.metadata_mut().remove(OUTCOME_METADATA);
+                    }
+                    status
+                })
+            }
+            error => Err(to_status(error)),
+        }
     }
 }
 

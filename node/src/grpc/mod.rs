@@ -1,8 +1,15 @@
 //! Inbound gRPC: one file per service, plus the error table. The only code that sees
 //! `tonic::Status` and generated request types.
 
+pub mod agents;
 pub mod cluster;
+pub mod convert;
+pub mod decisions;
 pub mod forward;
+pub mod gateway;
 pub mod kv;
 pub mod peer;
 pub mod status;
+pub mod streams;
+pub mod tasks;
+pub mod validation;

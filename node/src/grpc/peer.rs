@@ -6,9 +6,12 @@ use conclave_proto::v1::raft_peer_server::RaftPeer;
 use conclave_proto::v1::{RaftMessage, SnapshotChunk};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::status::to_status;
 use crate::limits::STORE_BYTES_MAX;
 use crate::node::Node;
 use crate::raft::{decode, encode, Snapshot, SnapshotMeta, Vote};
+use crate::state_machine::coordination::CoordCommand;
+use crate::state_machine::{Command, RequestId};
 
 pub struct PeerService {
     node: Arc<Node>,
@@ -65,6 +68,32 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(&request.into_inner().data).map_err(bad_message)?;
         reply(self.node.raft.handle_transfer_leader(rpc).await)
+    }
+
+    /// A follower's batched agent heartbeats, proposed here on the leader. Only node-internal
+    /// commands are accepted: clients write through the API address, with its checks.
+    async fn propose(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let (request_id, command): (RequestId, Command) =
+            decode(&request.into_inner().data).map_err(bad_message)?;
+        if !matches!(
+            command,
+            Command::Coordination(CoordCommand::Heartbeats { .. })
+        ) {
+            return Err(Status::invalid_argument(
+                "peers may propose batched heartbeats only",
+            ));
+        }
+        let response = self
+            .node
+            .write(request_id, command)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RaftMessage {
+            data: encode(&response),
+        }))
     }
 
     async fn install_snapshot(

@@ -21,6 +21,7 @@ pub fn to_status(error: Error) -> Status {
         Error::Compacted {
             oldest_available, ..
         } => (Code::OutOfRange, None, true, Some(oldest_available)),
+        Error::NotFound(_) => (Code::NotFound, None, true, None),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, None, true, None),
         Error::AlreadyExists(_) => (Code::AlreadyExists, None, true, None),
         Error::Fatal(_) => (Code::Internal, None, false, None),

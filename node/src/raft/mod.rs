@@ -1,7 +1,9 @@
 //! openraft's type configuration, the node address record, and the outbound peer network.
 
+pub mod heartbeats;
 pub mod metrics;
 pub mod network;
+pub mod scheduler;
 
 use std::fmt;
 

@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{decode, encode, NodeId, NodeInfo, Snapshot, TypeConfig, Vote};
 use crate::limits::{MAX_PEER_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
+use crate::state_machine::{Command, RequestId, Response};
 
 /// Creates peer clients; channels are cached per (node, address) and shared by every client of
 /// that peer, so replication, heartbeats and snapshots reuse one HTTP/2 connection.
@@ -61,6 +62,33 @@ impl PeerNetwork {
             .connect_lazy();
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
+    }
+}
+
+impl PeerNetwork {
+    /// Hands a node-internal command (batched heartbeats) to the leader to propose, over the peer
+    /// address (raft.proto `Propose`), and returns the leader's response.
+    pub async fn propose(
+        &self,
+        leader: NodeId,
+        peer_addr: &str,
+        request_id: RequestId,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let channel = self.channel(leader, peer_addr)?;
+        let mut client = RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(RaftMessage {
+            data: encode(&(request_id, command)),
+        });
+        request.set_timeout(timeout);
+        let response = client
+            .propose(request)
+            .await
+            .map_err(|status| format!("leader {leader}: {}", status.message()))?;
+        decode(&response.into_inner().data).map_err(|e| format!("leader {leader}: {e}"))
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::{cf, to_io, CF_SNAPSHOT};
 use crate::raft::{decode, encode, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Command, CoordCommand, StateMachine};
 
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
@@ -26,11 +26,18 @@ pub struct AppliedState {
     pub machine: StateMachine,
 }
 
-/// Read access to the applied state for the API layer, plus a signal that fires whenever the store
-/// revision advances (watches wait on it).
+/// Read access to the applied state for the API layer, plus signals that fire after apply: when
+/// the store revision advances (KV watches wait on it), when coordination events were appended
+/// (session, task and decision streams), and when the coordination state changed (the leader's
+/// scheduler).
 pub struct SharedState {
     state: RwLock<AppliedState>,
     revision: watch::Sender<u64>,
+    /// The coordination state's `last_event_seq`.
+    events: watch::Sender<u64>,
+    /// Counts applied entries that changed what the scheduler plans on: every coordination command
+    /// except heartbeats, and every installed snapshot.
+    coordination: watch::Sender<u64>,
 }
 
 impl SharedState {
@@ -45,10 +52,24 @@ impl SharedState {
         self.revision.subscribe()
     }
 
+    /// A receiver that observes the coordination state's last event sequence number.
+    pub fn subscribe_events(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// A receiver that changes whenever an applied entry changed the coordination state (other
+    /// than heartbeats).
+    pub fn subscribe_coordination(&self) -> watch::Receiver<u64> {
+        self.coordination.subscribe()
+    }
+
     fn replace(&self, state: AppliedState) {
         let revision = state.machine.revision();
+        let last_event_seq = state.machine.coordination().last_event_seq();
         *self.state.write().expect("state lock") = state;
         self.revision.send_replace(revision);
+        self.events.send_replace(last_event_seq);
+        self.coordination.send_modify(|changes| *changes += 1);
     }
 }
 
@@ -69,9 +90,13 @@ impl StateMachineStore {
             state = restore(&snapshot.meta, &snapshot.snapshot, history_revisions_max)?;
         }
         let (revision, _) = watch::channel(state.machine.revision());
+        let (events, _) = watch::channel(state.machine.coordination().last_event_seq());
+        let (coordination, _) = watch::channel(0);
         let shared = Arc::new(SharedState {
             state: RwLock::new(state),
             revision,
+            events,
+            coordination,
         });
         Ok(StateMachineStore {
             db,
@@ -83,6 +108,12 @@ impl StateMachineStore {
     pub fn shared(&self) -> Arc<SharedState> {
         self.shared.clone()
     }
+}
+
+/// Whether applying `command` may change what the scheduler plans on. Heartbeats only move
+/// session deadlines, which the ticker reads when it wakes anyway.
+fn changes_coordination(command: &Command) -> bool {
+    matches!(command, Command::Coordination(c) if !matches!(c, CoordCommand::Heartbeats { .. }))
 }
 
 fn restore(
@@ -136,24 +167,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            let response = {
+            let (response, coordination_changed, last_event_seq) = {
                 let mut state = self.shared.state.write().expect("state lock");
                 let log_id = entry.log_id();
                 let index = log_id.index();
                 state.last_applied = Some(log_id);
-                match entry.payload {
-                    EntryPayload::Blank => state.machine.apply_empty(index),
-                    EntryPayload::Normal(request) => state.machine.apply(index, &request),
+                let (response, coordination_changed) = match entry.payload {
+                    EntryPayload::Blank => (state.machine.apply_empty(index), false),
+                    EntryPayload::Normal(request) => (
+                        state.machine.apply(index, &request),
+                        changes_coordination(&request.command),
+                    ),
                     EntryPayload::Membership(membership) => {
                         state.membership = StoredMembership::new(Some(log_id), membership);
-                        state.machine.apply_empty(index)
+                        (state.machine.apply_empty(index), false)
                     }
-                }
+                };
+                let last_event_seq = state.machine.coordination().last_event_seq();
+                (response, coordination_changed, last_event_seq)
             };
             self.shared.revision.send_if_modified(|revision| {
                 let current = response.revision().max(*revision);
                 std::mem::replace(revision, current) != current
             });
+            self.shared.events.send_if_modified(|seq| {
+                let current = last_event_seq.max(*seq);
+                std::mem::replace(seq, current) != current
+            });
+            if coordination_changed {
+                self.shared
+                    .coordination
+                    .send_modify(|changes| *changes += 1);
+            }
             if let Some(responder) = responder {
                 responder.send(response);
             }

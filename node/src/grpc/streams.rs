@@ -1,0 +1,642 @@
+//! The long-lived calls: agent session streams, task and decision watches, and WaitTask. Every
+//! one is served from this node's applied state and follows the coordination event ring, woken
+//! by the apply notification (`SharedState::subscribe_events`), never by polling.
+//!
+//! Pattern, the same in each: mark the notification seen, then read the state (so a change
+//! applied after the read is always noticed), take the events after the stream's cursor, build
+//! the messages under the read lock, release it, send, and wait for the next notification.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::session_event::Kind as EventKind;
+use conclave_proto::v1::session_request::Kind as RequestKind;
+use futures::Stream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::convert;
+use super::gateway::{invalid, Gateway};
+use super::status::to_status;
+use crate::error::Error;
+use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
+use crate::node::Node;
+use crate::state_machine::coordination::{
+    CoordEvent, CoordEventKind, Coordination, DecisionEventKind, DecisionStatus, SessionId,
+    TaskEventKind, TaskFilter, TaskId, TaskState,
+};
+
+/// Most events one stream takes from the ring per read of the state, so a stream far behind
+/// does not hold the state's read lock (and so apply) for long.
+const EVENTS_PER_READ: usize = 1024;
+/// How long a new session stream may take to send its `open` message.
+const SESSION_OPEN_WAIT: Duration = Duration::from_secs(10);
+
+pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Resolves once the node stops (the guard `wait_for` returns is dropped here, not held across
+/// the awaits of a select arm).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the node is shutting down; reconnect to another node")
+}
+
+/// Waits until `present` holds on this node's applied state. A follower may not have applied
+/// what a client just wrote through the leader, and cannot prove that something does not exist
+/// without the leader: the leader answers after one ReadIndex, a follower after it has waited
+/// up to the leader wait for its state to catch up.
+pub async fn await_visible(gateway: &Gateway, present: impl Fn(&Coordination) -> bool) -> bool {
+    let node = &gateway.node;
+    let mut changes = node.state.subscribe_coordination();
+    let deadline = Instant::now() + node.leader_wait();
+    let mut linearized = false;
+    loop {
+        changes.borrow_and_update();
+        if present(node.state.read().machine.coordination()) {
+            return true;
+        }
+        if linearized {
+            return false;
+        }
+        if node.raft.is_leader() && node.linearize().await.is_ok() {
+            linearized = true;
+            continue;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return false },
+            () = tokio::time::sleep_until(deadline) => return false,
+        }
+    }
+}
+
+// --- agent sessions ----------------------------------------------------------------------------
+
+/// Attaches an agent's stream to its session: reads `open`, checks the session, then serves it.
+pub async fn session(
+    gateway: &Gateway,
+    permit: OwnedSemaphorePermit,
+    mut inbound: Streaming<pb::SessionRequest>,
+) -> Result<EventStream<pb::SessionEvent>, Status> {
+    let first = tokio::time::timeout(SESSION_OPEN_WAIT, inbound.message())
+        .await
+        .map_err(|_| {
+            invalid(format!(
+                "open: no open message within {} ms of opening the stream",
+                SESSION_OPEN_WAIT.as_millis()
+            ))
+        })??;
+    let session_id = match first.and_then(|m| m.kind) {
+        Some(RequestKind::Open(open)) => open.session_id,
+        _ => {
+            return Err(invalid(
+                "open: the first message on a session stream must be open",
+            ))
+        }
+    };
+    super::validation::non_zero("open.session_id", session_id)?;
+    await_visible(gateway, |c| c.agent_by_session(session_id).is_some()).await;
+    let agent = {
+        let state = gateway.node.state.read();
+        match state.machine.coordination().agent_by_session(session_id) {
+            Some(agent) if agent.live && agent.session_id == session_id => agent.name.clone(),
+            Some(_) => {
+                return Err(to_status(Error::NotFound(format!(
+                    "session {session_id} has ended (expired, closed or replaced); register again"
+                ))))
+            }
+            None => {
+                return Err(to_status(Error::NotFound(format!(
+                    "session {session_id} does not exist; register first"
+                ))))
+            }
+        }
+    };
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
+    let node = gateway.node.clone();
+    let stopping = gateway.stopping.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        tracing::debug!(session_id, agent, "session stream opened");
+        let reader = tokio::spawn(read_session(
+            node.clone(),
+            session_id,
+            inbound,
+            sender.clone(),
+        ));
+        serve_session(node, stopping, session_id, agent, sender, reader).await;
+        tracing::debug!(session_id, "session stream ended");
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// Records the agent's heartbeats for the node's next batch until the agent closes its side.
+async fn read_session(
+    node: Arc<Node>,
+    session_id: SessionId,
+    mut inbound: Streaming<pb::SessionRequest>,
+    sender: mpsc::Sender<Result<pb::SessionEvent, Status>>,
+) {
+    loop {
+        match inbound.message().await {
+            Ok(Some(pb::SessionRequest {
+                kind: Some(RequestKind::Heartbeat(beat)),
+            })) => {
+                if !node.heartbeats.beat(session_id, beat.load) {
+                    tracing::warn!(session_id, "heartbeat batch full; beat dropped");
+                }
+            }
+            Ok(Some(pb::SessionRequest {
+                kind: Some(RequestKind::Open(_)),
+            })) => {
+                let _ = sender
+                    .send(Err(invalid(
+                        "open: only the first message on a session stream may be open",
+                    )))
+                    .await;
+                return;
+            }
+            Ok(Some(pb::SessionRequest { kind: None })) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+async fn serve_session(
+    node: Arc<Node>,
+    mut stopping: watch::Receiver<bool>,
+    session_id: SessionId,
+    agent: String,
+    sender: mpsc::Sender<Result<pb::SessionEvent, Status>>,
+    mut reader: tokio::task::JoinHandle<()>,
+) {
+    let mut events = node.state.subscribe_events();
+    events.borrow_and_update();
+    let (mut messages, mut ended, mut cursor) = {
+        let state = node.state.read();
+        let coordination = state.machine.coordination();
+        let mut messages = vec![event(EventKind::Opened(pb::SessionOpened {
+            session_id,
+            agent: agent.clone(),
+            ttl_ms: coordination
+                .agent(&agent)
+                .map_or(0, |agent| agent.spec.ttl_ms),
+            node_id: node.id,
+        }))];
+        let ended = session_snapshot(coordination, session_id, &agent, &mut messages);
+        (messages, ended, coordination.last_event_seq())
+    };
+    loop {
+        for message in messages.drain(..) {
+            if sender.send(Ok(message)).await.is_err() {
+                reader.abort();
+                return;
+            }
+        }
+        if ended {
+            break;
+        }
+        let caught_up;
+        {
+            events.borrow_and_update();
+            let state = node.state.read();
+            let coordination = state.machine.coordination();
+            (ended, caught_up) = match coordination.events_after(cursor) {
+                Ok(new) => {
+                    let caught_up = new.len() <= EVENTS_PER_READ;
+                    let mut ended = false;
+                    for e in new.into_iter().take(EVENTS_PER_READ) {
+                        cursor = e.seq;
+                        if session_event(coordination, session_id, &agent, e, &mut messages) {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    (ended, caught_up)
+                }
+                Err(oldest) => {
+                    // The ring moved past the cursor: send the current state again (the agent
+                    // treats a repeated assignment as one).
+                    tracing::debug!(session_id, cursor, oldest, "session stream resyncs");
+                    cursor = coordination.last_event_seq();
+                    (
+                        session_snapshot(coordination, session_id, &agent, &mut messages),
+                        true,
+                    )
+                }
+            };
+        }
+        if !messages.is_empty() || ended || !caught_up {
+            continue;
+        }
+        tokio::select! {
+            changed = events.changed() => if changed.is_err() { break },
+            () = sender.closed() => break,
+            _ = &mut reader => break,
+            () = stopped(&mut stopping) => {
+                let _ = sender.send(Err(shutting_down())).await;
+                break;
+            }
+        }
+    }
+    reader.abort();
+}
+
+fn event(kind: EventKind) -> pb::SessionEvent {
+    pb::SessionEvent { kind: Some(kind) }
+}
+
+/// Every current assignment and open ballot of the session, or `closed` when it is no longer
+/// live (then returns true: the stream ends).
+fn session_snapshot(
+    coordination: &Coordination,
+    session_id: SessionId,
+    agent: &str,
+    messages: &mut Vec<pb::SessionEvent>,
+) -> bool {
+    let live = coordination
+        .agent_by_session(session_id)
+        .is_some_and(|a| a.live && a.session_id == session_id);
+    if !live {
+        messages.push(event(EventKind::Closed(pb::SessionClosed {
+            reason: format!("session {session_id} has ended"),
+        })));
+        return true;
+    }
+    for task in coordination.assignments(session_id) {
+        messages.extend(convert::assignment(task).map(|a| event(EventKind::Assignment(a))));
+    }
+    for decision in coordination.open_ballots(agent) {
+        messages.push(event(EventKind::Ballot(pb::Ballot {
+            decision: Some(convert::decision(decision)),
+        })));
+    }
+    false
+}
+
+/// What one event means to one session; true when the session ended.
+fn session_event(
+    coordination: &Coordination,
+    session_id: SessionId,
+    agent: &str,
+    event_: &CoordEvent,
+    messages: &mut Vec<pb::SessionEvent>,
+) -> bool {
+    match &event_.kind {
+        CoordEventKind::Task {
+            task_id,
+            kind,
+            lease,
+            revoked,
+            ..
+        } => {
+            if let Some(revoked) = revoked.as_ref().filter(|r| r.session_id == session_id) {
+                let revocation = pb::Revocation {
+                    task_id: *task_id,
+                    fencing_token: revoked.token,
+                    reason: revoked.reason.clone(),
+                };
+                messages.push(event(if revoked.canceled {
+                    EventKind::Canceled(revocation)
+                } else {
+                    EventKind::LeaseLost(revocation)
+                }));
+            }
+            let assigned_here = *kind == TaskEventKind::Assigned
+                && lease.as_ref().is_some_and(|l| l.session_id == session_id);
+            if assigned_here {
+                // Built from the current task, and only while that assignment is current: an
+                // agent is never sent work whose token is already stale.
+                let token = lease.as_ref().map(|l| l.token);
+                let current = coordination
+                    .task(*task_id)
+                    .filter(|t| t.lease.as_ref().map(|l| l.token) == token);
+                if let Some(assignment) = current.and_then(convert::assignment) {
+                    messages.push(event(EventKind::Assignment(assignment)));
+                }
+            }
+            false
+        }
+        CoordEventKind::Decision {
+            decision_id,
+            kind: DecisionEventKind::Proposed,
+        } => {
+            let ballot = coordination
+                .decision(*decision_id)
+                .filter(|d| d.is_open() && d.is_voter(agent) && !d.has_voted(agent));
+            if let Some(decision) = ballot {
+                messages.push(event(EventKind::Ballot(pb::Ballot {
+                    decision: Some(convert::decision(decision)),
+                })));
+            }
+            false
+        }
+        CoordEventKind::Decision { .. } => false,
+        CoordEventKind::SessionClosed {
+            session_id: closed,
+            reason,
+            ..
+        } => {
+            if *closed != session_id {
+                return false;
+            }
+            messages.push(event(EventKind::Closed(pb::SessionClosed {
+                reason: reason.clone(),
+            })));
+            true
+        }
+    }
+}
+
+// --- task watches ------------------------------------------------------------------------------
+
+/// WatchTasks: one task (task_id), a queue, or every task; optionally opened by SNAPSHOT events.
+pub async fn watch_tasks(
+    gateway: &Gateway,
+    req: pb::WatchTasksRequest,
+) -> Result<EventStream<pb::TaskEvent>, Status> {
+    let permit = gateway.watch_slot()?;
+    let task_id = req.task_id;
+    if task_id != 0 && !await_visible(gateway, |c| c.task(task_id).is_some()).await {
+        return Err(super::tasks::unknown_task(task_id));
+    }
+    let node = gateway.node.clone();
+    let mut stopping = gateway.stopping.clone();
+    let mut events = node.state.subscribe_events();
+    events.borrow_and_update();
+    let (mut messages, mut cursor) = {
+        let state = node.state.read();
+        let coordination = state.machine.coordination();
+        let mut messages = Vec::new();
+        if req.initial_state {
+            let snapshot = |task| pb::TaskEvent {
+                sequence: 0,
+                kind: pb::TaskEventKind::Snapshot as i32,
+                task: Some(convert::task(task, true)),
+            };
+            if task_id != 0 {
+                messages.extend(coordination.task(task_id).map(snapshot));
+            } else {
+                // The tasks still in play; finished ones can be listed.
+                let filter = TaskFilter {
+                    queue: req.queue.clone(),
+                    states: TaskState::ALL
+                        .into_iter()
+                        .filter(|s| !s.is_terminal())
+                        .collect(),
+                    ..TaskFilter::default()
+                };
+                let (tasks, _) = coordination.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
+                messages.extend(tasks.into_iter().map(snapshot));
+            }
+        }
+        (messages, coordination.last_event_seq())
+    };
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
+    tokio::spawn(async move {
+        let _permit = permit;
+        loop {
+            for message in messages.drain(..) {
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            let (caught_up, ended) = {
+                events.borrow_and_update();
+                let state = node.state.read();
+                let coordination = state.machine.coordination();
+                match coordination.events_after(cursor) {
+                    Ok(new) => {
+                        let caught_up = new.len() <= EVENTS_PER_READ;
+                        let mut ended = false;
+                        for e in new.into_iter().take(EVENTS_PER_READ) {
+                            cursor = e.seq;
+                            let CoordEventKind::Task {
+                                task_id: id,
+                                queue,
+                                kind,
+                                ..
+                            } = &e.kind
+                            else {
+                                continue;
+                            };
+                            let watched = if task_id != 0 {
+                                *id == task_id
+                            } else {
+                                req.queue.is_empty() || *queue == req.queue
+                            };
+                            if watched {
+                                messages.push(pb::TaskEvent {
+                                    sequence: e.seq,
+                                    kind: convert::task_event_kind(*kind) as i32,
+                                    task: Some(event_task(coordination, e)),
+                                });
+                                // A purged task is gone: nothing more will happen to it.
+                                ended = task_id != 0 && *kind == TaskEventKind::Purged;
+                                if ended {
+                                    break;
+                                }
+                            }
+                        }
+                        (caught_up, ended)
+                    }
+                    Err(oldest) => {
+                        let _ = sender.try_send(Err(Status::out_of_range(format!(
+                            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
+                            cursor + 1
+                        ))));
+                        return;
+                    }
+                }
+            };
+            if ended {
+                for message in messages.drain(..) {
+                    if sender.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            if !messages.is_empty() || !caught_up {
+                continue;
+            }
+            tokio::select! {
+                changed = events.changed() => if changed.is_err() { return },
+                () = sender.closed() => return,
+                () = stopped(&mut stopping) => {
+                    let _ = sender.send(Err(shutting_down())).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// The task as one event left it: its state, attempts and lease as of the event (the task may
+/// have moved on since), everything else as it is now, without payload and result.
+fn event_task(coordination: &Coordination, event_: &CoordEvent) -> pb::Task {
+    let CoordEventKind::Task {
+        task_id,
+        queue,
+        state,
+        attempts,
+        lease,
+        ..
+    } = &event_.kind
+    else {
+        unreachable!("called for task events only");
+    };
+    let mut task = match coordination.task(*task_id) {
+        Some(task) => convert::task(task, true),
+        None => pb::Task {
+            id: *task_id,
+            spec: Some(pb::TaskSpec {
+                queue: queue.clone(),
+                ..pb::TaskSpec::default()
+            }),
+            ..pb::Task::default()
+        },
+    };
+    task.state = convert::task_state(*state) as i32;
+    task.attempts = *attempts;
+    task.lease = lease.as_ref().map(convert::lease);
+    task
+}
+
+/// WaitTask, after the caller made the local state linearizable: waits on the apply
+/// notification until the task is terminal or `timeout` passes. Returns (terminal, task with its
+/// result, store revision).
+pub async fn wait_task(
+    gateway: &Gateway,
+    task_id: TaskId,
+    timeout: Duration,
+) -> Result<(bool, pb::Task, u64), Status> {
+    let node = &gateway.node;
+    let mut stopping = gateway.stopping.clone();
+    let mut events = node.state.subscribe_events();
+    let deadline = Instant::now() + timeout;
+    loop {
+        events.borrow_and_update();
+        let timed_out = Instant::now() >= deadline;
+        {
+            let state = node.state.read();
+            let task = state
+                .machine
+                .coordination()
+                .task(task_id)
+                .ok_or_else(|| super::tasks::unknown_task(task_id))?;
+            let terminal = task.state.is_terminal();
+            if terminal || timed_out {
+                return Ok((
+                    terminal,
+                    convert::task(task, false),
+                    state.machine.revision(),
+                ));
+            }
+        }
+        tokio::select! {
+            changed = events.changed() => if changed.is_err() { return Err(shutting_down()) },
+            () = tokio::time::sleep_until(deadline) => {}
+            () = stopped(&mut stopping) => return Err(shutting_down()),
+        }
+    }
+}
+
+// --- decision watches --------------------------------------------------------------------------
+
+/// WatchDecision: the decision now, then after every accepted vote, until the outcome.
+pub async fn watch_decision(
+    gateway: &Gateway,
+    decision_id: u64,
+) -> Result<EventStream<pb::DecisionEvent>, Status> {
+    let permit = gateway.watch_slot()?;
+    if !await_visible(gateway, |c| c.decision(decision_id).is_some()).await {
+        return Err(to_status(Error::NotFound(format!(
+            "decision {decision_id} does not exist"
+        ))));
+    }
+    let node = gateway.node.clone();
+    let mut stopping = gateway.stopping.clone();
+    let mut events = node.state.subscribe_events();
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
+    tokio::spawn(async move {
+        let _permit = permit;
+        // What was last sent: (votes, status); the same state is not sent twice.
+        let mut sent: Option<(usize, DecisionStatus)> = None;
+        let mut cursor = None;
+        loop {
+            let (message, ended, caught_up) = {
+                events.borrow_and_update();
+                let state = node.state.read();
+                let coordination = state.machine.coordination();
+                let mut caught_up = true;
+                let last_event_seq = coordination.last_event_seq();
+                let changed = match cursor {
+                    None => {
+                        cursor = Some(last_event_seq);
+                        true
+                    }
+                    Some(seq) => match coordination.events_after(seq) {
+                        Ok(new) => {
+                            caught_up = new.len() <= EVENTS_PER_READ;
+                            let mut changed = false;
+                            for e in new.into_iter().take(EVENTS_PER_READ) {
+                                cursor = Some(e.seq);
+                                changed |= matches!(
+                                    e.kind,
+                                    CoordEventKind::Decision { decision_id: id, .. } if id == decision_id
+                                );
+                            }
+                            changed
+                        }
+                        Err(_) => {
+                            cursor = Some(last_event_seq);
+                            true
+                        }
+                    },
+                };
+                match coordination.decision(decision_id) {
+                    // Forgotten after its retention: it was closed long ago.
+                    None => (None, true, true),
+                    Some(decision) => {
+                        let now = (decision.votes.len(), decision.status);
+                        let message = (changed && sent != Some(now)).then(|| {
+                            sent = Some(now);
+                            pb::DecisionEvent {
+                                decision: Some(convert::decision(decision)),
+                            }
+                        });
+                        (message, !decision.is_open(), caught_up)
+                    }
+                }
+            };
+            if let Some(message) = message {
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            if ended {
+                return;
+            }
+            if !caught_up {
+                continue;
+            }
+            tokio::select! {
+                changed = events.changed() => if changed.is_err() { return },
+                () = sender.closed() => return,
+                () = stopped(&mut stopping) => {
+                    let _ = sender.send(Err(shutting_down())).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}

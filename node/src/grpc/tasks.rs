@@ -1,0 +1,396 @@
+//! The Tasks service: validate, convert, write through the leader or read (linearizable unless
+//! asked otherwise), map the outcome. Writes and linearizable reads that reach a follower are
+//! forwarded to the leader; watches are served by any node from its applied state.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::tasks_client::TasksClient;
+use conclave_proto::v1::tasks_server::Tasks;
+use futures::Stream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::gateway::{
+    bounded_page, check_request_size, coordination, invalid, read_consistency, request_id,
+    unexpected_coordination, Gateway,
+};
+use super::status::to_status;
+use super::streams;
+use super::validation::{self, non_zero};
+use crate::error::Error;
+use crate::limits::{DEFAULT_WAIT_MS, MAX_REQUEST_BYTES, MAX_SUBMIT_BATCH, MAX_WAIT_MS};
+use crate::node::Consistency;
+use crate::state_machine::coordination::{CoordCommand, CoordResponse, TaskFilter};
+use crate::state_machine::Command;
+
+pub struct TasksService {
+    gateway: Gateway,
+}
+
+impl TasksService {
+    pub fn new(gateway: Gateway) -> Self {
+        TasksService { gateway }
+    }
+}
+
+/// The generated client, for forwarding, with the same message bounds as the server.
+pub fn client(channel: Channel) -> TasksClient<Channel> {
+    TasksClient::new(channel)
+        .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+        .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
+}
+
+type WatchTasksStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        check_request_size(&req)?;
+        let request_id = request_id(req.request_id)?;
+        let spec = req.task.as_ref().ok_or_else(|| invalid("task: required"))?;
+        let spec = validation::task_spec("task", spec)?;
+        let command = Command::Coordination(CoordCommand::Submit { tasks: vec![spec] });
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(coordination)
+        {
+            Ok((revision, CoordResponse::Submitted { results })) => {
+                let (task_id, existing) = *results
+                    .first()
+                    .ok_or_else(|| Status::internal("a submit of one task returned no result"))?;
+                Ok(Response::new(pb::SubmitResponse {
+                    header: self.gateway.header(revision, Consistency::Linearizable),
+                    task_id,
+                    existing,
+                }))
+            }
+            Ok((_, other)) => Err(unexpected_coordination(other)),
+            Err(e) => {
+                self.gateway
+                    .forward(e, forwarded, req, |c, r| async move {
+                        client(c).submit(r).await
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        check_request_size(&req)?;
+        let request_id = request_id(req.request_id)?;
+        if req.tasks.is_empty() {
+            return Err(invalid("tasks: give at least one task"));
+        }
+        if req.tasks.len() > MAX_SUBMIT_BATCH {
+            return Err(invalid(format!(
+                "tasks: {} tasks exceeds the limit of {MAX_SUBMIT_BATCH} (MAX_SUBMIT_BATCH)",
+                req.tasks.len()
+            )));
+        }
+        let specs = req
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| validation::task_spec(&format!("tasks[{i}]"), spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let command = Command::Coordination(CoordCommand::Submit { tasks: specs });
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(coordination)
+        {
+            Ok((revision, CoordResponse::Submitted { results })) => {
+                let header = self.gateway.header(revision, Consistency::Linearizable);
+                Ok(Response::new(pb::SubmitBatchResponse {
+                    header,
+                    results: results
+                        .into_iter()
+                        .map(|(task_id, existing)| pb::SubmitResponse {
+                            header,
+                            task_id,
+                            existing,
+                        })
+                        .collect(),
+                }))
+            }
+            Ok((_, other)) => Err(unexpected_coordination(other)),
+            Err(e) => {
+                self.gateway
+                    .forward(e, forwarded, req, |c, r| async move {
+                        client(c).submit_batch(r).await
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        non_zero("task_id", req.task_id)?;
+        let consistency = read_consistency(req.consistency)?;
+        if let Err(e) = self.gateway.linearize(consistency).await {
+            return self
+                .gateway
+                .forward(e, forwarded, req, |c, r| async move {
+                    client(c).get_task(r).await
+                })
+                .await;
+        }
+        let state = self.gateway.node.state.read();
+        let task = state
+            .machine
+            .coordination()
+            .task(req.task_id)
+            .ok_or_else(|| unknown_task(req.task_id))?;
+        Ok(Response::new(pb::GetTaskResponse {
+            header: self.gateway.header(state.machine.revision(), consistency),
+            task: Some(convert::task(task, false)),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        validation::optional_name("queue", &req.queue)?;
+        let filter = TaskFilter {
+            queue: req.queue.clone(),
+            states: validation::task_states(&req.states)?,
+            labels: validation::labels("labels", &req.labels)?,
+            parent_id: req.parent_id,
+        };
+        let limit = validation::page_limit(req.limit)?;
+        let consistency = read_consistency(req.consistency)?;
+        if let Err(e) = self.gateway.linearize(consistency).await {
+            return self
+                .gateway
+                .forward(e, forwarded, req, |c, r| async move {
+                    client(c).list_tasks(r).await
+                })
+                .await;
+        }
+        let state = self.gateway.node.state.read();
+        let (tasks, more) = state
+            .machine
+            .coordination()
+            .list_tasks(&filter, req.after_id, limit);
+        let (tasks, more) = bounded_page(
+            tasks.into_iter().map(|t| convert::task(t, req.summary)),
+            more,
+        );
+        Ok(Response::new(pb::ListTasksResponse {
+            header: self.gateway.header(state.machine.revision(), consistency),
+            tasks,
+            more,
+        }))
+    }
+
+    type WatchTasksStream = WatchTasksStream;
+
+    async fn watch_tasks(
+        &self,
+        request: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        let req = request.into_inner();
+        if req.task_id == 0 {
+            validation::optional_name("queue", &req.queue)?;
+        }
+        let stream = streams::watch_tasks(&self.gateway, req).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn wait_task(
+        &self,
+        request: Request<pb::WaitTaskRequest>,
+    ) -> Result<Response<pb::WaitTaskResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        non_zero("task_id", req.task_id)?;
+        let timeout_ms = match req.timeout_ms {
+            0 => DEFAULT_WAIT_MS,
+            ms if ms > MAX_WAIT_MS => {
+                return Err(invalid(format!(
+                    "timeout_ms: {ms} exceeds the limit of {MAX_WAIT_MS} (MAX_WAIT_MS)"
+                )))
+            }
+            ms => ms,
+        };
+        let slot = self.gateway.watch_slot()?;
+        if let Err(e) = self.gateway.linearize(Consistency::Linearizable).await {
+            drop(slot);
+            let wait = Duration::from_millis(timeout_ms) + 2 * self.gateway.node.leader_wait();
+            return self
+                .gateway
+                .forward(e, forwarded, req, |c, mut r| async move {
+                    // The leader holds the call for the whole wait.
+                    r.set_timeout(wait);
+                    client(c).wait_task(r).await
+                })
+                .await;
+        }
+        let (terminal, task, revision) = streams::wait_task(
+            &self.gateway,
+            req.task_id,
+            Duration::from_millis(timeout_ms),
+        )
+        .await?;
+        drop(slot);
+        Ok(Response::new(pb::WaitTaskResponse {
+            header: self.gateway.header(revision, Consistency::Linearizable),
+            terminal,
+            task: Some(task),
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        let request_id = request_id(req.request_id)?;
+        non_zero("task_id", req.task_id)?;
+        validation::message("reason", &req.reason)?;
+        let command = Command::Coordination(CoordCommand::Cancel {
+            task_id: req.task_id,
+            reason: req.reason.clone(),
+        });
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(coordination)
+        {
+            Ok((revision, CoordResponse::Canceled { canceled, previous })) => {
+                Ok(Response::new(pb::CancelTaskResponse {
+                    header: self.gateway.header(revision, Consistency::Linearizable),
+                    canceled,
+                    previous_state: convert::task_state(previous) as i32,
+                }))
+            }
+            Ok((_, other)) => Err(unexpected_coordination(other)),
+            Err(e) => {
+                self.gateway
+                    .forward(e, forwarded, req, |c, r| async move {
+                        client(c).cancel_task(r).await
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        validation::optional_name("queue", &req.queue)?;
+        let limit = validation::page_limit(req.limit)?;
+        let consistency = read_consistency(req.consistency)?;
+        if let Err(e) = self.gateway.linearize(consistency).await {
+            return self
+                .gateway
+                .forward(e, forwarded, req, |c, r| async move {
+                    client(c).list_dead_letters(r).await
+                })
+                .await;
+        }
+        let state = self.gateway.node.state.read();
+        let (tasks, more) =
+            state
+                .machine
+                .coordination()
+                .dead_letters(&req.queue, req.after_id, limit);
+        let (tasks, more) = bounded_page(tasks.into_iter().map(|t| convert::task(t, false)), more);
+        Ok(Response::new(pb::ListTasksResponse {
+            header: self.gateway.header(state.machine.revision(), consistency),
+            tasks,
+            more,
+        }))
+    }
+
+    async fn redrive(
+        &self,
+        request: Request<pb::RedriveRequest>,
+    ) -> Result<Response<pb::DeadLetterResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        let request_id = request_id(req.request_id)?;
+        let selector = validation::dead_letter_selector(&req.task_ids, &req.queue)?;
+        let command = Command::Coordination(CoordCommand::Redrive { selector });
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(coordination)
+        {
+            Ok((revision, CoordResponse::DeadLetters { count })) => {
+                Ok(Response::new(pb::DeadLetterResponse {
+                    header: self.gateway.header(revision, Consistency::Linearizable),
+                    count,
+                }))
+            }
+            Ok((_, other)) => Err(unexpected_coordination(other)),
+            Err(e) => {
+                self.gateway
+                    .forward(e, forwarded, req, |c, r| async move {
+                        client(c).redrive(r).await
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn purge(
+        &self,
+        request: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::DeadLetterResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        let request_id = request_id(req.request_id)?;
+        let selector = validation::dead_letter_selector(&req.task_ids, &req.queue)?;
+        let command = Command::Coordination(CoordCommand::Purge { selector });
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(coordination)
+        {
+            Ok((revision, CoordResponse::DeadLetters { count })) => {
+                Ok(Response::new(pb::DeadLetterResponse {
+                    header: self.gateway.header(revision, Consistency::Linearizable),
+                    count,
+                }))
+            }
+            Ok((_, other)) => Err(unexpected_coordination(other)),
+            Err(e) => {
+                self.gateway
+                    .forward(
+                        e,
+                        forwarded,
+                        req,
+                        |c, r| async move { client(c).purge(r).await },
+                    )
+                    .await
+            }
+        }
+    }
+}
+
+pub fn unknown_task(task_id: u64) -> Status {
+    to_status(Error::NotFound(format!("task {task_id} does not exist")))
+}

@@ -1,0 +1,623 @@
+//! From the wire to the coordination state: every request checked against the limits of the wire
+//! contract (`conclave_proto::limits`), with the defaults filled in ("0 means ..."), so the state
+//! machine only ever sees concrete, valid values. An error names the field and the limit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use conclave_proto::v1 as pb;
+use tonic::Status;
+
+use super::convert::{decision_status_from, task_state_from};
+use super::gateway::invalid;
+use crate::limits::*;
+use crate::state_machine::coordination::{
+    AgentSpec, Backoff, DeadLetterSelector, DecisionGate, DecisionSpec, DecisionStatus, Electorate,
+    Rule, TaskId, TaskSpec, TaskState,
+};
+
+/// The longest breaker cool-down an agent may ask for (agents.proto gives no bound; a day is
+/// beyond any sensible quarantine and keeps deadline arithmetic far from overflow).
+pub const BREAKER_COOLDOWN_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// The most task ids one redrive or purge may name (a list page's worth).
+pub const MAX_SELECTED_IDS: usize = MAX_TASK_LIST_LIMIT as usize;
+
+/// A queue or agent name: 1 ..= MAX_NAME_BYTES bytes of `[A-Za-z0-9._:/-]`.
+pub fn name(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field}: must not be empty")));
+    }
+    max_bytes(field, value.as_bytes(), MAX_NAME_BYTES, "MAX_NAME_BYTES")?;
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-')))
+    {
+        return Err(invalid(format!(
+            "{field}: {value:?} contains {c:?}; names are made of [A-Za-z0-9._:/-]"
+        )));
+    }
+    Ok(())
+}
+
+/// An optional name: empty, or a valid name.
+pub fn optional_name(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        name(field, value)
+    }
+}
+
+pub fn max_bytes(field: &str, value: &[u8], limit: usize, limit_name: &str) -> Result<(), Status> {
+    if value.len() > limit {
+        return Err(invalid(format!(
+            "{field}: {} bytes exceeds the limit of {limit} ({limit_name})",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn short_string(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field}: must not be empty")));
+    }
+    max_bytes(
+        field,
+        value.as_bytes(),
+        MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )
+}
+
+pub fn non_zero(field: &str, value: u64) -> Result<(), Status> {
+    if value == 0 {
+        return Err(invalid(format!("{field}: must be non-zero")));
+    }
+    Ok(())
+}
+
+/// A fencing token as handed out with an assignment: never 0.
+pub fn fencing_token(value: u64) -> Result<u64, Status> {
+    if value == 0 {
+        return Err(invalid(
+            "fencing_token: must be the non-zero token of the assignment",
+        ));
+    }
+    Ok(value)
+}
+
+pub fn capabilities(field: &str, values: &[String]) -> Result<BTreeSet<String>, Status> {
+    if values.len() > MAX_CAPABILITIES {
+        return Err(invalid(format!(
+            "{field}: {} capabilities exceeds the limit of {MAX_CAPABILITIES} (MAX_CAPABILITIES)",
+            values.len()
+        )));
+    }
+    for (i, value) in values.iter().enumerate() {
+        short_string(&format!("{field}[{i}]"), value)?;
+    }
+    Ok(values.iter().cloned().collect())
+}
+
+/// Labels or metadata: at most MAX_LABELS entries, keys 1 ..= 128 bytes, values <= 1024 bytes.
+pub fn labels(
+    field: &str,
+    values: &HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, Status> {
+    if values.len() > MAX_LABELS {
+        return Err(invalid(format!(
+            "{field}: {} entries exceeds the limit of {MAX_LABELS} (MAX_LABELS)",
+            values.len()
+        )));
+    }
+    let sorted: BTreeMap<String, String> = values.clone().into_iter().collect();
+    for (key, value) in &sorted {
+        short_string(&format!("{field} key {key:?}"), key)?;
+        max_bytes(
+            &format!("{field}[{key:?}]"),
+            value.as_bytes(),
+            MAX_LABEL_VALUE_BYTES,
+            "MAX_LABEL_VALUE_BYTES",
+        )?;
+    }
+    Ok(sorted)
+}
+
+/// `value` with 0 meaning `default`, checked to lie in `min ..= max`.
+fn defaulted_u64(field: &str, value: u64, default: u64, min: u64, max: u64) -> Result<u64, Status> {
+    let value = if value == 0 { default } else { value };
+    if value < min || value > max {
+        return Err(invalid(format!(
+            "{field}: {value} is outside the allowed range {min} ..= {max}"
+        )));
+    }
+    Ok(value)
+}
+
+fn defaulted_u32(field: &str, value: u32, default: u32, min: u32, max: u32) -> Result<u32, Status> {
+    defaulted_u64(field, value.into(), default.into(), min.into(), max.into()).map(|v| v as u32)
+}
+
+/// A task spec from a Submit (`field` is `task` or `tasks[i]`).
+pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
+    name(&format!("{field}.queue"), &spec.queue)?;
+    max_bytes(
+        &format!("{field}.payload"),
+        &spec.payload,
+        MAX_PAYLOAD_BYTES,
+        "MAX_PAYLOAD_BYTES",
+    )?;
+    max_bytes(
+        &format!("{field}.content_type"),
+        spec.content_type.as_bytes(),
+        MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )?;
+    let capabilities = capabilities(&format!("{field}.capabilities"), &spec.capabilities)?;
+    if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&spec.priority) {
+        return Err(invalid(format!(
+            "{field}.priority: {} is outside the allowed range -{MAX_PRIORITY} ..= {MAX_PRIORITY} (MAX_PRIORITY)",
+            spec.priority
+        )));
+    }
+    let max_attempts = defaulted_u32(
+        &format!("{field}.max_attempts"),
+        spec.max_attempts,
+        DEFAULT_ATTEMPTS,
+        1,
+        MAX_ATTEMPTS,
+    )?;
+    let lease_ms = defaulted_u64(
+        &format!("{field}.lease_ms"),
+        spec.lease_ms,
+        DEFAULT_LEASE_MS,
+        MIN_LEASE_MS,
+        MAX_LEASE_MS,
+    )?;
+    let backoff = backoff(&format!("{field}.backoff"), spec.backoff.as_ref())?;
+    max_bytes(
+        &format!("{field}.idempotency_key"),
+        spec.idempotency_key.as_bytes(),
+        MAX_ID_STRING_BYTES,
+        "MAX_ID_STRING_BYTES",
+    )?;
+    max_bytes(
+        &format!("{field}.correlation_id"),
+        spec.correlation_id.as_bytes(),
+        MAX_ID_STRING_BYTES,
+        "MAX_ID_STRING_BYTES",
+    )?;
+    let labels = labels(&format!("{field}.labels"), &spec.labels)?;
+    let requires = match &spec.requires {
+        None => None,
+        Some(gate) => {
+            non_zero(&format!("{field}.requires.decision_id"), gate.decision_id)?;
+            short_string(&format!("{field}.requires.option"), &gate.option)?;
+            Some(DecisionGate {
+                decision_id: gate.decision_id,
+                option: gate.option.clone(),
+            })
+        }
+    };
+    Ok(TaskSpec {
+        queue: spec.queue.clone(),
+        payload: spec.payload.clone(),
+        content_type: spec.content_type.clone(),
+        capabilities,
+        priority: spec.priority,
+        max_attempts,
+        backoff,
+        lease_ms,
+        deadline_ms: spec.deadline_unix_ms,
+        not_before_ms: spec.not_before_unix_ms,
+        idempotency_key: spec.idempotency_key.clone(),
+        correlation_id: spec.correlation_id.clone(),
+        parent_id: spec.parent_id,
+        labels,
+        requires,
+    })
+}
+
+fn backoff(field: &str, backoff: Option<&pb::Backoff>) -> Result<Backoff, Status> {
+    let given = backoff.copied().unwrap_or_default();
+    let initial_ms = if given.initial_ms == 0 {
+        DEFAULT_BACKOFF_INITIAL_MS
+    } else {
+        given.initial_ms
+    };
+    let maximum_ms = if given.maximum_ms == 0 {
+        DEFAULT_BACKOFF_MAXIMUM_MS.max(initial_ms)
+    } else {
+        given.maximum_ms
+    };
+    for (name, value) in [("initial_ms", initial_ms), ("maximum_ms", maximum_ms)] {
+        if value > MAX_BACKOFF_MS {
+            return Err(invalid(format!(
+                "{field}.{name}: {value} exceeds the limit of {MAX_BACKOFF_MS} (MAX_BACKOFF_MS)"
+            )));
+        }
+    }
+    if maximum_ms < initial_ms {
+        return Err(invalid(format!(
+            "{field}.maximum_ms: {maximum_ms} is below initial_ms {initial_ms}"
+        )));
+    }
+    let multiplier = if given.multiplier == 0.0 {
+        DEFAULT_BACKOFF_MULTIPLIER
+    } else {
+        given.multiplier
+    };
+    // `contains` is false for NaN, so NaN is refused too.
+    if !(1.0..=MAX_BACKOFF_MULTIPLIER).contains(&multiplier) {
+        return Err(invalid(format!(
+            "{field}.multiplier: {multiplier} is outside the allowed range 1.0 ..= {MAX_BACKOFF_MULTIPLIER:.1} (MAX_BACKOFF_MULTIPLIER)"
+        )));
+    }
+    if !(0.0..=1.0).contains(&given.jitter) {
+        return Err(invalid(format!(
+            "{field}.jitter: {} is outside the allowed range 0.0 ..= 1.0",
+            given.jitter
+        )));
+    }
+    Ok(Backoff {
+        initial_ms,
+        maximum_ms,
+        multiplier,
+        jitter: given.jitter,
+    })
+}
+
+pub fn agent_spec(req: &pb::RegisterRequest) -> Result<AgentSpec, Status> {
+    name("name", &req.name)?;
+    let capabilities = capabilities("capabilities", &req.capabilities)?;
+    let agent_labels = labels("labels", &req.labels)?;
+    let max_concurrent = defaulted_u32("max_concurrent", req.max_concurrent, 1, 1, MAX_CONCURRENT)?;
+    max_bytes(
+        "version",
+        req.version.as_bytes(),
+        MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )?;
+    let metadata = labels("metadata", &req.metadata)?;
+    let ttl_ms = defaulted_u64("ttl_ms", req.ttl_ms, DEFAULT_TTL_MS, MIN_TTL_MS, MAX_TTL_MS)?;
+    let breaker_failures = defaulted_u32(
+        "breaker_failures",
+        req.breaker_failures,
+        DEFAULT_BREAKER_FAILURES,
+        1,
+        u32::MAX,
+    )?;
+    let breaker_cooldown_ms = defaulted_u64(
+        "breaker_cooldown_ms",
+        req.breaker_cooldown_ms,
+        DEFAULT_BREAKER_COOLDOWN_MS,
+        1,
+        BREAKER_COOLDOWN_MS_MAX,
+    )?;
+    Ok(AgentSpec {
+        name: req.name.clone(),
+        capabilities,
+        labels: agent_labels,
+        max_concurrent,
+        version: req.version.clone(),
+        metadata,
+        ttl_ms,
+        replace: req.replace,
+        breaker_failures,
+        breaker_cooldown_ms,
+    })
+}
+
+/// A decision spec; `now_ms` is the proposing node's clock, for the default and the bound of the
+/// deadline.
+pub fn decision_spec(spec: Option<&pb::DecisionSpec>, now_ms: u64) -> Result<DecisionSpec, Status> {
+    let spec = spec.ok_or_else(|| invalid("decision: required"))?;
+    max_bytes(
+        "decision.question",
+        spec.question.as_bytes(),
+        MAX_MESSAGE_BYTES,
+        "MAX_MESSAGE_BYTES",
+    )?;
+    if spec.options.len() < 2 || spec.options.len() > MAX_OPTIONS {
+        return Err(invalid(format!(
+            "decision.options: {} options; give 2 ..= {MAX_OPTIONS} (MAX_OPTIONS)",
+            spec.options.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, option) in spec.options.iter().enumerate() {
+        short_string(&format!("decision.options[{i}]"), option)?;
+        if !seen.insert(option.as_str()) {
+            return Err(invalid(format!(
+                "decision.options[{i}]: {option:?} appears more than once; options must be distinct"
+            )));
+        }
+    }
+    let electorate = spec.electorate.clone().unwrap_or_default();
+    match (
+        electorate.agents.is_empty(),
+        electorate.capability.is_empty(),
+    ) {
+        (true, true) => {
+            return Err(invalid(
+                "decision.electorate: name the agents or a capability",
+            ))
+        }
+        (false, false) => {
+            return Err(invalid(
+                "decision.electorate: name the agents or a capability, not both",
+            ))
+        }
+        (false, true) => {
+            if electorate.agents.len() > MAX_ELECTORATE {
+                return Err(invalid(format!(
+                    "decision.electorate.agents: {} agents exceeds the limit of {MAX_ELECTORATE} (MAX_ELECTORATE)",
+                    electorate.agents.len()
+                )));
+            }
+            let mut seen = BTreeSet::new();
+            for (i, agent) in electorate.agents.iter().enumerate() {
+                name(&format!("decision.electorate.agents[{i}]"), agent)?;
+                if !seen.insert(agent.as_str()) {
+                    return Err(invalid(format!(
+                        "decision.electorate.agents[{i}]: {agent:?} appears more than once"
+                    )));
+                }
+            }
+        }
+        (true, false) => short_string("decision.electorate.capability", &electorate.capability)?,
+    }
+    let rule = match pb::DecisionRule::try_from(spec.rule) {
+        Ok(pb::DecisionRule::Majority) => Rule::Majority,
+        Ok(pb::DecisionRule::Unanimous) => Rule::Unanimous,
+        Ok(pb::DecisionRule::Weighted) => Rule::Weighted,
+        Ok(pb::DecisionRule::AtLeast) => {
+            // With a capability the electorate is known only at apply; the state machine checks.
+            let size = if electorate.agents.is_empty() {
+                MAX_ELECTORATE
+            } else {
+                electorate.agents.len()
+            };
+            if spec.k == 0 || spec.k as usize > size {
+                return Err(invalid(format!(
+                    "decision.k: {} is outside the allowed range 1 ..= {size} (the electorate's size)",
+                    spec.k
+                )));
+            }
+            Rule::AtLeast(spec.k)
+        }
+        Err(_) => {
+            return Err(invalid(format!(
+                "decision.rule: unknown value {}",
+                spec.rule
+            )))
+        }
+    };
+    if spec.weights.len() > MAX_ELECTORATE {
+        return Err(invalid(format!(
+            "decision.weights: {} entries exceeds the limit of {MAX_ELECTORATE} (MAX_ELECTORATE)",
+            spec.weights.len()
+        )));
+    }
+    let weights: BTreeMap<String, u64> = spec.weights.clone().into_iter().collect();
+    for (voter, weight) in &weights {
+        name(&format!("decision.weights key {voter:?}"), voter)?;
+        if *weight == 0 || *weight > MAX_WEIGHT {
+            return Err(invalid(format!(
+                "decision.weights[{voter:?}]: {weight} is outside the allowed range 1 ..= {MAX_WEIGHT} (MAX_WEIGHT)"
+            )));
+        }
+    }
+    let veto_option = if spec.veto_option.is_empty() {
+        None
+    } else if spec.options.contains(&spec.veto_option) {
+        Some(spec.veto_option.clone())
+    } else {
+        return Err(invalid(format!(
+            "decision.veto_option: {:?} is not one of the options",
+            spec.veto_option
+        )));
+    };
+    let deadline_ms = if spec.deadline_unix_ms == 0 {
+        now_ms + DEFAULT_DECISION_DEADLINE_MS
+    } else {
+        spec.deadline_unix_ms
+    };
+    if deadline_ms <= now_ms {
+        return Err(invalid(format!(
+            "decision.deadline_unix_ms: {deadline_ms} is not in the future (now {now_ms})"
+        )));
+    }
+    if deadline_ms - now_ms > MAX_DECISION_DEADLINE_MS {
+        return Err(invalid(format!(
+            "decision.deadline_unix_ms: {deadline_ms} is more than {MAX_DECISION_DEADLINE_MS} ms after now (MAX_DECISION_DEADLINE_MS)"
+        )));
+    }
+    let decision_labels = labels("decision.labels", &spec.labels)?;
+    Ok(DecisionSpec {
+        question: spec.question.clone(),
+        options: spec.options.clone(),
+        electorate: Electorate {
+            agents: electorate.agents,
+            capability: electorate.capability,
+        },
+        rule,
+        weights,
+        veto_option,
+        deadline_ms,
+        labels: decision_labels,
+    })
+}
+
+/// Redrive and purge select ids or a queue: exactly one of them.
+pub fn dead_letter_selector(ids: &[u64], queue: &str) -> Result<DeadLetterSelector, Status> {
+    match (ids.is_empty(), queue.is_empty()) {
+        (true, true) => Err(invalid("task_ids, queue: give task ids or a queue")),
+        (false, false) => Err(invalid(
+            "task_ids, queue: give task ids or a queue, not both",
+        )),
+        (true, false) => {
+            name("queue", queue)?;
+            Ok(DeadLetterSelector::Queue(queue.to_string()))
+        }
+        (false, true) => {
+            if ids.len() > MAX_SELECTED_IDS {
+                return Err(invalid(format!(
+                    "task_ids: {} ids exceeds the limit of {MAX_SELECTED_IDS} (MAX_TASK_LIST_LIMIT)",
+                    ids.len()
+                )));
+            }
+            if let Some(i) = ids.iter().position(|id| *id == 0) {
+                return Err(invalid(format!("task_ids[{i}]: must be non-zero")));
+            }
+            let distinct: BTreeSet<TaskId> = ids.iter().copied().collect();
+            Ok(DeadLetterSelector::Ids(distinct.into_iter().collect()))
+        }
+    }
+}
+
+/// A page size: 0 means DEFAULT_TASK_LIST_LIMIT, at most MAX_TASK_LIST_LIMIT.
+pub fn page_limit(limit: u32) -> Result<usize, Status> {
+    if limit > MAX_TASK_LIST_LIMIT {
+        return Err(invalid(format!(
+            "limit: {limit} exceeds the limit of {MAX_TASK_LIST_LIMIT} (MAX_TASK_LIST_LIMIT)"
+        )));
+    }
+    Ok(if limit == 0 {
+        DEFAULT_TASK_LIST_LIMIT
+    } else {
+        limit
+    } as usize)
+}
+
+pub fn task_states(values: &[i32]) -> Result<Vec<TaskState>, Status> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            task_state_from(*value)
+                .ok_or_else(|| invalid(format!("states[{i}]: {value} is not a task state")))
+        })
+        .collect()
+}
+
+pub fn decision_statuses(values: &[i32]) -> Result<Vec<DecisionStatus>, Status> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            decision_status_from(*value)
+                .ok_or_else(|| invalid(format!("statuses[{i}]: {value} is not a decision status")))
+        })
+        .collect()
+}
+
+/// A free-form message (error, cancel reason, rationale) of at most MAX_MESSAGE_BYTES.
+pub fn message(field: &str, value: &str) -> Result<(), Status> {
+    max_bytes(
+        field,
+        value.as_bytes(),
+        MAX_MESSAGE_BYTES,
+        "MAX_MESSAGE_BYTES",
+    )
+}
+
+/// A progress message or checkpoint of at most MAX_LABEL_VALUE_BYTES.
+pub fn progress_text(field: &str, value: &str) -> Result<(), Status> {
+    max_bytes(
+        field,
+        value.as_bytes(),
+        MAX_LABEL_VALUE_BYTES,
+        "MAX_LABEL_VALUE_BYTES",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_of(result: Result<impl std::fmt::Debug, Status>) -> String {
+        let status = result.expect_err("expected INVALID_ARGUMENT");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        status.message().to_string()
+    }
+
+    fn spec(queue: &str) -> pb::TaskSpec {
+        pb::TaskSpec {
+            queue: queue.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn task_defaults_are_filled_in() {
+        let spec = task_spec("task", &spec("emails")).expect("valid");
+        assert_eq!(spec.max_attempts, DEFAULT_ATTEMPTS);
+        assert_eq!(spec.lease_ms, DEFAULT_LEASE_MS);
+        assert_eq!(spec.backoff.initial_ms, DEFAULT_BACKOFF_INITIAL_MS);
+        assert_eq!(spec.backoff.maximum_ms, DEFAULT_BACKOFF_MAXIMUM_MS);
+        assert_eq!(spec.backoff.multiplier, DEFAULT_BACKOFF_MULTIPLIER);
+        assert_eq!(spec.backoff.jitter, 0.0);
+    }
+
+    #[test]
+    fn task_limits_name_the_field_and_the_limit() {
+        let mut big = spec("q");
+        big.payload = vec![0; 2_000_000];
+        assert_eq!(
+            message_of(task_spec("tasks[3]", &big)),
+            "tasks[3].payload: 2000000 bytes exceeds the limit of 1048576 (MAX_PAYLOAD_BYTES)"
+        );
+        let mut capability = spec("q");
+        capability.capabilities = vec!["gpu".into(), String::new()];
+        assert_eq!(
+            message_of(task_spec("task", &capability)),
+            "task.capabilities[1]: must not be empty"
+        );
+        let mut priority = spec("q");
+        priority.priority = 1001;
+        assert!(message_of(task_spec("task", &priority)).contains("MAX_PRIORITY"));
+        assert!(message_of(task_spec("task", &spec("bad queue"))).starts_with("task.queue:"));
+        assert!(message_of(task_spec("task", &spec(""))).starts_with("task.queue:"));
+        let mut backoff = spec("q");
+        backoff.backoff = Some(pb::Backoff {
+            multiplier: f64::NAN,
+            ..Default::default()
+        });
+        assert!(message_of(task_spec("task", &backoff)).starts_with("task.backoff.multiplier"));
+        let mut lease = spec("q");
+        lease.lease_ms = 10;
+        assert!(message_of(task_spec("task", &lease)).starts_with("task.lease_ms"));
+    }
+
+    #[test]
+    fn decision_options_must_be_distinct_and_the_electorate_named() {
+        let mut decision = pb::DecisionSpec {
+            options: vec!["yes".into(), "yes".into()],
+            electorate: Some(pb::Electorate {
+                agents: vec!["a".into()],
+                capability: String::new(),
+            }),
+            ..Default::default()
+        };
+        assert!(message_of(decision_spec(Some(&decision), 1_000)).contains("distinct"));
+        decision.options = vec!["yes".into(), "no".into()];
+        let valid = decision_spec(Some(&decision), 1_000).expect("valid");
+        assert_eq!(valid.deadline_ms, 1_000 + DEFAULT_DECISION_DEADLINE_MS);
+        decision.electorate = None;
+        assert!(
+            message_of(decision_spec(Some(&decision), 1_000)).starts_with("decision.electorate")
+        );
+    }
+
+    #[test]
+    fn selectors_take_ids_or_a_queue() {
+        assert!(dead_letter_selector(&[], "").is_err());
+        assert!(dead_letter_selector(&[1], "q").is_err());
+        assert!(dead_letter_selector(&[0], "").is_err());
+        assert_eq!(
+            dead_letter_selector(&[3, 1, 3], "").expect("valid"),
+            DeadLetterSelector::Ids(vec![1, 3])
+        );
+    }
+}
