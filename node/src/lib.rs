@@ -127,7 +127,7 @@ pub async fn run(
     let gateway = Gateway::new(
         node.clone(),
         forwarder.clone(),
-        write_slots,
+        write_slots.clone(),
         stop_rx.clone(),
     );
     let api_server = tonic::transport::Server::builder()
@@ -137,6 +137,7 @@ pub async fn run(
             KvServer::new(grpc::kv::KvService::new(
                 node.clone(),
                 forwarder.clone(),
+                write_slots.clone(),
                 stop_rx.clone(),
             ))
             .max_decoding_message_size(2 * MAX_REQUEST_BYTES)

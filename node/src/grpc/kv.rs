@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::forward::{check_forwarder, is_forwarded, Forwarder};
 use super::status::to_status;
-use crate::error::{Error, LeaderHint};
+use crate::error::Error;
 use crate::limits::*;
 use crate::node::{Consistency, Node};
 use crate::state_machine::{Command, Compare, EventKind, KeyValue, RequestId, TxnOp};
@@ -33,12 +33,18 @@ pub struct KvService {
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>, forwarder: Forwarder, stopping: watch::Receiver<bool>) -> Self {
+    /// `write_slots` bounds the writes in flight on this node, shared with the other services.
+    pub fn new(
+        node: Arc<Node>,
+        forwarder: Forwarder,
+        write_slots: Arc<Semaphore>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         KvService {
             node,
             forwarder,
             watch_slots: Arc::new(Semaphore::new(WATCH_STREAMS_MAX)),
-            write_slots: Arc::new(Semaphore::new(MAX_INFLIGHT_WRITES)),
+            write_slots,
             stopping,
         }
     }
@@ -76,7 +82,7 @@ impl KvService {
         super::forward::until_leader(node, || node.linearize()).await
     }
 
-    /// Forwards the request to `leader` unless it was already forwarded once.
+    /// Forwards the request to the leader unless it was already forwarded once.
     async fn forward<Req, Resp, F, Fut>(
         &self,
         error: Error,
@@ -88,34 +94,14 @@ impl KvService {
         F: FnOnce(KvClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        match error {
-            Error::NotLeader {
-                leader: Some(LeaderHint { api_addr, .. }),
-                proposed,
-            } if !forwarded => {
-                let channel = self.forwarder.channel(&api_addr).map_err(to_status)?;
+        self.forwarder
+            .forward(&self.node, error, forwarded, request, |channel, request| {
                 let client = KvClient::new(channel)
                     .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                     .max_encoding_message_size(2 * MAX_REQUEST_BYTES);
-                let result = call(
-                    client,
-                    self.forwarder
-                        .request(self.node.id, request, self.node.leader_wait()),
-                )
-                .await;
-                // If this node put the write in its own log first, that entry may still commit:
-                // whatever the leader says, a failure is then no proof of "not applied".
-                result.map_err(|mut status| {
-                    if proposed {
-                        status
-                            .metadata_mut()
-                            .remove(conclave_proto::OUTCOME_METADATA);
-                    }
-                    status
-                })
-            }
-            error => Err(to_status(error)),
-        }
+                call(client, request)
+            })
+            .await
     }
 
     /// Unwraps a request after the checks every handler shares: whether another node forwarded

@@ -123,11 +123,14 @@ async fn lead(node: &Node, term: u64) {
     let mut stuck_due = None;
     loop {
         changes.borrow_and_update();
-        let now = wall_clock_ms();
-        let (plan, next_due) = {
+        let (now, plan, next_due) = {
             let state = node.state.read();
+            // Cluster time never goes backwards: a Tick stamped now applies at the later of
+            // this clock and the greatest stamp so far, so plan and compare with that.
+            let now = wall_clock_ms().max(state.machine.now_ms());
             let coordination = state.machine.coordination();
             (
+                now,
                 coordination.plan_assignments(now, MAX_ASSIGN_BATCH),
                 coordination.next_due_ms(),
             )
