@@ -26,6 +26,17 @@ pub enum BenchCommand {
     /// operations, throughput, p50/p90/p99/max latency, and errors split into rejected (nothing
     /// applied), indeterminate (outcome unknown) and unavailable (a read found no node).
     Kv(BenchKv),
+    /// Run in-process agents that complete every task at once, submit tasks, and report
+    /// end-to-end throughput and the submit->assign and assign->complete latencies.
+    ///
+    /// The agents (--agents, each holding up to --concurrency tasks) get a fresh capability that
+    /// only they have. Tasks go in SubmitBatch requests of --batch-size (or one Submit each with
+    /// --submit single), --submitters requests at a time. Throughput is tasks completed per
+    /// second from the first submit to the last completion. Latencies are measured in this
+    /// process on one monotonic clock: submit->assign from the submit's acknowledgement to the
+    /// assignment's arrival at an agent, assign->complete from there to the completion's
+    /// acknowledgement. --idle submits one task at a time, so the agents are idle when it arrives.
+    Tasks(super::bench_tasks::BenchTasks),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +91,7 @@ struct WorkerReport {
 pub async fn run(command: BenchCommand, globals: &Globals) -> CliResult {
     match command {
         BenchCommand::Kv(args) => kv(args, globals).await,
+        BenchCommand::Tasks(args) => super::bench_tasks::run(args, globals).await,
     }
 }
 

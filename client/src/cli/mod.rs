@@ -1,12 +1,21 @@
 //! The `conclave` command line: argument definitions, dispatch, and the mapping from outcomes to
 //! exit codes.
 
+mod agent;
+mod agent_run;
 mod bench;
+mod bench_tasks;
 mod cluster;
+mod decision;
+mod dlq;
 mod histogram;
 mod kv;
 mod output;
+mod process_group;
+mod render;
+mod task;
 mod txn_script;
+mod when;
 
 use std::time::Duration;
 
@@ -23,7 +32,8 @@ pub enum Exit {
     Failed = 1,
     /// Bad usage: clap's own exit code for malformed arguments, and invalid input found locally.
     Usage = 2,
-    /// A write's outcome is unknown: it may or may not have been applied.
+    /// A write's outcome is unknown: it may or may not have been applied. Also: a task or decision
+    /// waited for (`--wait`, `task wait`) had not finished when the wait ended.
     Indeterminate = 3,
 }
 
@@ -45,6 +55,14 @@ impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
         CliError {
             exit: Exit::Usage,
+            message: message.into(),
+        }
+    }
+
+    /// The outcome is not known yet (exit 3): a task or decision still open when the wait ended.
+    pub fn unknown(message: impl Into<String>) -> CliError {
+        CliError {
+            exit: Exit::Indeterminate,
             message: message.into(),
         }
     }
@@ -73,9 +91,10 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 /// Command line client for a Conclave cluster.
 ///
 /// Exit codes: 0 success; 1 failed or rejected (nothing was applied), or the answer is "no" (a
-/// compare that did not hold, a missing key); 2 bad usage or invalid input; 3 outcome unknown (a
-/// write may or may not have been applied; read the key to find out). Errors are printed as one
-/// line on stderr, starting with `error:`.
+/// compare that did not hold, a missing key, a task that ended dead-lettered, canceled or
+/// expired); 2 bad usage or invalid input; 3 outcome unknown (a write may or may not have been
+/// applied; read the key to find out; or a task waited for had not finished when the wait ended).
+/// Errors are printed as one line on stderr, starting with `error:`.
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version, propagate_version = true)]
 pub struct Cli {
@@ -135,6 +154,18 @@ pub enum Command {
     /// Read and write keys: put, get, del, ls, cas, txn, watch.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Submit and follow tasks: submit, get, ls, watch, wait, cancel, history.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// The dead-letter queue: ls, redrive, purge.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// The agent fleet (ls, get, drain, undrain) and the exec agent (run).
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Quorum votes among agents: propose, vote, get, ls, watch.
+    #[command(subcommand)]
+    Decision(decision::DecisionCommand),
     /// Load generators that print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -145,6 +176,10 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Cluster(command) => cluster::run(command, &cli.globals).await,
         Command::Kv(command) => kv::run(command, &cli.globals).await,
+        Command::Task(command) => task::run(command, &cli.globals).await,
+        Command::Dlq(command) => dlq::run(command, &cli.globals).await,
+        Command::Agent(command) => agent::run(command, &cli.globals).await,
+        Command::Decision(command) => decision::run(command, &cli.globals).await,
         Command::Bench(command) => bench::run(command, &cli.globals).await,
     }
 }
