@@ -12,11 +12,13 @@
 //! - [`fleet`]: agents and tasks: a raw-API test agent, exec agent processes, retried task calls.
 //! - [`checker`]: checkers of recorded histories (linearizability and friends).
 //! - [`net`]: network faults between nodes (a userspace TCP proxy per directed pair).
+//! - [`jepsen`]: Jepsen-style runs: workloads, nemeses, histories, checkers and reports.
 
 pub mod channel;
 pub mod checker;
 pub mod fleet;
 pub mod cluster;
+pub mod jepsen;
 pub mod net;
 pub mod node_process;
 pub mod poll;

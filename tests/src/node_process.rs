@@ -312,7 +312,10 @@ impl NodeProcess {
     /// is left stopped even if the kill were to fail).
     pub fn kill(&mut self) -> anyhow::Result<Option<ExitStatus>> {
         if let Err(error) = self.resume() {
-            tracing::warn!(node = self.spec.id, "SIGCONT before SIGKILL failed: {error:#}");
+            tracing::warn!(
+                node = self.spec.id,
+                "SIGCONT before SIGKILL failed: {error:#}"
+            );
         }
         let Some(mut child) = self.child.take() else {
             return Ok(None);

@@ -1,0 +1,1 @@
+//! The long campaign, selected by `CONCLAVE_JEPSEN_LONG=1` (see scripts/jepsen.sh).
