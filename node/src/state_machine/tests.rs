@@ -427,5 +427,8 @@ fn state_machine_imports_nothing_nondeterministic() {
             checked += 1;
         }
     }
-    assert!(checked >= 10, "the sources of coordination/ are checked too");
+    assert!(
+        checked >= 10,
+        "the sources of coordination/ are checked too"
+    );
 }

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::{AttemptOutcome, SessionId, TaskId};
 use super::{
     CoordEventKind, CoordResponse, Coordination, Revoked, TaskEventKind, TaskState, TimerKind,
 };
-use super::{AttemptOutcome, SessionId, TaskId};
 use crate::limits::AGENTS_MAX;
 
 /// What an agent registers with. The gRPC layer fills in the defaults; values here are concrete.
@@ -295,14 +295,20 @@ impl Coordination {
             .get(&session_id)
             .cloned()
             .expect("only live sessions are ended");
-        let agent = self.agents.get_mut(&name).expect("a session names an agent");
+        let agent = self
+            .agents
+            .get_mut(&name)
+            .expect("a session names an agent");
         debug_assert!(agent.live && agent.session_id == session_id);
         agent.live = false;
         agent.gone_ms = now_ms;
         let running = std::mem::take(&mut agent.running);
         let expiry = (agent.expires_at_ms, TimerKind::SessionExpiry, session_id);
-        let breaker = (agent.breaker == BreakerState::Open)
-            .then_some((agent.breaker_until_ms, TimerKind::BreakerReopen, session_id));
+        let breaker = (agent.breaker == BreakerState::Open).then_some((
+            agent.breaker_until_ms,
+            TimerKind::BreakerReopen,
+            session_id,
+        ));
         self.timers.remove(&expiry);
         if let Some(breaker) = breaker {
             self.timers.remove(&breaker);
@@ -360,14 +366,21 @@ impl Coordination {
     pub(super) fn forget_agent(&mut self, name: &str) -> Option<Agent> {
         let agent = self.agents.remove(name)?;
         self.sessions.remove(&agent.session_id);
-        self.gone_agents.remove(&(agent.gone_ms, agent.name.clone()));
+        self.gone_agents
+            .remove(&(agent.gone_ms, agent.name.clone()));
         if agent.live {
-            self.timers
-                .remove(&(agent.expires_at_ms, TimerKind::SessionExpiry, agent.session_id));
+            self.timers.remove(&(
+                agent.expires_at_ms,
+                TimerKind::SessionExpiry,
+                agent.session_id,
+            ));
         }
         if agent.breaker == BreakerState::Open {
-            self.timers
-                .remove(&(agent.breaker_until_ms, TimerKind::BreakerReopen, agent.session_id));
+            self.timers.remove(&(
+                agent.breaker_until_ms,
+                TimerKind::BreakerReopen,
+                agent.session_id,
+            ));
         }
         Some(agent)
     }

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::tasks::make_ready;
+use super::DecisionId;
 use super::{
     CoordResponse, Coordination, DecisionEventKind, SessionId, TaskEventKind, TaskState, TimerKind,
 };
-use super::DecisionId;
 use crate::limits::OPEN_DECISIONS_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +112,11 @@ impl Decision {
             Rule::Weighted => self.spec.weights.get(voter).copied().unwrap_or(1),
             _ => 1,
         };
-        let total: u64 = self.voters.iter().map(|v| weight(v)).fold(0, u64::saturating_add);
+        let total: u64 = self
+            .voters
+            .iter()
+            .map(|v| weight(v))
+            .fold(0, u64::saturating_add);
         let cast: u64 = self
             .votes
             .iter()
@@ -156,9 +160,9 @@ impl Decision {
             Rule::Majority | Rule::Weighted if reachable.saturating_mul(2) <= total => {
                 Tally::Rejected("no option can reach a majority any more".into())
             }
-            Rule::AtLeast(k) if reachable < u64::from(k) => Tally::Rejected(format!(
-                "no option can reach {k} votes any more"
-            )),
+            Rule::AtLeast(k) if reachable < u64::from(k) => {
+                Tally::Rejected(format!("no option can reach {k} votes any more"))
+            }
             _ => Tally::Open,
         }
     }
@@ -169,7 +173,9 @@ impl Decision {
         let id = self.id;
         match (self.status, &self.outcome) {
             (DecisionStatus::Decided, Some(outcome)) if outcome == option => Ok(()),
-            (DecisionStatus::Decided, Some(outcome)) => Err(format!("decision {id}: outcome {outcome}")),
+            (DecisionStatus::Decided, Some(outcome)) => {
+                Err(format!("decision {id}: outcome {outcome}"))
+            }
             (DecisionStatus::Rejected, _) => Err(format!("decision {id} rejected")),
             (DecisionStatus::NoQuorum, _) => Err(format!("decision {id}: no quorum")),
             (status, _) => Err(format!("decision {id} is {status:?}")),
@@ -279,7 +285,9 @@ impl Coordination {
             ));
         }
         if decision.has_voted(&voter) {
-            return refused(format!("agent {voter} already voted in decision {decision_id}"));
+            return refused(format!(
+                "agent {voter} already voted in decision {decision_id}"
+            ));
         }
         let decision = self.decisions.get_mut(&decision_id).expect("found above");
         decision.votes.push(Vote {
@@ -299,13 +307,9 @@ impl Coordination {
                 Some(outcome),
                 String::new(),
             ),
-            Tally::Rejected(reason) => self.close_decision(
-                now_ms,
-                decision_id,
-                DecisionStatus::Rejected,
-                None,
-                reason,
-            ),
+            Tally::Rejected(reason) => {
+                self.close_decision(now_ms, decision_id, DecisionStatus::Rejected, None, reason)
+            }
         }
         CoordResponse::Voted { decision_id }
     }
@@ -337,7 +341,10 @@ impl Coordination {
         outcome: Option<String>,
         reason: String,
     ) {
-        let decision = self.decisions.get_mut(&decision_id).expect("closing a known decision");
+        let decision = self
+            .decisions
+            .get_mut(&decision_id)
+            .expect("closing a known decision");
         assert!(decision.is_open(), "a decision's outcome is fixed once");
         decision.status = status;
         decision.outcome = outcome;
@@ -359,7 +366,11 @@ impl Coordination {
         for task_id in gated {
             let mut task = self.take_task(task_id).expect("the gate index lists tasks");
             debug_assert_eq!(task.state, TaskState::Blocked);
-            let option = task.spec.requires.as_ref().map_or("", |g| g.option.as_str());
+            let option = task
+                .spec
+                .requires
+                .as_ref()
+                .map_or("", |g| g.option.as_str());
             let kind = match decision.gate_outcome(option) {
                 Ok(()) => {
                     make_ready(&mut task, now_ms);

@@ -382,14 +382,7 @@ impl Coordination {
                 error,
                 retryable,
                 retry_after_ms,
-            } => self.fail(
-                now_ms,
-                *task_id,
-                *token,
-                error,
-                *retryable,
-                *retry_after_ms,
-            ),
+            } => self.fail(now_ms, *task_id, *token, error, *retryable, *retry_after_ms),
             CoordCommand::ExtendLease {
                 task_id,
                 token,
@@ -526,7 +519,11 @@ impl Coordination {
             .running
             .iter()
             .filter_map(|id| self.tasks.get(id))
-            .filter(|task| task.lease.as_ref().is_some_and(|l| l.session_id == session_id))
+            .filter(|task| {
+                task.lease
+                    .as_ref()
+                    .is_some_and(|l| l.session_id == session_id)
+            })
             .collect()
     }
 
@@ -573,8 +570,8 @@ impl Coordination {
                 .flatten()
                 .map(|at| at.saturating_add(age_ms))
         };
-        let over_count = retention.finished_max > 0
-            && self.finished.len() as u64 > retention.finished_max;
+        let over_count =
+            retention.finished_max > 0 && self.finished.len() as u64 > retention.finished_max;
         [
             self.timers.first().map(|timer| timer.0),
             over_count.then_some(self.now_ms),
@@ -689,7 +686,9 @@ impl Coordination {
             .collect();
         for name in live {
             let agent = self.agents.get_mut(&name).expect("listed above");
-            let expires_at_ms = agent.expires_at_ms.max(now_ms.saturating_add(agent.spec.ttl_ms));
+            let expires_at_ms = agent
+                .expires_at_ms
+                .max(now_ms.saturating_add(agent.spec.ttl_ms));
             let session_id = agent.session_id;
             let old = agent.expires_at_ms;
             agent.expires_at_ms = expires_at_ms;

@@ -121,7 +121,10 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::DeadLettered | TaskState::Canceled | TaskState::Expired
+            TaskState::Succeeded
+                | TaskState::DeadLettered
+                | TaskState::Canceled
+                | TaskState::Expired
         )
     }
 
@@ -801,7 +804,12 @@ impl Coordination {
         error: &str,
     ) -> Option<Lease> {
         let lease = task.lease.take()?;
-        if let Some(attempt) = task.history.iter_mut().rev().find(|a| a.token == lease.token) {
+        if let Some(attempt) = task
+            .history
+            .iter_mut()
+            .rev()
+            .find(|a| a.token == lease.token)
+        {
             attempt.ended_ms = now_ms;
             attempt.outcome = outcome;
             attempt.error = error.to_string();
@@ -860,7 +868,8 @@ impl Coordination {
     /// to its queue, or to the dead letters when it was the last attempt.
     pub(super) fn lease_expired(&mut self, now_ms: u64, task_id: TaskId) {
         let due = self.tasks.get(&task_id).is_some_and(|t| {
-            t.state == TaskState::Assigned && t.lease.as_ref().is_some_and(|l| l.deadline_ms <= now_ms)
+            t.state == TaskState::Assigned
+                && t.lease.as_ref().is_some_and(|l| l.deadline_ms <= now_ms)
         });
         if !due {
             return;
@@ -921,15 +930,15 @@ fn lease_lost_reason(task: &Task, token: FencingToken) -> String {
     }
     match task.state {
         TaskState::Canceled => return format!("lease lost: task {id} was canceled"),
-        TaskState::Expired => return format!("lease lost: task {id} expired (its deadline passed)"),
+        TaskState::Expired => {
+            return format!("lease lost: task {id} expired (its deadline passed)")
+        }
         _ => {}
     }
     let attempt = task.history.iter().rev().find(|a| a.token == token);
     match attempt.map(|a| a.outcome) {
         Some(AttemptOutcome::LeaseExpired) => "lease lost: the lease expired".to_string(),
-        Some(AttemptOutcome::SessionLost) => {
-            "lease lost: the agent's session ended".to_string()
-        }
+        Some(AttemptOutcome::SessionLost) => "lease lost: the agent's session ended".to_string(),
         Some(AttemptOutcome::Released) => {
             format!("lease lost: task {id} was released with token {token}")
         }
