@@ -407,7 +407,7 @@ pub async fn watch_tasks(
                     return;
                 }
             }
-            let (caught_up, ended) = {
+            let step = {
                 events.borrow_and_update();
                 let state = node.state.read();
                 let coordination = state.machine.coordination();
@@ -444,15 +444,19 @@ pub async fn watch_tasks(
                                 }
                             }
                         }
-                        (caught_up, ended)
+                        Ok((caught_up, ended))
                     }
-                    Err(oldest) => {
-                        let _ = sender.try_send(Err(Status::out_of_range(format!(
-                            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
-                            cursor + 1
-                        ))));
-                        return;
-                    }
+                    Err(oldest) => Err(Status::out_of_range(format!(
+                        "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
+                        cursor + 1
+                    ))),
+                }
+            };
+            let (caught_up, ended) = match step {
+                Ok(step) => step,
+                Err(status) => {
+                    let _ = sender.send(Err(status)).await;
+                    return;
                 }
             };
             if ended {
