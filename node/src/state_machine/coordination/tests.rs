@@ -2049,6 +2049,31 @@ fn propose_fixes_the_electorate_and_validates() {
 }
 
 #[test]
+fn open_decisions_are_bounded() {
+    let mut h = Harness::new();
+    let s = h.register("a", &[], 1);
+    for _ in 0..crate::limits::OPEN_DECISIONS_MAX {
+        let command = CoordCommand::Propose(decision_spec(&["a"], Rule::Majority));
+        let response = h.sm.coordination.apply(T0, &command, &mut Vec::new());
+        assert!(
+            matches!(response, CoordResponse::Proposed { .. }),
+            "{response:?}"
+        );
+    }
+    assert!(matches!(
+        h.run(CoordCommand::Propose(decision_spec(&["a"], Rule::Majority))),
+        CoordResponse::QuotaExceeded { .. }
+    ));
+    // Closing one makes room for one.
+    assert_eq!(h.vote(s, 1, "yes"), CoordResponse::Voted { decision_id: 1 });
+    h.propose(decision_spec(&["a"], Rule::Majority));
+    assert_eq!(
+        h.c().stats().decisions_open as usize,
+        crate::limits::OPEN_DECISIONS_MAX
+    );
+}
+
+#[test]
 fn gated_tasks_follow_their_decision() {
     struct Case {
         why: &'static str,
