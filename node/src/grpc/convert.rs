@@ -322,3 +322,48 @@ pub fn outcome(response: CoordResponse) -> Result<CoordResponse, Error> {
         success => Ok(success),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_failures_map_to_their_errors() {
+        let lost = outcome(CoordResponse::LeaseLost {
+            reason: "the lease expired".into(),
+        });
+        assert!(
+            matches!(&lost, Err(Error::FailedPrecondition(m)) if m == "lease lost: the lease expired")
+        );
+        let lost = outcome(CoordResponse::LeaseLost {
+            reason: "lease lost: task 7 was canceled".into(),
+        });
+        assert!(
+            matches!(&lost, Err(Error::FailedPrecondition(m)) if m == "lease lost: task 7 was canceled")
+        );
+        assert!(matches!(
+            outcome(CoordResponse::UnknownTask { task_id: 7 }),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            outcome(CoordResponse::AgentExists { name: "a".into() }),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            outcome(CoordResponse::QuotaExceeded {
+                reason: "full".into()
+            }),
+            Err(Error::ResourceExhausted(_))
+        ));
+        assert!(matches!(outcome(CoordResponse::Ok), Ok(CoordResponse::Ok)));
+    }
+
+    #[test]
+    fn task_states_round_trip_and_unspecified_is_none() {
+        for state in TaskState::ALL {
+            assert_eq!(task_state_from(task_state(state) as i32), Some(state));
+        }
+        assert_eq!(task_state_from(pb::TaskState::Unspecified as i32), None);
+        assert_eq!(task_state_from(99), None);
+    }
+}
