@@ -28,6 +28,8 @@ use crate::state_machine::{Command, Response};
 
 /// How long the leader waits before trying again after a failed proposal.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the loop looks at this node's role when nothing changed.
+const LEADERSHIP_RECHECK: Duration = Duration::from_secs(1);
 /// The longest the ticker sleeps without looking at the clock again (wall clocks can jump).
 const TICK_SLEEP_MAX: Duration = Duration::from_secs(1);
 
@@ -59,8 +61,11 @@ pub async fn run(node: Arc<Node>, mut stopping: watch::Receiver<bool>) {
             }
             tracing::info!(term, "no longer leading: the ticker and the scheduler stop");
         }
+        // Metrics can lag the Raft core by a moment: look again after a while even without a
+        // change, so a leader whose loop ended on a stale "not leader" does not stay idle.
         tokio::select! {
             changed = server.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(LEADERSHIP_RECHECK) => {}
             () = stopped(&mut stopping) => return,
         }
     }
