@@ -29,7 +29,8 @@ pub use config::Config;
 use grpc::forward::Forwarder;
 use grpc::gateway::Gateway;
 use limits::{
-    API_CONCURRENCY_PER_CONNECTION, MAX_INFLIGHT_WRITES, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES,
+    AGENT_LIST_BYTES_MAX, API_CONCURRENCY_PER_CONNECTION, MAX_INFLIGHT_WRITES,
+    MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES,
 };
 use node::Node;
 
@@ -155,7 +156,7 @@ pub async fn run(
         .add_service(
             AgentsServer::new(grpc::agents::AgentsService::new(gateway.clone()))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
-                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+                .max_encoding_message_size(AGENT_LIST_BYTES_MAX),
         )
         .add_service(
             DecisionsServer::new(grpc::decisions::DecisionsService::new(gateway))

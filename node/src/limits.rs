@@ -58,3 +58,5 @@ pub const OPEN_DECISIONS_MAX: usize = 10_000;
 pub const COORD_EVENTS_MAX: usize = 100_000;
 /// Most attempts kept in a task's history (the oldest are dropped).
 pub const ATTEMPT_HISTORY_MAX: usize = 100;
+/// Largest ListAgents answer, in bytes (there is no paging: 10,000 agents of typical size fit).
+pub const AGENT_LIST_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -459,7 +459,6 @@ impl Agents for AgentsService {
                 .await;
         }
         let state = self.gateway.node.state.read();
-        // At most AGENTS_MAX agents, each bounded by the registration limits.
         let agents = state
             .machine
             .coordination()
@@ -468,10 +467,17 @@ impl Agents for AgentsService {
             .filter(|a| req.capability.is_empty() || a.spec.capabilities.contains(&req.capability))
             .map(convert::agent)
             .collect();
-        Ok(Response::new(pb::ListAgentsResponse {
+        let response = pb::ListAgentsResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             agents,
-        }))
+        };
+        let bytes = prost::Message::encoded_len(&response);
+        if bytes > AGENT_LIST_BYTES_MAX {
+            return Err(to_status(Error::ResourceExhausted(format!(
+                "the agent list is {bytes} bytes, more than {AGENT_LIST_BYTES_MAX} (AGENT_LIST_BYTES_MAX); filter by capability"
+            ))));
+        }
+        Ok(Response::new(response))
     }
 
     async fn get_agent(
