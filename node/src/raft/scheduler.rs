@@ -163,7 +163,8 @@ async fn lead(node: &Node, term: u64) {
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
             }
-            continue;
+            // No `continue`: under a steady stream of assignable tasks the plan is never empty,
+            // and expiries (leases, sessions, deadlines) must not wait for the queue to dry up.
         }
 
         if let Some(due) = next_due.filter(|due| *due <= now) {
