@@ -125,6 +125,9 @@ pub struct ProposeArgs {
     /// A label KEY=VALUE; repeat for several.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
+    /// Print only the decision id (for scripts).
+    #[arg(long, short = 'q', conflicts_with_all = ["wait", "json"])]
+    pub quiet: bool,
     /// Wait for the outcome.
     #[arg(long)]
     pub wait: bool,
@@ -139,6 +142,7 @@ pub async fn run(command: DecisionCommand, globals: &Globals) -> CliResult {
     match command {
         DecisionCommand::Propose(args) => {
             let wait = args.wait;
+            let quiet = args.quiet;
             let max_wait = args.max_wait;
             let spec = decision_spec(args, unix_ms_now())?;
             let proposed = client.propose(spec).await?;
@@ -156,6 +160,9 @@ pub async fn run(command: DecisionCommand, globals: &Globals) -> CliResult {
                     "header": header_json(&proposed.header),
                     "decision": decision_json(decision),
                 }));
+            }
+            if quiet {
+                return output::line(&decision.id.to_string());
             }
             output::line(&format!(
                 "proposed decision {}; voters: {}",

@@ -30,6 +30,10 @@ pub enum KvCommand {
         /// Read the value from this file (`-`: stdin), byte for byte.
         #[arg(long, value_name = "PATH", conflicts_with = "value")]
         file: Option<PathBuf>,
+        /// Attach the key to this live agent session: it is deleted when the session ends. Exits 1
+        /// (nothing written) when the session is not live.
+        #[arg(long, value_name = "ID")]
+        session_id: Option<u64>,
     },
     /// Read one key (linearizable unless --serializable).
     ///
@@ -134,9 +138,16 @@ pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
     let client = globals.client()?;
     let json = globals.json;
     match command {
-        KvCommand::Put { key, value, file } => {
+        KvCommand::Put {
+            key,
+            value,
+            file,
+            session_id,
+        } => {
             let value = read_value(value, file)?;
-            let result = client.put(key, value).await?;
+            let result = client
+                .put_with_session(key, value, session_id.unwrap_or(0))
+                .await?;
             if json {
                 output::json_document(&json!({
                     "header": header_json(&result.header),

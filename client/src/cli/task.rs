@@ -156,6 +156,9 @@ pub struct SubmitArgs {
     /// The payload's content type, e.g. application/json.
     #[arg(long, value_name = "TYPE")]
     pub content_type: Option<String>,
+    /// Print only the task id (for scripts: `id=$(conclave task submit -q ...)`).
+    #[arg(long, short = 'q', conflicts_with_all = ["wait", "json"])]
+    pub quiet: bool,
     /// Wait for the task to finish and print its result.
     #[arg(long)]
     pub wait: bool,
@@ -289,6 +292,7 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
 
 async fn submit(client: &Client, args: SubmitArgs, json: bool) -> CliResult {
     let wait = args.wait;
+    let quiet = args.quiet;
     let max_wait = args.max_wait;
     let spec = task_spec(args, unix_ms_now())?;
     let queue = spec.queue.clone();
@@ -309,6 +313,9 @@ async fn submit(client: &Client, args: SubmitArgs, json: bool) -> CliResult {
             "task_id": id,
             "existing": submitted.existing,
         }));
+    }
+    if quiet {
+        return output::line(&id.to_string());
     }
     if submitted.existing {
         output::line(&format!(
@@ -430,10 +437,11 @@ pub fn ending(task: &Task) -> String {
                 DeadLetterReason::Unspecified => String::new(),
                 reason => format!(" ({})", reason_name(reason).replace('_', " ")),
             };
+            // The error may hold several lines of a command's stderr; the CLI's error is one.
             let error = if task.last_error.is_empty() {
                 String::new()
             } else {
-                format!(": {}", task.last_error.trim_end())
+                format!(": {}", clip(task.last_error.trim_end(), 1000))
             };
             format!("task {id} was dead-lettered{reason} after {attempts}{error}")
         }
@@ -994,12 +1002,12 @@ mod tests {
             state: TaskState::DeadLettered.into(),
             dead_letter_reason: DeadLetterReason::NotRetryable.into(),
             attempts: 1,
-            last_error: "exit 3: bad input\n".into(),
+            last_error: "exit 3: line 1\nbad input\n".into(),
             ..Task::default()
         };
         assert_eq!(
             ending(&task),
-            "task 4 was dead-lettered (not retryable) after 1 attempt: exit 3: bad input"
+            "task 4 was dead-lettered (not retryable) after 1 attempt: exit 3: line 1 bad input"
         );
         let canceled = Task {
             id: 5,
