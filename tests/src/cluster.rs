@@ -189,6 +189,20 @@ impl TestCluster {
             .collect()
     }
 
+    /// Moves a prepared node that has not started to other addresses, run under `launcher` (a
+    /// network namespace, say: see [`crate::net::netns`]). Its reserved ports stay reserved.
+    pub fn set_node_network(
+        &mut self,
+        id: u64,
+        api_addr: SocketAddr,
+        peer_addr: SocketAddr,
+        launcher: Vec<String>,
+    ) {
+        let node = self.node_mut(id);
+        node.set_addrs(api_addr, peer_addr);
+        node.set_launcher(launcher);
+    }
+
     /// Appends flags to the node's command line, from its next start on.
     pub fn add_node_args(&mut self, id: u64, args: impl IntoIterator<Item = String>) {
         self.node_mut(id).add_args(args);
@@ -651,6 +665,7 @@ impl TestCluster {
             data_dir: node_dir.join("data"),
             log_path: self.dir().join(format!("node-{id}.log")),
             args: self.config.node_args(),
+            launcher: Vec::new(),
         })
     }
 

@@ -36,6 +36,9 @@ pub struct NodeSpec {
     pub log_path: PathBuf,
     /// Flags after the identity and address flags (timings, snapshot and watch settings).
     pub args: Vec<String>,
+    /// A command the node binary is run under, e.g. `ip netns exec <namespace>`; it must exec the
+    /// binary in place, so that the PID spawned is the node's. Empty: run the binary directly.
+    pub launcher: Vec<String>,
 }
 
 /// Why a start failed; the harness retries a first start on new ports after [`Self::AddrInUse`].
@@ -97,6 +100,15 @@ impl NodeProcess {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs the node under `launcher` (see [`NodeSpec::launcher`]), from its next start on.
+    pub fn set_launcher(&mut self, launcher: Vec<String>) {
+        assert!(
+            self.child.is_none(),
+            "the launcher changes only while the node is down"
+        );
+        self.spec.launcher = launcher;
     }
 
     /// Appends flags to those the node starts with, from its next start on.
@@ -194,7 +206,14 @@ impl NodeProcess {
         self.log_offset = log.metadata()?.len();
         let binary = node_binary()?;
         let log_level = std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| "info".to_owned());
-        let mut command = Command::new(binary);
+        let mut command = match self.spec.launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut command = Command::new(program);
+                command.args(launcher_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("--id")
             .arg(self.spec.id.to_string())

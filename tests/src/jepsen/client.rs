@@ -32,6 +32,9 @@ use super::history::{Completion, Invocation, OpSpec, Recorder};
 use crate::channel;
 use crate::writer::RequestIds;
 
+/// Pause before resending a write whose outcome is unknown.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// What every client of a workload shares.
 #[derive(Clone, Debug)]
 pub struct ClientContext {
@@ -142,6 +145,56 @@ impl Client {
         completion
     }
 
+    /// Like [`Client::run`] for a write, but an attempt with an unknown outcome is resent with
+    /// the SAME request (same request id) to the next nodes, up to `attempts` sends, all recorded
+    /// as one operation: the cluster promises that a request id applies at most once, so the
+    /// operation still takes effect once, somewhere between its invocation and its completion.
+    /// A double application is what the checkers then catch (a value coming back, a watch event
+    /// twice). Only when every attempt was provably not proposed is the operation `fail`.
+    pub async fn run_retrying<F, Fut>(
+        &mut self,
+        context: &ClientContext,
+        spec: OpSpec,
+        attempts: usize,
+        call: F,
+    ) -> Completion
+    where
+        F: Fn(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Attempt>,
+    {
+        let invocation = self.invoke(context, spec);
+        let nodes: Vec<u64> = context.nodes.keys().copied().collect();
+        let first = nodes
+            .iter()
+            .position(|node| *node == self.node)
+            .unwrap_or(0);
+        let mut maybe_applied = false;
+        let mut errors = Vec::new();
+        let mut completion = None;
+        for attempt in 0..attempts.max(1) {
+            let kv = if attempt == 0 {
+                self.kv()
+            } else {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let node = nodes[(first + attempt) % nodes.len()];
+                KvClient::new(channel::channel(
+                    context.nodes[&node],
+                    Some(self.op_timeout),
+                ))
+            };
+            let result = tokio::time::timeout(self.op_timeout + Duration::from_secs(1), call(kv))
+                .await
+                .unwrap_or_else(|_| Attempt::Unknown("no answer".to_string()));
+            completion = settle(result, &mut maybe_applied, &mut errors);
+            if completion.is_some() {
+                break;
+            }
+        }
+        let completion = completion.unwrap_or_else(|| Completion::Info(errors.join(" | then ")));
+        self.complete(context, &invocation, &completion);
+        completion
+    }
+
     /// Records an invocation by this client's process.
     pub fn invoke(&self, context: &ClientContext, spec: OpSpec) -> Invocation {
         context
@@ -167,6 +220,54 @@ impl Client {
         self.process = context.recorder.new_process();
         self.kv = KvClient::new(channel::channel(self.addr, Some(self.op_timeout)));
         self.request_ids = RequestIds::new();
+    }
+}
+
+/// What one attempt of a write learned (see [`Client::run_retrying`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attempt {
+    /// Applied, with this result (for a retry: the result of the request id's one application).
+    Ok(serde_json::Value),
+    /// The request id's one application was "no change" (a compare that did not hold): whichever
+    /// attempt reached the log first decided it, so the write did not happen.
+    NotApplied(String),
+    /// This attempt was provably not proposed; an earlier attempt may still apply.
+    Rejected(String),
+    /// Unknown.
+    Unknown(String),
+}
+
+impl Attempt {
+    /// Classifies a failed call (see [`write_error`]).
+    pub fn from_status(status: &Status) -> Self {
+        match write_error(status) {
+            Completion::Fail(text) => Attempt::Rejected(text),
+            Completion::Info(text) => Attempt::Unknown(text),
+            Completion::Ok(_) => unreachable!("write_error never answers ok"),
+        }
+    }
+}
+
+/// What one attempt means for its operation: the completion, or `None` to send again. A rejection
+/// proves nothing once an earlier attempt may have been applied.
+fn settle(
+    attempt: Attempt,
+    maybe_applied: &mut bool,
+    errors: &mut Vec<String>,
+) -> Option<Completion> {
+    match attempt {
+        Attempt::Ok(value) => Some(Completion::Ok(value)),
+        Attempt::NotApplied(text) => Some(Completion::Fail(text)),
+        Attempt::Rejected(text) if !*maybe_applied => Some(Completion::Fail(text)),
+        Attempt::Rejected(text) => {
+            errors.push(text);
+            None
+        }
+        Attempt::Unknown(text) => {
+            *maybe_applied = true;
+            errors.push(text);
+            None
+        }
     }
 }
 
@@ -283,6 +384,36 @@ mod tests {
             .expect_err("nothing listens there");
         assert!(is_connect_error(&status), "{status:?}");
         assert!(matches!(write_error(&status), Completion::Fail(_)));
+    }
+
+    #[test]
+    fn retries_are_fail_only_when_no_attempt_may_have_applied() {
+        let settle_all = |attempts: Vec<Attempt>| {
+            let (mut maybe_applied, mut errors) = (false, Vec::new());
+            attempts
+                .into_iter()
+                .find_map(|attempt| settle(attempt, &mut maybe_applied, &mut errors))
+                .unwrap_or(Completion::Info(errors.join(" | ")))
+        };
+        let unknown = || Attempt::Unknown("deadline".into());
+        let rejected = || Attempt::Rejected("no leader [rejected]".into());
+        assert!(matches!(settle_all(vec![rejected()]), Completion::Fail(_)));
+        assert!(matches!(
+            settle_all(vec![unknown(), rejected(), rejected()]),
+            Completion::Info(_)
+        ));
+        assert!(matches!(
+            settle_all(vec![unknown(), Attempt::NotApplied("compare".into())]),
+            Completion::Fail(_)
+        ));
+        assert_eq!(
+            settle_all(vec![
+                unknown(),
+                rejected(),
+                Attempt::Ok(serde_json::json!(1))
+            ]),
+            Completion::Ok(serde_json::json!(1))
+        );
     }
 
     #[test]

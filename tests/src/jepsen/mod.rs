@@ -13,7 +13,6 @@
 pub mod client;
 pub mod history;
 pub mod nemesis;
-pub mod netns;
 pub mod network;
 pub mod report;
 pub mod run;

@@ -8,9 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::{FaultPlan, NetworkFaults as _, ProxyNetwork};
-
-use super::netns::NamespaceNetwork;
+use crate::net::{FaultPlan, NamespaceNetwork, NetworkFaults as _, ProxyNetwork};
 
 /// Which backend carries the traffic between nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,14 +94,24 @@ impl Network {
                 }
                 traffic
             }
-            Network::Netns(network) => network.traffic(),
+            Network::Netns(network) => network
+                .counters()
+                .into_iter()
+                .map(|(pair, counters)| {
+                    let traffic = Traffic {
+                        delivered: counters.bytes_delivered,
+                        dropped: counters.bytes_dropped,
+                    };
+                    (pair, traffic)
+                })
+                .collect(),
         }
     }
 
     pub async fn shutdown(&self) {
         match self {
             Network::Proxy(network) => network.shutdown().await,
-            Network::Netns(network) => network.shutdown(),
+            Network::Netns(network) => network.destroy(),
         }
     }
 }

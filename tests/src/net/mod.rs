@@ -6,6 +6,8 @@
 //!   time.
 //! - [`network`]: [`ProxyNetwork`], one proxy per directed pair of nodes, the first backend of
 //!   [`NetworkFaults`].
+//! - [`netns`]: [`NamespaceNetwork`], one network namespace per node and packet filters, the
+//!   second backend (root only).
 //!
 //! The nemeses are written against [`NetworkFaults`], so another backend (network namespaces and
 //! packet filters, say) can take the proxies' place without changing them.
@@ -15,10 +17,12 @@ use std::time::Duration;
 
 #[cfg(test)]
 mod loopback;
+pub mod netns;
 pub mod network;
 pub mod plan;
 pub mod proxy;
 
+pub use netns::NamespaceNetwork;
 pub use network::ProxyNetwork;
 pub use plan::FaultPlan;
 pub use proxy::{Direction, Fault, LinkCounters, LinkFaults, LinkProxy};

@@ -12,6 +12,10 @@
 //! put `expected` there (the read returned value and mod_revision from one state). A compare that
 //! does not hold answers "not succeeded": `fail`, nothing was written.
 //!
+//! A write or compare-and-swap whose outcome is unknown is resent with the same request id to
+//! other nodes (up to three sends, one recorded operation): if the cluster applied a request id
+//! twice, a value would come back after a later write and the history would not be linearizable.
+//!
 //! Clients pick among a few active keys; a key retires after [`Options::ops_per_key`] operations
 //! and a fresh one takes its place (Jepsen's independent keys), which keeps each key's search
 //! small. After healing, every key is read on every node (ordinary reads in the history).
@@ -30,12 +34,15 @@ use serde_json::{json, Value as Json};
 use super::{CheckResult, Tasks, Verdict, Workload};
 use crate::checker::history::{History, Op};
 use crate::checker::{self, linearizable};
-use crate::jepsen::client::{read_error, write_error, Client, ClientContext};
+use crate::jepsen::client::{read_error, Attempt, Client, ClientContext};
 use crate::jepsen::history::{Completion, Event, OpKind, OpSpec};
 
 pub const NAME: &str = "register";
 /// Every key of the workload starts with this.
 pub const PREFIX: &str = "jepsen/register/";
+/// Sends of one write or compare-and-swap whose outcome stays unknown (same request id each time,
+/// to the next node): the retries test that a request id applies once.
+const ATTEMPTS: usize = 3;
 
 /// The mix of operations and the key rotation.
 #[derive(Clone, Debug)]
@@ -280,10 +287,13 @@ async fn write(client: &mut Client, context: &ClientContext, key: &str, value: u
     };
     let spec = OpSpec::new("write", Some(key.to_string()), json!(value));
     client
-        .run(context, spec, |mut kv| async move {
-            match kv.put(request).await {
-                Ok(_) => Completion::Ok(json!(value)),
-                Err(status) => write_error(&status),
+        .run_retrying(context, spec, ATTEMPTS, |mut kv| {
+            let request = request.clone();
+            async move {
+                match kv.put(request).await {
+                    Ok(_) => Attempt::Ok(json!(value)),
+                    Err(status) => Attempt::from_status(&status),
+                }
             }
         })
         .await;
@@ -306,13 +316,16 @@ async fn cas(
     };
     let spec = OpSpec::new("cas", Some(key.to_string()), json!([expected, new]));
     client
-        .run(context, spec, |mut kv| async move {
-            match kv.compare_and_swap(request).await {
-                Ok(response) if response.get_ref().succeeded => {
-                    Completion::Ok(json!([expected, new]))
+        .run_retrying(context, spec, ATTEMPTS, |mut kv| {
+            let request = request.clone();
+            async move {
+                match kv.compare_and_swap(request).await {
+                    Ok(response) if response.get_ref().succeeded => {
+                        Attempt::Ok(json!([expected, new]))
+                    }
+                    Ok(_) => Attempt::NotApplied("compare failed".to_string()),
+                    Err(status) => Attempt::from_status(&status),
                 }
-                Ok(_) => Completion::Fail("compare failed".to_string()),
-                Err(status) => write_error(&status),
             }
         })
         .await;

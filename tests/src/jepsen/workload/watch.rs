@@ -9,6 +9,9 @@
 //! null], ...]}` (plus `error` when the stream failed). A watch has no effect, so it never ends
 //! `info` and a watcher keeps one process for the whole run.
 //!
+//! Writes and deletes whose outcome is unknown are resent with the same request id to other nodes
+//! (one recorded operation): a request id applied twice would put one value in the history twice.
+//!
 //! After the writers stop, one last write (the end marker) gives the revision every watcher must
 //! reach. After healing, every node replays the whole prefix history from revision 1
 //! (`final-watch`) and lists the prefix (`final-read`).
@@ -39,7 +42,7 @@ use tokio::time::Instant;
 
 use super::{CheckResult, Tasks, Verdict, Workload, FINAL_READ};
 use crate::channel;
-use crate::jepsen::client::{read_error, write_error, Client, ClientContext};
+use crate::jepsen::client::{read_error, Attempt, Client, ClientContext};
 use crate::jepsen::history::{pair, Completion, Event, OpKind, OpSpec, Paired};
 
 pub const NAME: &str = "watch";
@@ -51,6 +54,9 @@ pub const END_KEY: &str = "jepsen/watch/end";
 pub const CHECKPOINT: Duration = Duration::from_secs(1);
 /// The f of a node's replay of the whole history after healing.
 pub const FINAL_WATCH: &str = "final-watch";
+/// Sends of one write or delete whose outcome stays unknown (same request id): a request id
+/// applied twice would show as the same value twice in the history.
+const ATTEMPTS: usize = 3;
 /// How long watchers get to reach the end marker once it is written.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -227,13 +233,16 @@ async fn write(client: &mut Client, context: &ClientContext, key: String, value:
     };
     let spec = OpSpec::new("write", Some(key), json!(value));
     client
-        .run(context, spec, |mut kv| async move {
-            match kv.put(request).await {
-                Ok(response) => {
-                    let revision = response.into_inner().header.map_or(0, |h| h.revision);
-                    Completion::Ok(json!({"value": value, "revision": revision}))
+        .run_retrying(context, spec, ATTEMPTS, |mut kv| {
+            let request = request.clone();
+            async move {
+                match kv.put(request).await {
+                    Ok(response) => {
+                        let revision = response.into_inner().header.map_or(0, |h| h.revision);
+                        Attempt::Ok(json!({"value": value, "revision": revision}))
+                    }
+                    Err(status) => Attempt::from_status(&status),
                 }
-                Err(status) => write_error(&status),
             }
         })
         .await;
@@ -246,14 +255,17 @@ async fn delete(client: &mut Client, context: &ClientContext, key: String) {
     };
     let spec = OpSpec::new("delete", Some(key), Json::Null);
     client
-        .run(context, spec, |mut kv| async move {
-            match kv.delete(request).await {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    let revision = response.header.map_or(0, |h| h.revision);
-                    Completion::Ok(json!({"deleted": response.deleted, "revision": revision}))
+        .run_retrying(context, spec, ATTEMPTS, |mut kv| {
+            let request = request.clone();
+            async move {
+                match kv.delete(request).await {
+                    Ok(response) => {
+                        let response = response.into_inner();
+                        let revision = response.header.map_or(0, |h| h.revision);
+                        Attempt::Ok(json!({"deleted": response.deleted, "revision": revision}))
+                    }
+                    Err(status) => Attempt::from_status(&status),
                 }
-                Err(status) => write_error(&status),
             }
         })
         .await;
