@@ -156,7 +156,6 @@ pub async fn run(args: RunArgs, globals: &Globals) -> CliResult {
         let agent = Agent {
             session: session.clone(),
             settings: Arc::clone(&settings),
-            concurrency: args.concurrency as usize,
             shutdown_grace: args.shutdown_grace,
         };
         match agent.serve(events, &mut signals).await {
@@ -206,7 +205,6 @@ struct Running {
 struct Agent {
     session: AgentSession,
     settings: Arc<Settings>,
-    concurrency: usize,
     shutdown_grace: Duration,
 }
 
@@ -233,8 +231,11 @@ impl Agent {
                     match event {
                         AgentEvent::Assignment(assignment) => {
                             let task_id = assignment.task_id;
-                            if shutdown_at.is_some() || running.len() >= self.concurrency {
-                                let why = if shutdown_at.is_some() { "shutting down" } else { "no free slot" };
+                            // No check against --concurrency here: the cluster assigns at most
+                            // max_concurrent leases, and it frees a slot when it applies a
+                            // completion, which can be before this loop has seen the runner end.
+                            if shutdown_at.is_some() {
+                                let why = "shutting down";
                                 let session = self.session.clone();
                                 let name = self.settings.name.clone();
                                 workers.spawn(async move {
