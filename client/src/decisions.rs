@@ -24,7 +24,7 @@ use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::kv::Header;
 use crate::stream::{is_final, open_stream};
-use crate::tasks::{check_page_limit, missing};
+use crate::tasks::{check_page_limit, missing, STREAM_END_PAUSE};
 
 /// How long a decision watch may be silent before the client checks that its node still serves.
 const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
@@ -263,7 +263,10 @@ impl DecisionWatcher {
                 }
                 // The server ends the stream after the outcome; if this one ended before we saw
                 // it, the reopen reads the state and finds out.
-                Ok(None) => self.stream = None,
+                Ok(None) => {
+                    self.stream = None;
+                    tokio::time::sleep(STREAM_END_PAUSE).await;
+                }
                 Err(status) => {
                     let (node, _) = self.stream.take().expect("still open");
                     if is_final(&status) {

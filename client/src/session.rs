@@ -558,7 +558,9 @@ async fn drive(
                     let beat = SessionRequest {
                         kind: Some(session_request::Kind::Heartbeat(Heartbeat { load })),
                     };
-                    if outbound.send(beat).await.is_err() {
+                    // Never wait here: a full buffer means earlier beats are still queued (the
+                    // server is behind), and waiting would stall the events too.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = outbound.try_send(beat) {
                         break "the stream stopped taking heartbeats".to_string();
                     }
                     if heard_at.elapsed() >= idle_check {

@@ -15,7 +15,7 @@ use conclave_proto::v1::tasks_client::TasksClient;
 use conclave_proto::v1::{
     self as proto, CancelTaskRequest, GetTaskRequest, ListDeadLettersRequest, ListTasksRequest,
     PurgeRequest, ReadConsistency, RedriveRequest, SubmitBatchRequest, SubmitRequest, Task,
-    TaskEvent, TaskSpec, TaskState, WaitTaskRequest, WatchTasksRequest,
+    TaskEvent, TaskEventKind, TaskSpec, TaskState, WaitTaskRequest, WatchTasksRequest,
 };
 use futures::stream::{BoxStream, Stream, StreamExt};
 use prost::Message;
@@ -33,6 +33,8 @@ use crate::stream::{is_final, open_stream};
 
 /// How long a task watch may be silent before the client checks that its node still serves.
 const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
+/// Pause before reopening a watch whose stream the server ended.
+pub(crate) const STREAM_END_PAUSE: Duration = Duration::from_millis(100);
 
 /// The result of [`Client::submit`], and one entry of [`SubmitBatchResult`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,12 +562,18 @@ impl TaskWatcher {
                         }
                         self.last_sequence = event.sequence;
                     }
+                    // A purged task is gone: the server ends its watch, and so does this one.
+                    if self.options.task_id != 0 && event.kind() == TaskEventKind::Purged {
+                        self.done = true;
+                    }
                     return Some(Ok(event));
                 }
                 Ok(None) => {
                     tracing::debug!("task watch stream ended; reconnecting");
                     self.stream = None;
                     self.reconnecting = true;
+                    // A node that ends streams at once (shutting down) must not make this spin.
+                    tokio::time::sleep(STREAM_END_PAUSE).await;
                 }
                 Err(status) => {
                     let (node, _) = self.stream.take().expect("still open");
