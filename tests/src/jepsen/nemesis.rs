@@ -169,6 +169,9 @@ pub struct Fault {
     /// Evidence gathered while injecting (kills, pauses, the membership change).
     evidence: Vec<String>,
     took_effect: bool,
+    /// Whether dropped or delayed bytes prove the fault (not for the membership nemesis, whose
+    /// isolation only sets the stage for the change that must happen).
+    network_is_evidence: bool,
 }
 
 /// The cluster under test and everything the nemeses may do to it.
@@ -241,6 +244,7 @@ impl Control {
             removed: None,
             evidence: Vec::new(),
             took_effect: false,
+            network_is_evidence: nemesis != Nemesis::Membership,
         };
         match nemesis {
             Nemesis::KillOne | Nemesis::KillLeader | Nemesis::KillMinority | Nemesis::KillAll => {
@@ -405,13 +409,13 @@ impl Control {
                 .sum();
             if !fault.blackholed.is_empty() {
                 fault.evidence.push(format!("{dropped} bytes dropped"));
-                fault.took_effect |= dropped > 0;
+                fault.took_effect |= fault.network_is_evidence && dropped > 0;
             }
             if !fault.delayed.is_empty() {
                 fault
                     .evidence
                     .push(format!("{delayed} bytes delivered late"));
-                fault.took_effect |= delayed > 0;
+                fault.took_effect |= fault.network_is_evidence && delayed > 0;
             }
             self.network.heal_all().await?;
         }
@@ -456,6 +460,13 @@ impl Control {
             self.cluster.resume(node)?;
             if !self.cluster.is_running(node) {
                 self.cluster.restart(node).await?;
+            }
+        }
+        // The membership as the cluster has it: a Remove whose answer was lost may have applied.
+        if let Some(leader) = self.leader().await {
+            match self.cluster.status(leader).await {
+                Ok(status) => self.cluster.adopt_membership(&status.members),
+                Err(error) => self.log("error", json!({"membership": format!("{error:#}")})),
             }
         }
         let voters = self.voters();

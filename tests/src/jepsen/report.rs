@@ -11,7 +11,7 @@ use super::run::{Results, RunVerdict};
 const WIDTH: f64 = 1200.0;
 const LANE_HEIGHT: f64 = 220.0;
 const MARGIN_LEFT: f64 = 60.0;
-const MARGIN_TOP: f64 = 24.0;
+const MARGIN_TOP: f64 = 34.0;
 /// Latency axis: 0.1 ms to 10 s, logarithmic.
 const LATENCY_MIN_MS: f64 = 0.1;
 const LATENCY_MAX_MS: f64 = 10_000.0;
@@ -107,8 +107,14 @@ pub fn html(results: &Results, events: &[Event]) -> String {
         page,
         "<svg width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">"
     );
-    for window in &results.faults {
+    for (number, window) in results.faults.iter().enumerate() {
         let (left, right) = (x(window.start_ns), x(window.end_ns));
+        // Labels alternate between two lines so that neighbours do not overlap.
+        let label_y = if number % 2 == 0 {
+            MARGIN_TOP - 12.0
+        } else {
+            MARGIN_TOP - 2.0
+        };
         let fill = if window.took_effect {
             "#f4a4a4"
         } else {
@@ -126,7 +132,7 @@ pub fn html(results: &Results, events: &[Event]) -> String {
             window.end_ns as f64 / 1e9,
             escape(&window.description),
             escape(&window.evidence),
-            MARGIN_TOP - 6.0,
+            label_y,
             window.nemesis.name(),
         );
     }

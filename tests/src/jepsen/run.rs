@@ -329,8 +329,8 @@ impl Run {
         self.setup().await?;
 
         self.phase("warmup", "clients start; no faults yet");
-        for (index, workload) in self.workloads.iter().enumerate() {
-            let context = self.client_context(workload.name(), index as u64);
+        for workload in &self.workloads {
+            let context = self.client_context(workload.name());
             workload.start(context.clone());
             self.client_contexts.push(context);
         }
@@ -400,31 +400,7 @@ impl Run {
             extra_args,
             ..ClusterConfig::new(config.nodes)
         };
-        let mut cluster = TestCluster::prepare(cluster_config).await?;
-        let network = match config.network {
-            Backend::Proxy => {
-                let proxies = ProxyNetwork::start(&cluster.peer_addrs()).await?;
-                for id in cluster.node_ids() {
-                    cluster.add_node_args(id, proxies.dial_args(id));
-                }
-                Network::Proxy(proxies)
-            }
-            Backend::Netns => {
-                let namespaces = NamespaceNetwork::create(cluster.node_ids())?;
-                for id in cluster.node_ids() {
-                    let ip = std::net::IpAddr::V4(namespaces.ip(id));
-                    let api_addr = std::net::SocketAddr::new(ip, cluster.api_addr(id).port());
-                    let peer_addr = std::net::SocketAddr::new(ip, cluster.peer_addrs()[&id].port());
-                    cluster.set_node_network(id, api_addr, peer_addr, namespaces.launcher(id));
-                }
-                Network::Netns(namespaces)
-            }
-        };
-        cluster.start_prepared().await?;
-        cluster.initialize().await?;
-        cluster
-            .wait_for_leader(crate::cluster::LEADER_TIMEOUT)
-            .await?;
+        let (cluster, network) = start_cluster(cluster_config, config.network).await?;
         let election_timeout_max = Duration::from_millis(config.election_timeout_ms.1);
         let control = Control::new(
             cluster,
@@ -437,7 +413,7 @@ impl Run {
         Ok(())
     }
 
-    fn client_context(&self, workload: &'static str, _index: u64) -> ClientContext {
+    fn client_context(&self, workload: &'static str) -> ClientContext {
         let control = self.control.as_ref().expect("the cluster is up");
         ClientContext {
             recorder: Arc::clone(&self.recorder),
@@ -723,6 +699,40 @@ impl Run {
             }
         }
     }
+}
+
+/// Starts and initializes a cluster whose nodes reach each other only through `backend`: the
+/// proxies (`--peer-dial` through them) or one network namespace per node. Waits for a leader.
+pub async fn start_cluster(
+    config: ClusterConfig,
+    backend: Backend,
+) -> anyhow::Result<(TestCluster, Network)> {
+    let mut cluster = TestCluster::prepare(config).await?;
+    let network = match backend {
+        Backend::Proxy => {
+            let proxies = ProxyNetwork::start(&cluster.peer_addrs()).await?;
+            for id in cluster.node_ids() {
+                cluster.add_node_args(id, proxies.dial_args(id));
+            }
+            Network::Proxy(proxies)
+        }
+        Backend::Netns => {
+            let namespaces = NamespaceNetwork::create(cluster.node_ids())?;
+            for id in cluster.node_ids() {
+                let ip = std::net::IpAddr::V4(namespaces.ip(id));
+                let api_addr = std::net::SocketAddr::new(ip, cluster.api_addr(id).port());
+                let peer_addr = std::net::SocketAddr::new(ip, cluster.peer_addrs()[&id].port());
+                cluster.set_node_network(id, api_addr, peer_addr, namespaces.launcher(id));
+            }
+            Network::Netns(namespaces)
+        }
+    };
+    cluster.start_prepared().await?;
+    cluster.initialize().await?;
+    cluster
+        .wait_for_leader(crate::cluster::LEADER_TIMEOUT)
+        .await?;
+    Ok((cluster, network))
 }
 
 async fn node_summaries(cluster: &mut TestCluster) -> Vec<NodeSummary> {

@@ -8,6 +8,7 @@
 //! Run `cargo build --workspace --bins` first: the scenarios spawn `target/debug/conclave-node`.
 
 mod campaign;
+mod regressions;
 mod scenarios;
 
 use conclave_tests::jepsen::{self, RunConfig};

@@ -79,6 +79,28 @@ async fn register_and_set_under_membership_changes_and_snapshots() -> anyhow::Re
     Ok(())
 }
 
+/// Five nodes, where a bridge, a 2/3 split and a two-node kill differ from isolating one node:
+/// registers and watches while a majority exists only through one node, only on one side, or
+/// only among three survivors, and while voters are removed and re-added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_under_bridges_splits_and_minority_kills() -> anyhow::Result<()> {
+    let mut config = RunConfig::short(
+        "five-nodes",
+        &["register", "watch"],
+        &[
+            Nemesis::Bridge,
+            Nemesis::SplitMajority,
+            Nemesis::KillMinority,
+            Nemesis::Membership,
+        ],
+    );
+    config.nodes = 5;
+    config.clients_per_node = 2;
+    config.op_interval = std::time::Duration::from_millis(60);
+    run_and_expect_valid(config).await?;
+    Ok(())
+}
+
 /// The checkers can fail: nodes in `--unsafe-test-mode stale-reads` answer linearizable reads
 /// from local state, and an isolated old leader (or a lagging follower) then serves stale values.
 /// The register checker must call that history invalid.
