@@ -252,6 +252,22 @@ impl TestCluster {
         &self.voters
     }
 
+    /// Replaces the harness's record of the membership with `members` as a node reported them
+    /// (Status, or a membership change's response): after a change whose answer was lost, the
+    /// cluster may hold a membership the harness did not record.
+    pub fn adopt_membership(&mut self, members: &[Member]) {
+        self.voters = members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.node_id)
+            .collect();
+        self.learners = members
+            .iter()
+            .filter(|m| !m.voter)
+            .map(|m| m.node_id)
+            .collect();
+    }
+
     pub fn is_running(&mut self, id: u64) -> bool {
         self.node_mut(id).is_running()
     }
