@@ -20,11 +20,14 @@ use tonic::transport::Channel;
 use crate::checks::{
     check_capabilities, check_labels, check_len, check_message, check_name, check_range_u64,
 };
-use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::decisions::check_decision_id;
 use crate::error::{Error, Result};
 use crate::kv::Header;
 use crate::tasks::{check_task_id, missing};
+
+/// The shortest attempt of a lease extension (see [`Client::extend_lease`]).
+const EXTEND_ATTEMPT_MIN: Duration = Duration::from_millis(250);
 
 /// How an agent registers: who it is, what it can do, and how its session behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,18 +265,38 @@ impl Client {
 
     /// Extends a lease to run `lease` from now (cluster time); zero means the task's lease_ms. A
     /// stale token is [`Error::LeaseLost`].
+    ///
+    /// An extension is useless once the lease has run out, so with a non-zero `lease` each attempt
+    /// gets at most a quarter of it before the client tries again (another node, if this one has
+    /// stopped answering): a leader that hangs must not hold the extension past the lease.
     pub async fn extend_lease(
         &self,
         task_id: u64,
         fencing_token: u64,
         lease: Duration,
     ) -> Result<VerbResult> {
+        self.extend_lease_within(task_id, fencing_token, lease, lease)
+            .await
+    }
+
+    /// [`Client::extend_lease`] for a lease of `current` length (zero: unknown).
+    pub(crate) async fn extend_lease_within(
+        &self,
+        task_id: u64,
+        fencing_token: u64,
+        lease: Duration,
+        current: Duration,
+    ) -> Result<VerbResult> {
         check_verb(task_id, fencing_token)?;
         let lease_ms = lease.as_millis() as u64;
         check_range_u64("lease_ms", lease_ms, MIN_LEASE_MS..=MAX_LEASE_MS, true)?;
+        let times = CallTimes {
+            server_wait: Duration::ZERO,
+            attempt_limit: (!current.is_zero()).then(|| (current / 4).max(EXTEND_ATTEMPT_MIN)),
+        };
         let pending = self.begin_write();
         let response = self
-            .call(CallKind::Write, |channel| {
+            .call_with(CallKind::Write, times, |channel| {
                 let request = ExtendLeaseRequest {
                     request_id: Some(pending.request_id()),
                     task_id,

@@ -109,6 +109,18 @@ impl CallKind {
     }
 }
 
+/// Adjustments of one call's timeouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CallTimes {
+    /// The server may legitimately hold the call this long (a WaitTask): each attempt, and the
+    /// deadline of the whole call, get that much more time.
+    pub server_wait: Duration,
+    /// Give up on one attempt sooner than the client's request timeout, and try again (to another
+    /// node if this one does not answer): for calls whose answer is worthless when late, such as
+    /// a lease extension during a leader change.
+    pub attempt_limit: Option<Duration>,
+}
+
 /// Implemented by responses that name the node that served them.
 pub(crate) trait ServedBy {
     /// The serving node's id, 0 when the response does not say.
@@ -253,15 +265,14 @@ impl Client {
         Attempt: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Response>, Status>>,
     {
-        self.call_with(kind, Duration::ZERO, attempt).await
+        self.call_with(kind, CallTimes::default(), attempt).await
     }
 
-    /// Like [`Client::call`], for a call the server may legitimately hold for `server_wait` (a
-    /// WaitTask): each attempt, and the deadline of the whole call, get that much more time.
+    /// Like [`Client::call`], with the attempt timeout and deadline adjusted by `times`.
     pub(crate) async fn call_with<Response, Attempt, Fut>(
         &self,
         kind: CallKind,
-        server_wait: Duration,
+        times: CallTimes,
         mut attempt: Attempt,
     ) -> Result<Response>
     where
@@ -270,8 +281,11 @@ impl Client {
         Fut: Future<Output = std::result::Result<tonic::Response<Response>, Status>>,
     {
         let mut options = self.inner.options;
-        options.deadline += server_wait;
-        options.request_timeout += server_wait;
+        options.deadline += times.server_wait;
+        options.request_timeout += times.server_wait;
+        if let Some(limit) = times.attempt_limit {
+            options.request_timeout = options.request_timeout.min(limit);
+        }
         let deadline = Instant::now() + options.deadline;
         let mut backoff = Backoff::new();
         // Set once an attempt of a write may have been proposed: from then on, no later failure

@@ -255,10 +255,14 @@ impl AgentSession {
         fencing_token: u64,
         lease: Duration,
     ) -> Result<VerbResult> {
+        let current = match lease.is_zero() {
+            true => self.shared.assignments().lease(task_id),
+            false => lease,
+        };
         let outcome = self
             .shared
             .client
-            .extend_lease(task_id, fencing_token, lease)
+            .extend_lease_within(task_id, fencing_token, lease, current)
             .await;
         if matches!(outcome, Err(Error::LeaseLost { .. })) {
             self.shared.assignments().finish(task_id, fencing_token);
@@ -328,6 +332,8 @@ impl Shared {
 struct Assignments {
     /// Task id -> fencing token of the current assignment.
     active: HashMap<u64, u64>,
+    /// Task id -> lease length of the current assignment, in ms (0: the server's default).
+    lease_ms: HashMap<u64, u64>,
     /// Finished (task id, token) pairs, oldest first, bounded.
     recent: VecDeque<(u64, u64)>,
     recent_set: HashSet<(u64, u64)>,
@@ -358,6 +364,7 @@ impl Assignments {
         let current = self.active.get(&task_id) == Some(&token);
         if current {
             self.active.remove(&task_id);
+            self.lease_ms.remove(&task_id);
         }
         self.remember(task_id, token);
         current
@@ -398,6 +405,15 @@ impl Assignments {
 
     fn clear(&mut self) {
         self.active.clear();
+        self.lease_ms.clear();
+    }
+
+    /// The lease length of a current assignment (the server's default when it did not say).
+    fn lease(&self, task_id: u64) -> Duration {
+        match self.lease_ms.get(&task_id) {
+            Some(0) | None => Duration::from_millis(conclave_proto::limits::DEFAULT_LEASE_MS),
+            Some(&ms) => Duration::from_millis(ms),
+        }
     }
 }
 
@@ -610,10 +626,16 @@ fn handle(
 ) -> Option<String> {
     let deliver = match event.kind? {
         session_event::Kind::Opened(_) => None,
-        session_event::Kind::Assignment(assignment) => shared
-            .assignments()
-            .accept(assignment.task_id, assignment.fencing_token)
-            .then_some(AgentEvent::Assignment(assignment)),
+        session_event::Kind::Assignment(assignment) => {
+            let mut assignments = shared.assignments();
+            let new = assignments.accept(assignment.task_id, assignment.fencing_token);
+            if new {
+                assignments
+                    .lease_ms
+                    .insert(assignment.task_id, assignment.lease_ms);
+            }
+            new.then_some(AgentEvent::Assignment(assignment))
+        }
         session_event::Kind::Canceled(revocation) => shared
             .assignments()
             .revoke(revocation.task_id, revocation.fencing_token)

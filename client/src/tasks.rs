@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use crate::checks::{
     check_capabilities, check_id_string, check_labels, check_len, check_name, check_range_u64,
 };
-use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::kv::Header;
@@ -338,7 +338,10 @@ impl Client {
             let response = self
                 .call_with(
                     CallKind::Read(ReadConsistency::Linearizable),
-                    server_wait,
+                    CallTimes {
+                        server_wait,
+                        attempt_limit: None,
+                    },
                     |channel| {
                         let request = WaitTaskRequest {
                             task_id,
