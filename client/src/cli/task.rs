@@ -476,8 +476,21 @@ async fn list(client: &Client, args: ListArgs, json: bool) -> CliResult {
         (client.list_all_tasks(options).await?, false, 0)
     };
     if json {
+        // Listings leave payloads and results out (ListTasks `summary`): say so by omission
+        // rather than with empty strings.
+        let summaries: Vec<_> = tasks
+            .iter()
+            .map(|task| {
+                let mut value = task_json(task);
+                if let Some(object) = value.as_object_mut() {
+                    object
+                        .retain(|key, _| !key.starts_with("payload") && !key.starts_with("result"));
+                }
+                value
+            })
+            .collect();
         return output::json_document(&json!({
-            "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
+            "tasks": summaries,
             "count": tasks.len(),
             "more": more,
             "next_after_id": next_after_id,
