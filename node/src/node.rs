@@ -19,6 +19,10 @@ use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
 use crate::state_machine::{Command, Request, RequestId, Response};
 use crate::storage::SharedState;
 
+/// Longest wait for a new learner to catch up with the leader's log before AddLearner answers
+/// "outcome unknown" (the learner stays added if the change committed).
+pub const LEARNER_CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
 pub struct Node {
     pub id: NodeId,
     pub config: Config,
@@ -232,16 +236,46 @@ impl Node {
         }
     }
 
+    /// Adds a learner and waits until it has caught up, for at most [`LEARNER_CATCH_UP_WAIT`].
     pub async fn add_learner(&self, id: NodeId, node: NodeInfo) -> Result<u64> {
         self.ensure_leader()?;
-        let result = self.raft.add_learner(id, node, true).await;
+        let result = self
+            .bounded(
+                LEARNER_CATCH_UP_WAIT,
+                "adding the learner",
+                self.raft.add_learner(id, node, true),
+            )
+            .await?;
         self.membership_result(result)
     }
 
     pub async fn change_membership(&self, change: ChangeMembers<NodeId, NodeInfo>) -> Result<u64> {
         self.ensure_leader()?;
-        let result = self.raft.change_membership(change, false).await;
+        let result = self
+            .bounded(
+                self.leader_wait(),
+                "the membership change",
+                self.raft.change_membership(change, false),
+            )
+            .await?;
         self.membership_result(result)
+    }
+
+    /// A membership change waits for a commit like any write, so it gets the same bound: a leader
+    /// cut off from its quorum still believes it leads, and without a bound the caller would wait
+    /// forever. The change may still commit later, so the answer is "outcome unknown".
+    async fn bounded<T>(
+        &self,
+        wait: Duration,
+        what: &str,
+        future: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        tokio::time::timeout(wait, future).await.map_err(|_| {
+            Error::Timeout(format!(
+                "{what} was proposed but not committed within {} ms; its outcome is unknown",
+                wait.as_millis()
+            ))
+        })
     }
 
     pub fn promote(ids: BTreeSet<NodeId>) -> ChangeMembers<NodeId, NodeInfo> {
@@ -268,18 +302,14 @@ impl Node {
         }
         let mut log_index = 0;
         if !voters.is_empty() {
-            let result = self
-                .raft
-                .change_membership(ChangeMembers::RemoveVoters(voters), false)
-                .await;
-            log_index = self.membership_result(result)?;
+            log_index = self
+                .change_membership(ChangeMembers::RemoveVoters(voters))
+                .await?;
         }
         if !learners.is_empty() {
-            let result = self
-                .raft
-                .change_membership(ChangeMembers::RemoveNodes(learners), false)
-                .await;
-            log_index = self.membership_result(result)?;
+            log_index = self
+                .change_membership(ChangeMembers::RemoveNodes(learners))
+                .await?;
         }
         Ok(log_index)
     }
