@@ -192,7 +192,7 @@ enum Served {
 enum StopReason {
     Canceled(String),
     LeaseLost(String),
-    /// The agent is shutting down: stop and release the task.
+    /// The agent is shutting down: stop; closing the session releases the task.
     Shutdown,
     /// The session is gone, and with it the lease.
     SessionGone,
@@ -216,8 +216,13 @@ impl Agent {
         let mut shutdown_at: Option<Instant> = None;
         let mut stopping_all = false;
         let mut connected_once = false;
+        // Lease extensions of assignments received while shutting down, never started.
+        let mut held: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         loop {
             if shutdown_at.is_some() && workers.is_empty() {
+                for extension in held {
+                    extension.abort();
+                }
                 return Served::Shutdown;
             }
             let far = Instant::now() + Duration::from_secs(86_400);
@@ -235,15 +240,18 @@ impl Agent {
                             // max_concurrent leases, and it frees a slot when it applies a
                             // completion, which can be before this loop has seen the runner end.
                             if shutdown_at.is_some() {
-                                let why = "shutting down";
-                                let session = self.session.clone();
-                                let name = self.settings.name.clone();
-                                workers.spawn(async move {
-                                    let outcome = session.release(task_id, assignment.fencing_token).await;
-                                    log(&name, &format!("task {task_id}: released at once ({why}){}",
-                                        outcome.err().map(|e| format!("; {e}")).unwrap_or_default()));
-                                    task_id
-                                });
+                                // Releasing it now would only have the scheduler hand it straight
+                                // back to this still-live agent. Holding it (lease extended) takes
+                                // the slot; closing the session releases it without counting.
+                                log(&self.settings.name, &format!(
+                                    "task {task_id}: not started (shutting down); the session's close releases it"));
+                                let (lease_lost, _) = oneshot::channel();
+                                held.push(tokio::spawn(extend_lease(
+                                    self.session.clone(),
+                                    assignment,
+                                    self.settings.lease,
+                                    lease_lost,
+                                )));
                                 continue;
                             }
                             let (stop, stopped) = watch::channel(None);
@@ -318,7 +326,7 @@ impl Agent {
                     stopping_all = true;
                     if !running.is_empty() {
                         log(&self.settings.name, &format!(
-                            "stopping {} running task(s) and releasing them", running.len()));
+                            "stopping {} running task(s); closing the session releases them", running.len()));
                     }
                     self.stop_all(&running, StopReason::Shutdown);
                 }
@@ -595,12 +603,12 @@ async fn settle(
         Execution::Stopped(StopReason::SessionGone) => {
             format!("the session ended after {elapsed}; command stopped, task not reported")
         }
-        Execution::Stopped(StopReason::Shutdown) => match session.release(task_id, token).await {
-            Ok(_) => format!(
-                "stopped at shutdown after {elapsed}; released (the attempt does not count)"
-            ),
-            Err(error) => format!("stopped at shutdown after {elapsed}; releasing failed: {error}"),
-        },
+        // Not released here: the scheduler would assign it straight back to this agent, which is
+        // still live. Closing the session releases every lease still held, uncounted.
+        Execution::Stopped(StopReason::Shutdown) => format!(
+            "stopped at shutdown after {elapsed}; the session's close releases it (the attempt \
+             does not count)"
+        ),
         Execution::SpawnFailed(error) => {
             let failure = Failure {
                 error: clip_error(&format!(
