@@ -16,8 +16,8 @@
 
 pub mod channel;
 pub mod checker;
-pub mod fleet;
 pub mod cluster;
+pub mod fleet;
 pub mod jepsen;
 pub mod net;
 pub mod node_process;

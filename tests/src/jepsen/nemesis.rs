@@ -577,8 +577,7 @@ impl Control {
              at the heal",
             if kill { "kill" } else { "isolate" }
         );
-        match tokio::time::timeout(Duration::from_secs(15), self.cluster.remove(via, &[node]))
-            .await
+        match tokio::time::timeout(Duration::from_secs(15), self.cluster.remove(via, &[node])).await
         {
             Ok(Ok(response)) => {
                 let members: Vec<u64> = response.members.iter().map(|m| m.node_id).collect();
