@@ -132,3 +132,44 @@ async fn unsafe_mode_is_caught() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Tasks under leader kills and partitions: raw-API agents with short session TTLs complete,
+/// fail, give back, abandon and complete too late, their streams moving between nodes; after
+/// the heal they drain the queue. Nothing acknowledged is lost, nothing appears twice, at most
+/// one completion per task is accepted (with the token of its one successful attempt), tokens
+/// strictly increase, every task ends terminal and every node agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_under_leader_kills_and_partitions() -> anyhow::Result<()> {
+    let config = RunConfig::short(
+        "tasks-kills-partitions",
+        &["tasks"],
+        &[
+            Nemesis::KillLeader,
+            Nemesis::KillOne,
+            Nemesis::IsolateLeader,
+            Nemesis::SplitMajority,
+        ],
+    );
+    run_and_expect_valid(config).await?;
+    Ok(())
+}
+
+/// Decisions under leader pauses and partitions: proposals under every rule with deadlines of a
+/// few seconds, voters voting on the ballots pushed to them (and voting twice, or from outside
+/// the electorate, to be refused). Every decision has one outcome, every node and every reader
+/// agrees on it, and it is what the rule gives for the votes the cluster accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_under_leader_pauses_and_partitions() -> anyhow::Result<()> {
+    let config = RunConfig::short(
+        "decisions-pauses-partitions",
+        &["decisions"],
+        &[
+            Nemesis::PauseLeader,
+            Nemesis::IsolateLeader,
+            Nemesis::OneWay,
+            Nemesis::SplitMajority,
+        ],
+    );
+    run_and_expect_valid(config).await?;
+    Ok(())
+}

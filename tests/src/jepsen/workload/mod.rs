@@ -6,8 +6,11 @@
 //! each under its own key prefix, so any set of them can run together. A new workload (tasks,
 //! decisions) implements the trait and gets a name in [`build`].
 
+pub mod agents;
+pub mod decisions;
 pub mod register;
 pub mod set;
+pub mod tasks;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -49,12 +52,22 @@ pub fn build(name: &str) -> anyhow::Result<Box<dyn Workload>> {
         register::NAME => Box::new(register::RegisterWorkload::new(register::Options::default())),
         set::NAME => Box::new(set::SetWorkload::new()),
         watch::NAME => Box::new(watch::WatchWorkload::new(watch::Options::default())),
-        other => anyhow::bail!("no workload named {other:?}; known: register, set, watch"),
+        tasks::NAME => Box::new(tasks::TasksWorkload::new(tasks::Options::default())),
+        decisions::NAME => Box::new(decisions::DecisionsWorkload::new(
+            decisions::Options::default(),
+        )),
+        other => anyhow::bail!("no workload named {other:?}; known: {}", NAMES.join(", ")),
     })
 }
 
 /// Every workload name [`build`] knows.
-pub const NAMES: &[&str] = &[register::NAME, set::NAME, watch::NAME];
+pub const NAMES: &[&str] = &[
+    register::NAME,
+    set::NAME,
+    watch::NAME,
+    tasks::NAME,
+    decisions::NAME,
+];
 
 /// A checker's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
