@@ -12,7 +12,8 @@
 //! An agent's stream on a node cut off from the leader sees nothing new and its heartbeats never
 //! reach the leader, so its session expires without the agent being told: moving the stream every
 //! few seconds is what makes the agent notice (the next open is NOT_FOUND), as a real agent with
-//! a watchdog would.
+//! a watchdog would. Now and then an agent freezes past its TTL (as a process in a long pause
+//! would) and its workers then send their verbs with the tokens of leases that were taken away.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -36,7 +37,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use crate::channel;
-use crate::jepsen::client::{describe, Attempt, Client, ClientContext};
+use crate::jepsen::client::{
+    describe, is_connect_error, is_rejected, Attempt, Client, ClientContext,
+};
 use crate::jepsen::history::{Completion, OpSpec};
 
 /// Sends of one write whose outcome stays unknown (same request id, next node each time).
@@ -83,7 +86,7 @@ impl Actor {
         self.channels[&node].clone()
     }
 
-    /// Records `spec`, sends `call` to this client's node and, while the outcome is unknown, to
+    /// Records `spec`, sends `call` to this client's node and, until one answers definitely, to
     /// the next nodes (up to [`ATTEMPTS`] sends, the caller's request id in every one), and
     /// records the completion: `ok` once a send succeeds, `fail` when the one application was a
     /// refusal or every send was provably not proposed, `info` otherwise (then the process is
@@ -118,7 +121,7 @@ impl Actor {
             completion = match sent {
                 Attempt::Ok(value) => Some(Completion::Ok(value)),
                 Attempt::NotApplied(text) => Some(Completion::Fail(text)),
-                Attempt::Rejected(text) if !maybe_applied => Some(Completion::Fail(text)),
+                // Not sent, or not proposed: the next node may take it.
                 Attempt::Rejected(text) => {
                     errors.push(format!("node {node}: {text}"));
                     None
@@ -133,7 +136,16 @@ impl Actor {
                 break;
             }
         }
-        let completion = completion.unwrap_or_else(|| Completion::Info(errors.join(" | then ")));
+        // Every send provably not proposed: `fail`. After an unknown one, a later rejection
+        // proves nothing: `info`.
+        let completion = completion.unwrap_or_else(|| {
+            let errors = errors.join(" | then ");
+            if maybe_applied {
+                Completion::Info(errors)
+            } else {
+                Completion::Fail(errors)
+            }
+        });
         self.complete(context, &invocation, &completion);
         completion
     }
@@ -204,12 +216,25 @@ fn connect(context: &ClientContext) -> BTreeMap<u64, Channel> {
 /// machine answered (a lost lease, a refused vote) is the outcome of the request id's one
 /// application, so it settles the operation as `fail` even after an earlier send was unknown;
 /// every other error is classified by the client's rules.
+///
+/// "tcp connect error" proves nothing was sent only when this client failed to connect. A node
+/// that forwards a write to a leader it cannot reach answers with the same words, and it may
+/// have proposed the write itself before it learned it no longer leads (then the node also drops
+/// the "rejected" mark): from a node, that answer is unknown unless marked rejected.
 pub fn classify(status: &Status) -> Attempt {
     if is_refusal(status) {
         Attempt::NotApplied(describe(status))
+    } else if is_connect_error(status) && !is_local(status) && !is_rejected(status) {
+        Attempt::Unknown(format!("{} (from a node)", describe(status)))
     } else {
         Attempt::from_status(status)
     }
+}
+
+/// True when `status` was made by this process's gRPC client (a transport error, which tonic
+/// keeps as the status's source), not received from a node.
+pub fn is_local(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 /// True for the refusals the state machine answers (nothing changed): a stale fencing token
@@ -225,7 +250,7 @@ pub fn is_refusal(status: &Status) -> bool {
             || message.contains("is not live"))
 }
 
-/// How an agent registers.
+/// How an agent registers, and how often it freezes.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub name: String,
@@ -234,6 +259,51 @@ pub struct AgentConfig {
     pub ttl_ms: u64,
     pub breaker_failures: u32,
     pub breaker_cooldown_ms: u64,
+    /// Chance, each time the agent moves its stream, that it freezes instead (a long GC pause, a
+    /// stopped VM): no stream and no heartbeats for longer than its TTL, so its session expires;
+    /// its workers hold their verbs until it thaws, then send them with the old tokens.
+    pub freeze_probability: f64,
+}
+
+/// What an agent shares with its workers.
+#[derive(Debug, Default)]
+pub struct AgentShared {
+    /// The current session id; 0 while there is none.
+    pub session: AtomicU64,
+    /// Set when the agent must stop freezing (the drain: the run must finish).
+    pub behave: std::sync::atomic::AtomicBool,
+    frozen_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl AgentShared {
+    pub fn session(&self) -> u64 {
+        self.session.load(Ordering::SeqCst)
+    }
+
+    /// Waits while the agent is frozen.
+    pub async fn thaw(&self) {
+        let until = *self
+            .frozen_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn freeze(&self, until: Instant) {
+        *self
+            .frozen_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
+    }
+
+    /// Forgets `session_id` if it is still the current session.
+    fn forget(&self, session_id: u64) {
+        let _ = self
+            .session
+            .compare_exchange(session_id, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
 /// Registers `config` (replacing a live session of that name), recorded as `register`:
@@ -370,16 +440,17 @@ impl SessionStream {
 }
 
 /// Runs one agent until `stop` turns true: registers (recorded by `actor`), keeps a stream open
-/// on a random node, moves it every few seconds and whenever it breaks, registers again when the
-/// session is gone, and hands every pushed event other than `opened`/`closed` to `handler` with
-/// the session id and the stream's node. `session` always holds the current session id (0: none).
+/// on a random node, moves it every few seconds and whenever it breaks (or, now and then,
+/// freezes instead), registers again when the session is gone, and hands every pushed event
+/// other than `opened`/`closed` to `handler` with the session id and the stream's node.
+/// `shared.session` always holds the current session id (0: none).
 pub async fn run_agent<H>(
     context: ClientContext,
     config: AgentConfig,
     mut actor: Actor,
     mut rng: StdRng,
     mut stop: watch::Receiver<bool>,
-    session: Arc<AtomicU64>,
+    shared: Arc<AgentShared>,
     mut handler: H,
 ) where
     H: FnMut(u64, u64, SessionEvent),
@@ -387,10 +458,10 @@ pub async fn run_agent<H>(
     let nodes: Vec<u64> = context.nodes.keys().copied().collect();
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
     while !stopped(&stop) {
-        let session_id = session.load(Ordering::SeqCst);
+        let session_id = shared.session();
         if session_id == 0 {
             match register(&mut actor, &context, &config).await {
-                Some(id) => session.store(id, Ordering::SeqCst),
+                Some(id) => shared.session.store(id, Ordering::SeqCst),
                 None => pause(&mut stop, REOPEN_PAUSE).await,
             }
             continue;
@@ -408,7 +479,7 @@ pub async fn run_agent<H>(
             Opened::Stream(stream) => stream,
             Opened::Gone(reason) => {
                 tracing::debug!(agent = %config.name, session_id, %reason, "session gone");
-                let _ = session.compare_exchange(session_id, 0, Ordering::SeqCst, Ordering::SeqCst);
+                shared.forget(session_id);
                 continue;
             }
             Opened::Failed(reason) => {
@@ -425,7 +496,7 @@ pub async fn run_agent<H>(
                 event = stream.next() => match event {
                     Some(SessionEvent { kind: Some(EventKind::Closed(closed)) }) => {
                         tracing::debug!(agent = %config.name, session_id, reason = %closed.reason, "session closed");
-                        let _ = session.compare_exchange(session_id, 0, Ordering::SeqCst, Ordering::SeqCst);
+                        shared.forget(session_id);
                         break;
                     }
                     Some(event) => handler(session_id, stream.node, event),
@@ -438,8 +509,17 @@ pub async fn run_agent<H>(
                 _ = stop.wait_for(|stop| *stop) => break,
             }
         }
+        drop(stream);
         if broke {
             pause(&mut stop, REOPEN_PAUSE).await;
+        } else if !stopped(&stop)
+            && !shared.behave.load(Ordering::SeqCst)
+            && rng.gen_bool(config.freeze_probability)
+        {
+            let frozen = Duration::from_millis(config.ttl_ms + rng.gen_range(300..=1_500));
+            tracing::debug!(agent = %config.name, ?frozen, "agent freezes");
+            shared.freeze(Instant::now() + frozen);
+            pause(&mut stop, frozen).await;
         }
     }
 }
@@ -470,4 +550,32 @@ pub fn unix_ms() -> u64 {
 /// A proto enum's name without its prefix: `TASK_STATE_SUCCEEDED` -> `SUCCEEDED`.
 pub fn short_name(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use conclave_proto::v1::RegisterRequest;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_local_and_rejected_but_a_relayed_one_is_unknown() {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let mut client = AgentsClient::new(channel::channel(addr, Some(Duration::from_secs(2))));
+        let status = client
+            .register(RegisterRequest::default())
+            .await
+            .expect_err("nothing listens there");
+        assert!(is_connect_error(&status), "{status:?}");
+        assert!(is_local(&status));
+        assert!(matches!(classify(&status), Attempt::Rejected(_)));
+        // The same words from a node that forwarded the write.
+        let relayed = Status::unavailable(status.message().to_string());
+        assert!(matches!(classify(&relayed), Attempt::Unknown(_)));
+        let refused = Status::failed_precondition("lease lost: the lease expired");
+        assert!(matches!(classify(&refused), Attempt::NotApplied(_)));
+    }
 }

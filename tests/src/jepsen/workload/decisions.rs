@@ -53,7 +53,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::agents::{classify, pace, run_agent, short_name, unix_ms, Actor, AgentConfig};
+use super::agents::{
+    classify, pace, run_agent, short_name, unix_ms, Actor, AgentConfig, AgentShared,
+};
 use super::{CheckResult, Tasks, Verdict, Workload, FINAL_READ};
 use crate::channel;
 use crate::jepsen::client::{mix, Attempt, ClientContext};
@@ -94,6 +96,8 @@ pub struct Options {
     pub watch_fraction: f64,
     /// How long the drain waits for every decision to close after the heal.
     pub drain_bound: Duration,
+    /// Chance that a voter freezes past its TTL when it moves its stream.
+    pub freeze_probability: f64,
 }
 
 impl Default for Options {
@@ -107,6 +111,7 @@ impl Default for Options {
             vote_delay_ms: (0, 1_200),
             watch_fraction: 0.3,
             drain_bound: Duration::from_secs(20),
+            freeze_probability: 0.1,
         }
     }
 }
@@ -114,8 +119,10 @@ impl Default for Options {
 pub struct DecisionsWorkload {
     options: Options,
     tags: Arc<AtomicU64>,
-    /// Ids of acknowledged proposals, for the outsider.
-    proposed: Arc<Mutex<Vec<u64>>>,
+    /// Ids and options of acknowledged proposals, for the outsider.
+    proposed: Arc<Mutex<Vec<(u64, Vec<String>)>>>,
+    /// Every voter's shared state, to tell them to stop freezing at the drain.
+    shared: Mutex<Vec<Arc<AgentShared>>>,
     proposers: Tasks,
     agents: Tasks,
     jobs: Arc<Tasks>,
@@ -129,6 +136,7 @@ impl DecisionsWorkload {
             options,
             tags: Arc::new(AtomicU64::new(1)),
             proposed: Arc::default(),
+            shared: Mutex::default(),
             proposers: Tasks::default(),
             agents: Tasks::default(),
             jobs: Arc::new(Tasks::default()),
@@ -160,8 +168,13 @@ impl DecisionsWorkload {
             ttl_ms: rng.gen_range(self.options.ttl_ms.0..=self.options.ttl_ms.1),
             breaker_failures: 0,
             breaker_cooldown_ms: 0,
+            freeze_probability: self.options.freeze_probability,
         };
-        let session = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(AgentShared::default());
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&shared));
         let observer = Actor::new(context, node);
         let slots: Arc<Mutex<Vec<Actor>>> = Arc::new(Mutex::new(
             (0..self.options.voter_slots)
@@ -174,7 +187,7 @@ impl DecisionsWorkload {
         let handler_context = context.clone();
         let jobs = Arc::clone(&self.jobs);
         let delay = self.options.vote_delay_ms;
-        let handler_session = Arc::clone(&session);
+        let handler_shared = Arc::clone(&shared);
         let handler = move |_session: u64,
                             stream_node: u64,
                             event: conclave_proto::v1::SessionEvent| {
@@ -201,13 +214,15 @@ impl DecisionsWorkload {
             let plan = VotePlan::choose(&mut choices, &decision, delay);
             let slots = Arc::clone(&slots);
             let taken = Arc::clone(&taken);
-            let session = Arc::clone(&handler_session);
+            let shared = Arc::clone(&handler_shared);
             let name = name.clone();
             jobs.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(plan.delay_ms)).await;
                 let taken_slot = slots.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let mut actor = taken_slot.unwrap_or_else(|| Actor::new(&context, stream_node));
-                let session_id = session.load(Ordering::SeqCst);
+                // A frozen voter votes when it thaws, with the session it had.
+                shared.thaw().await;
+                let session_id = shared.session();
                 let first = vote(
                     &mut actor,
                     &context,
@@ -245,7 +260,7 @@ impl DecisionsWorkload {
             Actor::new(context, node),
             rng,
             self.agent_stop.subscribe(),
-            session,
+            shared,
             handler,
         )));
     }
@@ -260,15 +275,16 @@ impl DecisionsWorkload {
             ttl_ms: 3_000,
             breaker_failures: 0,
             breaker_cooldown_ms: 0,
+            freeze_probability: 0.0,
         };
-        let session = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(AgentShared::default());
         self.agents.push(tokio::spawn(run_agent(
             context.clone(),
             config,
             Actor::new(context, node),
             rng,
             self.agent_stop.subscribe(),
-            Arc::clone(&session),
+            Arc::clone(&shared),
             |_, _, _| {},
         )));
         let context = context.clone();
@@ -279,14 +295,15 @@ impl DecisionsWorkload {
             let mut stop = context.stop.clone();
             let mut actor = Actor::new(&context, node);
             while !pace(&mut stop, &mut rng, interval).await {
-                let session_id = session.load(Ordering::SeqCst);
-                let id = proposed
+                let session_id = shared.session();
+                let picked = proposed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .choose(&mut rng)
-                    .copied();
-                if let (Some(id), true) = (id, session_id != 0) {
-                    vote(&mut actor, &context, OUTSIDER, session_id, id, "yes").await;
+                    .cloned();
+                if let (Some((id, options)), true) = (picked, session_id != 0) {
+                    let choice = options.choose(&mut rng).cloned().unwrap_or_default();
+                    vote(&mut actor, &context, OUTSIDER, session_id, id, &choice).await;
                 }
             }
         }));
@@ -385,7 +402,7 @@ impl Workload for DecisionsWorkload {
                     proposed
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push(id);
+                        .push((id, spec.options.clone()));
                     if rng.gen_bool(options.watch_fraction) {
                         let watch_node = **context
                             .nodes
@@ -413,6 +430,14 @@ impl Workload for DecisionsWorkload {
                 return Ok(());
             };
             self.proposers.drain(context.op_timeout).await?;
+            for shared in self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                shared.behave.store(true, Ordering::SeqCst);
+            }
             self.wait_for_closed(&context).await;
             self.agent_stop.send_replace(true);
             self.agents.drain(context.op_timeout).await?;
@@ -1366,6 +1391,10 @@ pub fn check(events: &[Event]) -> CheckResult {
     }
 
     stats["decisions"] = json!(reference.len());
+    stats["proposals_info_present_at_end"] = json!(proposals
+        .iter()
+        .filter(|(tag, (_, outcome, _))| *outcome == OpKind::Info && by_tag.contains_key(tag))
+        .count());
     stats["statuses"] = json!(statuses);
     stats["rules"] =
         json!(reference

@@ -49,7 +49,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::agents::{classify, pace, run_agent, short_name, Actor, AgentConfig};
+use super::agents::{classify, pace, run_agent, short_name, Actor, AgentConfig, AgentShared};
 use super::{CheckResult, Tasks, Verdict, Workload, FINAL_READ};
 use crate::jepsen::client::{mix, Attempt, ClientContext};
 use crate::jepsen::history::{pair, Completion, Event, OpKind, OpSpec};
@@ -79,6 +79,8 @@ pub struct Options {
     pub submit_pace: u32,
     /// How long agents get after the heal to make every task terminal.
     pub drain_bound: Duration,
+    /// Chance that an agent freezes past its TTL when it moves its stream.
+    pub freeze_probability: f64,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             max_attempts: 6,
             submit_pace: 8,
             drain_bound: Duration::from_secs(40),
+            freeze_probability: 0.1,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct TasksWorkload {
     workers: Arc<Tasks>,
     /// Set once the drain begins: agents then complete everything they get.
     draining: Arc<AtomicBool>,
+    /// Every agent's shared state, to tell them to stop freezing at the drain.
+    shared: Mutex<Vec<Arc<AgentShared>>>,
     /// Stops the agents (after the drain).
     agent_stop: watch::Sender<bool>,
     context: Mutex<Option<ClientContext>>,
@@ -117,6 +122,7 @@ impl TasksWorkload {
             agents: Tasks::default(),
             workers: Arc::new(Tasks::default()),
             draining: Arc::new(AtomicBool::new(false)),
+            shared: Mutex::default(),
             agent_stop: watch::Sender::new(false),
             context: Mutex::new(None),
         }
@@ -139,7 +145,14 @@ impl TasksWorkload {
             // A breaker does open now and then, but only briefly: the drain must finish.
             breaker_failures: 4,
             breaker_cooldown_ms: 1_000,
+            freeze_probability: self.options.freeze_probability,
         };
+        let shared = Arc::new(AgentShared::default());
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&shared));
+        let handler_shared = Arc::clone(&shared);
         let register_actor = Actor::new(context, node);
         let observer = Actor::new(context, node);
         let context_for_handler = context.clone();
@@ -177,6 +190,7 @@ impl TasksWorkload {
                     Action::choose(&mut choices, lease_ms)
                 };
                 let job = Job {
+                    shared: Arc::clone(&handler_shared),
                     agent: name.clone(),
                     task: assignment.task_id,
                     token: assignment.fencing_token,
@@ -200,7 +214,7 @@ impl TasksWorkload {
             register_actor,
             rng,
             self.agent_stop.subscribe(),
-            Arc::new(AtomicU64::new(0)),
+            shared,
             handler,
         )));
     }
@@ -307,6 +321,14 @@ impl Workload for TasksWorkload {
             };
             self.submitters.drain(context.op_timeout).await?;
             self.draining.store(true, Ordering::SeqCst);
+            for shared in self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                shared.behave.store(true, Ordering::SeqCst);
+            }
             self.wait_for_terminal(&context).await?;
             self.agent_stop.send_replace(true);
             self.agents.drain(context.op_timeout).await?;
@@ -371,6 +393,7 @@ impl Action {
 
 /// One assignment being worked on.
 struct Job {
+    shared: Arc<AgentShared>,
     agent: String,
     task: u64,
     token: u64,
@@ -380,10 +403,16 @@ struct Job {
 impl Job {
     async fn run(self, actor: &mut Actor, context: &ClientContext) {
         let value = json!({"agent": self.agent, "task": self.task, "token": self.token});
+        let work_ms = match self.action {
+            Action::Complete { work_ms } | Action::LateComplete { after_ms: work_ms } => work_ms,
+            _ => 0,
+        };
+        tokio::time::sleep(Duration::from_millis(work_ms)).await;
+        // A frozen agent's workers are frozen too.
+        self.shared.thaw().await;
         match self.action {
             Action::Abandon => {}
-            Action::Complete { work_ms } | Action::LateComplete { after_ms: work_ms } => {
-                tokio::time::sleep(Duration::from_millis(work_ms)).await;
+            Action::Complete { .. } | Action::LateComplete { .. } => {
                 let request = CompleteRequest {
                     request_id: actor.next_request_id(),
                     task_id: self.task,
