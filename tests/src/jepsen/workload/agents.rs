@@ -362,7 +362,7 @@ impl Drop for SessionStream {
 
 /// How opening a stream went.
 pub enum Opened {
-    Stream(SessionStream),
+    Stream(Box<SessionStream>),
     /// NOT_FOUND: the session expired, was closed or replaced; register again.
     Gone(String),
     Failed(String),
@@ -426,11 +426,11 @@ impl SessionStream {
                 }
             }
         });
-        Opened::Stream(SessionStream {
+        Opened::Stream(Box::new(SessionStream {
             node,
             incoming,
             heartbeats,
-        })
+        }))
     }
 
     /// The next pushed event; `None` when the stream ended or broke.

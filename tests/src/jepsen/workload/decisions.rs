@@ -79,6 +79,12 @@ const DRAIN_POLL: Duration = Duration::from_millis(300);
 /// deadline timer did not fire on a healed cluster.
 const OPEN_PAST_DEADLINE_MS: u64 = 10_000;
 
+/// An acknowledged proposal: its id and options.
+type Proposed = (u64, Vec<String>);
+
+/// A final read: node, consistency, completion index, when it was read (Unix ms), decisions.
+type FinalRead = (Option<u64>, String, u64, u64, BTreeMap<u64, Seen>);
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub voters: usize,
@@ -120,7 +126,7 @@ pub struct DecisionsWorkload {
     options: Options,
     tags: Arc<AtomicU64>,
     /// Ids and options of acknowledged proposals, for the outsider.
-    proposed: Arc<Mutex<Vec<(u64, Vec<String>)>>>,
+    proposed: Arc<Mutex<Vec<Proposed>>>,
     /// Every voter's shared state, to tell them to stop freezing at the drain.
     shared: Mutex<Vec<Arc<AgentShared>>>,
     proposers: Tasks,
@@ -505,13 +511,13 @@ impl Proposal {
             0
         };
         let weights = if rule == "WEIGHTED" {
-            electorate
-                .iter()
-                .filter_map(|voter| {
-                    rng.gen_bool(0.8)
-                        .then(|| (voter.clone(), rng.gen_range(1..=5)))
-                })
-                .collect()
+            let mut weights = BTreeMap::new();
+            for voter in &electorate {
+                if rng.gen_bool(0.8) {
+                    weights.insert(voter.clone(), rng.gen_range(1..=5));
+                }
+            }
+            weights
         } else {
             BTreeMap::new()
         };
@@ -984,7 +990,7 @@ pub fn check(events: &[Event]) -> CheckResult {
     // (decision, voter, index)
     let mut ballots: Vec<(u64, String, u64)> = Vec::new();
     // (node, consistency, index, read_unix_ms, decisions)
-    let mut finals: Vec<(Option<u64>, String, u64, u64, BTreeMap<u64, Seen>)> = Vec::new();
+    let mut finals: Vec<FinalRead> = Vec::new();
     let mut watches = 0;
     for operation in &operations {
         let invoke = operation.invoke;
@@ -1280,14 +1286,12 @@ pub fn check(events: &[Event]) -> CheckResult {
         };
         let listed = seen.votes.iter().find(|vote| &vote.0 == voter);
         match outcome {
-            OpKind::Ok => {
-                if listed.map(|vote| &vote.1) != Some(choice) {
-                    problems.push(format!(
-                        "{voter}'s vote {choice} in decision {id} was accepted (index {index}), but \
-                         the final votes are {:?}: lost",
-                        seen.votes
-                    ));
-                }
+            OpKind::Ok if listed.map(|vote| &vote.1) != Some(choice) => {
+                problems.push(format!(
+                    "{voter}'s vote {choice} in decision {id} was accepted (index {index}), but \
+                     the final votes are {:?}: lost",
+                    seen.votes
+                ));
             }
             OpKind::Fail if error.contains("already voted") && listed.is_none() => {
                 problems.push(format!(
@@ -1743,7 +1747,13 @@ mod tests {
         let two = proposal(2, "UNANIMOUS", 0, &["a", "b", GHOST], false);
         let two_final = state(2, &two, "NO_QUORUM", "", &[("a", "no", 300)], 10_500);
         let mut events = events;
-        final_read(&mut events, 90, "serializable", 30_000, &[open.clone()]);
+        final_read(
+            &mut events,
+            90,
+            "serializable",
+            30_000,
+            std::slice::from_ref(&open),
+        );
         final_read(&mut events, 92, "linearizable", 30_000, &[open, two_final]);
         let problems = problems_of(events);
         assert_found(&problems, "b's vote yes in decision 1 was accepted");

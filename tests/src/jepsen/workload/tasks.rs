@@ -459,7 +459,6 @@ impl Job {
                 let spec = OpSpec::new("release", None, value.clone());
                 actor
                     .write(context, spec, |channel| {
-                        let request = request.clone();
                         verb(value.clone(), async move {
                             AgentsClient::new(channel).release(request).await
                         })
@@ -600,7 +599,7 @@ fn task_json(task: &Task) -> Json {
         .collect();
     json!({
         "id": task.id,
-        "payload": String::from_utf8_lossy(&task.spec.as_ref().map_or(&[][..], |s| &s.payload[..])),
+        "payload": String::from_utf8_lossy(task.spec.as_ref().map_or(&[][..], |s| &s.payload[..])),
         "state": state_name(task.state),
         "last_token": task.last_fencing_token,
         "history": history,
@@ -681,6 +680,9 @@ impl Listed {
     }
 }
 
+/// A final read: node, consistency, completion index, tasks by id.
+type FinalRead = (Option<u64>, String, u64, BTreeMap<u64, Listed>);
+
 /// A verb (`complete`, `fail`, `release`) as the history records it.
 struct Verb {
     f: String,
@@ -704,7 +706,7 @@ pub fn check(events: &[Event]) -> CheckResult {
     // (task, token, agent, index) of every assignment an agent received.
     let mut assigns: Vec<(u64, u64, String, u64)> = Vec::new();
     // (node, consistency, index, tasks) of every final read that succeeded.
-    let mut finals: Vec<(Option<u64>, String, u64, BTreeMap<u64, Listed>)> = Vec::new();
+    let mut finals: Vec<FinalRead> = Vec::new();
     let mut drain_terminal = None;
     for operation in &operations {
         let invoke = operation.invoke;
