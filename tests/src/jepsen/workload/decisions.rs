@@ -1033,6 +1033,19 @@ pub fn check(events: &[Event]) -> CheckResult {
                         invoke.index,
                         value["decision"].clone(),
                     ));
+                    // The state after an accepted vote holds that vote.
+                    let holds = value["decision"]["votes"].as_array().is_some_and(|votes| {
+                        votes
+                            .iter()
+                            .any(|vote| vote[0] == voter && vote[1] == choice)
+                    });
+                    if !holds {
+                        problems.push(format!(
+                            "{voter}'s vote {choice} in decision {id} was accepted (index {}), but \
+                             the decision it answered does not hold it: {}",
+                            invoke.index, value["decision"]
+                        ));
+                    }
                 }
                 votes.push((
                     id,
@@ -1231,6 +1244,12 @@ pub fn check(events: &[Event]) -> CheckResult {
             }
             if *cast > seen.spec.deadline {
                 votes_after_deadline += 1;
+            }
+            if seen.status != "OPEN" && *cast > seen.closed {
+                problems.push(format!(
+                    "decision {id}: {voter}'s vote was cast at {cast}, after the decision closed at {}",
+                    seen.closed
+                ));
             }
         }
         let choices = seen.choices();
@@ -1724,7 +1743,8 @@ mod tests {
                     ("a", "no", 260),
                     (OUTSIDER, "yes", 270),
                 ],
-                270,
+                // Closed by b's deciding vote: every later vote came after the close.
+                200,
             ),
             state(2, &two, "NO_QUORUM", "", &[("a", "no", 300)], 10_500),
         ];
@@ -1736,6 +1756,7 @@ mod tests {
             "jepsen-outsider voted but is not in the electorate",
         );
         assert_found(&problems, "no such vote was invoked without being refused");
+        assert_found(&problems, "after the decision closed at 200");
     }
 
     #[test]
