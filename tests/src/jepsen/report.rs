@@ -315,3 +315,56 @@ fn short(text: &str) -> String {
         format!("{}...", &text[..cut])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::jepsen::history::Script;
+    use crate::jepsen::nemesis::{FaultWindow, Nemesis};
+    use crate::jepsen::run::RunConfig;
+
+    #[test]
+    fn the_page_is_self_contained_and_escapes_what_it_shows() {
+        let events = Script::new("register")
+            .invoke(1, "write", Some("k<1>"), json!(1))
+            .ok(1, json!(1))
+            .invoke(2, "read", Some("k<1>"), serde_json::Value::Null)
+            .info(2)
+            .events();
+        let results = Results {
+            name: "demo".into(),
+            seed: 7,
+            verdict: RunVerdict::Invalid,
+            passed: false,
+            problems: vec!["safety: register: <script>".into()],
+            config: RunConfig::short("demo", &["register"], &[Nemesis::KillOne]),
+            checks: Vec::new(),
+            ops: BTreeMap::new(),
+            faults: vec![FaultWindow {
+                nemesis: Nemesis::KillOne,
+                description: "SIGKILL [1]".into(),
+                targets: vec![1],
+                start_ns: 1_000,
+                end_ns: 3_000,
+                took_effect: true,
+                evidence: "node 1 killed".into(),
+            }],
+            nodes: Vec::new(),
+            phases: BTreeMap::from([("faults".to_string(), 500)]),
+            dir: "/tmp/demo".into(),
+            elapsed_ms: 1,
+        };
+        let page = html(&results, &events);
+        assert!(page.starts_with("<!doctype html>") && page.ends_with("</html>"));
+        assert!(!page.contains("http://") || page.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(!page.contains("src=\"http"), "no external resources");
+        assert!(page.contains("&lt;script&gt;") && !page.contains("<script>safety"));
+        assert!(page.contains("k&lt;1&gt;"));
+        assert_eq!(page.matches("<circle").count(), 2, "one dot per operation");
+        assert!(page.contains("kill-one") && page.contains("node 1 killed"));
+    }
+}
