@@ -116,10 +116,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            accept_nodelay(peer_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(accept_nodelay(peer_listener), stopped(stop_rx.clone()));
 
     let forwarder = Forwarder::default();
     // One bound on the writes in flight for every service of this node.
@@ -162,10 +159,7 @@ pub async fn run(
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            accept_nodelay(api_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(accept_nodelay(api_listener), stopped(stop_rx.clone()));
 
     tracing::info!(
         node_id = config.node_id,

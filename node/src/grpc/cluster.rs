@@ -70,9 +70,8 @@ impl ClusterService {
                         .request(self.node.id, request, self.node.leader_wait());
                 // Adding a learner waits for it to catch up (bounded by the leader), which may
                 // take long; other changes are bounded by the leader wait like writes.
-                request.set_timeout(
-                    crate::node::LEARNER_CATCH_UP_WAIT + self.node.leader_wait() * 2,
-                );
+                request
+                    .set_timeout(crate::node::LEARNER_CATCH_UP_WAIT + self.node.leader_wait() * 2);
                 forward(ClusterClient::new(channel), request).await
             }
             Err(e) => Err(to_status(e)),
