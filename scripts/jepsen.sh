@@ -6,7 +6,7 @@
 # every run with its verdict and report.
 #
 # Usage: scripts/jepsen.sh [options]
-#   -w, --workloads LIST   register,set,watch (default: all three)
+#   -w, --workloads LIST   register,set,watch,tasks,decisions (default: all five)
 #   -n, --nemeses LIST     nemeses or groups: all (default), none, kill, pause, partition, or names:
 #                          kill-one kill-leader kill-minority kill-all pause-leader pause-follower
 #                          isolate-one isolate-leader split-majority bridge one-way delay membership

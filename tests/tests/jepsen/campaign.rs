@@ -3,7 +3,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `CONCLAVE_JEPSEN_WORKLOADS` | `register,set,watch` | workloads, all in every run |
+//! | `CONCLAVE_JEPSEN_WORKLOADS` | `register,set,watch,tasks,decisions` | workloads, all in every run |
 //! | `CONCLAVE_JEPSEN_NEMESES` | `all` | nemeses or groups (`kill`, `pause`, `partition`, `membership`, ...) |
 //! | `CONCLAVE_JEPSEN_DURATION` | `300` | seconds of faults in the whole campaign |
 //! | `CONCLAVE_JEPSEN_RUN_SECS` | `60` | seconds of faults per run (each run checks its own history) |
@@ -36,11 +36,14 @@ async fn long_campaign() -> anyhow::Result<()> {
         eprintln!("long_campaign skipped: set CONCLAVE_JEPSEN_LONG=1 (see scripts/jepsen.sh)");
         return Ok(());
     }
-    let workloads: Vec<String> = var("CONCLAVE_JEPSEN_WORKLOADS", "register,set,watch")
-        .split(',')
-        .map(|w| w.trim().to_string())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let workloads: Vec<String> = var(
+        "CONCLAVE_JEPSEN_WORKLOADS",
+        "register,set,watch,tasks,decisions",
+    )
+    .split(',')
+    .map(|w| w.trim().to_string())
+    .filter(|w| !w.is_empty())
+    .collect();
     for workload in &workloads {
         jepsen::workload::build(workload)?;
     }
