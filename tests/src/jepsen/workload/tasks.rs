@@ -14,7 +14,7 @@
 //!   of the request id's one application), `info` when unknown;
 //! - `register`: an agent's registration; `drain`: the wait for every task to be terminal;
 //! - `final-read`: `{"consistency"}` -> `{"consistency", "tasks": [{"id", "payload", "state",
-//!   "last_token", "history": [[attempt, token, outcome, agent], ...]}]}`.
+//!   "last_token", "history": [[attempt, token, outcome, agent], ...], "result"}]}`.
 //!
 //! The checker ([`check`]), a pure function of the history:
 //! - every final read lists the same tasks in the same state with the same attempts;
@@ -22,7 +22,8 @@
 //! - nothing unexpected: every listed task carries the payload of a submission that was invoked
 //!   and did not provably fail, and no payload is listed twice (a submission applied twice);
 //! - at most one accepted completion per task, and its token is the token of the task's one
-//!   SUCCEEDED attempt, which is its last; a task is SUCCEEDED exactly when it has that attempt;
+//!   SUCCEEDED attempt, which is its last; a task is SUCCEEDED exactly when it has that attempt,
+//!   and its result is the one that attempt's agent sent with that token;
 //! - a refused verb did not take effect; an accepted `fail` or `release` ended its attempt so;
 //! - fencing tokens strictly increase along each task's attempts, are never shared between
 //!   tasks, and `last_fencing_token` is the greatest; every assignment an agent received is an
@@ -417,7 +418,7 @@ impl Job {
                     request_id: actor.next_request_id(),
                     task_id: self.task,
                     fencing_token: self.token,
-                    result: format!("done by {}", self.agent).into_bytes(),
+                    result: completion_result(&self.agent, self.token).into_bytes(),
                 };
                 let spec = OpSpec::new("complete", None, value.clone());
                 actor
@@ -467,6 +468,12 @@ impl Job {
             }
         }
     }
+}
+
+/// The result an agent completes a task with: who, with which token. The checker finds it again
+/// in the task, as the result of its SUCCEEDED attempt.
+fn completion_result(agent: &str, token: u64) -> String {
+    format!("{agent} token {token}")
 }
 
 /// One send of a task verb: ok carries the task's state after it.
@@ -603,6 +610,7 @@ fn task_json(task: &Task) -> Json {
         "state": state_name(task.state),
         "last_token": task.last_fencing_token,
         "history": history,
+        "result": String::from_utf8_lossy(&task.result),
     })
 }
 
@@ -642,6 +650,8 @@ struct Listed {
     last_token: u64,
     /// (attempt, token, outcome, agent), oldest first.
     history: Vec<(u64, u64, String, String)>,
+    /// For SUCCEEDED: the result of the accepted completion.
+    result: String,
 }
 
 impl Listed {
@@ -665,6 +675,7 @@ impl Listed {
                 state: value["state"].as_str()?.to_string(),
                 last_token: value["last_token"].as_u64()?,
                 history,
+                result: value["result"].as_str().unwrap_or_default().to_string(),
             },
         ))
     }
@@ -932,7 +943,16 @@ pub fn check(events: &[Event]) -> CheckResult {
             .map(|(position, _)| position)
             .collect();
         match (listed.state.as_str(), successes.as_slice()) {
-            ("SUCCEEDED", [position]) if *position + 1 == listed.history.len() => {}
+            ("SUCCEEDED", [position]) if *position + 1 == listed.history.len() => {
+                let (_, token, _, agent) = &listed.history[*position];
+                if listed.result != completion_result(agent, *token) {
+                    problems.push(format!(
+                        "task {id} succeeded with token {token} by {agent}, but its result is {:?}, \
+                         not that completion's",
+                        listed.result
+                    ));
+                }
+            }
             ("SUCCEEDED", []) if listed.truncated() => {}
             ("SUCCEEDED", _) => problems.push(format!(
                 "task {id} is SUCCEEDED but its attempts are {:?}: it needs exactly one SUCCEEDED \
@@ -1099,7 +1119,13 @@ mod tests {
         let last = history
             .last()
             .map_or(0, |attempt| attempt[1].as_u64().unwrap());
-        json!({"id": id, "payload": payload, "state": state, "last_token": last, "history": history})
+        let result = match (state, history.last()) {
+            ("SUCCEEDED", Some(attempt)) => {
+                completion_result(attempt[3].as_str().unwrap(), attempt[1].as_u64().unwrap())
+            }
+            _ => String::new(),
+        };
+        json!({"id": id, "payload": payload, "state": state, "last_token": last, "history": history, "result": result})
     }
 
     fn submit(script: Script, process: u64, payload: &str, id: Option<u64>) -> Script {
@@ -1261,6 +1287,17 @@ mod tests {
         assert_found(
             &problems_of(finals(script, &tasks)),
             "applied more than once",
+        );
+    }
+
+    #[test]
+    fn a_result_that_is_not_the_accepted_completions_is_invalid() {
+        let (script, mut tasks) = good();
+        // The stale completion's result (token 3) stored with the attempt of token 5.
+        tasks[0]["result"] = json!(completion_result("a", 3));
+        assert_found(
+            &problems_of(finals(script, &tasks)),
+            "not that completion's",
         );
     }
 
