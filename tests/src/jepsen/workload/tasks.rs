@@ -7,8 +7,8 @@
 //!
 //! Recorded operations (f: invocation value -> ok value):
 //! - `submit`: `{"payload"}` -> `{"payload", "id"}`, resent with its request id while unknown;
-//! - `assign` (an observation by the agent's stream process): `{"agent", "task", "token",
-//!   "attempt"}`;
+//! - `assign` and `revoked` (observations by the agent's stream process: an assignment, a lease
+//!   lost or a cancellation pushed to it): `{"agent", "task", "token", "attempt" or "reason"}`;
 //! - `complete`, `fail`, `release`: `{"agent", "task", "token"}` (+ `"retryable"` for fail) ->
 //!   the same with `"state"`; `fail` when refused (FAILED_PRECONDITION "lease lost", the outcome
 //!   of the request id's one application), `info` when unknown;
@@ -27,7 +27,8 @@
 //! - a refused verb did not take effect; an accepted `fail` or `release` ended its attempt so;
 //! - fencing tokens strictly increase along each task's attempts, are never shared between
 //!   tasks, and `last_fencing_token` is the greatest; every assignment an agent received is an
-//!   attempt of that task, by that agent, with that token;
+//!   attempt of that task, by that agent, with that token; no verb invoked after its lease's
+//!   revocation was pushed is accepted;
 //! - every task is terminal after the drain.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -163,17 +164,37 @@ impl TasksWorkload {
         let name = config.name.clone();
         let pool: Arc<Mutex<Vec<Actor>>> = Arc::default();
         let mut seen: HashSet<(u64, u64)> = HashSet::new();
+        let mut revoked: HashSet<(u64, u64)> = HashSet::new();
         let mut choices = StdRng::seed_from_u64(mix(context.seed, &[0x7a5d, number as u64]));
         let handler =
             move |_session: u64, stream_node: u64, event: conclave_proto::v1::SessionEvent| {
-                let Some(EventKind::Assignment(assignment)) = event.kind else {
-                    return;
+                let context = &context_for_handler;
+                let assignment = match event.kind {
+                    Some(EventKind::Assignment(assignment)) => assignment,
+                    Some(EventKind::LeaseLost(revocation) | EventKind::Canceled(revocation)) => {
+                        // Pushed from committed state: no verb with this token may be accepted
+                        // from now on.
+                        if revoked.insert((revocation.task_id, revocation.fencing_token)) {
+                            observer.observe(
+                                context,
+                                "revoked",
+                                stream_node,
+                                json!({
+                                    "agent": name,
+                                    "task": revocation.task_id,
+                                    "token": revocation.fencing_token,
+                                    "reason": revocation.reason,
+                                }),
+                            );
+                        }
+                        return;
+                    }
+                    _ => return,
                 };
                 // A stream resends current assignments after a reconnect: one assignment is one.
                 if !seen.insert((assignment.task_id, assignment.fencing_token)) {
                     return;
                 }
-                let context = &context_for_handler;
                 observer.observe(
                     context,
                     "assign",
@@ -716,6 +737,8 @@ pub fn check(events: &[Event]) -> CheckResult {
     let mut verbs: Vec<Verb> = Vec::new();
     // (task, token, agent, index) of every assignment an agent received.
     let mut assigns: Vec<(u64, u64, String, u64)> = Vec::new();
+    // (task, token, index) of every revocation (lease lost, canceled) pushed to an agent.
+    let mut revocations: Vec<(u64, u64, u64)> = Vec::new();
     // (node, consistency, index, tasks) of every final read that succeeded.
     let mut finals: Vec<FinalRead> = Vec::new();
     let mut drain_terminal = None;
@@ -771,6 +794,12 @@ pub fn check(events: &[Event]) -> CheckResult {
                     value["agent"].as_str(),
                 ) {
                     assigns.push((task, token, agent.to_string(), invoke.index));
+                }
+            }
+            "revoked" => {
+                if let (Some(task), Some(token)) = (value["task"].as_u64(), value["token"].as_u64())
+                {
+                    revocations.push((task, token, invoke.index));
                 }
             }
             "drain" if operation.is_ok() => drain_terminal = value["terminal"].as_bool(),
@@ -1060,6 +1089,24 @@ pub fn check(events: &[Event]) -> CheckResult {
         }
     }
 
+    // A verb invoked after its lease's revocation was pushed must not be accepted.
+    for (task, token, revoked_at) in &revocations {
+        for verb in &verbs {
+            if verb.task == *task
+                && verb.token == *token
+                && verb.index > *revoked_at
+                && verb.outcome == OpKind::Ok
+            {
+                problems.push(format!(
+                    "{} of task {task} with token {token} by {} was accepted (event {}), though \
+                     the lease had been revoked (pushed at event {revoked_at})",
+                    verb.f, verb.agent, verb.index
+                ));
+            }
+        }
+    }
+    stats["revocations_seen"] = json!(revocations.len());
+
     // Every assignment an agent received is an attempt of that task, by that agent.
     let mut seen_tokens: BTreeMap<u64, (u64, &str)> = BTreeMap::new();
     for (task, token, agent, index) in &assigns {
@@ -1298,6 +1345,21 @@ mod tests {
         assert_found(
             &problems_of(finals(script, &tasks)),
             "not that completion's",
+        );
+    }
+
+    #[test]
+    fn a_verb_accepted_after_its_revocation_was_pushed_is_invalid() {
+        let value = json!({"agent": "b", "task": 1, "token": 5, "reason": "lease lost"});
+        let script = Script::new(NAME)
+            .invoke(12, "revoked", None, value.clone())
+            .ok(12, value);
+        let script = submit(script, 1, "p1", Some(1));
+        let script = verb(script, 3, "complete", 1, 5, true);
+        let tasks = vec![listed(1, "p1", "SUCCEEDED", &[(5, "SUCCEEDED", "b")])];
+        assert_found(
+            &problems_of(finals(script, &tasks)),
+            "though the lease had been revoked",
         );
     }
 
