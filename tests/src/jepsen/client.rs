@@ -297,8 +297,14 @@ pub fn is_rejected(status: &Status) -> bool {
 
 /// True when the call failed opening its connection, so not a byte of the request was sent.
 /// tonic reports that as UNAVAILABLE with the transport's connect error as its message.
+///
+/// Only a status this process's client made counts (tonic keeps the transport error as its
+/// source): a node that fails to forward a write to an unreachable leader relays the same words,
+/// and it may have proposed the write itself first, so from a node they prove nothing.
 pub fn is_connect_error(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.message().contains("tcp connect error")
+    status.code() == Code::Unavailable
+        && status.message().contains("tcp connect error")
+        && std::error::Error::source(status).is_some()
 }
 
 /// A status in one line: code and message.
@@ -350,7 +356,8 @@ mod tests {
         let cases = [
             (Status::invalid_argument("key: too long"), true),
             (rejected, true),
-            (Status::unavailable("tcp connect error"), true),
+            // The words alone, as a node relays them after failing to forward: unknown.
+            (Status::unavailable("tcp connect error"), false),
             (Status::unavailable("no leader"), false),
             (Status::deadline_exceeded("not committed in time"), false),
             (Status::cancelled("Timeout expired"), false),
