@@ -13,8 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::gateway::{
-    check_request_size, coordination, invalid, read_consistency, request_id,
-    unexpected_coordination, Gateway,
+    check_request_size, invalid, read_consistency, request_id, unexpected_coordination, Gateway,
 };
 use super::status::to_status;
 use super::streams::{self, EventStream};
@@ -51,30 +50,26 @@ impl AgentsService {
         F: FnOnce(AgentsClient<Channel>, Request<Req>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<pb::TaskVerbResponse>, Status>>,
     {
-        match self
-            .gateway
-            .write(request_id, Command::Coordination(command))
-            .await
-            .and_then(coordination)
-        {
-            Ok((
-                revision,
-                CoordResponse::Verb {
-                    state,
-                    lease_deadline_ms,
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                Command::Coordination(command),
+                |revision, response| match response {
+                    CoordResponse::Verb {
+                        state,
+                        lease_deadline_ms,
+                    } => Ok(Response::new(pb::TaskVerbResponse {
+                        header: self.gateway.header(revision, Consistency::Linearizable),
+                        state: convert::task_state(state) as i32,
+                        lease_deadline_unix_ms: lease_deadline_ms,
+                    })),
+                    other => Err(unexpected_coordination(other)),
                 },
-            )) => Ok(Response::new(pb::TaskVerbResponse {
-                header: self.gateway.header(revision, Consistency::Linearizable),
-                state: convert::task_state(state) as i32,
-                lease_deadline_unix_ms: lease_deadline_ms,
-            })),
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| forward(client(c), r))
-                    .await
-            }
-        }
+                |c, r| forward(client(c), r),
+            )
+            .await
     }
 
     /// The lease an extension asks for: as given, or (0) the task's own lease_ms. A task this
@@ -125,32 +120,30 @@ impl AgentsService {
         let (forwarded, req) = self.gateway.accept(request)?;
         let request_id = request_id(req.request_id)?;
         validation::name("name", &req.name)?;
+        let name = req.name.clone();
         let command = Command::Coordination(CoordCommand::SetDrained {
-            name: req.name.clone(),
+            name: name.clone(),
             drained,
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Ok => Ok(Response::new(self.agent_reply(&name, revision)?)),
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move {
+                    if drained {
+                        client(c).drain(r).await
+                    } else {
+                        client(c).undrain(r).await
+                    }
+                },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Ok)) => {
-                Ok(Response::new(self.agent_reply(&req.name, revision)?))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        if drained {
-                            client(c).drain(r).await
-                        } else {
-                            client(c).undrain(r).await
-                        }
-                    })
-                    .await
-            }
-        }
     }
 }
 
@@ -176,31 +169,25 @@ impl Agents for AgentsService {
         let request_id = request_id(req.request_id)?;
         let spec = validation::agent_spec(&req)?;
         let command = Command::Coordination(CoordCommand::RegisterAgent(spec));
-        match self
-            .gateway
-            .write(request_id, command)
-            .await
-            .and_then(coordination)
-        {
-            Ok((
-                revision,
-                CoordResponse::Registered {
-                    session_id, ttl_ms, ..
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Registered {
+                        session_id, ttl_ms, ..
+                    } => Ok(Response::new(pb::RegisterResponse {
+                        header: self.gateway.header(revision, Consistency::Linearizable),
+                        session_id,
+                        ttl_ms,
+                    })),
+                    other => Err(unexpected_coordination(other)),
                 },
-            )) => Ok(Response::new(pb::RegisterResponse {
-                header: self.gateway.header(revision, Consistency::Linearizable),
-                session_id,
-                ttl_ms,
-            })),
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).register(r).await
-                    })
-                    .await
-            }
-        }
+                |c, r| async move { client(c).register(r).await },
+            )
+            .await
     }
 
     type SessionStream = EventStream<pb::SessionEvent>;
@@ -228,27 +215,24 @@ impl Agents for AgentsService {
         let command = Command::Coordination(CoordCommand::CloseSession {
             session_id: req.session_id,
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Closed { released } => {
+                        Ok(Response::new(pb::CloseSessionResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            released,
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).close_session(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Closed { released })) => {
-                Ok(Response::new(pb::CloseSessionResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    released,
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).close_session(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn complete(
@@ -407,35 +391,29 @@ impl Agents for AgentsService {
             choice: req.choice.clone(),
             rationale: req.rationale.clone(),
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Voted { decision_id } => {
+                        let state = self.gateway.node.state.read();
+                        Ok(Response::new(pb::VoteResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            decision: state
+                                .machine
+                                .coordination()
+                                .decision(decision_id)
+                                .map(convert::decision),
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).vote(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Voted { decision_id })) => {
-                let state = self.gateway.node.state.read();
-                Ok(Response::new(pb::VoteResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    decision: state
-                        .machine
-                        .coordination()
-                        .decision(decision_id)
-                        .map(convert::decision),
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(
-                        e,
-                        forwarded,
-                        req,
-                        |c, r| async move { client(c).vote(r).await },
-                    )
-                    .await
-            }
-        }
     }
 
     async fn list_agents(

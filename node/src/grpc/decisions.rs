@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::gateway::{
-    bounded_page, check_request_size, coordination, read_consistency, request_id,
-    unexpected_coordination, Gateway,
+    bounded_page, check_request_size, read_consistency, request_id, unexpected_coordination,
+    Gateway,
 };
 use super::status::to_status;
 use super::streams::{self, EventStream};
@@ -57,32 +57,29 @@ impl Decisions for DecisionsService {
         // stamp on the entry may differ by the clock skew between them.
         let spec = validation::decision_spec(req.decision.as_ref(), wall_clock_ms())?;
         let command = Command::Coordination(CoordCommand::Propose(spec));
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Proposed { decision_id } => {
+                        let state = self.gateway.node.state.read();
+                        Ok(Response::new(pb::ProposeResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            decision: state
+                                .machine
+                                .coordination()
+                                .decision(decision_id)
+                                .map(convert::decision),
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).propose(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Proposed { decision_id })) => {
-                let state = self.gateway.node.state.read();
-                Ok(Response::new(pb::ProposeResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    decision: state
-                        .machine
-                        .coordination()
-                        .decision(decision_id)
-                        .map(convert::decision),
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).propose(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn get_decision(

@@ -98,6 +98,29 @@ impl Gateway {
             .await
     }
 
+    /// Proposes a coordination write and answers with `answer(revision, response)`; on a node
+    /// that does not lead, forwards the request to the leader (once) with `call` instead.
+    #[allow(clippy::too_many_arguments)] // each is one part of the one shape every write handler has
+    pub async fn write_or_forward<Req, Resp, A, F, Fut>(
+        &self,
+        forwarded: bool,
+        request: Req,
+        request_id: RequestId,
+        command: Command,
+        answer: A,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        A: FnOnce(u64, CoordResponse) -> Result<Response<Resp>, Status>,
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        match self.write(request_id, command).await.and_then(coordination) {
+            Ok((revision, response)) => answer(revision, response),
+            Err(e) => self.forward(e, forwarded, request, call).await,
+        }
+    }
+
     /// A slot for one more watch or wait on this node, held until it ends.
     pub fn watch_slot(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.watch_slots.clone().try_acquire_owned().map_err(|_| {
@@ -198,7 +221,7 @@ pub fn unexpected_coordination(response: CoordResponse) -> Status {
 
 /// A coordination write's outcome: the store revision and the success, or the domain failure as
 /// a node error (nothing applied).
-pub fn coordination(response: SmResponse) -> Result<(u64, CoordResponse), Error> {
+fn coordination(response: SmResponse) -> Result<(u64, CoordResponse), Error> {
     match response {
         SmResponse::Coordination { revision, response } => {
             convert::outcome(response).map(|response| (revision, response))

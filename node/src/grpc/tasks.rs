@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::gateway::{
-    bounded_page, check_request_size, coordination, invalid, read_consistency, request_id,
+    bounded_page, check_request_size, invalid, read_consistency, request_id,
     unexpected_coordination, Gateway,
 };
 use super::status::to_status;
@@ -57,31 +57,28 @@ impl Tasks for TasksService {
         let spec = req.task.as_ref().ok_or_else(|| invalid("task: required"))?;
         let spec = validation::task_spec("task", spec)?;
         let command = Command::Coordination(CoordCommand::Submit { tasks: vec![spec] });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Submitted { results } => {
+                        let (task_id, existing) = *results.first().ok_or_else(|| {
+                            Status::internal("a submit of one task returned no result")
+                        })?;
+                        Ok(Response::new(pb::SubmitResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            task_id,
+                            existing,
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).submit(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Submitted { results })) => {
-                let (task_id, existing) = *results
-                    .first()
-                    .ok_or_else(|| Status::internal("a submit of one task returned no result"))?;
-                Ok(Response::new(pb::SubmitResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    task_id,
-                    existing,
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).submit(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn submit_batch(
@@ -107,35 +104,32 @@ impl Tasks for TasksService {
             .map(|(i, spec)| validation::task_spec(&format!("tasks[{i}]"), spec))
             .collect::<Result<Vec<_>, _>>()?;
         let command = Command::Coordination(CoordCommand::Submit { tasks: specs });
-        match self
-            .gateway
-            .write(request_id, command)
-            .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Submitted { results })) => {
-                let header = self.gateway.header(revision, Consistency::Linearizable);
-                Ok(Response::new(pb::SubmitBatchResponse {
-                    header,
-                    results: results
-                        .into_iter()
-                        .map(|(task_id, existing)| pb::SubmitResponse {
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Submitted { results } => {
+                        let header = self.gateway.header(revision, Consistency::Linearizable);
+                        Ok(Response::new(pb::SubmitBatchResponse {
                             header,
-                            task_id,
-                            existing,
-                        })
-                        .collect(),
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).submit_batch(r).await
-                    })
-                    .await
-            }
-        }
+                            results: results
+                                .into_iter()
+                                .map(|(task_id, existing)| pb::SubmitResponse {
+                                    header,
+                                    task_id,
+                                    existing,
+                                })
+                                .collect(),
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).submit_batch(r).await },
+            )
+            .await
     }
 
     async fn get_task(
@@ -271,28 +265,25 @@ impl Tasks for TasksService {
             task_id: req.task_id,
             reason: req.reason.clone(),
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::Canceled { canceled, previous } => {
+                        Ok(Response::new(pb::CancelTaskResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            canceled,
+                            previous_state: convert::task_state(previous) as i32,
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).cancel_task(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::Canceled { canceled, previous })) => {
-                Ok(Response::new(pb::CancelTaskResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    canceled,
-                    previous_state: convert::task_state(previous) as i32,
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).cancel_task(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn list_dead_letters(
@@ -333,27 +324,24 @@ impl Tasks for TasksService {
         let request_id = request_id(req.request_id)?;
         let selector = validation::dead_letter_selector(&req.task_ids, &req.queue)?;
         let command = Command::Coordination(CoordCommand::Redrive { selector });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::DeadLetters { count } => {
+                        Ok(Response::new(pb::DeadLetterResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            count,
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).redrive(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::DeadLetters { count })) => {
-                Ok(Response::new(pb::DeadLetterResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    count,
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        client(c).redrive(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn purge(
@@ -364,30 +352,24 @@ impl Tasks for TasksService {
         let request_id = request_id(req.request_id)?;
         let selector = validation::dead_letter_selector(&req.task_ids, &req.queue)?;
         let command = Command::Coordination(CoordCommand::Purge { selector });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                |revision, response| match response {
+                    CoordResponse::DeadLetters { count } => {
+                        Ok(Response::new(pb::DeadLetterResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            count,
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                },
+                |c, r| async move { client(c).purge(r).await },
+            )
             .await
-            .and_then(coordination)
-        {
-            Ok((revision, CoordResponse::DeadLetters { count })) => {
-                Ok(Response::new(pb::DeadLetterResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    count,
-                }))
-            }
-            Ok((_, other)) => Err(unexpected_coordination(other)),
-            Err(e) => {
-                self.gateway
-                    .forward(
-                        e,
-                        forwarded,
-                        req,
-                        |c, r| async move { client(c).purge(r).await },
-                    )
-                    .await
-            }
-        }
     }
 }
 
