@@ -25,7 +25,10 @@ use conclave_proto::v1::agents_client::AgentsClient;
 use conclave_proto::v1::session_event::Kind as EventKind;
 use conclave_proto::v1::session_request::Kind as RequestKind;
 use conclave_proto::v1::SessionRequest;
-use conclave_proto::v1::{Heartbeat, RegisterRequest, RequestId, SessionEvent, SessionOpen};
+use conclave_proto::v1::{
+    Heartbeat, ReadConsistency, RegisterRequest, RequestId, SessionEvent, SessionOpen,
+};
+use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::Rng as _;
@@ -550,6 +553,26 @@ pub fn unix_ms() -> u64 {
 /// A proto enum's name without its prefix: `TASK_STATE_SUCCEEDED` -> `SUCCEEDED`.
 pub fn short_name(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_string()
+}
+
+/// One read of a workload's final state from `node` with `consistency`; true when answered.
+pub type FinalRead =
+    for<'a> fn(&'a mut Actor, &'a ClientContext, u64, ReadConsistency) -> BoxFuture<'a, bool>;
+
+/// The final reads of the agent workloads: a serializable read on every node at once (what each
+/// replica holds), then one linearizable read, from the first node that answers.
+pub async fn read_final_state(context: &ClientContext, read: FinalRead) {
+    let readers = context.nodes.keys().map(|&node| async move {
+        let mut actor = Actor::new(context, node);
+        read(&mut actor, context, node, ReadConsistency::Serializable).await
+    });
+    futures::future::join_all(readers).await;
+    let mut actor = Actor::new(context, *context.nodes.keys().next().expect("nodes"));
+    for &node in context.nodes.keys() {
+        if read(&mut actor, context, node, ReadConsistency::Linearizable).await {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]

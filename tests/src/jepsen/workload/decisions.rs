@@ -54,7 +54,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::agents::{
-    classify, pace, run_agent, short_name, unix_ms, Actor, AgentConfig, AgentShared,
+    classify, pace, read_final_state, run_agent, short_name, unix_ms, Actor, AgentConfig,
+    AgentShared,
 };
 use super::{CheckResult, Tasks, Verdict, Workload, FINAL_READ};
 use crate::channel;
@@ -453,17 +454,10 @@ impl Workload for DecisionsWorkload {
 
     fn final_reads<'a>(&'a self, context: &'a ClientContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let readers = context.nodes.keys().map(|&node| async move {
-                let mut actor = Actor::new(context, node);
-                final_read(&mut actor, context, node, ReadConsistency::Serializable).await
-            });
-            futures::future::join_all(readers).await;
-            let mut actor = Actor::new(context, *context.nodes.keys().next().expect("nodes"));
-            for &node in context.nodes.keys() {
-                if final_read(&mut actor, context, node, ReadConsistency::Linearizable).await {
-                    break;
-                }
-            }
+            read_final_state(context, |actor, context, node, consistency| {
+                Box::pin(final_read(actor, context, node, consistency))
+            })
+            .await;
             Ok(())
         })
     }

@@ -51,7 +51,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::agents::{classify, pace, run_agent, short_name, Actor, AgentConfig, AgentShared};
+use super::agents::{
+    classify, pace, read_final_state, run_agent, short_name, Actor, AgentConfig, AgentShared,
+};
 use super::{CheckResult, Tasks, Verdict, Workload, FINAL_READ};
 use crate::jepsen::client::{mix, Attempt, ClientContext};
 use crate::jepsen::history::{pair, Completion, Event, OpKind, OpSpec};
@@ -360,17 +362,10 @@ impl Workload for TasksWorkload {
 
     fn final_reads<'a>(&'a self, context: &'a ClientContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let readers = context.nodes.keys().map(|&node| async move {
-                let mut actor = Actor::new(context, node);
-                final_read(&mut actor, context, node, ReadConsistency::Serializable).await
-            });
-            futures::future::join_all(readers).await;
-            let mut actor = Actor::new(context, *context.nodes.keys().next().expect("nodes"));
-            for &node in context.nodes.keys() {
-                if final_read(&mut actor, context, node, ReadConsistency::Linearizable).await {
-                    break;
-                }
-            }
+            read_final_state(context, |actor, context, node, consistency| {
+                Box::pin(final_read(actor, context, node, consistency))
+            })
+            .await;
             Ok(())
         })
     }
