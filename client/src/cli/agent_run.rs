@@ -5,7 +5,8 @@
 //! One tokio task per assignment runs the command and reports the outcome; the agent's loop
 //! hands out assignments, forwards cancellations and lost leases to the tasks they concern, and
 //! handles shutdown. Commands run in their own process group so that stopping one stops whatever
-//! it started; signals go to that group by id, never by name.
+//! it started; signals go to that group by id, never by name. A command also dies with the agent:
+//! an agent killed outright leaves no command working on a task that will go to another agent.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -25,7 +26,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::process_group::{signal_group, SIGKILL, SIGTERM};
+use super::process_group::{die_with_agent, signal_group, SIGKILL, SIGTERM};
 use super::render::{clip, parse_key_value};
 use super::when::{format_duration, format_rfc3339, parse_duration};
 use super::{CliError, CliResult, Globals};
@@ -418,6 +419,7 @@ async fn execute(
         .env("CONCLAVE_CONTENT_TYPE", &assignment.content_type)
         .env("CONCLAVE_AGENT", &settings.name)
         .env("CONCLAVE_ENDPOINTS", &settings.endpoints);
+    die_with_agent(&mut command);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => return Execution::SpawnFailed(error),

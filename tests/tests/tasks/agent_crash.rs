@@ -9,7 +9,7 @@ use conclave_tests::fleet::{is_lease_lost, task_spec, ExecAgent, Fleet, TestAgen
 use conclave_tests::poll::eventually;
 use conclave_tests::{ClusterConfig, TestCluster};
 
-use crate::{state, PUSH_TIMEOUT};
+use crate::{process_exists, state, PUSH_TIMEOUT};
 
 /// The exec agent's session TTL: short, so the test does not wait long for the expiry.
 const TTL_MS: u64 = 2000;
@@ -56,15 +56,21 @@ async fn killed_agent_task_completes_elsewhere() -> anyhow::Result<()> {
     })
     .await?;
 
-    tracing::info!(
-        pid = doomed.pid(),
-        worker_pid,
-        "SIGKILL the agent (and, by PID, its orphaned command)"
-    );
+    tracing::info!(pid = doomed.pid(), worker_pid, "SIGKILL the agent");
     doomed.kill();
+    let orphan = eventually("the command dies with its agent", PUSH_TIMEOUT, || async {
+        ensure!(
+            !process_exists(worker_pid),
+            "process {worker_pid} still runs"
+        );
+        Ok(())
+    })
+    .await;
+    // Whatever the outcome, the command must not outlive the test: stop it by PID.
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &worker_pid.to_string()])
         .status();
+    orphan?;
 
     tracing::info!("a second agent gets the task once the dead agent's session expires");
     let mut rescuer = TestAgent::register(&fleet, "rescuer", &["work"], 1, 10_000).await?;

@@ -6,14 +6,7 @@ use conclave_tests::fleet::{task_spec, tasks_client, ExecAgent, Fleet};
 use conclave_tests::poll::eventually;
 use conclave_tests::{ClusterConfig, TestCluster};
 
-use crate::{state, PUSH_TIMEOUT};
-
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
+use crate::{process_exists, state, PUSH_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_running_exec_agent() -> anyhow::Result<()> {
@@ -85,7 +78,7 @@ async fn cancel_reaches_running_exec_agent() -> anyhow::Result<()> {
         Ok(std::fs::read_to_string(&pid_file)?.trim().parse::<u32>()?)
     })
     .await?;
-    // The agent is killed below; its command would outlive it, so stop that too, by PID.
+    // The command dies with its agent (dropped below); stop it by PID as well, in case it does not.
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &next_pid.to_string()])
         .status();

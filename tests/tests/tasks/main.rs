@@ -23,3 +23,11 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn state(task: &Task) -> TaskState {
     TaskState::try_from(task.state).unwrap_or(TaskState::Unspecified)
 }
+
+/// True while process `pid` runs (a zombie, dead but not yet reaped, does not count).
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
