@@ -8,6 +8,7 @@ use std::error::Error as StdError;
 
 use conclave_proto::{
     COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED,
+    REASON_LEASE_LOST, REASON_METADATA, REASON_NODE_REMOVED,
 };
 use tonic::{Code, Status};
 
@@ -163,20 +164,27 @@ pub(crate) fn never_connected(status: &Status) -> bool {
     false
 }
 
-/// True when a FAILED_PRECONDITION says the fencing token of a task verb is stale. The wire contract
-/// (agents.proto) promises the message starts with "lease lost"; a forwarding node passes the
-/// leader's message on, so it is searched rather than only matched at the start.
+/// True when a FAILED_PRECONDITION says the fencing token of a task verb is stale
+/// (`conclave-reason: lease-lost`, agents.proto).
 pub(crate) fn lease_lost(status: &Status) -> bool {
-    status.code() == Code::FailedPrecondition && status.message().contains("lease lost")
+    failed_because(status, REASON_LEASE_LOST)
 }
 
-/// True when a FAILED_PRECONDITION says the node that sent it has been removed from the cluster
-/// (kv.proto), so another node may still serve the call. Other FAILED_PRECONDITION answers (a stale
-/// fencing token, a vote already cast, a session that is not live) are about the request and
-/// would be the same on every node.
+/// True when a FAILED_PRECONDITION says the node that sent it, or the node that forwarded the call,
+/// has been removed from the cluster (`conclave-reason: node-removed`, kv.proto), so another node
+/// may still serve the call. Other FAILED_PRECONDITION answers (a stale fencing token, a vote
+/// already cast, a session that is not live) are about the request and would be the same on every
+/// node.
 pub(crate) fn node_removed(status: &Status) -> bool {
+    failed_because(status, REASON_NODE_REMOVED)
+}
+
+fn failed_because(status: &Status, reason: &str) -> bool {
     status.code() == Code::FailedPrecondition
-        && status.message().contains("removed from the cluster")
+        && status
+            .metadata()
+            .get(REASON_METADATA)
+            .is_some_and(|value| value.as_bytes() == reason.as_bytes())
 }
 
 /// A leader named by a `conclave-leader` metadata value or by a node's status.
@@ -345,17 +353,27 @@ mod tests {
 
     #[test]
     fn failed_preconditions_are_told_apart() {
-        let stale = Status::failed_precondition("lease lost: task 7 is now assigned with token 12");
+        let stale = status_with(
+            Code::FailedPrecondition,
+            &[(REASON_METADATA, REASON_LEASE_LOST)],
+        );
         assert!(lease_lost(&stale));
         assert!(!node_removed(&stale));
-        let removed = Status::failed_precondition(
-            "node 3 has been removed from the cluster and serves no writes",
+        let removed = status_with(
+            Code::FailedPrecondition,
+            &[(REASON_METADATA, REASON_NODE_REMOVED)],
         );
         assert!(node_removed(&removed));
         assert!(!lease_lost(&removed));
-        let voted = Status::failed_precondition("already voted");
+        // The message is for people; only the metadata decides.
+        let voted =
+            Status::failed_precondition("already voted; node 3 has been removed from the cluster");
         assert!(!lease_lost(&voted) && !node_removed(&voted));
-        assert!(!lease_lost(&Status::invalid_argument("lease lost")));
+        let other_code = status_with(
+            Code::InvalidArgument,
+            &[(REASON_METADATA, REASON_LEASE_LOST)],
+        );
+        assert!(!lease_lost(&other_code));
     }
 
     #[test]

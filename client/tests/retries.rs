@@ -288,7 +288,15 @@ async fn refusals_are_not_retried() {
 
 #[tokio::test]
 async fn a_removed_node_sends_the_write_elsewhere() {
-    let removed = start_put(|_| Err(Status::failed_precondition("removed from the cluster"))).await;
+    let removed = start_put(|_| {
+        let mut status = Status::failed_precondition("node 1 has been removed from the cluster");
+        status.metadata_mut().insert(
+            conclave_proto::REASON_METADATA,
+            MetadataValue::from_static(conclave_proto::REASON_NODE_REMOVED),
+        );
+        Err(status)
+    })
+    .await;
     let member = start_put(|_| ok(3, 11)).await;
     let put = client(&[&removed, &member], 2_000)
         .put("k", "v")

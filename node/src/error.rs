@@ -45,6 +45,13 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The node (this one, or the one that forwarded the request) is no longer a member of the
+    /// cluster; another node may serve the call.
+    #[error("node {0} has been removed from the cluster; ask another node")]
+    NodeRemoved(NodeId),
+    /// A task verb's fencing token is stale; the message starts with "lease lost".
+    #[error("{0}")]
+    LeaseLost(String),
     #[error("{0}")]
     AlreadyExists(String),
     /// The node cannot go on (storage failure); it stops serving.

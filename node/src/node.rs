@@ -102,10 +102,7 @@ impl Node {
 
     async fn propose(&self, request_id: Option<RequestId>, command: Command) -> Result<Response> {
         if !self.is_member() {
-            return Err(Error::FailedPrecondition(format!(
-                "node {} has been removed from the cluster and serves no writes",
-                self.id
-            )));
+            return Err(Error::NodeRemoved(self.id));
         }
         if !self.raft.is_leader() {
             return Err(Error::NotLeader {

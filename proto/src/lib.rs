@@ -15,6 +15,16 @@ pub const OUTCOME_METADATA: &str = "conclave-outcome";
 pub const OUTCOME_REJECTED: &str = "rejected";
 /// Metadata key with the oldest revision a watch can still start from.
 pub const COMPACT_REVISION_METADATA: &str = "conclave-compact-revision";
+/// Metadata key naming why a FAILED_PRECONDITION was answered, for clients to act on without
+/// reading the message: [`REASON_NODE_REMOVED`] or [`REASON_LEASE_LOST`].
+pub const REASON_METADATA: &str = "conclave-reason";
+/// Value of [`REASON_METADATA`]: the node that sent the answer (or forwarded the request) has been
+/// removed from the cluster; another node may serve the same call.
+pub const REASON_NODE_REMOVED: &str = "node-removed";
+/// Value of [`REASON_METADATA`]: a task verb's fencing token is stale; the same on every node.
+pub const REASON_LEASE_LOST: &str = "lease-lost";
+/// Metadata key with the oldest task event sequence still kept, on a task watch's OUT_OF_RANGE.
+pub const OLDEST_SEQUENCE_METADATA: &str = "conclave-oldest-sequence";
 /// Metadata key set by a node that forwards a request to the leader, so it is not forwarded again.
 pub const FORWARDED_METADATA: &str = "conclave-forwarded";
 

@@ -480,7 +480,12 @@ impl Drop for TestAgent {
 
 /// Whether `status` is the fencing refusal: FAILED_PRECONDITION whose message starts "lease lost".
 pub fn is_lease_lost(status: &Status) -> bool {
-    status.code() == Code::FailedPrecondition && status.message().starts_with("lease lost")
+    status.code() == Code::FailedPrecondition
+        && status.message().starts_with("lease lost")
+        && status
+            .metadata()
+            .get(conclave_proto::REASON_METADATA)
+            .is_some_and(|v| v.as_bytes() == conclave_proto::REASON_LEASE_LOST.as_bytes())
 }
 
 /// The `conclave` CLI binary: `$CONCLAVE_CLI_BIN`, else the one beside the node binary.

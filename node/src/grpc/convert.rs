@@ -294,13 +294,13 @@ pub fn task_event_kind(kind: TaskEventKind) -> pb::TaskEventKind {
 /// successes are handed back for the handler to turn into its reply.
 pub fn outcome(response: CoordResponse) -> Result<CoordResponse, Error> {
     match response {
-        CoordResponse::LeaseLost { reason } => Err(Error::FailedPrecondition(
-            if reason.starts_with("lease lost") {
+        CoordResponse::LeaseLost { reason } => {
+            Err(Error::LeaseLost(if reason.starts_with("lease lost") {
                 reason
             } else {
                 format!("lease lost: {reason}")
-            },
-        )),
+            }))
+        }
         CoordResponse::UnknownSession { session_id } => Err(Error::NotFound(format!(
             "session {session_id} does not exist or has ended; register again"
         ))),
@@ -332,14 +332,12 @@ mod tests {
         let lost = outcome(CoordResponse::LeaseLost {
             reason: "the lease expired".into(),
         });
-        assert!(
-            matches!(&lost, Err(Error::FailedPrecondition(m)) if m == "lease lost: the lease expired")
-        );
+        assert!(matches!(&lost, Err(Error::LeaseLost(m)) if m == "lease lost: the lease expired"));
         let lost = outcome(CoordResponse::LeaseLost {
             reason: "lease lost: task 7 was canceled".into(),
         });
         assert!(
-            matches!(&lost, Err(Error::FailedPrecondition(m)) if m == "lease lost: task 7 was canceled")
+            matches!(&lost, Err(Error::LeaseLost(m)) if m == "lease lost: task 7 was canceled")
         );
         assert!(matches!(
             outcome(CoordResponse::UnknownTask { task_id: 7 }),

@@ -106,9 +106,7 @@ pub fn check_forwarder<T>(node: &Node, request: &Request<T>) -> Result<(), Error
     let from = value.to_str().ok().and_then(|v| v.parse::<NodeId>().ok());
     match from {
         Some(from) if !node.is_member_id(from) && node.raft.is_leader() => {
-            Err(Error::FailedPrecondition(format!(
-                "node {from} has been removed from the cluster and serves no requests"
-            )))
+            Err(Error::NodeRemoved(from))
         }
         _ => Ok(()),
     }

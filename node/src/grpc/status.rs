@@ -2,6 +2,7 @@
 
 use conclave_proto::{
     COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED,
+    REASON_LEASE_LOST, REASON_METADATA, REASON_NODE_REMOVED,
 };
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -10,6 +11,11 @@ use crate::error::{Error, LeaderHint};
 
 pub fn to_status(error: Error) -> Status {
     let message = error.to_string();
+    let reason = match error {
+        Error::NodeRemoved(_) => Some(REASON_NODE_REMOVED),
+        Error::LeaseLost(_) => Some(REASON_LEASE_LOST),
+        _ => None,
+    };
     let (code, leader, rejected, compacted) = match error {
         Error::InvalidArgument(_) => (Code::InvalidArgument, None, true, None),
         Error::NotLeader { leader, proposed } => (Code::Unavailable, leader, !proposed, None),
@@ -22,7 +28,9 @@ pub fn to_status(error: Error) -> Status {
             oldest_available, ..
         } => (Code::OutOfRange, None, true, Some(oldest_available)),
         Error::NotFound(_) => (Code::NotFound, None, true, None),
-        Error::FailedPrecondition(_) => (Code::FailedPrecondition, None, true, None),
+        Error::FailedPrecondition(_) | Error::NodeRemoved(_) | Error::LeaseLost(_) => {
+            (Code::FailedPrecondition, None, true, None)
+        }
         Error::AlreadyExists(_) => (Code::AlreadyExists, None, true, None),
         Error::Fatal(_) => (Code::Internal, None, false, None),
     };
@@ -44,6 +52,9 @@ pub fn to_status(error: Error) -> Status {
             OUTCOME_METADATA,
             MetadataValue::from_static(OUTCOME_REJECTED),
         );
+    }
+    if let Some(reason) = reason {
+        metadata.insert(REASON_METADATA, MetadataValue::from_static(reason));
     }
     if let Some(oldest) = compacted {
         metadata.insert(COMPACT_REVISION_METADATA, MetadataValue::from(oldest));

@@ -185,7 +185,16 @@ async fn membership() -> anyhow::Result<()> {
             async move {
                 match client.put(request).await {
                     Ok(response) => panic!("removed node {removed} accepted a write: {response:?}"),
-                    Err(status) if status.code() == Code::FailedPrecondition => Ok(status.code()),
+                    Err(status) if status.code() == Code::FailedPrecondition => {
+                        // The mark a client acts on to try another node.
+                        let reason = status.metadata().get(conclave_proto::REASON_METADATA);
+                        assert_eq!(
+                            reason.map(|v| v.as_bytes()),
+                            Some(conclave_proto::REASON_NODE_REMOVED.as_bytes()),
+                            "{status:?}"
+                        );
+                        Ok(status.code())
+                    }
                     Err(status) => Err(anyhow::anyhow!("{status:?}")),
                 }
             }
