@@ -2,7 +2,6 @@
 //! network): the verdict and problems, a latency-over-time timeline per workload with the fault
 //! windows shaded, and tables of checks, operations, faults and nodes.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::history::{pair, Event, OpKind};
@@ -30,6 +29,11 @@ fn color(kind: OpKind) -> &'static str {
         OpKind::Fail => "#d62728",
         OpKind::Info | OpKind::Invoke => "#ff9f1a",
     }
+}
+
+/// A log index, or "-" for none.
+fn or_dash(index: Option<u64>) -> String {
+    index.map_or_else(|| "-".to_string(), |index| index.to_string())
 }
 
 /// The page for `results` and its history.
@@ -92,7 +96,8 @@ pub fn html(results: &Results, events: &[Event]) -> String {
         .iter()
         .map(String::as_str)
         .collect();
-    let height = MARGIN_TOP + lanes.len() as f64 * (LANE_HEIGHT + 30.0) + 30.0;
+    // Below the lanes: two rows of phase labels.
+    let height = MARGIN_TOP + lanes.len() as f64 * (LANE_HEIGHT + 30.0) + 42.0;
     page.push_str(
         "<h2>Timeline</h2><p>Each dot is one operation at its invocation time, its height the \
          latency (log scale; <span style=\"color:#2e9e44\">ok</span>, \
@@ -136,15 +141,24 @@ pub fn html(results: &Results, events: &[Event]) -> String {
             window.nemesis.name(),
         );
     }
-    for (phase, ns) in &results.phases {
-        let left = x(*ns);
+    // Phases that start close together (setup and warm-up, heal and quiesce) put their labels on
+    // different rows; a label is about 7 px per character wide.
+    let mut phases: Vec<(&String, u64)> = results.phases.iter().map(|(p, ns)| (p, *ns)).collect();
+    phases.sort_by_key(|&(phase, ns)| (ns, phase.clone()));
+    let mut row_ends = [f64::MIN; 2];
+    for (phase, ns) in phases {
+        let left = x(ns);
+        let row = (0..row_ends.len())
+            .find(|&row| left + 2.0 >= row_ends[row] + 4.0)
+            .unwrap_or(if row_ends[0] <= row_ends[1] { 0 } else { 1 });
+        row_ends[row] = left + 2.0 + 7.0 * phase.len() as f64;
         let _ = write!(
             page,
             "<line x1=\"{left:.1}\" x2=\"{left:.1}\" y1=\"{MARGIN_TOP}\" y2=\"{:.1}\" stroke=\"#555\" \
              stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{phase}</text>",
-            height - 20.0,
+            height - 32.0,
             left + 2.0,
-            height - 6.0,
+            height - 18.0 + 12.0 * row as f64,
         );
     }
     for (lane, workload) in lanes.iter().enumerate() {
@@ -272,13 +286,13 @@ pub fn html(results: &Results, events: &[Event]) -> String {
     for node in &results.nodes {
         let _ = write!(
             page,
-            "<tr><td><a href=\"node-{id}.log\">{id}</a></td><td>{:?}</td><td>{:x}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
-            node.applied_index,
+            "<tr><td><a href=\"node-{id}.log\">{id}</a></td><td>{}</td><td>{:x}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            or_dash(node.applied_index),
             node.state_digest,
             node.revision,
             node.term,
-            node.snapshot_index,
-            node.purged_index,
+            or_dash(node.snapshot_index),
+            or_dash(node.purged_index),
             node.snapshots_built,
             node.snapshots_received,
             id = node.id,
@@ -286,16 +300,17 @@ pub fn html(results: &Results, events: &[Event]) -> String {
     }
     page.push_str("</table>");
 
-    let phases: BTreeMap<&String, f64> = results
-        .phases
-        .iter()
-        .map(|(k, v)| (k, *v as f64 / 1e9))
+    let mut phases: Vec<(&String, u64)> = results.phases.iter().map(|(p, ns)| (p, *ns)).collect();
+    phases.sort_by_key(|&(phase, ns)| (ns, phase.clone()));
+    let phases: Vec<String> = phases
+        .into_iter()
+        .map(|(phase, ns)| format!("{phase} at {:.1} s", ns as f64 / 1e9))
         .collect();
     let _ = write!(
         page,
-        "<h2>Configuration</h2><pre>{}</pre><p>Phases (s): {}</p>",
+        "<h2>Configuration</h2><pre>{}</pre><p>Phases: {}</p>",
         escape(&serde_json::to_string_pretty(&results.config).unwrap_or_default()),
-        escape(&format!("{phases:?}"))
+        escape(&phases.join(", "))
     );
     page.push_str(
         "<script>function toggle(c,box){for(const e of document.getElementsByClassName(c))\
