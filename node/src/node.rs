@@ -63,6 +63,28 @@ impl Node {
         })
     }
 
+    /// Waits until this node knows of a leader other than `leader`, and names it. Never returns
+    /// while `leader` stays the leader this node knows of (or no leader is known).
+    ///
+    /// Follows the server metrics, which change with votes, leaders and membership only, so that
+    /// many calls waiting here cost nothing per committed entry.
+    pub async fn leader_other_than(&self, leader: NodeId) -> Option<LeaderHint> {
+        let mut server = self.raft.server_metrics();
+        loop {
+            let moved = server
+                .borrow_and_update()
+                .current_leader
+                .is_some_and(|current| current != leader);
+            if moved {
+                return self.leader_hint();
+            }
+            if server.changed().await.is_err() {
+                // Raft has stopped (the node is shutting down): nothing will change any more.
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// The effective membership this node knows (the last one in its log).
     pub fn membership(&self) -> Arc<crate::raft::StoredMembership> {
         self.raft

@@ -61,6 +61,11 @@ impl Forwarder {
     /// If this node put the write in its own log before finding out it no longer leads
     /// (`proposed`), that entry may still commit: whatever the leader answers, a failure is then no
     /// proof of "not applied", so the `conclave-outcome: rejected` mark is removed.
+    ///
+    /// When another node becomes leader while the call is out, the call is abandoned: the old
+    /// leader may be paused or cut off and hold it for the whole deadline, while the new one could
+    /// serve it now. The caller gets UNAVAILABLE naming the new leader, with an unknown outcome
+    /// (the old leader may have proposed the write), so it retries with the same request id.
     pub async fn forward<Req, Resp, F, Fut>(
         &self,
         node: &Node,
@@ -75,12 +80,21 @@ impl Forwarder {
     {
         match error {
             Error::NotLeader {
-                leader: Some(LeaderHint { api_addr, .. }),
+                leader: Some(LeaderHint { id, api_addr }),
                 proposed,
             } if !forwarded => {
                 let channel = self.channel(&api_addr).map_err(to_status)?;
-                let result =
-                    call(channel, self.request(node.id, request, node.leader_wait())).await;
+                let result = tokio::select! {
+                    result = call(channel, self.request(node.id, request, node.leader_wait())) => result,
+                    leader = node.leader_other_than(id) => Err(to_status(Error::Unavailable {
+                        message: format!(
+                            "node {id}, to which the request was forwarded, is no longer the \
+                             leader; the outcome is unknown"
+                        ),
+                        leader,
+                        proposed: true,
+                    })),
+                };
                 result.map_err(|mut status| {
                     if proposed {
                         status.metadata_mut().remove(OUTCOME_METADATA);

@@ -7,6 +7,7 @@
 mod bad_input;
 mod compare_and_swap;
 mod election;
+mod forward_pause;
 mod leader_failure;
 mod linearizable_read;
 mod membership;
