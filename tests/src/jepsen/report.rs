@@ -31,6 +31,10 @@ fn color(kind: OpKind) -> &'static str {
     }
 }
 
+/// Rows for the labels of phases that start close together (the last four take well under a
+/// second).
+const PHASE_LABEL_ROWS: usize = 4;
+
 /// A log index, or "-" for none.
 fn or_dash(index: Option<u64>) -> String {
     index.map_or_else(|| "-".to_string(), |index| index.to_string())
@@ -96,8 +100,11 @@ pub fn html(results: &Results, events: &[Event]) -> String {
         .iter()
         .map(String::as_str)
         .collect();
-    // Below the lanes: two rows of phase labels.
-    let height = MARGIN_TOP + lanes.len() as f64 * (LANE_HEIGHT + 30.0) + 42.0;
+    // Below the lanes: rows of phase labels.
+    let height = MARGIN_TOP
+        + lanes.len() as f64 * (LANE_HEIGHT + 30.0)
+        + 18.0
+        + 12.0 * PHASE_LABEL_ROWS as f64;
     page.push_str(
         "<h2>Timeline</h2><p>Each dot is one operation at its invocation time, its height the \
          latency (log scale; <span style=\"color:#2e9e44\">ok</span>, \
@@ -145,20 +152,24 @@ pub fn html(results: &Results, events: &[Event]) -> String {
     // different rows; a label is about 7 px per character wide.
     let mut phases: Vec<(&String, u64)> = results.phases.iter().map(|(p, ns)| (p, *ns)).collect();
     phases.sort_by_key(|&(phase, ns)| (ns, phase.clone()));
-    let mut row_ends = [f64::MIN; 2];
+    let mut row_ends = [f64::MIN; PHASE_LABEL_ROWS];
     for (phase, ns) in phases {
         let left = x(ns);
         let row = (0..row_ends.len())
             .find(|&row| left + 2.0 >= row_ends[row] + 4.0)
-            .unwrap_or(if row_ends[0] <= row_ends[1] { 0 } else { 1 });
+            .unwrap_or_else(|| {
+                (0..row_ends.len())
+                    .min_by(|&a, &b| row_ends[a].total_cmp(&row_ends[b]))
+                    .unwrap_or(0)
+            });
         row_ends[row] = left + 2.0 + 7.0 * phase.len() as f64;
         let _ = write!(
             page,
             "<line x1=\"{left:.1}\" x2=\"{left:.1}\" y1=\"{MARGIN_TOP}\" y2=\"{:.1}\" stroke=\"#555\" \
              stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{phase}</text>",
-            height - 32.0,
+            height - 8.0 - 12.0 * PHASE_LABEL_ROWS as f64,
             left + 2.0,
-            height - 18.0 + 12.0 * row as f64,
+            height - 6.0 - 12.0 * (PHASE_LABEL_ROWS - 1 - row) as f64,
         );
     }
     for (lane, workload) in lanes.iter().enumerate() {
