@@ -2293,6 +2293,35 @@ fn events_after_reports_compaction() {
     assert_eq!(seqs(100), Vec::<u64>::new());
 }
 
+/// A watch resumed on a node that has not applied its sequence yet (a lagging follower) finds
+/// nothing, then exactly the events after that sequence once the node has caught up, or the
+/// compaction if the ring moved past it meanwhile.
+#[test]
+fn events_after_a_sequence_not_applied_yet_come_once_applied() {
+    let mut h = Harness::new();
+    h.sm.coordination.set_events_max(5);
+    let seqs = |h: &Harness, seq| -> Result<Vec<u64>, u64> {
+        h.c()
+            .events_after(seq)
+            .map(|events| events.iter().map(|e| e.seq).collect())
+    };
+    assert_eq!(seqs(&h, 3), Ok(vec![]), "an empty ring, nothing applied");
+    h.submit(task_spec("q"));
+    h.submit(task_spec("q"));
+    assert_eq!(h.c().last_event_seq(), 2);
+    assert_eq!(seqs(&h, 3), Ok(vec![]), "still behind");
+    for _ in 0..3 {
+        h.submit(task_spec("q"));
+    }
+    assert_eq!(seqs(&h, 3), Ok(vec![4, 5]), "caught up: only what follows");
+    for _ in 0..4 {
+        h.submit(task_spec("q"));
+    }
+    assert_eq!(h.c().last_event_seq(), 9);
+    assert_eq!(seqs(&h, 3), Err(5), "the ring moved past it");
+    assert_eq!(seqs(&h, 4), Ok(vec![5, 6, 7, 8, 9]));
+}
+
 #[test]
 fn queries_list_filter_and_page() {
     let mut h = Harness::new();
