@@ -521,6 +521,7 @@ impl TaskWatcher {
             task_id: self.options.task_id,
             queue: self.options.queue.clone(),
             initial_state: self.options.initial_state || self.reconnecting,
+            after_sequence: None,
         };
         let opened = open_stream(&self.client, "task watch", |channel| {
             let request = request.clone();

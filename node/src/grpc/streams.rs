@@ -13,10 +13,12 @@ use std::time::Duration;
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::session_event::Kind as EventKind;
 use conclave_proto::v1::session_request::Kind as RequestKind;
+use conclave_proto::OLDEST_SEQUENCE_METADATA;
 use futures::Stream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Status, Streaming};
 
 use super::convert;
@@ -356,14 +358,22 @@ fn session_event(
 
 // --- task watches ------------------------------------------------------------------------------
 
-/// WatchTasks: one task (task_id), a queue, or every task; optionally opened by SNAPSHOT events.
+/// WatchTasks: one task (task_id), a queue, or every task. Opens with STARTED (the cursor), then
+/// SNAPSHOT events if asked for, then every watched event after the cursor: after the current last
+/// event, or after `after_sequence` for a resume (tasks.proto, WatchTasksRequest).
 pub async fn watch_tasks(
     gateway: &Gateway,
     req: pb::WatchTasksRequest,
 ) -> Result<EventStream<pb::TaskEvent>, Status> {
     let permit = gateway.watch_slot()?;
     let task_id = req.task_id;
-    if task_id != 0 && !await_visible(gateway, |c| c.task(task_id).is_some()).await {
+    let resume = req.after_sequence;
+    // A resumed watch of a task purged while the watcher was away still gets the events up to
+    // PURGED, which are in the history although the task is gone.
+    let known = |c: &Coordination| {
+        c.task(task_id).is_some() || resume.is_some_and(|after| task_in_history(c, after, task_id))
+    };
+    if task_id != 0 && !await_visible(gateway, known).await {
         return Err(super::tasks::unknown_task(task_id));
     }
     let node = gateway.node.clone();
@@ -373,8 +383,30 @@ pub async fn watch_tasks(
     let (mut messages, mut cursor) = {
         let state = node.state.read();
         let coordination = state.machine.coordination();
-        let mut messages = Vec::new();
+        // A node that has not applied `after` yet finds nothing after it: the loop below waits for
+        // the events as they are applied, exactly as for a watcher that is up to date.
+        let cursor = match resume {
+            Some(after) => {
+                if let Err(oldest) = coordination.events_after(after) {
+                    return Err(history_gone(
+                        format!(
+                            "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); watch again with initial_state",
+                            after.saturating_add(1)
+                        ),
+                        oldest,
+                    ));
+                }
+                after
+            }
+            None => coordination.last_event_seq(),
+        };
+        let mut messages = vec![pb::TaskEvent {
+            sequence: cursor,
+            kind: pb::TaskEventKind::Started as i32,
+            task: None,
+        }];
         if req.initial_state {
+            // Read under the same lock as the cursor: the state at exactly that sequence.
             let snapshot = |task| pb::TaskEvent {
                 sequence: 0,
                 kind: pb::TaskEventKind::Snapshot as i32,
@@ -396,7 +428,7 @@ pub async fn watch_tasks(
                 messages.extend(tasks.into_iter().map(snapshot));
             }
         }
-        (messages, coordination.last_event_seq())
+        (messages, cursor)
     };
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
     tokio::spawn(async move {
@@ -446,10 +478,13 @@ pub async fn watch_tasks(
                         }
                         Ok((caught_up, ended))
                     }
-                    Err(oldest) => Err(Status::out_of_range(format!(
-                        "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
-                        cursor + 1
-                    ))),
+                    Err(oldest) => Err(history_gone(
+                        format!(
+                            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
+                            cursor + 1
+                        ),
+                        oldest,
+                    )),
                 }
             };
             let (caught_up, ended) = match step {
@@ -481,6 +516,25 @@ pub async fn watch_tasks(
         }
     });
     Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// True when the kept events after `after` include one of task `task_id`.
+fn task_in_history(coordination: &Coordination, after: u64, task_id: TaskId) -> bool {
+    coordination.events_after(after).is_ok_and(|events| {
+        events
+            .iter()
+            .any(|e| matches!(e.kind, CoordEventKind::Task { task_id: id, .. } if id == task_id))
+    })
+}
+
+/// OUT_OF_RANGE for a task watch whose next event is no longer kept, with the oldest kept in the
+/// metadata for clients that act on it.
+fn history_gone(message: String, oldest: u64) -> Status {
+    let mut status = Status::out_of_range(message);
+    status
+        .metadata_mut()
+        .insert(OLDEST_SEQUENCE_METADATA, MetadataValue::from(oldest));
+    status
 }
 
 /// The task as one event left it: its state, attempts and lease as of the event (the task may

@@ -207,6 +207,11 @@ impl Tasks for TasksService {
         if req.task_id == 0 {
             validation::optional_name("queue", &req.queue)?;
         }
+        if req.initial_state && req.after_sequence.is_some() {
+            return Err(invalid(
+                "after_sequence, initial_state: give one or neither (a resume needs no snapshot)",
+            ));
+        }
         let stream = streams::watch_tasks(&self.gateway, req).await?;
         Ok(Response::new(stream))
     }
