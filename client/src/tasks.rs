@@ -19,13 +19,15 @@ use conclave_proto::v1::{
 };
 use futures::stream::{BoxStream, Stream, StreamExt};
 use prost::Message;
+use tokio::time::Instant;
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
+use tonic::Code;
 
 use crate::checks::{
     check_capabilities, check_id_string, check_labels, check_len, check_name, check_range_u64,
 };
-use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, Backoff, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::kv::Header;
@@ -166,16 +168,22 @@ pub struct CancelResult {
     pub previous_state: TaskState,
 }
 
-/// What [`Client::watch_tasks`] watches.
+/// What [`Client::watch_tasks`] watches, and from where.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskWatchOptions {
     /// One task (non-zero), or every task of `queue` (0).
     pub task_id: u64,
     /// With `task_id` 0: the queue to watch (empty: every task).
     pub queue: String,
-    /// Start with one SNAPSHOT event per watched task (at most 1000 for a queue) before the
-    /// changes.
+    /// Start with one SNAPSHOT event per watched task (for a queue, those not terminal, at most
+    /// 1000) before the changes. Not with `after_sequence`.
     pub initial_state: bool,
+    /// Resume an earlier watch (of another process, say): yield only the changes with a greater
+    /// sequence. Give the sequence of the last change that watch yielded, or its
+    /// [`TaskEventStream::start_sequence`] when it yielded none. When the cluster no longer keeps
+    /// the events after it, the watch starts from the current state instead, as after a long
+    /// disconnection (see [`Client::watch_tasks`]). Not with `initial_state`.
+    pub after_sequence: Option<u64>,
 }
 
 impl Client {
@@ -452,46 +460,76 @@ impl Client {
         })
     }
 
-    /// Watches one task or a queue. When this returns, the watch is established on some node.
+    /// Watches one task or a queue. When this returns, the watch is established on some node at
+    /// [`TaskEventStream::start_sequence`]: the stream yields the watched changes with a greater
+    /// sequence, in sequence (commit) order, each once.
     ///
-    /// The stream survives node failures: it reconnects to another node and asks for the current
-    /// state of the watched tasks again (SNAPSHOT events), since the wire contract has no way to
-    /// resume at a sequence number; events already delivered (by sequence) are not repeated. A
-    /// consumer that needs every intermediate change must therefore treat a SNAPSHOT as "the state
-    /// now", which may skip changes made while it was disconnected.
+    /// The stream survives node failures: it reconnects to another node and resumes after the
+    /// sequence of the last change it yielded (sequences are the same on every node), so no change
+    /// is skipped and none is repeated, as long as the cluster still keeps the events after it
+    /// (its last 100,000 events of all kinds). When it no longer does, the watch starts again from
+    /// the current state: one SNAPSHOT event per watched task (for a queue, those not terminal, at
+    /// most 1000), then the changes after that state. A SNAPSHOT event after the start therefore
+    /// means "changes were skipped; this is the task now". A watch that stays quiet while the rest
+    /// of the cluster is busy can see that happen without having missed anything.
+    ///
+    /// SNAPSHOT events carry sequence 0; every other event carries its own. To continue in a later
+    /// process, give the last sequence yielded (or the start sequence) as
+    /// [`TaskWatchOptions::after_sequence`].
     pub async fn watch_tasks(&self, options: TaskWatchOptions) -> Result<TaskEventStream> {
         if options.task_id == 0 && !options.queue.is_empty() {
             check_name("queue", &options.queue)?;
         }
+        if options.initial_state && options.after_sequence.is_some() {
+            return Err(Error::invalid_input(
+                "a watch resumed after a sequence cannot also start with the initial state",
+            ));
+        }
         let mut watcher = TaskWatcher {
             client: self.clone(),
+            cursor: options.after_sequence,
             options,
-            last_sequence: 0,
             stream: None,
-            reconnecting: false,
+            history_lost: false,
             done: false,
         };
         watcher.open().await?;
+        let start_sequence = watcher.cursor.expect("an open stream has started");
         let inner = futures::stream::unfold(watcher, |mut watcher| async move {
             let item = watcher.next().await?;
             Some((item, watcher))
         })
         .boxed();
-        Ok(TaskEventStream { inner })
+        Ok(TaskEventStream {
+            inner,
+            start_sequence,
+        })
     }
 }
 
-/// The changes of watched tasks, in commit order. Ends after yielding an error: [`Error::Rejected`]
-/// when a node refused the watch (an unknown task is NOT_FOUND), [`Error::Unavailable`] when no node
-/// could be reached for the client's deadline.
+/// The changes of watched tasks, in commit order (see [`Client::watch_tasks`]). Ends after
+/// yielding an error: [`Error::Rejected`] when a node refused the watch (an unknown task is
+/// NOT_FOUND; a node too old to say where its stream starts is UNIMPLEMENTED),
+/// [`Error::Unavailable`] when no node could be reached for the client's deadline.
 pub struct TaskEventStream {
     inner: BoxStream<'static, Result<TaskEvent>>,
+    start_sequence: u64,
+}
+
+impl TaskEventStream {
+    /// Where the watch started: the sequence of the last event its first state reflects. The
+    /// changes it yields have greater sequences; SNAPSHOT events asked for with `initial_state`
+    /// show the tasks as of this sequence.
+    pub fn start_sequence(&self) -> u64 {
+        self.start_sequence
+    }
 }
 
 impl std::fmt::Debug for TaskEventStream {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("TaskEventStream")
+            .field("start_sequence", &self.start_sequence)
             .finish_non_exhaustive()
     }
 }
@@ -504,32 +542,97 @@ impl Stream for TaskEventStream {
     }
 }
 
+/// The state behind a [`TaskEventStream`].
 struct TaskWatcher {
     client: Client,
     options: TaskWatchOptions,
-    /// The highest sequence delivered; later streams' events at or below it are repeats.
-    last_sequence: u64,
+    /// The last event sequence reflected by what was yielded: the STARTED sequence of the first
+    /// stream, then that of every change yielded. A new stream resumes after it. `None` only
+    /// before the first stream, when the caller gave no `after_sequence`.
+    cursor: Option<u64>,
     stream: Option<(Arc<Node>, Streaming<TaskEvent>)>,
-    /// Set after a stream broke: the next one starts with the current state.
-    reconnecting: bool,
+    /// Set when the events after the cursor are no longer kept: the next stream starts again from
+    /// the current state (SNAPSHOT events).
+    history_lost: bool,
     done: bool,
 }
 
 impl TaskWatcher {
+    /// Opens a stream on some node and reads its STARTED message, moving past nodes that fail,
+    /// until the client's deadline.
     async fn open(&mut self) -> Result<()> {
-        let request = WatchTasksRequest {
-            task_id: self.options.task_id,
-            queue: self.options.queue.clone(),
-            initial_state: self.options.initial_state || self.reconnecting,
-            after_sequence: None,
-        };
-        let opened = open_stream(&self.client, "task watch", |channel| {
-            let request = request.clone();
-            async move { tasks(channel).watch_tasks(request).await }
-        })
-        .await?;
-        self.stream = Some(opened);
-        Ok(())
+        let options = self.client.options();
+        let deadline = Instant::now() + options.deadline;
+        let mut backoff = Backoff::new();
+        loop {
+            let request = watch_request(&self.options, self.cursor, self.history_lost);
+            let opened = open_stream(&self.client, "task watch", |channel| {
+                let request = request.clone();
+                async move { tasks(channel).watch_tasks(request).await }
+            })
+            .await;
+            let (node, mut stream) = match opened {
+                Ok(opened) => opened,
+                Err(Error::Rejected {
+                    code: Code::OutOfRange,
+                    message,
+                }) if request.after_sequence.is_some() => {
+                    self.lose_history(&message);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            // Every stream opens with STARTED at once, also on a node that has yet to catch up.
+            let first = tokio::time::timeout(options.request_timeout, stream.message()).await;
+            let failure = match first {
+                Ok(Ok(Some(event))) if event.kind() == TaskEventKind::Started => {
+                    self.cursor = Some(event.sequence);
+                    self.history_lost = false;
+                    self.stream = Some((node, stream));
+                    return Ok(());
+                }
+                Ok(Ok(Some(event))) => {
+                    return Err(Error::Rejected {
+                        code: Code::Unimplemented,
+                        message: format!(
+                            "{}: the task watch began with a {} event instead of STARTED (a node of an older version?)",
+                            node.address,
+                            event.kind().as_str_name()
+                        ),
+                    })
+                }
+                Ok(Ok(None)) => "the stream ended before STARTED".to_string(),
+                Ok(Err(status)) if is_final(&status) => {
+                    return Err(Error::Rejected {
+                        code: status.code(),
+                        message: format!("{}: {}", node.address, describe(&status)),
+                    })
+                }
+                Ok(Err(status)) => describe(&status),
+                Err(_) => "no STARTED in time".to_string(),
+            };
+            tracing::debug!(node = %node.address, %failure, "task watch did not start; moving on");
+            self.client.node_failed(&node);
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    message: format!(
+                        "could not open the task watch within {:?}; last failure: {}: {failure}",
+                        options.deadline, node.address
+                    ),
+                });
+            }
+            backoff.wait(deadline).await;
+        }
+    }
+
+    /// The events after the cursor are gone: the next stream starts from the current state.
+    fn lose_history(&mut self, message: &str) {
+        tracing::warn!(
+            cursor = ?self.cursor,
+            %message,
+            "the task watch cannot resume (its events are no longer kept); starting again from the current state"
+        );
+        self.history_lost = true;
     }
 
     async fn next(&mut self) -> Option<Result<TaskEvent>> {
@@ -548,54 +651,84 @@ impl TaskWatcher {
                 message = stream.message() => message,
                 () = tokio::time::sleep(WATCH_IDLE_CHECK) => {
                     // As for key watches: a draining node answers keep-alive pings, so ask it.
+                    // Moving costs nothing: the new stream resumes after the cursor.
                     let node = Arc::clone(node);
                     if !self.client.node_serves(&node).await {
                         tracing::debug!(node = %node.address, "task watch node stopped serving; moving");
                         self.client.node_failed(&node);
                         self.stream = None;
-                        self.reconnecting = true;
                     }
                     continue;
                 }
             };
             match message {
-                Ok(Some(event)) => {
-                    if event.sequence != 0 {
-                        if event.sequence <= self.last_sequence {
+                Ok(Some(event)) => match event.kind() {
+                    TaskEventKind::Snapshot => return Some(Ok(event)),
+                    TaskEventKind::Started => {
+                        tracing::warn!(node = %node.address, "a task watch sent STARTED twice; ignored");
+                    }
+                    _ => {
+                        let cursor = self.cursor.expect("set when the stream started");
+                        if event.sequence <= cursor {
+                            // The server resumes after the cursor; a repeat would be its bug.
+                            tracing::warn!(node = %node.address, sequence = event.sequence, cursor, "a task watch repeated an event; skipped");
                             continue;
                         }
-                        self.last_sequence = event.sequence;
+                        self.cursor = Some(event.sequence);
+                        // A purged task is gone: the server ends its watch, and so does this one.
+                        if self.options.task_id != 0 && event.kind() == TaskEventKind::Purged {
+                            self.done = true;
+                        }
+                        return Some(Ok(event));
                     }
-                    // A purged task is gone: the server ends its watch, and so does this one.
-                    if self.options.task_id != 0 && event.kind() == TaskEventKind::Purged {
-                        self.done = true;
-                    }
-                    return Some(Ok(event));
-                }
+                },
                 Ok(None) => {
-                    tracing::debug!("task watch stream ended; reconnecting");
+                    tracing::debug!(node = %node.address, "task watch stream ended; resuming");
                     self.stream = None;
-                    self.reconnecting = true;
                     // A node that ends streams at once (shutting down) must not make this spin.
                     tokio::time::sleep(STREAM_END_PAUSE).await;
                 }
                 Err(status) => {
                     let (node, _) = self.stream.take().expect("still open");
                     tracing::debug!(node = %node.address, status = %describe(&status), "task watch failed");
-                    // OUT_OF_RANGE: this watcher fell behind the node's event history; a new
-                    // stream starts again from the current state.
-                    if is_final(&status) && status.code() != tonic::Code::OutOfRange {
+                    if status.code() == Code::OutOfRange {
+                        // This stream fell behind the node's event history.
+                        self.lose_history(&describe(&status));
+                    } else if is_final(&status) {
                         self.done = true;
                         return Some(Err(Error::Rejected {
                             code: status.code(),
                             message: format!("{}: {}", node.address, describe(&status)),
                         }));
+                    } else {
+                        self.client.node_failed(&node);
                     }
-                    self.client.node_failed(&node);
-                    self.reconnecting = true;
                 }
             }
         }
+    }
+}
+
+/// The request for a task watch's next stream: a resume after the cursor once there is one, the
+/// current state again once the events after it are lost, and before either what the caller
+/// asked for.
+fn watch_request(
+    options: &TaskWatchOptions,
+    cursor: Option<u64>,
+    history_lost: bool,
+) -> WatchTasksRequest {
+    let (initial_state, after_sequence) = if history_lost {
+        (true, None)
+    } else if let Some(cursor) = cursor {
+        (false, Some(cursor))
+    } else {
+        (options.initial_state, None)
+    };
+    WatchTasksRequest {
+        task_id: options.task_id,
+        queue: options.queue.clone(),
+        initial_state,
+        after_sequence,
     }
 }
 
@@ -930,6 +1063,53 @@ mod tests {
         };
         assert!(matches!(
             client.list_tasks(options).await,
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn a_watch_resumes_after_its_cursor_and_starts_over_only_when_the_history_is_lost() {
+        let queue = |initial_state, after_sequence| TaskWatchOptions {
+            task_id: 0,
+            queue: "docs".into(),
+            initial_state,
+            after_sequence,
+        };
+        // (options, cursor, history lost) -> (initial_state, after_sequence) asked for
+        let cases = [
+            (queue(false, None), None, false, (false, None)),
+            (queue(true, None), None, false, (true, None)),
+            (queue(false, Some(7)), Some(7), false, (false, Some(7))),
+            (queue(false, Some(0)), Some(0), false, (false, Some(0))),
+            // A reconnect resumes, whatever the first stream asked for: no second snapshot.
+            (queue(true, None), Some(42), false, (false, Some(42))),
+            (queue(false, None), Some(0), false, (false, Some(0))),
+            // The events after the cursor are gone: the state again, as SNAPSHOT events.
+            (queue(false, None), Some(42), true, (true, None)),
+            (queue(false, Some(7)), Some(7), true, (true, None)),
+        ];
+        for (options, cursor, history_lost, (initial_state, after_sequence)) in cases {
+            let request = watch_request(&options, cursor, history_lost);
+            assert_eq!(
+                (request.initial_state, request.after_sequence),
+                (initial_state, after_sequence),
+                "{options:?}, cursor {cursor:?}, history lost {history_lost}"
+            );
+            assert_eq!(request.queue, "docs");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resume_cannot_also_ask_for_the_initial_state() {
+        let client = Client::connect(["127.0.0.1:1"]).expect("valid endpoint");
+        let options = TaskWatchOptions {
+            queue: "docs".into(),
+            initial_state: true,
+            after_sequence: Some(3),
+            ..TaskWatchOptions::default()
+        };
+        assert!(matches!(
+            client.watch_tasks(options).await,
             Err(Error::InvalidInput { .. })
         ));
     }

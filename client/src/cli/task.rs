@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use conclave_client::{
     is_terminal, unix_ms_now, Backoff, Client, DeadLetterReason, DecisionGate, ReadConsistency,
-    Task, TaskEvent, TaskListOptions, TaskSpec, TaskState, TaskWatchOptions,
+    Task, TaskEvent, TaskEventKind, TaskListOptions, TaskSpec, TaskState, TaskWatchOptions,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -56,8 +56,13 @@ pub enum TaskCommand {
     /// Print task changes as they happen: one task (ID) or a queue (--queue; neither: every task).
     ///
     /// Each change prints as `SEQUENCE KIND task ID STATE ...` (with --json, one document per
-    /// line). After a reconnect to another node the watch starts again from the current state of
-    /// the watched tasks (SNAPSHOT lines).
+    /// line), in sequence order. Where the watch starts is printed first: on stderr as `watching
+    /// after sequence N`, or with --json as a `{"kind": "started", "sequence": N}` line. After a
+    /// reconnect to another node the watch resumes after the last sequence printed, with no gap
+    /// and no repeat; to continue in a later run, pass the last sequence printed to
+    /// --after-sequence. Only when the cluster no longer keeps the events to resume from does it
+    /// start again from the current state of the watched tasks: SNAPSHOT lines (sequence 0) then
+    /// mean that changes were skipped.
     Watch {
         /// The task to watch.
         id: Option<u64>,
@@ -67,6 +72,10 @@ pub enum TaskCommand {
         /// Start with the current state of the watched tasks (SNAPSHOT lines).
         #[arg(long)]
         initial: bool,
+        /// Resume: print only the changes with a greater sequence (the last one an earlier watch
+        /// printed).
+        #[arg(long, value_name = "SEQUENCE", conflicts_with = "initial")]
+        after_sequence: Option<u64>,
         /// Exit after printing this many events.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
@@ -228,17 +237,28 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
             id,
             queue,
             initial,
+            after_sequence,
             count,
         } => {
             let options = TaskWatchOptions {
                 task_id: id.unwrap_or(0),
                 queue: queue.unwrap_or_default(),
                 initial_state: initial,
+                after_sequence,
             };
             if count == Some(0) {
                 return Ok(());
             }
             let mut stream = client.watch_tasks(options).await?;
+            // Where a later run can resume from if no change is printed before it stops.
+            if json {
+                output::json_line(&json!({
+                    "kind": event_kind_name(TaskEventKind::Started),
+                    "sequence": stream.start_sequence(),
+                }))?;
+            } else {
+                eprintln!("watching after sequence {}", stream.start_sequence());
+            }
             let mut printed = 0u64;
             while let Some(event) = stream.next().await {
                 print_event(&event?, json)?;
