@@ -1,5 +1,6 @@
 //! Agents and tasks on three real nodes: exec agents, agent and leader crashes, fencing,
-//! decisions and cancellation, driven through the public Tasks, Agents and Decisions APIs.
+//! decisions, cancellation and resumed task watches, driven through the public Tasks, Agents and
+//! Decisions APIs.
 //!
 //! Run `cargo build --workspace --bins` first: the tests spawn `target/debug/conclave-node` and,
 //! for the exec agents, `target/debug/conclave`.
@@ -10,6 +11,7 @@ mod cancel;
 mod decision;
 mod exec_agents;
 mod leader_crash;
+mod watch_resume;
 
 use std::time::Duration;
 
