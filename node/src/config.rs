@@ -40,9 +40,17 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MAX_MS", default_value_t = 1000)]
     pub election_timeout_max_ms: u64,
 
-    /// Build a snapshot (and let the log before it be purged) every this many log entries.
+    /// Build a snapshot (and let the log before it be purged) once at least this many log entries
+    /// were applied since the last one (and --snapshot-log-percent allows).
     #[arg(long, env = "CONCLAVE_SNAPSHOT_LOGS", default_value_t = 10_000)]
     pub snapshot_logs: u64,
+
+    /// A snapshot also waits until the log written since the last one is at least this percentage
+    /// of the last snapshot's size, so that with a large state, building snapshots costs a bounded
+    /// number of bytes per byte of log instead of a full copy every --snapshot-logs entries.
+    /// 0 snapshots on --snapshot-logs alone.
+    #[arg(long, env = "CONCLAVE_SNAPSHOT_LOG_PERCENT", default_value_t = 100)]
+    pub snapshot_log_percent: u64,
 
     /// Log entries kept behind the latest snapshot, so slightly lagging followers catch up from
     /// the log instead of a full snapshot. 0 purges everything the snapshot covers.

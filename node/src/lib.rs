@@ -43,7 +43,8 @@ pub async fn run(
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
+        // raft::snapshots decides when (it weighs the log against the state's size too).
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
         install_snapshot_timeout: config.election_timeout_max_ms.max(1000),
         // A node that cannot win (partitioned, restarted, removed) asks first instead of bumping
@@ -78,6 +79,7 @@ pub async fn run(
         storage::open(&config.data_dir, config.watch_history, sync_appends)
             .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let state = state_machine.shared();
+    let storage_stats = log_store.stats();
     let append_timeout_min = std::time::Duration::from_millis(config.election_timeout_min_ms);
     let network = raft::network::PeerNetwork::new(dial_overrides, append_timeout_min);
     let raft = raft::Raft::new(
@@ -173,7 +175,16 @@ pub async fn run(
     // Background work: the heartbeat batches of this node's session streams, and (while this
     // node leads) the ticker and the scheduler. Both end when the node stops.
     let heartbeat_task = tokio::spawn(raft::heartbeats::run(node.clone(), stop_rx.clone()));
-    let scheduler_task = tokio::spawn(raft::scheduler::run(node.clone(), stop_rx));
+    let scheduler_task = tokio::spawn(raft::scheduler::run(node.clone(), stop_rx.clone()));
+    let snapshot_task = tokio::spawn(raft::snapshots::run(
+        raft.clone(),
+        storage_stats,
+        raft::snapshots::Policy {
+            min_entries: config.snapshot_logs,
+            log_percent: config.snapshot_log_percent,
+        },
+        stop_rx,
+    ));
     let failed = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down");
@@ -185,6 +196,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = heartbeat_task.await;
     let _ = scheduler_task.await;
+    let _ = snapshot_task.await;
     let _ = raft.shutdown().await;
     if let Some((server, result)) = failed {
         result?.with_context(|| format!("{server} stopped"))?;

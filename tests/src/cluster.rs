@@ -107,6 +107,10 @@ impl ClusterConfig {
                 args.push(format!("{flag}={value}"));
             }
         }
+        if self.snapshot_logs.is_some() {
+            // Tests that set a low threshold want snapshots that often, whatever the state's size.
+            args.push("--snapshot-log-percent=0".to_string());
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }

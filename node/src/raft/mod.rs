@@ -4,6 +4,7 @@ pub mod heartbeats;
 pub mod metrics;
 pub mod network;
 pub mod scheduler;
+pub mod snapshots;
 
 use std::fmt;
 

@@ -11,7 +11,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
-use super::{cf, to_io, CF_LOGS, CF_META};
+use super::{cf, to_io, StorageStats, CF_LOGS, CF_META};
 use crate::raft::{decode, encode, Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -22,6 +22,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     db: Arc<DB>,
     flusher: Arc<Flusher>,
+    stats: Arc<StorageStats>,
 }
 
 /// The flusher thread and its queue. Dropping the last handle stops the thread and waits for it,
@@ -41,7 +42,7 @@ impl Drop for Flusher {
 }
 
 impl LogStore {
-    pub(super) fn new(db: Arc<DB>, sync_appends: bool) -> Self {
+    pub(super) fn new(db: Arc<DB>, sync_appends: bool, stats: Arc<StorageStats>) -> Self {
         let (queue, receiver) = mpsc::channel();
         let flusher_db = db.clone();
         let thread = std::thread::Builder::new()
@@ -55,7 +56,13 @@ impl LogStore {
         LogStore {
             db,
             flusher: Arc::new(flusher),
+            stats,
         }
+    }
+
+    /// The sizes the snapshot policy weighs, shared with the state machine store.
+    pub fn stats(&self) -> Arc<StorageStats> {
+        self.stats.clone()
     }
 
     fn get_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -179,6 +186,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(logs, log_key(entry.index()), encode(&entry));
         }
+        self.stats.appended(batch.size_in_bytes());
         // Written to the WAL now, made durable by the flusher's next fsync; openraft treats the
         // entries as persisted (and so may count them toward a quorum) only once it calls back.
         self.db.write(batch).map_err(to_io)?;

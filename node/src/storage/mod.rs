@@ -11,6 +11,7 @@ mod state_machine_store;
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use log_store::LogStore;
@@ -41,9 +42,40 @@ pub fn open(
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&options, dir, families).map_err(to_io)?;
     let db = Arc::new(db);
-    let log_store = LogStore::new(db.clone(), sync_appends);
-    let state_machine = StateMachineStore::open(db, history_revisions_max)?;
+    let stats = Arc::new(StorageStats::default());
+    let log_store = LogStore::new(db.clone(), sync_appends, stats.clone());
+    let state_machine = StateMachineStore::open(db, history_revisions_max, stats)?;
     Ok((log_store, state_machine))
+}
+
+/// The sizes the snapshot policy weighs (`raft::snapshots`): how much log this node has written,
+/// and how large its latest snapshot is.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    appended_bytes: AtomicU64,
+    snapshot_bytes: AtomicU64,
+}
+
+impl StorageStats {
+    /// Bytes of log entries appended since the node started.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The encoded size of the latest snapshot, built, installed or loaded at start (0 before
+    /// any).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    fn appended(&self, bytes: usize) {
+        self.appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self, bytes: usize) {
+        self.snapshot_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 fn to_io(error: rocksdb::Error) -> io::Error {

@@ -11,7 +11,7 @@ use openraft::EntryPayload;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::watch;
 
-use super::{cf, to_io, CF_SNAPSHOT};
+use super::{cf, to_io, StorageStats, CF_SNAPSHOT};
 use crate::raft::{decode, encode, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::state_machine::{Command, CoordCommand, StateMachine};
 
@@ -78,16 +78,22 @@ pub struct StateMachineStore {
     db: Arc<DB>,
     shared: Arc<SharedState>,
     history_revisions_max: usize,
+    stats: Arc<StorageStats>,
 }
 
 impl StateMachineStore {
-    pub(super) fn open(db: Arc<DB>, history_revisions_max: usize) -> io::Result<Self> {
+    pub(super) fn open(
+        db: Arc<DB>,
+        history_revisions_max: usize,
+        stats: Arc<StorageStats>,
+    ) -> io::Result<Self> {
         let mut state = AppliedState {
             machine: StateMachine::new(history_revisions_max),
             ..AppliedState::default()
         };
         if let Some(snapshot) = read_snapshot(&db)? {
             state = restore(&snapshot.meta, &snapshot.snapshot, history_revisions_max)?;
+            stats.snapshot(snapshot.snapshot.len());
         }
         let (revision, _) = watch::channel(state.machine.revision());
         let (events, _) = watch::channel(state.machine.coordination().last_event_seq());
@@ -102,6 +108,7 @@ impl StateMachineStore {
             db,
             shared,
             history_revisions_max,
+            stats,
         })
     }
 
@@ -218,6 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             db: self.db.clone(),
             state,
+            stats: self.stats.clone(),
         }
     }
 
@@ -230,6 +238,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             snapshot,
         };
+        self.stats.snapshot(snapshot.snapshot.len());
         let db = self.db.clone();
         let history_revisions_max = self.history_revisions_max;
         // Decoding and the synced write of a large snapshot take a while: off the async thread.
@@ -255,6 +264,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 pub struct SnapshotBuilder {
     db: Arc<DB>,
     state: AppliedState,
+    stats: Arc<StorageStats>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -263,6 +273,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let state = std::mem::take(&mut self.state);
         let db = self.db.clone();
+        let stats = self.stats.clone();
         tokio::task::spawn_blocking(move || {
             let snapshot = Snapshot {
                 meta: SnapshotMeta {
@@ -272,6 +283,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot: encode(&state.machine),
             };
             write_snapshot(&db, &snapshot)?;
+            stats.snapshot(snapshot.snapshot.len());
             tracing::info!(
                 last_log_id = ?snapshot.meta.last_log_id,
                 bytes = snapshot.snapshot.len(),
