@@ -371,6 +371,13 @@ impl Script {
         self.complete(process, OpKind::Fail, None)
     }
 
+    /// Completes `process`'s operation as `fail`, with `error` as the reason (a refusal's words).
+    pub fn fail_with(mut self, process: u64, error: &str) -> Self {
+        self = self.complete(process, OpKind::Fail, None);
+        self.events.last_mut().expect("just completed").error = Some(error.to_string());
+        self
+    }
+
     /// Completes `process`'s operation as `info`.
     pub fn info(self, process: u64) -> Self {
         self.complete(process, OpKind::Info, None)
