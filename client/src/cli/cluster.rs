@@ -386,6 +386,8 @@ fn row_json(row: &NodeRow) -> Value {
             "version": status.version,
             "state_digest": status.state_digest,
             "millis_since_quorum_ack": status.millis_since_quorum_ack,
+            "wall_clock_ms": status.wall_clock_ms,
+            "cluster_time_ms": status.cluster_time_ms,
             "members": status.members.iter().map(member_json).collect::<Vec<_>>(),
         }),
         Err(error) => json!({

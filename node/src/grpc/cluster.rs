@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::forward::{is_forwarded, until_leader, Forwarder};
 use super::status::to_status;
 use crate::error::{Error, LeaderHint};
-use crate::node::Node;
+use crate::node::{wall_clock_ms, Node};
 use crate::raft::{NodeId, NodeInfo};
 
 pub struct ClusterService {
@@ -152,9 +152,13 @@ impl Cluster for ClusterService {
         let millis_since_quorum_ack = metrics.millis_since_quorum_ack;
         let initialized = membership.nodes().next().is_some();
         let leader = self.node.leader_hint();
-        let (revision, state_digest) = {
+        let (revision, state_digest, cluster_time_ms) = {
             let state = self.node.state.read();
-            (state.machine.revision(), state.machine.digest())
+            (
+                state.machine.revision(),
+                state.machine.digest(),
+                state.machine.now_ms(),
+            )
         };
         Ok(Response::new(pb::StatusResponse {
             node_id: self.node.id,
@@ -180,6 +184,8 @@ impl Cluster for ClusterService {
             initialized,
             version: env!("CARGO_PKG_VERSION").to_string(),
             state_digest,
+            wall_clock_ms: wall_clock_ms(),
+            cluster_time_ms,
         }))
     }
 
