@@ -54,7 +54,8 @@ impl Decisions for DecisionsService {
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         // The default deadline and its bound are taken from this node's clock; the leader's
-        // stamp on the entry may differ by the clock skew between them.
+        // stamp on the entry may differ by the clock skew between them, and cluster time may be
+        // ahead of both: a deadline cluster time has reached is refused at apply.
         let spec = validation::decision_spec(req.decision.as_ref(), wall_clock_ms())?;
         let command = Command::Coordination(CoordCommand::Propose(spec));
         self.gateway

@@ -186,6 +186,16 @@ impl Decision {
 impl Coordination {
     pub(super) fn propose(&mut self, now_ms: u64, spec: &DecisionSpec) -> CoordResponse {
         let invalid = |reason: String| CoordResponse::Invalid { reason };
+        // The deadline runs on cluster time, which can be ahead of the clock the API checked it
+        // against: after a leader whose clock was ahead, cluster time stays ahead (it never goes
+        // back) until the clocks catch up. Accepted, such a decision would close NO_QUORUM at the
+        // next tick, before anyone could vote, under an answer that said it was proposed.
+        if spec.deadline_ms <= now_ms {
+            return invalid(format!(
+                "deadline_unix_ms: {} is not after cluster time {now_ms}",
+                spec.deadline_ms
+            ));
+        }
         if spec.options.len() < 2 {
             return invalid("options: at least 2 are needed".into());
         }

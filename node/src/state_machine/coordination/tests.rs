@@ -2774,3 +2774,37 @@ fn snapshot_bytes_per_pending_task() {
         without_events / tasks
     );
 }
+
+/// A deadline is in cluster time: one cluster time has reached is refused at apply, and nothing
+/// is stored, also when the proposing node's clock (which the API checked it against) is behind
+/// cluster time, as after a leader whose clock was ahead. Found by the clock-skew nemesis
+/// (tests/README.md, bugs found).
+#[test]
+fn a_deadline_cluster_time_has_reached_is_refused() {
+    let mut h = Harness::new();
+    h.register("a", &[], 1);
+    // A leader 30 s ahead stamps one entry; then leaders with true clocks (T0 + 1 s) stamp theirs.
+    h.at(T0 + 30_000).register("b", &[], 1);
+    h.at(T0 + 1_000);
+    for deadline_ms in [T0 + 5_000, T0 + 30_000] {
+        let spec = DecisionSpec {
+            deadline_ms,
+            ..decision_spec(&["a", "b"], Rule::Majority)
+        };
+        match h.run(CoordCommand::Propose(spec)) {
+            CoordResponse::Invalid { reason } => assert!(
+                reason.contains("is not after cluster time 1030000"),
+                "{reason}"
+            ),
+            other => panic!("deadline {deadline_ms}: {other:?}"),
+        }
+    }
+    assert_eq!(h.c().stats().decisions_open, 0);
+    assert!(h.c().decision(1).is_none());
+    let spec = DecisionSpec {
+        deadline_ms: T0 + 30_001,
+        ..decision_spec(&["a", "b"], Rule::Majority)
+    };
+    let id = h.propose(spec);
+    assert_eq!(h.decision(id).status, DecisionStatus::Open);
+}
