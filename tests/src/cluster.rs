@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 
 use crate::channel;
+use crate::clock::FakeClock;
 use crate::node_process::{NodeProcess, NodeSpec, StartError};
 use crate::poll::{eventually, retry_transient};
 use crate::ports::PortReservation;
@@ -72,6 +73,9 @@ pub struct ClusterConfig {
     pub leader_wait_ms: Option<u64>,
     /// More flags for every node (e.g. the hidden `--unsafe-test-mode`), after all others.
     pub extra_args: Vec<String>,
+    /// Run every node under this libfaketime library ([`crate::clock::libfaketime`]), so that
+    /// [`TestCluster::set_clock_offset`] can move its wall clock. None: the real clock, untouched.
+    pub faketime: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -87,6 +91,7 @@ impl ClusterConfig {
             watch_history: None,
             leader_wait_ms: None,
             extra_args: Vec::new(),
+            faketime: None,
         }
     }
 
@@ -126,6 +131,8 @@ pub struct TestCluster {
     /// Learners as last set through this harness (add_learner, promote, remove).
     learners: BTreeSet<u64>,
     ports: PortReservation,
+    /// Each node's faked wall clock, when [`ClusterConfig::faketime`] is set.
+    clocks: BTreeMap<u64, FakeClock>,
     dir: Option<TempDir>,
     finished: bool,
     _slot: OwnedSemaphorePermit,
@@ -166,6 +173,7 @@ impl TestCluster {
             voters: BTreeSet::new(),
             learners: BTreeSet::new(),
             ports: PortReservation::new(),
+            clocks: BTreeMap::new(),
             dir: Some(dir),
             finished: false,
             _slot: slot,
@@ -477,6 +485,29 @@ impl TestCluster {
         self.node(id).scheduler_state()
     }
 
+    /// True when the nodes run under libfaketime ([`ClusterConfig::faketime`]).
+    pub fn has_fake_clocks(&self) -> bool {
+        !self.clocks.is_empty()
+    }
+
+    /// Moves node `id`'s wall clock to real time + `offset_ms`, running or not (a restart keeps
+    /// it); the running process sees it within [`crate::clock::PICKUP`]. Fails unless the cluster
+    /// was configured with [`ClusterConfig::faketime`].
+    pub fn set_clock_offset(&mut self, id: u64, offset_ms: i64) -> anyhow::Result<()> {
+        let clock = self
+            .clocks
+            .get_mut(&id)
+            .with_context(|| format!("node {id} has no fake clock: set ClusterConfig::faketime"))?;
+        clock.set_offset_ms(offset_ms)?;
+        tracing::info!(node = id, offset_ms, "wall clock offset set");
+        Ok(())
+    }
+
+    /// The offset of node `id`'s wall clock last set (0 without a fake clock).
+    pub fn clock_offset(&self, id: u64) -> i64 {
+        self.clocks.get(&id).map_or(0, FakeClock::offset_ms)
+    }
+
     async fn start_on_reserved_ports(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.node_mut(id);
         let mut attempts = 0;
@@ -678,6 +709,13 @@ impl TestCluster {
     /// The spec of node `id` on newly reserved ports.
     fn node_spec(&mut self, id: u64) -> anyhow::Result<NodeSpec> {
         let node_dir = self.dir().join(format!("node-{id}"));
+        let mut env = Vec::new();
+        if let Some(library) = self.config.faketime.clone() {
+            let file = self.dir().join(format!("node-{id}.faketime"));
+            let clock = FakeClock::create(library, file)?;
+            env = clock.env();
+            self.clocks.insert(id, clock);
+        }
         Ok(NodeSpec {
             id,
             api_addr: self.ports.reserve()?,
@@ -686,6 +724,7 @@ impl TestCluster {
             log_path: self.dir().join(format!("node-{id}.log")),
             args: self.config.node_args(),
             launcher: Vec::new(),
+            env,
         })
     }
 

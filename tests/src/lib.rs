@@ -4,6 +4,7 @@
 //! - [`cluster`]: [`cluster::TestCluster`], N node processes with their data and logs in one
 //!   temporary directory; start, stop, kill, restart, initialize, membership, wait for a leader.
 //! - [`node_process`]: one node process, always addressed by PID, killed on drop.
+//! - [`clock`]: node wall clocks moved at run time (libfaketime), for the clock-skew nemesis.
 //! - [`ports`]: free ports reserved across concurrently running test processes.
 //! - [`writer`]: writes retried with their request id until acknowledged.
 //! - [`read`]: reads of one key or of every key under a prefix.
@@ -16,6 +17,7 @@
 
 pub mod channel;
 pub mod checker;
+pub mod clock;
 pub mod cluster;
 pub mod fleet;
 pub mod jepsen;

@@ -39,6 +39,8 @@ pub struct NodeSpec {
     /// A command the node binary is run under, e.g. `ip netns exec <namespace>`; it must exec the
     /// binary in place, so that the PID spawned is the node's. Empty: run the binary directly.
     pub launcher: Vec<String>,
+    /// Environment variables added to the harness's own (e.g. libfaketime's: [`crate::clock`]).
+    pub env: Vec<(String, String)>,
 }
 
 /// Why a start failed; the harness retries a first start on new ports after [`Self::AddrInUse`].
@@ -116,6 +118,11 @@ impl NodeProcess {
         self.spec.args.extend(args);
     }
 
+    /// Adds environment variables the node starts with, from its next start on.
+    pub fn add_env(&mut self, env: impl IntoIterator<Item = (String, String)>) {
+        self.spec.env.extend(env);
+    }
+
     /// True while the process is stopped by [`NodeProcess::pause`].
     pub fn is_paused(&self) -> bool {
         self.paused && self.child.is_some()
@@ -167,7 +174,9 @@ impl NodeProcess {
             Some(Ok(None)) => true,
             Some(Ok(Some(status))) => {
                 tracing::warn!(node = self.spec.id, %status, "node exited on its own");
-                self.child = None;
+                if let Some(child) = self.child.take() {
+                    self.reaped(child.id());
+                }
                 self.paused = false;
                 false
             }
@@ -228,6 +237,7 @@ impl NodeProcess {
             .arg("--log-format")
             .arg("text")
             .args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
@@ -312,7 +322,9 @@ impl NodeProcess {
         loop {
             if let Some(status) = child.try_wait()? {
                 tracing::info!(node = self.spec.id, %status, "node stopped");
+                let pid = child.id();
                 self.child = None;
+                self.reaped(pid);
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {
@@ -342,8 +354,16 @@ impl NodeProcess {
         // An error here means the process already exited; wait() below reaps it either way.
         let _ = child.kill();
         let status = child.wait().context("wait for killed node")?;
+        self.reaped(child.id());
         tracing::info!(node = self.spec.id, %status, "node killed");
         Ok(Some(status))
+    }
+
+    /// Cleans up after a process that was reaped: what libfaketime leaves in `/dev/shm`.
+    fn reaped(&self, pid: u32) {
+        if crate::clock::is_faked(&self.spec.env) {
+            crate::clock::remove_leftovers(pid);
+        }
     }
 
     /// The output of the current (or last) start.
