@@ -7,9 +7,11 @@
 #
 # Usage: scripts/jepsen.sh [options]
 #   -w, --workloads LIST   register,set,watch,tasks,decisions (default: all five)
-#   -n, --nemeses LIST     nemeses or groups: all (default), none, kill, pause, partition, or names:
-#                          kill-one kill-leader kill-minority kill-all pause-leader pause-follower
-#                          isolate-one isolate-leader split-majority bridge one-way delay membership
+#   -n, --nemeses LIST     nemeses or groups: all (default), none, kill, pause, partition, clock, or
+#                          names: kill-one kill-leader kill-minority kill-all pause-leader
+#                          pause-follower isolate-one isolate-leader split-majority bridge one-way
+#                          delay membership clock-skew (clock-skew needs libfaketime: the Debian
+#                          package faketime)
 #   -d, --duration SECS    seconds of faults in the whole campaign (default 300)
 #   -r, --run SECS         seconds of faults per run (default 60); runs = duration / run
 #   -N, --nodes 3|5        nodes per cluster (default 3)

@@ -5,7 +5,8 @@
 //! (remove a voter, re-add it). Every fault is a [`FaultWindow`] from injection to heal, with the
 //! evidence that it took effect: a killed process that had been running, a process the kernel
 //! reports stopped, bytes a blackhole dropped or a delayed link carried, a membership without the
-//! removed node. A run whose faults left no evidence proves nothing and is invalid.
+//! removed node, a node's wall clock read through its API at the offset set. A run whose faults
+//! left no evidence proves nothing and is invalid.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use conclave_proto::v1::{StatusResponse, TransferLeaderRequest};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::Rng as _;
@@ -23,6 +25,7 @@ use serde_json::json;
 
 use super::history::Recorder;
 use super::network::{Network, Traffic};
+use crate::clock;
 use crate::cluster::TestCluster;
 use crate::net::FaultPlan;
 
@@ -57,10 +60,14 @@ pub enum Nemesis {
     /// Kill or isolate a node (the leader half the time), remove it from the membership while it
     /// is down, bring it back, then re-add it as a learner and promote it.
     Membership,
+    /// Move one node's wall clock (the leader half the time) by 2-30 s, forward or back, and half
+    /// the time make a skewed follower the leader, so that its clock stamps the commands; heal
+    /// puts the clock back. Only `CLOCK_REALTIME` moves (libfaketime, [`crate::clock`]).
+    ClockSkew,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 13] = [
+    pub const ALL: [Nemesis; 14] = [
         Nemesis::KillOne,
         Nemesis::KillLeader,
         Nemesis::KillMinority,
@@ -74,6 +81,7 @@ impl Nemesis {
         Nemesis::OneWay,
         Nemesis::Delay,
         Nemesis::Membership,
+        Nemesis::ClockSkew,
     ];
 
     pub fn name(self) -> String {
@@ -83,7 +91,7 @@ impl Nemesis {
             .expect("a unit variant serializes to its name")
     }
 
-    /// Parses a name (`kill-leader`), or a group: `all`, `kill`, `pause`, `partition`.
+    /// Parses a name (`kill-leader`), or a group: `all`, `kill`, `pause`, `partition`, `clock`.
     pub fn parse_list(text: &str) -> anyhow::Result<Vec<Nemesis>> {
         let mut chosen = BTreeSet::new();
         for name in text
@@ -109,9 +117,10 @@ impl Nemesis {
                     Self::OneWay,
                     Self::Delay,
                 ],
+                "clock" => vec![Self::ClockSkew],
                 name => vec![serde_json::from_value(json!(name)).with_context(|| {
                     format!(
-                        "no nemesis {name:?}; known: all, none, kill, pause, partition, {}",
+                        "no nemesis {name:?}; known: all, none, kill, pause, partition, clock, {}",
                         Nemesis::ALL.map(Nemesis::name).join(", ")
                     )
                 })?],
@@ -166,6 +175,8 @@ pub struct Fault {
     traffic_before: BTreeMap<(u64, u64), Traffic>,
     /// Node removed from the membership, to re-add at the heal.
     removed: Option<u64>,
+    /// Node whose wall clock was moved, to put back at the heal.
+    skewed: Option<u64>,
     /// Evidence gathered while injecting (kills, pauses, the membership change).
     evidence: Vec<String>,
     took_effect: bool,
@@ -187,6 +198,13 @@ pub struct Control {
 
 /// How long to wait for a leader when a nemesis needs to know it.
 const LEADER_LOOKUP: Duration = Duration::from_secs(3);
+
+/// Magnitudes of the clock-skew nemesis's offsets, in ms (either sign). From 2 s, beyond any
+/// heartbeat or election timeout, so that stamps visibly move; to 30 s, beyond the session TTLs
+/// and decision deadlines of the workloads (2-5 s), so that a forward skew on the leader expires
+/// them all at once and a backward one holds cluster time still, yet short enough that cluster
+/// time, which never goes back, is within reach of real time again before the run ends.
+pub const CLOCK_SKEW_MS: (i64, i64) = (2_000, 30_000);
 
 impl Control {
     pub fn new(
@@ -242,6 +260,7 @@ impl Control {
             delayed: BTreeSet::new(),
             traffic_before: self.network.traffic(),
             removed: None,
+            skewed: None,
             evidence: Vec::new(),
             took_effect: false,
             network_is_evidence: nemesis != Nemesis::Membership,
@@ -383,6 +402,7 @@ impl Control {
                 .await?;
             }
             Nemesis::Membership => self.membership(&mut fault, rng).await?,
+            Nemesis::ClockSkew => self.clock_skew(&mut fault, rng).await?,
         }
         self.log(
             "start",
@@ -431,6 +451,9 @@ impl Control {
         if let Some(node) = fault.removed.take() {
             self.re_add(node, &mut fault.evidence).await;
         }
+        if let Some(node) = fault.skewed.take() {
+            self.unskew(node, &mut fault.evidence).await?;
+        }
         let window = FaultWindow {
             nemesis: fault.nemesis,
             description: fault.description,
@@ -456,6 +479,12 @@ impl Control {
     /// nodes that are no longer voters. For the heal phase and for cleaning up after an error.
     pub async fn heal_everything(&mut self) -> anyhow::Result<()> {
         self.network.heal_all().await?;
+        for node in self.cluster.node_ids() {
+            if self.cluster.clock_offset(node) != 0 {
+                self.cluster.set_clock_offset(node, 0)?;
+                self.log("clock", json!({"node": node, "offset_ms": 0}));
+            }
+        }
         for node in self.cluster.node_ids() {
             self.cluster.resume(node)?;
             if !self.cluster.is_running(node) {
@@ -607,6 +636,98 @@ impl Control {
         Ok(())
     }
 
+    /// Moves one node's wall clock (see [`Nemesis::ClockSkew`]). Evidence: the node's own clock,
+    /// read through Status, at the offset set from the harness's.
+    async fn clock_skew(&mut self, fault: &mut Fault, rng: &mut StdRng) -> anyhow::Result<()> {
+        if !self.cluster.has_fake_clocks() {
+            bail!(
+                "clock-skew: the nodes do not run under libfaketime (ClusterConfig::faketime, \
+                 which a run with this nemesis sets)"
+            );
+        }
+        // Every draw is made whatever the cluster looks like, so a seed replays the same offsets.
+        let pick_leader = rng.gen_bool(0.5);
+        let magnitude_ms = rng.gen_range(CLOCK_SKEW_MS.0..=CLOCK_SKEW_MS.1);
+        let forward = rng.gen_bool(0.5);
+        let transfer = rng.gen_bool(0.5);
+        let random_node = *self.cluster.node_ids().choose(rng).expect("nodes");
+        let offset_ms = if forward { magnitude_ms } else { -magnitude_ms };
+
+        let leader = self.leader().await;
+        let node = match leader {
+            Some(leader) if pick_leader => leader,
+            _ => random_node,
+        };
+        let transfer = transfer && leader.is_some_and(|leader| leader != node);
+        fault.targets.push(node);
+        fault.skewed = Some(node);
+        self.cluster.set_clock_offset(node, offset_ms)?;
+        match clock::wait_for_offset(&self.cluster, node, offset_ms).await {
+            Ok(observed_ms) => {
+                fault.took_effect = true;
+                fault.evidence.push(format!(
+                    "node {node}'s wall clock reads {} from the harness's",
+                    clock::seconds(observed_ms)
+                ));
+            }
+            Err(error) => fault.evidence.push(format!("{error:#}")),
+        }
+        let role = if leader == Some(node) {
+            "the leader".to_string()
+        } else if transfer {
+            let leader = leader.expect("transfer only from a known leader");
+            let request = TransferLeaderRequest { to_node_id: node };
+            let mut client = self.cluster.cluster_client(leader);
+            match tokio::time::timeout(LEADER_LOOKUP, client.transfer_leader(request)).await {
+                Ok(Ok(response)) if response.get_ref().leader_id == node => fault
+                    .evidence
+                    .push(format!("node {node} leads (TransferLeader)")),
+                Ok(Ok(response)) => fault.evidence.push(format!(
+                    "TransferLeader to {node}: node {} leads",
+                    response.get_ref().leader_id
+                )),
+                Ok(Err(status)) => fault
+                    .evidence
+                    .push(format!("TransferLeader to {node}: {status}")),
+                Err(_) => fault.evidence.push(format!(
+                    "TransferLeader to {node}: no answer within {LEADER_LOOKUP:?}"
+                )),
+            }
+            format!("a follower, made leader from {leader}")
+        } else {
+            "not the leader".to_string()
+        };
+        fault.description = format!(
+            "skew node {node}'s wall clock by {} ({role})",
+            clock::seconds(offset_ms)
+        );
+        Ok(())
+    }
+
+    /// Puts a skewed node's clock back, noting first where cluster time stands on it.
+    async fn unskew(&mut self, node: u64, evidence: &mut Vec<String>) -> anyhow::Result<()> {
+        if let Ok((status, harness_ms)) = self.status_and_time(node).await {
+            evidence.push(format!(
+                "cluster time on node {node} {} from the harness's",
+                clock::seconds(status.cluster_time_ms as i64 - harness_ms as i64)
+            ));
+        }
+        self.cluster.set_clock_offset(node, 0)?;
+        match clock::wait_for_offset(&self.cluster, node, 0).await {
+            Ok(_) => evidence.push(format!("node {node}'s clock is back")),
+            Err(error) => evidence.push(format!("{error:#}")),
+        }
+        Ok(())
+    }
+
+    /// Node `node`'s Status and the harness's clock halfway through the call.
+    async fn status_and_time(&mut self, node: u64) -> anyhow::Result<(StatusResponse, u64)> {
+        let before = clock::unix_ms();
+        let status = self.cluster.status(node).await?;
+        let after = clock::unix_ms();
+        Ok((status, before + (after - before) / 2))
+    }
+
     /// Adds `node` back as a learner and promotes it, through any running voter.
     async fn re_add(&mut self, node: u64, evidence: &mut Vec<String>) {
         let result = async {
@@ -689,6 +810,11 @@ mod tests {
         );
         assert!(Nemesis::parse_list("nope").is_err());
         assert!(Nemesis::parse_list("none").unwrap().is_empty());
+        assert_eq!(
+            Nemesis::parse_list("clock").unwrap(),
+            vec![Nemesis::ClockSkew]
+        );
+        assert_eq!(Nemesis::ClockSkew.name(), "clock-skew");
     }
 
     #[test]

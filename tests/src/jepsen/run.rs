@@ -390,6 +390,12 @@ impl Run {
         if let Some(mode) = &config.unsafe_mode {
             extra_args.push(format!("--unsafe-test-mode={mode}"));
         }
+        // Only a run that skews clocks preloads libfaketime; without it that run cannot be one.
+        let faketime = if config.nemeses.contains(&Nemesis::ClockSkew) {
+            Some(crate::clock::libfaketime().context("the clock-skew nemesis needs libfaketime")?)
+        } else {
+            None
+        };
         let cluster_config = ClusterConfig {
             heartbeat_ms: config.heartbeat_ms,
             election_timeout_ms_min: config.election_timeout_ms.0,
@@ -398,6 +404,7 @@ impl Run {
             snapshot_keep_logs: config.snapshot_keep_logs,
             leader_wait_ms: Some(config.leader_wait_ms),
             extra_args,
+            faketime,
             ..ClusterConfig::new(config.nodes)
         };
         let (cluster, network) = start_cluster(cluster_config, config.network).await?;

@@ -4,7 +4,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `CONCLAVE_JEPSEN_WORKLOADS` | `register,set,watch,tasks,decisions` | workloads, all in every run |
-//! | `CONCLAVE_JEPSEN_NEMESES` | `all` | nemeses or groups (`kill`, `pause`, `partition`, `membership`, ...) |
+//! | `CONCLAVE_JEPSEN_NEMESES` | `all` | nemeses or groups (`kill`, `pause`, `partition`, `clock`) or names (`membership`, `clock-skew`, ...) |
 //! | `CONCLAVE_JEPSEN_DURATION` | `300` | seconds of faults in the whole campaign |
 //! | `CONCLAVE_JEPSEN_RUN_SECS` | `60` | seconds of faults per run (each run checks its own history) |
 //! | `CONCLAVE_JEPSEN_NODES` | `3` | nodes per cluster, 3 or 5 |

@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
-use conclave_proto::v1::RemoveRequest;
-use conclave_tests::channel;
+use anyhow::Context as _;
+use conclave_proto::v1::{DecisionRule, DecisionSpec, Electorate, ProposeRequest, RemoveRequest};
 use conclave_tests::jepsen::network::Backend;
 use conclave_tests::jepsen::run::start_cluster;
 use conclave_tests::net::FaultPlan;
-use conclave_tests::ClusterConfig;
+use conclave_tests::writer::RequestIds;
+use conclave_tests::{channel, clock, fleet, ClusterConfig, TestCluster};
 use tokio::time::Instant;
 
 /// False (and says so) unless `CONCLAVE_JEPSEN_OPEN_BUGS=1`: the scenario pins a bug not fixed yet.
@@ -87,6 +88,75 @@ async fn membership_change_on_an_isolated_leader_answers_within_the_leader_wait(
         waited <= bound,
         "Remove on an isolated leader took {waited:?} (bound {bound:?}; the client gave up at \
          {client_deadline:?}): {answer:?}"
+    );
+    Ok(())
+}
+
+/// Fixed: the state machine refuses a decision whose deadline cluster time has reached
+/// (`Coordination::propose`).
+///
+/// Found by `campaign-3n-r01` (seed 11000, `-n clock-skew`): after the leader's clock had run
+/// 28 s ahead, cluster time stayed ahead of every clock (it never goes back) for half a minute;
+/// proposals with deadlines 1.5-5 s ahead of the clients' (true) clocks passed the API's check,
+/// made against the node's clock, were answered "proposed", and closed NO_QUORUM at the next tick
+/// without a vote: 50 of 75 decisions of that run.
+///
+/// Expected: a deadline cluster time has reached is INVALID_ARGUMENT and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_deadline_behind_cluster_time_is_refused() -> anyhow::Result<()> {
+    let config = ClusterConfig {
+        faketime: Some(clock::libfaketime()?),
+        ..ClusterConfig::new(1)
+    };
+    let mut cluster = TestCluster::start_initialized(config).await?;
+
+    tracing::info!("the leader's clock runs 20 s ahead for one write: cluster time follows it");
+    cluster.set_clock_offset(1, 20_000)?;
+    clock::wait_for_offset(&cluster, 1, 20_000).await?;
+    cluster
+        .writer()
+        .put("skewed", "stamp", Duration::from_secs(10))
+        .await?;
+    cluster.set_clock_offset(1, 0)?;
+    clock::wait_for_offset(&cluster, 1, 0).await?;
+    let status = cluster.status(1).await?;
+    let ahead_ms = status.cluster_time_ms as i64 - clock::unix_ms() as i64;
+    anyhow::ensure!(
+        ahead_ms > 10_000,
+        "cluster time is only {} ahead",
+        clock::seconds(ahead_ms)
+    );
+
+    tracing::info!(
+        ahead_ms,
+        "propose with a deadline 5 s ahead of the true clock"
+    );
+    let request = ProposeRequest {
+        request_id: Some(RequestIds::new().next_id()),
+        decision: Some(DecisionSpec {
+            question: "deadline behind cluster time?".into(),
+            options: vec!["yes".into(), "no".into()],
+            electorate: Some(Electorate {
+                agents: vec!["a".into()],
+                capability: String::new(),
+            }),
+            rule: DecisionRule::Majority as i32,
+            deadline_unix_ms: clock::unix_ms() + 5_000,
+            ..DecisionSpec::default()
+        }),
+    };
+    let answer = fleet::decisions_client(cluster.api_addr(1))
+        .propose(request)
+        .await;
+    cluster.shutdown().await?;
+
+    let status = answer
+        .err()
+        .context("a deadline behind cluster time was accepted")?;
+    anyhow::ensure!(
+        status.code() == tonic::Code::InvalidArgument
+            && status.message().contains("is not after cluster time"),
+        "{status:?}"
     );
     Ok(())
 }

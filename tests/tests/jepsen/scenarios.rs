@@ -173,3 +173,20 @@ async fn decisions_under_leader_pauses_and_partitions() -> anyhow::Result<()> {
     run_and_expect_valid(config).await?;
     Ok(())
 }
+
+/// Tasks and decisions while one node's wall clock is 2-30 s off, forward or back (libfaketime),
+/// often the leader's, so the skew reaches the stamps cluster time is made of: a forward skew on
+/// the leader expires every session, lease and deadline at once, a backward one holds cluster
+/// time still. Fencing tokens, one accepted completion per task and one outcome per decision must
+/// not depend on clocks; a killed leader adds a leader change to a skewed cluster time. Fails,
+/// naming the package, where libfaketime is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_decisions_under_clock_skew() -> anyhow::Result<()> {
+    let config = RunConfig::short(
+        "clock-skew",
+        &["tasks", "decisions"],
+        &[Nemesis::ClockSkew, Nemesis::KillLeader],
+    );
+    run_and_expect_valid(config).await?;
+    Ok(())
+}
