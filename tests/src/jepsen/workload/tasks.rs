@@ -28,11 +28,12 @@
 //!   "closed_ms"}]}`;
 //! - `register`: an agent's registration; `drain`: the wait for every task to be terminal;
 //! - `final-read`: `{"consistency"}` -> `{"consistency", "tasks": [...]}`, each task as
-//!   [`check::task_json`] writes it (spec, state, reasons, cluster times, attempt log).
+//!   [`listed::task_json`] writes it (spec, state, reasons, cluster times, attempt log).
 //!
 //! The checker is [`check::check`], a pure function of the history.
 
 mod check;
+mod listed;
 mod operator;
 
 use std::collections::HashSet;
@@ -56,7 +57,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 pub use self::check::check;
-use self::check::{completion_result, state_name, task_json, Spec};
+use self::listed::{completion_result, state_name, task_json, Spec};
 use super::agents::{
     classify, pace, read_final_state, run_agent, unix_ms, Actor, AgentConfig, AgentShared,
 };

@@ -22,7 +22,7 @@ use rand::Rng as _;
 use serde_json::{json, Value as Json};
 use tonic::transport::Channel;
 
-use super::check::state_name;
+use super::listed::state_name;
 use super::{agent_name, lock, submit, Options, Shared, PAGE};
 use crate::jepsen::client::{describe, Attempt, ClientContext};
 use crate::jepsen::history::{Completion, OpSpec};
