@@ -57,6 +57,19 @@ pub enum Command {
     Coordination(CoordCommand),
 }
 
+impl Command {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Put { .. } => "put",
+            Command::Delete { .. } => "delete",
+            Command::CompareAndSwap { .. } => "compare_and_swap",
+            Command::Txn { .. } => "txn",
+            Command::Coordination(command) => command.name(),
+        }
+    }
+}
+
 /// Holds when the key's mod_revision equals `mod_revision` (0: the key is absent).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {

@@ -181,10 +181,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 state.last_applied = Some(log_id);
                 let (response, coordination_changed) = match entry.payload {
                     EntryPayload::Blank => (state.machine.apply_empty(index), false),
-                    EntryPayload::Normal(request) => (
-                        state.machine.apply(index, &request),
-                        changes_coordination(&request.command),
-                    ),
+                    EntryPayload::Normal(request) => {
+                        tracing::trace!(index, command = request.command.name(), "apply");
+                        (
+                            state.machine.apply(index, &request),
+                            changes_coordination(&request.command),
+                        )
+                    }
                     EntryPayload::Membership(membership) => {
                         state.membership = StoredMembership::new(Some(log_id), membership);
                         (state.machine.apply_empty(index), false)
