@@ -1314,8 +1314,9 @@ fn dead_letters(
 /// otherwise CANCELED with a reason naming the decision, never having run.
 fn gates(recorded: &Recorded, reference: &Tasks, problems: &mut Vec<String>, stats: &mut Json) {
     let mut gated = 0;
-    let mut opened = 0;
-    let mut closed_by_gate = 0;
+    // Gated tasks whose decision let them through, and whose decision went the other way.
+    let mut passed = 0;
+    let mut refused = 0;
     for (id, listed) in reference {
         let Some((decision, option)) = &listed.spec.gate else {
             continue;
@@ -1351,7 +1352,7 @@ fn gates(recorded: &Recorded, reference: &Tasks, problems: &mut Vec<String>, sta
             continue;
         }
         if passes {
-            opened += 1;
+            passed += 1;
             if gate_reason {
                 problems.push(format!(
                     "task {id} needs {option:?} of decision {decision}, which decided {outcome:?}, \
@@ -1360,7 +1361,7 @@ fn gates(recorded: &Recorded, reference: &Tasks, problems: &mut Vec<String>, sta
                 ));
             }
         } else {
-            closed_by_gate += 1;
+            refused += 1;
             if listed.state != "CANCELED" {
                 problems.push(format!(
                     "task {id} needs {option:?} of decision {decision}, which ended {status} \
@@ -1392,6 +1393,6 @@ fn gates(recorded: &Recorded, reference: &Tasks, problems: &mut Vec<String>, sta
         }
     }
     stats["gated"] = json!(gated);
-    stats["gated_opened"] = json!(opened);
-    stats["gated_canceled_by_gate"] = json!(closed_by_gate);
+    stats["gated_passed"] = json!(passed);
+    stats["gated_refused"] = json!(refused);
 }

@@ -773,8 +773,8 @@ fn the_whole_life_cycle_is_valid() {
     assert_eq!(stats["redriven_ran_again"], 1);
     assert_eq!(stats["tasks_delayed"], 1);
     assert_eq!(stats["delay_margin_min_ms"], 100);
-    assert_eq!(stats["gated_opened"], 1);
-    assert_eq!(stats["gated_canceled_by_gate"], 1);
+    assert_eq!(stats["gated_passed"], 1);
+    assert_eq!(stats["gated_refused"], 1);
 }
 
 /// The life cycle with task `id` listed as `replacement` instead.
