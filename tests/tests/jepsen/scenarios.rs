@@ -133,11 +133,15 @@ async fn unsafe_mode_is_caught() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tasks under leader kills and partitions: raw-API agents with short session TTLs complete,
-/// fail, give back, abandon and complete too late, their streams moving between nodes; after
-/// the heal they drain the queue. Nothing acknowledged is lost, nothing appears twice, at most
-/// one completion per task is accepted (with the token of its one successful attempt), tokens
-/// strictly increase, every task ends terminal and every node agrees.
+/// Tasks under leader kills and partitions: tasks in three queues with random priorities, some
+/// delayed, some with short deadlines, some poison or flaky; raw-API agents with short session
+/// TTLs complete, fail, give back, abandon and complete too late, their streams moving between
+/// nodes; operators cancel tasks, redrive dead letters and gate tasks on decisions the agents vote
+/// on; after the heal the agents drain the queues. Nothing acknowledged is lost, nothing appears
+/// twice, at most one completion per task is accepted (with the token of its one successful
+/// attempt), tokens strictly increase, no canceled task completes, nothing is assigned before its
+/// not-before or after its deadline, dead letters stay until redriven, gated tasks run only when
+/// their decision matches, every task ends terminal and every node agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_under_leader_kills_and_partitions() -> anyhow::Result<()> {
     let config = RunConfig::short(
