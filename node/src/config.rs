@@ -62,6 +62,13 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_WATCH_HISTORY", default_value_t = 100_000)]
     pub watch_history: usize,
 
+    /// How long a KV or task watch stream may send nothing while events it does not watch go by
+    /// before it sends a progress notice (the revision or sequence it has reached), in
+    /// milliseconds, so that the watcher's resume point stays inside the kept history. 0 sends
+    /// none.
+    #[arg(long, env = "CONCLAVE_WATCH_PROGRESS_MS", default_value_t = crate::limits::WATCH_PROGRESS_MS)]
+    pub watch_progress_ms: u64,
+
     /// How long a request waits for a leader (during an election, say) before the node answers
     /// UNAVAILABLE, in milliseconds. Also bounds how long a write waits to commit.
     #[arg(long, env = "CONCLAVE_LEADER_WAIT_MS", default_value_t = 3000)]
@@ -93,6 +100,12 @@ pub struct Config {
         hide = true
     )]
     pub peer_dial: Vec<String>,
+
+    /// Test-only: coordination events kept for session, task and decision streams
+    /// (COORD_EVENTS_MAX), so that tests can outrun the history without 100,000 events. Like
+    /// --watch-history, a bound of this node's copy only: replicas may differ.
+    #[arg(long, env = "CONCLAVE_COORD_EVENTS", default_value_t = crate::limits::COORD_EVENTS_MAX, hide = true)]
+    pub coord_events: usize,
 
     /// Test-only: break a guarantee on purpose, so the fault-injection suite can show it notices.
     /// Never use it for anything else.

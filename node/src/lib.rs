@@ -75,9 +75,12 @@ pub async fn run(
         tracing::warn!(mode = ?config.unsafe_test_mode, "UNSAFE TEST MODE: this node breaks Conclave's guarantees on purpose");
     }
     let sync_appends = config.unsafe_test_mode != config::UnsafeTestMode::AckBeforeFsync;
-    let (log_store, state_machine) =
-        storage::open(&config.data_dir, config.watch_history, sync_appends)
-            .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let retention = state_machine::Retention {
+        history_revisions_max: config.watch_history,
+        coord_events_max: config.coord_events,
+    };
+    let (log_store, state_machine) = storage::open(&config.data_dir, retention, sync_appends)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let state = state_machine.shared();
     let storage_stats = log_store.stats();
     let append_timeout_min = std::time::Duration::from_millis(config.election_timeout_min_ms);

@@ -15,6 +15,12 @@ pub const WATCH_HISTORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const WATCH_STREAMS_MAX: usize = 10_000;
 /// Most events sent in one watch message batch before yielding to other streams.
 pub const WATCH_BATCH_REVISIONS: usize = 256;
+/// Default of --watch-progress-ms: how long a KV or task watch stream sends nothing before it
+/// sends a progress notice (kv.proto WatchResponse, tasks.proto BOOKMARK), if its cursor moved
+/// meanwhile. Short enough that a quiet watch's resume point stays far inside the kept history
+/// (100,000 revisions or events) at any plausible write rate; long enough that the notices of
+/// 10,000 watches cost little.
+pub const WATCH_PROGRESS_MS: u64 = 5_000;
 
 /// Most clients whose write results are remembered for deduplication.
 pub const SESSIONS_MAX: usize = 100_000;

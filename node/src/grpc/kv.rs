@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::kv_client::KvClient;
@@ -12,11 +13,13 @@ use conclave_proto::v1::kv_server::Kv;
 use futures::Stream;
 use prost::Message;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::forward::{check_forwarder, is_forwarded, Forwarder};
+use super::progress::{self, Progress};
 use super::status::to_status;
 use crate::error::Error;
 use crate::limits::*;
@@ -376,12 +379,25 @@ impl Kv for KvService {
         let mut stopping = self.stopping.clone();
         let (sender, receiver) = mpsc::channel(16);
         let node_id = self.node.id;
+        let progress_interval = Duration::from_millis(self.node.config.watch_progress_ms);
         tokio::spawn(async move {
             let _permit = permit;
             if sender.send(Ok(first)).await.is_err() {
                 return;
             }
+            let header = |revision| {
+                Some(pb::ResponseHeader {
+                    revision,
+                    node_id,
+                    raft_term: 0,
+                    consistency: pb::ReadConsistency::Serializable as i32,
+                })
+            };
             let mut next = start;
+            // The stream's cursor: every watched change at or below it has been sent (those
+            // before `start` are not this stream's business).
+            let mut scanned = start - 1;
+            let mut progress = Progress::new(progress_interval, scanned, Instant::now());
             loop {
                 revisions.borrow_and_update();
                 let batch = {
@@ -407,6 +423,7 @@ impl Kv for KvService {
                 let full = changes.len() == WATCH_BATCH_REVISIONS;
                 for change in changes {
                     next = change.revision + 1;
+                    scanned = change.revision;
                     let events: Vec<pb::Event> = change
                         .events
                         .into_iter()
@@ -429,24 +446,35 @@ impl Kv for KvService {
                         continue;
                     }
                     let message = pb::WatchResponse {
-                        header: Some(pb::ResponseHeader {
-                            revision: current,
-                            node_id,
-                            raft_term: 0,
-                            consistency: pb::ReadConsistency::Serializable as i32,
-                        }),
+                        header: header(current),
                         revision: change.revision,
                         events,
                     };
                     if sender.send(Ok(message)).await.is_err() {
                         return;
                     }
+                    progress.sent(change.revision, Instant::now());
                 }
                 if full {
                     continue;
                 }
+                // The history holds every revision up to `current` (read under the same lock), and
+                // all of them from `next` on were in this batch: the stream has scanned up to there.
+                scanned = scanned.max(current);
+                if let Some(cursor) = progress.due(scanned, Instant::now()) {
+                    let notice = pb::WatchResponse {
+                        header: header(cursor),
+                        revision: cursor,
+                        events: Vec::new(),
+                    };
+                    if sender.send(Ok(notice)).await.is_err() {
+                        return;
+                    }
+                    progress.sent(cursor, Instant::now());
+                }
                 tokio::select! {
                     changed = revisions.changed() => if changed.is_err() { return },
+                    () = progress::until(progress.deadline(scanned)) => {}
                     _ = sender.closed() => return,
                     () = async { let _ = stopping.wait_for(|stop| *stop).await.map(|_| ()); } => {
                         let _ = sender.send(Err(Status::unavailable("the node is shutting down; resume the watch on another node"))).await;

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod gateway;
 pub mod kv;
 pub mod peer;
+pub mod progress;
 pub mod status;
 pub mod streams;
 pub mod tasks;

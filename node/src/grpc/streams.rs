@@ -4,7 +4,9 @@
 //!
 //! Pattern, the same in each: mark the notification seen, then read the state (so a change
 //! applied after the read is always noticed), take the events after the stream's cursor, build
-//! the messages under the read lock, release it, send, and wait for the next notification.
+//! the messages under the read lock, release it, send, and wait for the next notification. A task
+//! watch that is caught up and has sent nothing for a while although its cursor moved sends a
+//! BOOKMARK (`progress.rs`), so its client's resume point keeps up with the ring.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tonic::{Status, Streaming};
 
 use super::convert;
 use super::gateway::{invalid, Gateway};
+use super::progress::{self, Progress};
 use super::status::to_status;
 use crate::error::Error;
 use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
@@ -360,7 +363,8 @@ fn session_event(
 
 /// WatchTasks: one task (task_id), a queue, or every task. Opens with STARTED (the cursor), then
 /// SNAPSHOT events if asked for, then every watched event after the cursor: after the current last
-/// event, or after `after_sequence` for a resume (tasks.proto, WatchTasksRequest).
+/// event, or after `after_sequence` for a resume (tasks.proto, WatchTasksRequest). While nothing
+/// watched happens but other events go by, a BOOKMARK every --watch-progress-ms carries the cursor.
 pub async fn watch_tasks(
     gateway: &Gateway,
     req: pb::WatchTasksRequest,
@@ -431,13 +435,19 @@ pub async fn watch_tasks(
         (messages, cursor)
     };
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
+    let progress_interval = Duration::from_millis(node.config.watch_progress_ms);
     tokio::spawn(async move {
         let _permit = permit;
+        // `cursor` is the stream's: every watched event up to it has been read (and is sent at
+        // the top of the loop). What the client knows is STARTED's cursor, then its last change.
+        let mut progress = Progress::new(progress_interval, cursor, Instant::now());
         loop {
             for message in messages.drain(..) {
+                let sequence = message.sequence;
                 if sender.send(Ok(message)).await.is_err() {
                     return;
                 }
+                progress.sent(sequence, Instant::now());
             }
             let step = {
                 events.borrow_and_update();
@@ -505,9 +515,23 @@ pub async fn watch_tasks(
             if !messages.is_empty() || !caught_up {
                 continue;
             }
+            // Caught up with nothing to send: `cursor` is the node's last event sequence (or a
+            // resume point the node has not reached), and everything up to it was scanned.
+            if let Some(cursor) = progress.due(cursor, Instant::now()) {
+                let bookmark = pb::TaskEvent {
+                    sequence: cursor,
+                    kind: pb::TaskEventKind::Bookmark as i32,
+                    task: None,
+                };
+                if sender.send(Ok(bookmark)).await.is_err() {
+                    return;
+                }
+                progress.sent(cursor, Instant::now());
+            }
             tokio::select! {
                 changed = events.changed() => if changed.is_err() { return },
                 () = sender.closed() => return,
+                () = progress::until(progress.deadline(cursor)) => {}
                 () = stopped(&mut stopping) => {
                     let _ = sender.send(Err(shutting_down())).await;
                     return;

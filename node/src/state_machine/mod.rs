@@ -20,6 +20,16 @@ use sessions::{Lookup, Sessions};
 
 use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
 
+/// How much of the past one node keeps for its streams. Neither bound changes what apply does,
+/// only how far back a watch can resume on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Revisions of KV change history (--watch-history; also bounded by WATCH_HISTORY_BYTES_MAX).
+    pub history_revisions_max: usize,
+    /// Coordination events (--coord-events, COORD_EVENTS_MAX by default).
+    pub coord_events_max: usize,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateMachine {
     /// Log index of the last entry applied (openraft's first entry has index 0).
@@ -97,8 +107,12 @@ impl StateMachine {
         &self.history
     }
 
-    pub fn set_history_revisions_max(&mut self, revisions_max: usize) {
-        self.history.set_revisions_max(revisions_max);
+    /// Bounds what this copy keeps for streams: node options, so a state restored from a peer's
+    /// snapshot takes this node's bounds, not the peer's.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.history
+            .set_revisions_max(retention.history_revisions_max);
+        self.coordination.set_events_max(retention.coord_events_max);
     }
 
     pub fn key_count(&self) -> u64 {

@@ -18,6 +18,8 @@ pub use log_store::LogStore;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use state_machine_store::{AppliedState, SharedState, StateMachineStore};
 
+use crate::state_machine::Retention;
+
 const CF_LOGS: &str = "logs";
 const CF_META: &str = "meta";
 const CF_SNAPSHOT: &str = "snapshot";
@@ -28,7 +30,7 @@ const CF_SNAPSHOT: &str = "snapshot";
 /// With `sync_appends` false (test-only), appends are acknowledged without an fsync.
 pub fn open(
     dir: &Path,
-    history_revisions_max: usize,
+    retention: Retention,
     sync_appends: bool,
 ) -> io::Result<(LogStore, StateMachineStore)> {
     std::fs::create_dir_all(dir)?;
@@ -44,7 +46,7 @@ pub fn open(
     let db = Arc::new(db);
     let stats = Arc::new(StorageStats::default());
     let log_store = LogStore::new(db.clone(), sync_appends, stats.clone());
-    let state_machine = StateMachineStore::open(db, history_revisions_max, stats)?;
+    let state_machine = StateMachineStore::open(db, retention, stats)?;
     Ok((log_store, state_machine))
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::{cf, to_io, StorageStats, CF_SNAPSHOT};
 use crate::raft::{decode, encode, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::state_machine::{Command, CoordCommand, StateMachine};
+use crate::state_machine::{Command, CoordCommand, Retention, StateMachine};
 
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
@@ -77,22 +77,20 @@ impl SharedState {
 pub struct StateMachineStore {
     db: Arc<DB>,
     shared: Arc<SharedState>,
-    history_revisions_max: usize,
+    retention: Retention,
     stats: Arc<StorageStats>,
 }
 
 impl StateMachineStore {
     pub(super) fn open(
         db: Arc<DB>,
-        history_revisions_max: usize,
+        retention: Retention,
         stats: Arc<StorageStats>,
     ) -> io::Result<Self> {
-        let mut state = AppliedState {
-            machine: StateMachine::new(history_revisions_max),
-            ..AppliedState::default()
-        };
+        let mut state = AppliedState::default();
+        state.machine.set_retention(retention);
         if let Some(snapshot) = read_snapshot(&db)? {
-            state = restore(&snapshot.meta, &snapshot.snapshot, history_revisions_max)?;
+            state = restore(&snapshot.meta, &snapshot.snapshot, retention)?;
             stats.snapshot(snapshot.snapshot.len());
         }
         let (revision, _) = watch::channel(state.machine.revision());
@@ -107,7 +105,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             db,
             shared,
-            history_revisions_max,
+            retention,
             stats,
         })
     }
@@ -123,13 +121,9 @@ fn changes_coordination(command: &Command) -> bool {
     matches!(command, Command::Coordination(c) if !matches!(c, CoordCommand::Heartbeats { .. }))
 }
 
-fn restore(
-    meta: &SnapshotMeta,
-    data: &[u8],
-    history_revisions_max: usize,
-) -> io::Result<AppliedState> {
+fn restore(meta: &SnapshotMeta, data: &[u8], retention: Retention) -> io::Result<AppliedState> {
     let mut machine: StateMachine = decode(data)?;
-    machine.set_history_revisions_max(history_revisions_max);
+    machine.set_retention(retention);
     Ok(AppliedState {
         last_applied: meta.last_log_id,
         membership: meta.last_membership.clone(),
@@ -243,10 +237,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         self.stats.snapshot(snapshot.snapshot.len());
         let db = self.db.clone();
-        let history_revisions_max = self.history_revisions_max;
+        let retention = self.retention;
         // Decoding and the synced write of a large snapshot take a while: off the async thread.
         let state = tokio::task::spawn_blocking(move || {
-            let state = restore(&snapshot.meta, &snapshot.snapshot, history_revisions_max)?;
+            let state = restore(&snapshot.meta, &snapshot.snapshot, retention)?;
             write_snapshot(&db, &snapshot)?;
             Ok::<_, io::Error>(state)
         })

@@ -12,6 +12,11 @@ use super::*;
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
 use crate::state_machine::{Command, Request};
 
+const RETENTION: Retention = Retention {
+    history_revisions_max: 1000,
+    coord_events_max: 1000,
+};
+
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBuilder {
@@ -19,7 +24,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBui
         &self,
     ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = TempDir::new().expect("temp dir");
-        let (log_store, state_machine) = open(dir.path(), 1000, true).expect("open store");
+        let (log_store, state_machine) = open(dir.path(), RETENTION, true).expect("open store");
         Ok((dir, log_store, state_machine))
     }
 }
@@ -67,7 +72,7 @@ async fn log_vote_and_snapshot_survive_reopen() {
     let dir = TempDir::new().expect("temp dir");
     let vote = Vote::new(3, 1);
     {
-        let (mut log_store, mut state_machine) = open(dir.path(), 1000, true).expect("open");
+        let (mut log_store, mut state_machine) = open(dir.path(), RETENTION, true).expect("open");
         log_store.save_vote(&vote).await.expect("save vote");
         append_durably(
             &mut log_store,
@@ -85,7 +90,7 @@ async fn log_vote_and_snapshot_survive_reopen() {
     }
 
     tracing::info!("reopen: the vote, the unpurged log and the snapshot state must all be back");
-    let (mut log_store, mut state_machine) = open(dir.path(), 1000, true).expect("reopen");
+    let (mut log_store, mut state_machine) = open(dir.path(), RETENTION, true).expect("reopen");
     assert_eq!(log_store.read_vote().await.expect("vote"), Some(vote));
     let state = log_store.get_log_state().await.expect("log state");
     assert_eq!(state.last_purged_log_id, Some(log_id(3, 2)));
