@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -179,10 +180,11 @@ pub struct TaskWatchOptions {
     /// 1000) before the changes. Not with `after_sequence`.
     pub initial_state: bool,
     /// Resume an earlier watch (of another process, say): yield only the changes with a greater
-    /// sequence. Give the sequence of the last change that watch yielded, or its
-    /// [`TaskEventStream::start_sequence`] when it yielded none. When the cluster no longer keeps
-    /// the events after it, the watch starts from the current state instead, as after a long
-    /// disconnection (see [`Client::watch_tasks`]). Not with `initial_state`.
+    /// sequence. Give that watch's [`TaskEventStream::cursor`] (or the sequence of the last change
+    /// it yielded, or its [`TaskEventStream::start_sequence`] when it yielded none). When the
+    /// cluster no longer keeps the events after it, the watch starts from the current state
+    /// instead, as after a long disconnection (see [`Client::watch_tasks`]). Not with
+    /// `initial_state`.
     pub after_sequence: Option<u64>,
 }
 
@@ -470,12 +472,13 @@ impl Client {
     /// (its last 100,000 events of all kinds). When it no longer does, the watch starts again from
     /// the current state: one SNAPSHOT event per watched task (for a queue, those not terminal, at
     /// most 1000), then the changes after that state. A SNAPSHOT event after the start therefore
-    /// means "changes were skipped; this is the task now". A watch that stays quiet while the rest
-    /// of the cluster is busy can see that happen without having missed anything.
+    /// means "changes were skipped; this is the task now". Nodes send a BOOKMARK (consumed here,
+    /// not yielded) when a watch has been quiet for a few seconds while other events went by, and
+    /// the resume point moves with it, so a quiet watch does not fall behind the kept events just
+    /// because the rest of the cluster is busy; only a break longer than the history lasts does.
     ///
     /// SNAPSHOT events carry sequence 0; every other event carries its own. To continue in a later
-    /// process, give the last sequence yielded (or the start sequence) as
-    /// [`TaskWatchOptions::after_sequence`].
+    /// process, give [`TaskEventStream::cursor`] as [`TaskWatchOptions::after_sequence`].
     pub async fn watch_tasks(&self, options: TaskWatchOptions) -> Result<TaskEventStream> {
         if options.task_id == 0 && !options.queue.is_empty() {
             check_name("queue", &options.queue)?;
@@ -485,9 +488,11 @@ impl Client {
                 "a watch resumed after a sequence cannot also start with the initial state",
             ));
         }
+        let shared_cursor = Arc::new(AtomicU64::new(0));
         let mut watcher = TaskWatcher {
             client: self.clone(),
             cursor: options.after_sequence,
+            shared_cursor: Arc::clone(&shared_cursor),
             options,
             stream: None,
             history_lost: false,
@@ -503,6 +508,7 @@ impl Client {
         Ok(TaskEventStream {
             inner,
             start_sequence,
+            cursor: shared_cursor,
         })
     }
 }
@@ -514,6 +520,7 @@ impl Client {
 pub struct TaskEventStream {
     inner: BoxStream<'static, Result<TaskEvent>>,
     start_sequence: u64,
+    cursor: Arc<AtomicU64>,
 }
 
 impl TaskEventStream {
@@ -522,6 +529,16 @@ impl TaskEventStream {
     /// show the tasks as of this sequence.
     pub fn start_sequence(&self) -> u64 {
         self.start_sequence
+    }
+
+    /// Where this watch would resume now: every watched change up to this sequence has been
+    /// yielded. It is the sequence of the last change yielded (or the start), or later when a node
+    /// reported that nothing watched happened since (a BOOKMARK). To continue the watch in
+    /// another process, pass it as [`TaskWatchOptions::after_sequence`]. After the watch had to
+    /// start again from the current state, it is that state's sequence as soon as the new stream
+    /// starts, before its SNAPSHOT events are yielded.
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Acquire)
     }
 }
 
@@ -548,8 +565,10 @@ struct TaskWatcher {
     options: TaskWatchOptions,
     /// The last event sequence reflected by what was yielded: the STARTED sequence of the first
     /// stream, then that of every change yielded. A new stream resumes after it. `None` only
-    /// before the first stream, when the caller gave no `after_sequence`.
+    /// before the first stream, when the caller gave no `after_sequence`. BOOKMARKs move it too.
     cursor: Option<u64>,
+    /// The cursor for [`TaskEventStream::cursor`].
+    shared_cursor: Arc<AtomicU64>,
     stream: Option<(Arc<Node>, Streaming<TaskEvent>)>,
     /// Set when the events after the cursor are no longer kept: the next stream starts again from
     /// the current state (SNAPSHOT events).
@@ -558,6 +577,11 @@ struct TaskWatcher {
 }
 
 impl TaskWatcher {
+    fn set_cursor(&mut self, sequence: u64) {
+        self.cursor = Some(sequence);
+        self.shared_cursor.store(sequence, Ordering::Release);
+    }
+
     /// Opens a stream on some node and reads its STARTED message, moving past nodes that fail,
     /// until the client's deadline.
     async fn open(&mut self) -> Result<()> {
@@ -586,7 +610,7 @@ impl TaskWatcher {
             let first = tokio::time::timeout(options.request_timeout, stream.message()).await;
             let failure = match first {
                 Ok(Ok(Some(event))) if event.kind() == TaskEventKind::Started => {
-                    self.cursor = Some(event.sequence);
+                    self.set_cursor(event.sequence);
                     self.history_lost = false;
                     self.stream = Some((node, stream));
                     return Ok(());
@@ -667,6 +691,14 @@ impl TaskWatcher {
                     TaskEventKind::Started => {
                         tracing::warn!(node = %node.address, "a task watch sent STARTED twice; ignored");
                     }
+                    TaskEventKind::Bookmark => {
+                        // Every watched event up to it was sent: a resume starts after it. Like
+                        // STARTED, it is not a change, so it is not yielded.
+                        let cursor = self.cursor.expect("set when the stream started");
+                        if event.sequence > cursor {
+                            self.set_cursor(event.sequence);
+                        }
+                    }
                     _ => {
                         let cursor = self.cursor.expect("set when the stream started");
                         if event.sequence <= cursor {
@@ -674,7 +706,7 @@ impl TaskWatcher {
                             tracing::warn!(node = %node.address, sequence = event.sequence, cursor, "a task watch repeated an event; skipped");
                             continue;
                         }
-                        self.cursor = Some(event.sequence);
+                        self.set_cursor(event.sequence);
                         // A purged task is gone: the server ends its watch, and so does this one.
                         if self.options.task_id != 0 && event.kind() == TaskEventKind::Purged {
                             self.done = true;

@@ -1,7 +1,10 @@
 //! Watches that survive node failures: a stream of changes that reconnects to any endpoint and
-//! resumes after the last revision it delivered, so the caller sees no gap and no duplicate.
+//! resumes after the last revision it delivered, so the caller sees no gap and no duplicate. The
+//! node's progress notices (kv.proto WatchResponse) move the resume point while the watched keys
+//! are quiet; they are not yielded.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,12 +33,14 @@ pub struct WatchOptions {
 }
 
 /// The changes to a key or prefix, one [`WatchResponse`] per revision, in increasing revision order.
-/// Only responses carrying events are delivered. The stream ends after yielding an error:
-/// [`Error::Compacted`] when the history it needs is gone, [`Error::Unavailable`] when no endpoint
-/// could be reached for the client's deadline, [`Error::Rejected`] when a node refused the watch.
+/// Only responses carrying events are delivered (confirmations and progress notices are consumed
+/// here). The stream ends after yielding an error: [`Error::Compacted`] when the history it needs
+/// is gone, [`Error::Unavailable`] when no endpoint could be reached for the client's deadline,
+/// [`Error::Rejected`] when a node refused the watch.
 pub struct WatchStream {
     inner: BoxStream<'static, Result<WatchResponse>>,
     start_revision: u64,
+    next_revision: Arc<AtomicU64>,
 }
 
 impl WatchStream {
@@ -43,6 +48,14 @@ impl WatchStream {
     /// passed 0.
     pub fn start_revision(&self) -> u64 {
         self.start_revision
+    }
+
+    /// Where this watch would resume now: every change to the watched keys below this revision has
+    /// been yielded. It is the revision after the last change yielded, or later when the node
+    /// reported that nothing watched changed since (a progress notice). To continue the watch in
+    /// another process, pass it as [`WatchOptions::start_revision`].
+    pub fn next_revision(&self) -> u64 {
+        self.next_revision.load(Ordering::Acquire)
     }
 }
 
@@ -69,6 +82,11 @@ impl Client {
     ///
     /// With `start_revision == 0`, the current revision is read linearizably first and the watch
     /// starts right after it, so that a reconnect before the first event cannot lose changes.
+    ///
+    /// A broken stream resumes on another node at [`WatchStream::next_revision`]. While the watched
+    /// keys are quiet and other keys change, the node reports every few seconds how far the stream
+    /// has come, and the resume point moves with it: a quiet watch fails as compacted only when it
+    /// was cut off for longer than the history lasts, not because other keys were busy.
     pub async fn watch(
         &self,
         key: impl Into<Vec<u8>>,
@@ -82,11 +100,12 @@ impl Client {
             0 => self.current_revision().await? + 1,
             revision => revision,
         };
+        let next_revision = Arc::new(AtomicU64::new(start_revision));
         let mut watcher = Watcher {
             client: self.clone(),
             key,
             prefix: options.prefix,
-            next_revision: start_revision,
+            next_revision: Arc::clone(&next_revision),
             stream: None,
             done: false,
         };
@@ -99,6 +118,7 @@ impl Client {
         Ok(WatchStream {
             inner,
             start_revision,
+            next_revision,
         })
     }
 
@@ -123,13 +143,22 @@ struct Watcher {
     client: Client,
     key: Vec<u8>,
     prefix: bool,
-    /// The lowest revision not yet delivered; a reconnect asks for it.
-    next_revision: u64,
+    /// The lowest revision not yet delivered, nor covered by a progress notice; a reconnect asks
+    /// for it. Shared with the [`WatchStream`], which reports it.
+    next_revision: Arc<AtomicU64>,
     stream: Option<(Arc<Node>, Streaming<WatchResponse>)>,
     done: bool,
 }
 
 impl Watcher {
+    fn next_revision(&self) -> u64 {
+        self.next_revision.load(Ordering::Acquire)
+    }
+
+    fn set_next_revision(&mut self, revision: u64) {
+        self.next_revision.store(revision, Ordering::Release);
+    }
+
     /// The next item, or `None` once the stream has ended.
     async fn next(&mut self) -> Option<Result<WatchResponse>> {
         if self.done {
@@ -161,12 +190,19 @@ impl Watcher {
             let (node, _) = self.stream.as_ref().expect("still open");
             match message {
                 Ok(Some(response)) => {
-                    // Confirmations carry no events; a revision below the next one is a repeat of
-                    // what an earlier stream already delivered.
-                    if response.events.is_empty() || response.revision < self.next_revision {
+                    let next_revision = self.next_revision();
+                    // A revision below the next one is a repeat of what an earlier stream already
+                    // delivered (or a stale notice).
+                    if response.revision < next_revision {
                         continue;
                     }
-                    self.next_revision = response.revision + 1;
+                    self.set_next_revision(response.revision + 1);
+                    // Without events: a progress notice (the confirmation that opens a stream has
+                    // revision 0, skipped above). Every watched change up to its revision was
+                    // delivered, so a resume starts after it.
+                    if response.events.is_empty() {
+                        continue;
+                    }
                     return Some(Ok(response));
                 }
                 Ok(None) => {
@@ -221,7 +257,7 @@ impl Watcher {
             let request = WatchRequest {
                 key: self.key.clone(),
                 prefix: self.prefix,
-                start_revision: self.next_revision,
+                start_revision: self.next_revision(),
             };
             let mut stub = kv(node.channel());
             let attempt = stub.watch(request);

@@ -357,6 +357,84 @@ async fn a_watch_resumes_after_the_last_delivered_revision() {
 }
 
 #[tokio::test]
+async fn a_watch_resumes_after_a_progress_notice() {
+    fn at(revision: u64) -> Result<WatchResponse, Status> {
+        Ok(WatchResponse {
+            header: None,
+            revision,
+            events: vec![Event {
+                r#type: 0,
+                kv: Some(KeyValue {
+                    key: b"quiet".to_vec(),
+                    mod_revision: revision,
+                    ..KeyValue::default()
+                }),
+            }],
+        })
+    }
+    fn notice(revision: u64) -> Result<WatchResponse, Status> {
+        Ok(WatchResponse {
+            header: Some(ResponseHeader {
+                revision,
+                ..ResponseHeader::default()
+            }),
+            revision,
+            events: Vec::new(),
+        })
+    }
+    let node = start(
+        |_| ok(1, 1),
+        |attempt, _| match attempt {
+            // Other keys went by up to 5000 while the watched one changed once: the node says so.
+            0 => vec![
+                Ok(WatchResponse::default()),
+                at(5),
+                notice(5000),
+                Err(Status::unavailable("connection reset")),
+            ],
+            // A stale notice (below what is known) must not move the resume point back.
+            1 => vec![
+                Ok(WatchResponse::default()),
+                notice(4000),
+                at(5001),
+                Err(Status::unavailable("connection reset")),
+            ],
+            _ => vec![Ok(WatchResponse::default()), at(5003)],
+        },
+    )
+    .await;
+    let client = client(&[&node], 5_000);
+    let mut watch = client
+        .watch(
+            "quiet",
+            WatchOptions {
+                prefix: false,
+                start_revision: 5,
+            },
+        )
+        .await
+        .expect("established");
+    let mut revisions = Vec::new();
+    let mut resume_points = Vec::new();
+    for _ in 0..3 {
+        let response = watch.next().await.expect("an item").expect("no error");
+        assert!(
+            !response.events.is_empty(),
+            "a notice was yielded: {response:?}"
+        );
+        revisions.push(response.revision);
+        resume_points.push(watch.next_revision());
+    }
+    assert_eq!(revisions, [5, 5001, 5003], "notices are not yielded");
+    assert_eq!(resume_points, [6, 5002, 5004]);
+    assert_eq!(
+        *node.watches.lock().expect("not poisoned"),
+        [5, 5001, 5002],
+        "the first resume starts after the notice, not after the last change"
+    );
+}
+
+#[tokio::test]
 async fn a_compacted_watch_names_the_oldest_revision() {
     // The mock refuses through the stream: its first item is the OUT_OF_RANGE status.
     let node = start(

@@ -1,6 +1,7 @@
 //! The task watcher's resume rules against an in-process mock Tasks server with scripted streams:
-//! STARTED is consumed, a broken stream resumes after the last event yielded (no snapshot, no
-//! repeat), and only a lost history makes it start again from the state (SNAPSHOT events).
+//! STARTED and BOOKMARK are consumed, a broken stream resumes after the last event yielded or
+//! bookmarked (no snapshot, no repeat), and only a lost history makes it start again from the
+//! state (SNAPSHOT events).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -239,6 +240,67 @@ async fn a_broken_watch_resumes_after_the_last_event_without_a_snapshot() {
     assert_eq!(
         node.asked(),
         [(true, None), (false, Some(13)), (false, Some(14))]
+    );
+}
+
+fn bookmark(sequence: u64) -> Result<TaskEvent, Status> {
+    Ok(TaskEvent {
+        sequence,
+        kind: TaskEventKind::Bookmark as i32,
+        task: None,
+    })
+}
+
+#[tokio::test]
+async fn a_quiet_watch_resumes_after_its_last_bookmark() {
+    let node = Node::start(|attempt| {
+        Ok(match attempt {
+            // One change of the queue, then 90,000 events of others went by: the node says so.
+            0 => vec![
+                started(10),
+                change(11, TaskEventKind::Submitted, 2),
+                bookmark(90_000),
+                Err(Status::unavailable("leader changed")),
+            ],
+            // A stale bookmark (behind the cursor) must not move it back.
+            1 => vec![
+                started(90_000),
+                bookmark(50),
+                change(90_001, TaskEventKind::Assigned, 2),
+                bookmark(95_000),
+                Err(Status::internal("connection reset")),
+            ],
+            _ => vec![started(95_000), change(95_003, TaskEventKind::Succeeded, 2)],
+        })
+    })
+    .await;
+    let mut stream = node
+        .client()
+        .watch_tasks(TaskWatchOptions {
+            queue: "quiet".into(),
+            ..TaskWatchOptions::default()
+        })
+        .await
+        .expect("established");
+    assert_eq!((stream.start_sequence(), stream.cursor()), (10, 10));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = stream.next().await.expect("an item").expect("no error");
+        seen.push((event.sequence, event.kind(), stream.cursor()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (11, TaskEventKind::Submitted, 11),
+            (90_001, TaskEventKind::Assigned, 90_001),
+            (95_003, TaskEventKind::Succeeded, 95_003),
+        ],
+        "bookmarks are not yielded"
+    );
+    assert_eq!(
+        node.asked(),
+        [(false, None), (false, Some(90_000)), (false, Some(95_000))],
+        "each resume starts after the last bookmark, not after the last change"
     );
 }
 
