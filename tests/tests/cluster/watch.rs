@@ -1,5 +1,8 @@
 //! Watches: a prefix watch resumed across leader changes and node deaths sees every change to the
 //! prefix exactly once, in revision order, and a watch older than the history fails as compacted.
+//! A watch of a quiet key gets progress notices while other keys change, and the client library's
+//! watch resumes after them: a break after more than the history's worth of other writes loses
+//! nothing and is not compacted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,14 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail, ensure, Context as _};
+use conclave_client::{Client, WatchOptions, WatchStream};
 use conclave_proto::v1::{EventType, TransferLeaderRequest, WatchRequest, WatchResponse};
 use conclave_proto::COMPACT_REVISION_METADATA;
 use conclave_tests::channel;
 use conclave_tests::poll::{eventually, retry_transient};
 use conclave_tests::writer::Writer;
 use conclave_tests::{ClusterConfig, TestCluster};
+use futures::StreamExt as _;
 use tokio::sync::watch;
+use tonic::codec::Streaming;
 use tonic::Code;
 
 use crate::WRITE_TIMEOUT;
@@ -24,6 +30,8 @@ const PREFIX: &[u8] = b"watched/";
 const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on the writer reaching the next number of acknowledged writes.
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
+/// `--watch-progress-ms` for the tests of progress notices: short, so they do not wait.
+const NOTICE_MS: u64 = 100;
 
 /// One acknowledged write: its revision, key and value.
 type Acknowledged = (u64, Vec<u8>, Vec<u8>);
@@ -237,6 +245,159 @@ async fn watch_before_history_is_out_of_range() -> anyhow::Result<()> {
     assert_eq!(seen, expected, "replayed revisions");
 
     cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_resumes_after_its_progress_notice() -> anyhow::Result<()> {
+    const QUIET: &[u8] = b"quiet";
+    const HISTORY: u64 = 20;
+    let config = ClusterConfig {
+        watch_history: Some(HISTORY),
+        extra_args: vec![format!("--watch-progress-ms={NOTICE_MS}")],
+        ..ClusterConfig::new(3)
+    };
+    let mut cluster = TestCluster::start_initialized(config).await?;
+    let leader = cluster.leader().await?;
+    let watched = cluster.followers().await?[0];
+    let mut writer = cluster.writer();
+
+    tracing::info!(
+        watched,
+        "a client library watch of a quiet key on a follower (its first endpoint), a raw one on the leader"
+    );
+    let mut endpoints = vec![cluster.api_addr(watched).to_string()];
+    endpoints.extend(
+        cluster
+            .node_ids()
+            .into_iter()
+            .filter(|id| *id != watched)
+            .map(|id| cluster.api_addr(id).to_string()),
+    );
+    let client = Client::connect(endpoints)?;
+    let mut watch = client.watch(QUIET, WatchOptions::default()).await?;
+    let start = watch.start_revision();
+    let mut raw = channel::watch_client(cluster.api_addr(leader))
+        .watch(WatchRequest {
+            key: QUIET.to_vec(),
+            prefix: false,
+            start_revision: start,
+        })
+        .await?
+        .into_inner();
+    let established = next_response(&mut raw).await?;
+    ensure!(
+        established.events.is_empty() && established.revision == 0,
+        "{established:?}"
+    );
+
+    let writes = 3 * HISTORY;
+    tracing::info!(
+        writes,
+        history = HISTORY,
+        "other keys change three histories' worth"
+    );
+    let mut last = 0;
+    for index in 0..writes {
+        let response = writer
+            .put(format!("busy/{index:05}"), b"v".to_vec(), WRITE_TIMEOUT)
+            .await?;
+        last = response.header.context("no header")?.revision;
+    }
+
+    tracing::info!(
+        last,
+        "the raw watch gets only notices, in increasing revisions, up to the last write"
+    );
+    let mut noticed = 0;
+    while noticed < last {
+        let notice = next_response(&mut raw).await?;
+        ensure!(
+            notice.events.is_empty()
+                && notice.revision > noticed
+                && notice.revision <= last
+                && notice.header.as_ref().map(|h| h.revision) == Some(notice.revision),
+            "after a notice of r{noticed}: {notice:?}"
+        );
+        noticed = notice.revision;
+    }
+
+    tracing::info!(
+        start,
+        "the history has moved on: a resume from where the watch started is compacted"
+    );
+    let compacted = match channel::watch_client(cluster.api_addr(leader))
+        .watch(WatchRequest {
+            key: QUIET.to_vec(),
+            prefix: false,
+            start_revision: start,
+        })
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => match response.into_inner().message().await {
+            Err(status) => status,
+            Ok(message) => bail!("a watch from compacted r{start} delivered {message:?}"),
+        },
+    };
+    ensure!(compacted.code() == Code::OutOfRange, "{compacted:?}");
+
+    tracing::info!("the library watch takes its notice as its resume point and yields nothing");
+    poll_quietly(&mut watch, |watch| watch.next_revision() > last).await?;
+
+    tracing::info!(
+        watched,
+        "SIGKILL the watch's node, then change the quiet key: the watch resumes elsewhere and sees it"
+    );
+    cluster.kill(watched)?;
+    let changed = writer
+        .put(QUIET.to_vec(), b"changed".to_vec(), WRITE_TIMEOUT)
+        .await?
+        .header
+        .context("no header")?
+        .revision;
+    let response = tokio::time::timeout(WATCH_TIMEOUT, watch.next())
+        .await
+        .context("the watch did not deliver the change")?
+        .context("the watch ended")??;
+    let kv = response
+        .events
+        .first()
+        .and_then(|event| event.kv.as_ref())
+        .context("a response without events")?;
+    ensure!(
+        response.revision == changed && kv.key == QUIET && kv.value == b"changed",
+        "{response:?}"
+    );
+
+    cluster.shutdown().await
+}
+
+/// Polls the library's `watch` (so that it reads its stream) until `done` holds; it must yield
+/// nothing meanwhile.
+async fn poll_quietly(
+    watch: &mut WatchStream,
+    done: impl Fn(&WatchStream) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WATCH_TIMEOUT;
+    while !done(watch) {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "still at r{} after {WATCH_TIMEOUT:?}",
+            watch.next_revision()
+        );
+        // A watch stream is an unfold: a `next` cut short resumes where it was when polled again.
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(50), watch.next()).await {
+            bail!("the watch yielded {item:?}");
+        }
+    }
+    Ok(())
+}
+
+async fn next_response(stream: &mut Streaming<WatchResponse>) -> anyhow::Result<WatchResponse> {
+    tokio::time::timeout(WATCH_TIMEOUT, stream.message())
+        .await
+        .context("no message")??
+        .context("the stream ended")
 }
 
 /// Watches [`PREFIX`] from `start_revision`, moving to the next node in `addrs` whenever a stream

@@ -2,11 +2,13 @@
 //! after the last sequence it delivered, with no gap, no repeat and no snapshot. A resume after a
 //! sequence not reached yet waits for it; a resume of a task purged meanwhile gets the events up to
 //! PURGED; one from before the kept history is OUT_OF_RANGE, and the client library then starts
-//! again from the current state.
+//! again from the current state. A watch of a quiet queue gets BOOKMARKs while other queues are
+//! busy, and the client library resumes after them: a break after more than the history's worth of
+//! other events needs no snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
 use conclave_client::{Client, TaskEventStream, TaskWatchOptions};
@@ -34,6 +36,8 @@ const TASKS: usize = 30;
 const EVENTS_KEPT: usize = 100_000;
 /// Tasks per SubmitBatch when filling the event history (MAX_SUBMIT_BATCH).
 const BATCH: usize = 1000;
+/// `--watch-progress-ms` for the tests of bookmarks: short, so they do not wait.
+const BOOKMARK_MS: u64 = 100;
 
 /// What two watches must agree on: (sequence, kind, task id) of each change.
 type Change = (u64, TaskEventKind, u64);
@@ -394,6 +398,131 @@ async fn a_resume_from_before_the_kept_history_is_out_of_range() -> anyhow::Resu
     cluster.shutdown().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_resumes_after_its_bookmark() -> anyhow::Result<()> {
+    const QUIET: &str = "quiet";
+    /// Events every node keeps here (the hidden --coord-events).
+    const KEPT: usize = 200;
+    let config = ClusterConfig {
+        extra_args: vec![
+            format!("--coord-events={KEPT}"),
+            format!("--watch-progress-ms={BOOKMARK_MS}"),
+        ],
+        ..ClusterConfig::new(3)
+    };
+    let mut cluster = TestCluster::start_initialized(config).await?;
+    let leader = cluster.leader().await?;
+    let watched = cluster.followers().await?[0];
+    let mut fleet = Fleet::new(cluster.api_addrs());
+
+    tracing::info!(
+        "a parked task in the quiet queue: a watch that had to start again from the state would show it"
+    );
+    let parked = fleet
+        .submit(task_spec(QUIET, b"", &["nobody"]))
+        .await?
+        .task_id;
+
+    tracing::info!(
+        watched,
+        "a client library watch of the quiet queue on a follower (its first endpoint), a raw one on the leader"
+    );
+    let mut endpoints = vec![cluster.api_addr(watched).to_string()];
+    endpoints.extend(
+        cluster
+            .node_ids()
+            .into_iter()
+            .filter(|id| *id != watched)
+            .map(|id| cluster.api_addr(id).to_string()),
+    );
+    let client = Client::connect(endpoints)?;
+    let mut stream = client
+        .watch_tasks(TaskWatchOptions {
+            queue: QUIET.into(),
+            ..TaskWatchOptions::default()
+        })
+        .await?;
+    let start = stream.start_sequence();
+    let (mut raw, _) = watch_from_now(cluster.api_addr(leader), QUIET).await?;
+
+    tracing::info!(
+        events = 3 * KEPT,
+        kept = KEPT,
+        "another queue fills the event history three times over"
+    );
+    for _ in 0..3 {
+        submit_batch(&mut fleet, vec![task_spec("busy", b"", &["nobody"]); KEPT]).await?;
+    }
+    let (_, last) = watch_from_now(cluster.api_addr(leader), "busy").await?;
+
+    tracing::info!(
+        last,
+        "the raw watch gets only BOOKMARKs, without a task, in increasing sequence, up to the last event"
+    );
+    let mut bookmarked = 0;
+    while bookmarked < last {
+        let bookmark = next_message(&mut raw).await?;
+        ensure!(
+            bookmark.kind() == TaskEventKind::Bookmark
+                && bookmark.task.is_none()
+                && bookmark.sequence > bookmarked,
+            "after a bookmark at {bookmarked}: {bookmark:?}"
+        );
+        bookmarked = bookmark.sequence;
+    }
+
+    tracing::info!(
+        start,
+        "the history has moved on: a resume from where the watch started is OUT_OF_RANGE"
+    );
+    let gone = open_watch(
+        cluster.api_addr(leader),
+        WatchTasksRequest {
+            queue: QUIET.into(),
+            after_sequence: Some(start),
+            ..WatchTasksRequest::default()
+        },
+    )
+    .await
+    .err()
+    .context("a resume from before the kept history was accepted")?;
+    ensure!(gone.code() == Code::OutOfRange, "{gone:?}");
+
+    tracing::info!("the library watch takes its bookmark as its cursor and yields nothing");
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while stream.cursor() < last {
+        ensure!(
+            Instant::now() < deadline,
+            "the cursor is still {} after {DRAIN_TIMEOUT:?}",
+            stream.cursor()
+        );
+        // The stream is an unfold: a `next` cut short resumes where it was when polled again.
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(50), stream.next()).await {
+            bail!("the quiet watch yielded {item:?}");
+        }
+    }
+
+    tracing::info!(
+        watched,
+        "SIGKILL the watched node, then submit to the quiet queue: the watch resumes elsewhere after its bookmark"
+    );
+    cluster.kill(watched)?;
+    let submitted = fleet
+        .submit(task_spec(QUIET, b"", &["nobody"]))
+        .await?
+        .task_id;
+    let event = tokio::time::timeout(DRAIN_TIMEOUT, stream.next())
+        .await
+        .context("the watch yielded nothing")?
+        .context("the watch ended")??;
+    ensure!(
+        event.kind() == TaskEventKind::Submitted
+            && event.task.as_ref().map(|task| task.id) == Some(submitted),
+        "expected SUBMITTED of task {submitted} (not a SNAPSHOT of {parked}): {event:?}"
+    );
+    cluster.shutdown().await
+}
+
 /// Runs the client library's stream in the background, so it follows the cluster while the test
 /// acts, and hands over what it yields.
 fn forward(mut stream: TaskEventStream) -> mpsc::UnboundedReceiver<anyhow::Result<TaskEvent>> {
@@ -475,7 +604,18 @@ async fn open_watch(
     Ok(client.watch_tasks(request).await?.into_inner())
 }
 
+/// The next message that is not a BOOKMARK (which a raw stream may send whenever it was quiet for
+/// a while).
 async fn next_event(stream: &mut Streaming<TaskEvent>) -> anyhow::Result<TaskEvent> {
+    loop {
+        let event = next_message(stream).await?;
+        if event.kind() != TaskEventKind::Bookmark {
+            return Ok(event);
+        }
+    }
+}
+
+async fn next_message(stream: &mut Streaming<TaskEvent>) -> anyhow::Result<TaskEvent> {
     match tokio::time::timeout(PUSH_TIMEOUT, stream.message()).await {
         Ok(Ok(Some(event))) => Ok(event),
         Ok(Ok(None)) => bail!("the watch ended"),
