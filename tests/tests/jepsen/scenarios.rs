@@ -178,7 +178,7 @@ async fn decisions_under_leader_pauses_and_partitions() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tasks and decisions while one node's wall clock is 2-30 s off, forward or back (libfaketime),
+/// Tasks and decisions while one node's wall clock is 2-10 s off, forward or back (libfaketime),
 /// often the leader's, so the skew reaches the stamps cluster time is made of: a forward skew on
 /// the leader expires every session, lease and deadline at once, a backward one holds cluster
 /// time still. Fencing tokens, one accepted completion per task and one outcome per decision must
