@@ -899,7 +899,11 @@ fn submit_result(response: proto::SubmitResponse) -> SubmitResult {
 }
 
 fn task_page(response: proto::ListTasksResponse) -> TaskPage {
-    let next_after_id = response.tasks.last().map_or(0, |task| task.id);
+    // A node that does not say where the next page starts: after the last task listed.
+    let next_after_id = match response.next_after_id {
+        0 => response.tasks.last().map_or(0, |task| task.id),
+        next => next,
+    };
     TaskPage {
         header: response.header.into(),
         tasks: response.tasks,

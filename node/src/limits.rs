@@ -62,6 +62,9 @@ pub const AGENTS_MAX: usize = 10_000;
 pub const OPEN_DECISIONS_MAX: usize = 10_000;
 /// Length of the coordination event ring that session, task and decision streams follow.
 pub const COORD_EVENTS_MAX: usize = 100_000;
+/// Most tasks one ListTasks page examines (tasks.proto): a filter the indexes cannot answer (labels,
+/// parent) ends the page early with `more` set, so that no listing holds the state for long.
+pub const TASK_LIST_SCAN_MAX: usize = 10_000;
 /// Most attempts kept in a task's history (the oldest are dropped).
 pub const ATTEMPT_HISTORY_MAX: usize = 100;
 /// Largest ListAgents answer, in bytes (there is no paging: 10,000 agents of typical size fit).

@@ -428,8 +428,8 @@ pub async fn watch_tasks(
                         .collect(),
                     ..TaskFilter::default()
                 };
-                let (tasks, _) = coordination.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
-                messages.extend(tasks.into_iter().map(snapshot));
+                let listing = coordination.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
+                messages.extend(listing.tasks.into_iter().map(snapshot));
             }
         }
         (messages, cursor)

@@ -182,18 +182,25 @@ impl Tasks for TasksService {
                 .await;
         }
         let state = self.gateway.node.state.read();
-        let (tasks, more) = state
+        let listing = state
             .machine
             .coordination()
             .list_tasks(&filter, req.after_id, limit);
         let (tasks, more) = bounded_page(
-            tasks.into_iter().map(|t| convert::task(t, req.summary)),
-            more,
+            listing.tasks.iter().map(|t| convert::task(t, req.summary)),
+            listing.more,
         );
+        // A page cut short by its size goes on after its last task.
+        let next_after_id = if tasks.len() < listing.tasks.len() {
+            tasks.last().map_or(req.after_id, |t| t.id)
+        } else {
+            listing.next_after_id
+        };
         Ok(Response::new(pb::ListTasksResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             tasks,
             more,
+            next_after_id,
         }))
     }
 
@@ -314,10 +321,12 @@ impl Tasks for TasksService {
                 .coordination()
                 .dead_letters(&req.queue, req.after_id, limit);
         let (tasks, more) = bounded_page(tasks.into_iter().map(|t| convert::task(t, false)), more);
+        let next_after_id = tasks.last().map_or(req.after_id, |t| t.id);
         Ok(Response::new(pb::ListTasksResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             tasks,
             more,
+            next_after_id,
         }))
     }
 

@@ -10,7 +10,8 @@ pub mod decisions;
 pub mod events;
 pub mod tasks;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 
@@ -315,6 +316,8 @@ pub struct Coordination {
     tasks: BTreeMap<TaskId, Task>,
     /// Tasks per state, indexed by `TaskState::index`.
     state_counts: [u64; 9],
+    /// Every task by (queue, state), for listings. Empty sets are removed.
+    by_queue_state: BTreeMap<(String, TaskState), BTreeSet<TaskId>>,
     /// PENDING tasks per queue, in the order they should run. Empty queues are removed.
     ready: BTreeMap<String, BTreeSet<ReadyKey>>,
     timers: BTreeSet<Timer>,
@@ -433,28 +436,75 @@ impl Coordination {
         self.tasks.get(&id)
     }
 
-    /// Tasks with ids after `after_id` that match `filter`, at most `limit`, and whether more
-    /// follow.
+    /// Tasks with ids after `after_id` that match `filter`, in id order, at most `limit`.
+    ///
+    /// Queue and state come from an index; labels and parent are checked task by task, at most
+    /// TASK_LIST_SCAN_MAX of them per call: when that runs out first, the page ends early (maybe
+    /// empty) with `more` set and `next_after_id` at the last task examined.
     pub fn list_tasks(
         &self,
         filter: &TaskFilter,
         after_id: TaskId,
         limit: usize,
-    ) -> (Vec<&Task>, bool) {
-        let matching = self
-            .tasks
-            .range(after_id.saturating_add(1)..)
-            .map(|(_, task)| task)
-            .filter(|task| {
-                (filter.queue.is_empty() || task.spec.queue == filter.queue)
-                    && (filter.states.is_empty() || filter.states.contains(&task.state))
-                    && (filter.parent_id == 0 || task.spec.parent_id == filter.parent_id)
-                    && filter
-                        .labels
-                        .iter()
-                        .all(|(k, v)| task.spec.labels.get(k) == Some(v))
-            });
-        page(matching, limit)
+    ) -> TaskListing<'_> {
+        let mut listing = TaskListing {
+            tasks: Vec::new(),
+            more: false,
+            next_after_id: after_id,
+        };
+        for (examined, id) in self.candidate_ids(filter, after_id).enumerate() {
+            if examined == crate::limits::TASK_LIST_SCAN_MAX {
+                listing.more = true;
+                return listing;
+            }
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            let full = listing.tasks.len() == limit;
+            if filter.matches(task) {
+                if full {
+                    listing.more = true;
+                    return listing;
+                }
+                listing.tasks.push(task);
+            }
+            if !full {
+                listing.next_after_id = id;
+            }
+        }
+        listing
+    }
+
+    /// Ids after `after_id`, in id order, of the tasks in the filter's queue and states (any when
+    /// not given): from the (queue, state) index when either is given, else every task.
+    fn candidate_ids<'a>(
+        &'a self,
+        filter: &TaskFilter,
+        after_id: TaskId,
+    ) -> Box<dyn Iterator<Item = TaskId> + 'a> {
+        let from = after_id.saturating_add(1);
+        if filter.queue.is_empty() && filter.states.is_empty() {
+            return Box::new(self.tasks.range(from..).map(|(id, _)| *id));
+        }
+        let wanted = |state: &TaskState| filter.states.is_empty() || filter.states.contains(state);
+        let sets: Vec<&BTreeSet<TaskId>> = if filter.queue.is_empty() {
+            self.by_queue_state
+                .iter()
+                .filter(|((_, state), _)| wanted(state))
+                .map(|(_, ids)| ids)
+                .collect()
+        } else {
+            TaskState::ALL
+                .iter()
+                .filter(|state| wanted(state))
+                .filter_map(|state| self.by_queue_state.get(&(filter.queue.clone(), *state)))
+                .collect()
+        };
+        Box::new(MergedIds::new(
+            sets.into_iter()
+                .map(|ids| Box::new(ids.range(from..).copied()) as Box<dyn Iterator<Item = TaskId>>)
+                .collect(),
+        ))
     }
 
     /// DEAD_LETTERED and EXPIRED tasks of `queue` ("" for every queue) in id order.
@@ -794,6 +844,13 @@ impl Coordination {
         let count = &mut self.state_counts[task.state.index()];
         *count = if insert { *count + 1 } else { *count - 1 };
         let id = task.id;
+        let key = (task.spec.queue.clone(), task.state);
+        let listed = self.by_queue_state.entry(key).or_default();
+        toggle(listed, id, insert);
+        if listed.is_empty() {
+            self.by_queue_state
+                .remove(&(task.spec.queue.clone(), task.state));
+        }
         match task.state {
             TaskState::Pending => {
                 let queue = self.ready.entry(task.spec.queue.clone()).or_default();
@@ -886,6 +943,58 @@ impl Coordination {
 }
 
 /// At most `limit` items and whether more follow.
+/// One page of [`Coordination::list_tasks`].
+#[derive(Debug)]
+pub struct TaskListing<'a> {
+    pub tasks: Vec<&'a Task>,
+    /// More tasks may match after `next_after_id`.
+    pub more: bool,
+    /// Where the next page starts: the last task listed, or the last examined when the scan
+    /// bound ended the page.
+    pub next_after_id: TaskId,
+}
+
+impl TaskFilter {
+    fn matches(&self, task: &Task) -> bool {
+        (self.queue.is_empty() || task.spec.queue == self.queue)
+            && (self.states.is_empty() || self.states.contains(&task.state))
+            && (self.parent_id == 0 || task.spec.parent_id == self.parent_id)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| task.spec.labels.get(k) == Some(v))
+    }
+}
+
+/// Ascending ids merged from ascending, disjoint iterators.
+struct MergedIds<'a> {
+    sources: Vec<Box<dyn Iterator<Item = TaskId> + 'a>>,
+    heads: BinaryHeap<Reverse<(TaskId, usize)>>,
+}
+
+impl<'a> MergedIds<'a> {
+    fn new(mut sources: Vec<Box<dyn Iterator<Item = TaskId> + 'a>>) -> Self {
+        let heads = sources
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(source, ids)| ids.next().map(|id| Reverse((id, source))))
+            .collect();
+        MergedIds { sources, heads }
+    }
+}
+
+impl Iterator for MergedIds<'_> {
+    type Item = TaskId;
+
+    fn next(&mut self) -> Option<TaskId> {
+        let Reverse((id, source)) = self.heads.pop()?;
+        if let Some(next) = self.sources[source].next() {
+            self.heads.push(Reverse((next, source)));
+        }
+        Some(id)
+    }
+}
+
 fn page<T>(mut items: impl Iterator<Item = T>, limit: usize) -> (Vec<T>, bool) {
     let page: Vec<T> = items.by_ref().take(limit).collect();
     let more = items.next().is_some();

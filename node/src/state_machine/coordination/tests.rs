@@ -233,6 +233,7 @@ fn decision_spec(voters: &[&str], rule: Rule) -> DecisionSpec {
 /// Recomputes every index and counter from the primary data and compares.
 fn check_invariants(c: &Coordination) {
     let mut counts = [0u64; 9];
+    let mut by_queue_state: BTreeMap<(String, TaskState), BTreeSet<TaskId>> = BTreeMap::new();
     let mut ready: BTreeMap<String, BTreeSet<ReadyKey>> = BTreeMap::new();
     let mut timers = BTreeSet::new();
     let mut finished = BTreeSet::new();
@@ -242,6 +243,10 @@ fn check_invariants(c: &Coordination) {
     for (id, task) in &c.tasks {
         assert_eq!(*id, task.id);
         counts[task.state.index()] += 1;
+        by_queue_state
+            .entry((task.spec.queue.clone(), task.state))
+            .or_default()
+            .insert(*id);
         assert_eq!(
             task.lease.is_some(),
             task.state == TaskState::Assigned,
@@ -350,6 +355,7 @@ fn check_invariants(c: &Coordination) {
         }
     }
     assert_eq!(c.state_counts, counts, "state counts");
+    assert_eq!(c.by_queue_state, by_queue_state, "(queue, state) index");
     assert_eq!(c.ready, ready, "ready index");
     assert_eq!(c.timers, timers, "timers");
     assert_eq!(c.finished, finished, "finished index");
@@ -2323,6 +2329,95 @@ fn events_after_a_sequence_not_applied_yet_come_once_applied() {
 }
 
 #[test]
+fn listings_use_the_queue_state_index_and_bound_their_scan() {
+    let mut h = Harness::new();
+    let s = h.register("a", &[], 10);
+    let ids = h.submit_all(vec![
+        task_spec("q"),
+        task_spec("r"),
+        task_spec("q"),
+        task_spec("r"),
+        task_spec("q"),
+    ]);
+    h.assigned(ids[2], s);
+    h.assigned(ids[3], s);
+    let list = |h: &Harness, filter: &TaskFilter, after, limit| {
+        let listing = h.c().list_tasks(filter, after, limit);
+        (
+            listing.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+            listing.more,
+            listing.next_after_id,
+        )
+    };
+    // One queue in several states, and several queues in one state: merged in id order.
+    let q = TaskFilter {
+        queue: "q".into(),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        list(&h, &q, 0, 10),
+        (vec![ids[0], ids[2], ids[4]], false, ids[4])
+    );
+    assert_eq!(list(&h, &q, ids[0], 1), (vec![ids[2]], true, ids[2]));
+    let assigned = TaskFilter {
+        states: vec![TaskState::Assigned],
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        list(&h, &assigned, 0, 10),
+        (vec![ids[2], ids[3]], false, ids[3])
+    );
+    let pending_r = TaskFilter {
+        queue: "r".into(),
+        states: vec![TaskState::Pending, TaskState::Succeeded],
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(&h, &pending_r, 0, 10), (vec![ids[1]], false, ids[1]));
+    let none = TaskFilter {
+        queue: "nobody".into(),
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(&h, &none, 0, 10), (vec![], false, 0));
+
+    // A label filter the index cannot answer examines at most TASK_LIST_SCAN_MAX tasks a page.
+    let scan = crate::limits::TASK_LIST_SCAN_MAX;
+    let mut bulk = Vec::new();
+    for chunk in 0..scan.div_ceil(1000) {
+        bulk.extend(h.submit_all((0..1000).map(|_| task_spec("bulk")).collect()));
+        assert!(chunk < 100);
+    }
+    let red = TaskSpec {
+        labels: [("team".to_string(), "red".to_string())].into(),
+        ..task_spec("bulk")
+    };
+    let reds = h.submit_all(vec![red.clone(), red]);
+    let red_filter = TaskFilter {
+        labels: [("team".to_string(), "red".to_string())].into(),
+        ..TaskFilter::default()
+    };
+    let (first, more, next) = list(&h, &red_filter, 0, 10);
+    assert_eq!(
+        (first, more),
+        (vec![], true),
+        "the scan bound ends the page early"
+    );
+    assert_eq!(next, ids[0] + scan as u64 - 1, "the last task examined");
+    let mut after = next;
+    let mut found = Vec::new();
+    loop {
+        let (page, more, next) = list(&h, &red_filter, after, 10);
+        found.extend(page);
+        if !more {
+            break;
+        }
+        assert!(next > after, "every page moves on");
+        after = next;
+    }
+    assert_eq!(found, reds);
+    assert_eq!(bulk.len(), scan.div_ceil(1000) * 1000);
+}
+
+#[test]
 fn queries_list_filter_and_page() {
     let mut h = Harness::new();
     let s = h.register("a", &[], 10);
@@ -2339,8 +2434,11 @@ fn queries_list_filter_and_page() {
     ]);
     h.assigned(ids[3], s);
     let list = |h: &Harness, filter: TaskFilter, after, limit| {
-        let (tasks, more) = h.c().list_tasks(&filter, after, limit);
-        (tasks.iter().map(|t| t.id).collect::<Vec<_>>(), more)
+        let listing = h.c().list_tasks(&filter, after, limit);
+        (
+            listing.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+            listing.more,
+        )
     };
     let by_queue = TaskFilter {
         queue: "q".into(),
