@@ -435,15 +435,16 @@ async fn a_quiet_watch_resumes_after_its_bookmark() -> anyhow::Result<()> {
             .filter(|id| *id != watched)
             .map(|id| cluster.api_addr(id).to_string()),
     );
+    // Both after the parked task's SUBMITTED, which the follower may not have applied yet.
+    let (mut raw, start) = watch_from_now(cluster.api_addr(leader), QUIET).await?;
     let client = Client::connect(endpoints)?;
     let mut stream = client
         .watch_tasks(TaskWatchOptions {
             queue: QUIET.into(),
+            after_sequence: Some(start),
             ..TaskWatchOptions::default()
         })
         .await?;
-    let start = stream.start_sequence();
-    let (mut raw, _) = watch_from_now(cluster.api_addr(leader), QUIET).await?;
 
     tracing::info!(
         events = 3 * KEPT,
