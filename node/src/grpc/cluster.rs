@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::forward::{is_forwarded, until_leader, Forwarder};
 use super::status::to_status;
-use crate::error::{Error, LeaderHint};
+use crate::error::Error;
 use crate::node::{wall_clock_ms, Node};
 use crate::raft::{NodeId, NodeInfo};
 
@@ -43,7 +43,9 @@ impl ClusterService {
             .collect()
     }
 
-    /// Answers a membership change done here, or forwards it to the leader.
+    /// Answers a membership change done here, or forwards it to the leader the way writes are
+    /// (abandoned when another node becomes leader; "rejected" only if this node never proposed
+    /// it). `forward` makes the call; the forwarded request is bounded like a write's.
     async fn membership_reply<Req, F, Fut>(
         &self,
         result: Result<u64, Error>,
@@ -60,21 +62,13 @@ impl ClusterService {
                 log_index,
                 members: self.members(),
             })),
-            Err(Error::NotLeader {
-                leader: Some(LeaderHint { api_addr, .. }),
-                ..
-            }) if !forwarded => {
-                let channel = self.forwarder.channel(&api_addr).map_err(to_status)?;
-                let mut request =
-                    self.forwarder
-                        .request(self.node.id, request, self.node.leader_wait());
-                // Adding a learner waits for it to catch up (bounded by the leader), which may
-                // take long; other changes are bounded by the leader wait like writes.
-                request
-                    .set_timeout(crate::node::LEARNER_CATCH_UP_WAIT + self.node.leader_wait() * 2);
-                forward(ClusterClient::new(channel), request).await
+            Err(error) => {
+                self.forwarder
+                    .forward(&self.node, error, forwarded, request, |channel, request| {
+                        forward(ClusterClient::new(channel), request)
+                    })
+                    .await
             }
-            Err(e) => Err(to_status(e)),
         }
     }
 }
@@ -221,7 +215,10 @@ impl Cluster for ClusterService {
         let (id, info) = node_info("member", member)?;
         let node = &self.node;
         let result = until_leader(node, || node.add_learner(id, info.clone())).await;
-        self.membership_reply(result, forwarded, req, |mut c, r| async move {
+        // Adding a learner waits for it to catch up (bounded by the leader), which may take long.
+        let wait = crate::node::LEARNER_CATCH_UP_WAIT + node.leader_wait() * 2;
+        self.membership_reply(result, forwarded, req, |mut c, mut r| async move {
+            r.set_timeout(wait);
             c.add_learner(r).await
         })
         .await
@@ -270,16 +267,13 @@ impl Cluster for ClusterService {
         let node = &self.node;
         match until_leader(node, || node.transfer_leader(req.to_node_id)).await {
             Ok(leader_id) => Ok(Response::new(pb::TransferLeaderResponse { leader_id })),
-            Err(Error::NotLeader {
-                leader: Some(LeaderHint { api_addr, .. }),
-                ..
-            }) if !forwarded => {
-                let channel = self.forwarder.channel(&api_addr).map_err(to_status)?;
-                ClusterClient::new(channel)
-                    .transfer_leader(self.forwarder.request(node.id, req, node.leader_wait()))
+            Err(error) => {
+                self.forwarder
+                    .forward(node, error, forwarded, req, |channel, request| async move {
+                        ClusterClient::new(channel).transfer_leader(request).await
+                    })
                     .await
             }
-            Err(e) => Err(to_status(e)),
         }
     }
 }
