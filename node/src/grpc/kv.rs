@@ -378,7 +378,7 @@ impl Kv for KvService {
         };
         let mut stopping = self.stopping.clone();
         let (sender, receiver) = mpsc::channel(16);
-        let node_id = self.node.id;
+        let node = self.node.clone();
         let progress_interval = Duration::from_millis(self.node.config.watch_progress_ms);
         tokio::spawn(async move {
             let _permit = permit;
@@ -388,8 +388,8 @@ impl Kv for KvService {
             let header = |revision| {
                 Some(pb::ResponseHeader {
                     revision,
-                    node_id,
-                    raft_term: 0,
+                    node_id: node.id,
+                    raft_term: node.term(),
                     consistency: pb::ReadConsistency::Serializable as i32,
                 })
             };
