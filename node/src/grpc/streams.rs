@@ -15,7 +15,7 @@ use std::time::Duration;
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::session_event::Kind as EventKind;
 use conclave_proto::v1::session_request::Kind as RequestKind;
-use conclave_proto::OLDEST_SEQUENCE_METADATA;
+use conclave_proto::{OLDEST_SEQUENCE_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED};
 use futures::Stream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -555,9 +555,13 @@ fn task_in_history(coordination: &Coordination, after: u64, task_id: TaskId) -> 
 /// metadata for clients that act on it.
 fn history_gone(message: String, oldest: u64) -> Status {
     let mut status = Status::out_of_range(message);
-    status
-        .metadata_mut()
-        .insert(OLDEST_SEQUENCE_METADATA, MetadataValue::from(oldest));
+    let metadata = status.metadata_mut();
+    metadata.insert(OLDEST_SEQUENCE_METADATA, MetadataValue::from(oldest));
+    // Like every refusal (grpc/status.rs): nothing was done.
+    metadata.insert(
+        OUTCOME_METADATA,
+        MetadataValue::from_static(OUTCOME_REJECTED),
+    );
     status
 }
 
