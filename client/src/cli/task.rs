@@ -95,7 +95,7 @@ pub enum TaskCommand {
     /// Exits 1 when the task had already finished (nothing changes).
     Cancel {
         id: u64,
-        /// Why, at most 1024 bytes; shown with the task.
+        /// Why, at most 4096 bytes; shown with the task.
         #[arg(long, default_value = "")]
         reason: String,
     },
