@@ -121,8 +121,51 @@ fn changes_coordination(command: &Command) -> bool {
     matches!(command, Command::Coordination(c) if !matches!(c, CoordCommand::Heartbeats { .. }))
 }
 
+/// Snapshot data starts with this tag and a format version, so that a node never decodes a
+/// snapshot laid out by another version (an older node's on disk, a newer peer's on the wire) as
+/// its own: it fails with a message that says so instead.
+const SNAPSHOT_TAG: &[u8; 8] = b"CNCLSNAP";
+/// The layout of the encoded `StateMachine`. Bump it with every change to what it serializes.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+fn encode_machine(machine: &StateMachine) -> Vec<u8> {
+    let body = encode(machine);
+    let mut data = Vec::with_capacity(SNAPSHOT_TAG.len() + 4 + body.len());
+    data.extend_from_slice(SNAPSHOT_TAG);
+    data.extend_from_slice(&SNAPSHOT_FORMAT.to_be_bytes());
+    data.extend_from_slice(&body);
+    data
+}
+
+fn decode_machine(data: &[u8]) -> io::Result<StateMachine> {
+    let unreadable = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{why}; this conclave-node reads snapshot format {SNAPSHOT_FORMAT} only (start it \
+                 on an empty data directory, or run the version that wrote the snapshot)"
+            ),
+        )
+    };
+    let Some(rest) = data.strip_prefix(SNAPSHOT_TAG.as_slice()) else {
+        return Err(unreadable(
+            "the snapshot has no format tag: an older conclave-node wrote it".to_string(),
+        ));
+    };
+    let Some((version, body)) = rest.split_first_chunk::<4>() else {
+        return Err(unreadable(
+            "the snapshot ends inside its format tag".to_string(),
+        ));
+    };
+    let version = u32::from_be_bytes(*version);
+    if version != SNAPSHOT_FORMAT {
+        return Err(unreadable(format!("the snapshot is in format {version}")));
+    }
+    decode(body)
+}
+
 fn restore(meta: &SnapshotMeta, data: &[u8], retention: Retention) -> io::Result<AppliedState> {
-    let mut machine: StateMachine = decode(data)?;
+    let mut machine = decode_machine(data)?;
     machine.set_retention(retention);
     Ok(AppliedState {
         last_applied: meta.last_log_id,
@@ -277,7 +320,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     last_log_id: state.last_applied,
                     last_membership: state.membership,
                 },
-                snapshot: encode(&state.machine),
+                snapshot: encode_machine(&state.machine),
             };
             write_snapshot(&db, &snapshot)?;
             stats.snapshot(snapshot.snapshot.len());
@@ -290,5 +333,41 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_of_another_format_are_refused_by_name() {
+        let machine = StateMachine::new(1000);
+        let data = encode_machine(&machine);
+        assert_eq!(
+            decode_machine(&data).expect("its own format").revision(),
+            machine.revision()
+        );
+
+        let untagged = encode(&machine);
+        let error = decode_machine(&untagged).expect_err("an older node's snapshot");
+        assert!(
+            error
+                .to_string()
+                .contains("an older conclave-node wrote it"),
+            "{error}"
+        );
+
+        let mut newer = data.clone();
+        newer[SNAPSHOT_TAG.len()..SNAPSHOT_TAG.len() + 4]
+            .copy_from_slice(&(SNAPSHOT_FORMAT + 1).to_be_bytes());
+        let error = decode_machine(&newer).expect_err("a newer node's snapshot");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("format {}", SNAPSHOT_FORMAT + 1)),
+            "{error}"
+        );
+        assert!(decode_machine(&data[..SNAPSHOT_TAG.len() + 2]).is_err());
     }
 }
