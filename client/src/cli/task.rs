@@ -20,6 +20,9 @@ use super::render::{
 use super::when::{format_duration, format_relative, format_rfc3339, parse_duration, parse_when};
 use super::{CliError, CliResult, Globals};
 
+/// How often `task watch --json` looks whether its resume point moved without a printed change.
+const BOOKMARK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Longest single WaitTask the CLI sends while waiting without a bound; each request returns
 /// early once the task is terminal.
 const WAIT_CHUNK: Duration = Duration::from_secs(60);
@@ -57,10 +60,11 @@ pub enum TaskCommand {
     ///
     /// Each change prints as `SEQUENCE KIND task ID STATE ...` (with --json, one document per
     /// line), in sequence order. Where the watch starts is printed first: on stderr as `watching
-    /// after sequence N`, or with --json as a `{"kind": "started", "sequence": N}` line. After a
-    /// reconnect to another node the watch resumes after the last sequence printed, with no gap
-    /// and no repeat; to continue in a later run, pass the last sequence printed to
-    /// --after-sequence. Only when the cluster no longer keeps the events to resume from does it
+    /// after sequence N`, or with --json as a `{"kind": "started", "sequence": N}` line. With
+    /// --json, a quiet watch also prints `{"kind": "bookmark", "sequence": N}` lines when the
+    /// cluster reports that nothing watched happened up to N. After a reconnect to another node
+    /// the watch resumes after the last sequence printed, with no gap and no repeat; to continue
+    /// in a later run, pass the last sequence printed to --after-sequence. Only when the cluster no longer keeps the events to resume from does it
     /// start again from the current state of the watched tasks: SNAPSHOT lines (sequence 0) then
     /// mean that changes were skipped.
     Watch {
@@ -260,11 +264,33 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
                 eprintln!("watching after sequence {}", stream.start_sequence());
             }
             let mut printed = 0u64;
-            while let Some(event) = stream.next().await {
-                print_event(&event?, json)?;
-                printed += 1;
-                if count.is_some_and(|count| printed >= count) {
-                    return Ok(());
+            // With --json, a BOOKMARK line whenever the resume point moved without a printed
+            // change (a quiet watch), so that the last sequence in the output is always where a
+            // later run can resume with --after-sequence.
+            let mut shown = stream.start_sequence();
+            let mut check = tokio::time::interval(BOOKMARK_CHECK);
+            loop {
+                tokio::select! {
+                    event = stream.next() => {
+                        let Some(event) = event else { break };
+                        let event = event?;
+                        shown = shown.max(event.sequence);
+                        print_event(&event, json)?;
+                        printed += 1;
+                        if count.is_some_and(|count| printed >= count) {
+                            return Ok(());
+                        }
+                    }
+                    _ = check.tick(), if json => {
+                        let cursor = stream.cursor();
+                        if cursor > shown {
+                            shown = cursor;
+                            output::json_line(&json!({
+                                "kind": event_kind_name(TaskEventKind::Bookmark),
+                                "sequence": cursor,
+                            }))?;
+                        }
+                    }
                 }
             }
             Err(CliError::failed("the watch ended"))
