@@ -666,7 +666,9 @@ async fn propose(actor: &mut Actor, context: &ClientContext, proposal: &Proposal
     }
 }
 
-async fn vote(
+/// Votes `choice` as `voter` through its session, recorded as `vote` (also by the tasks
+/// workload, for its gating decisions).
+pub(crate) async fn vote(
     actor: &mut Actor,
     context: &ClientContext,
     voter: &str,

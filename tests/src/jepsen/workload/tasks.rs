@@ -331,7 +331,7 @@ impl TasksWorkload {
                             tokio::time::sleep(delay).await;
                             shared.thaw().await;
                             let mut actor = Actor::new(&context, stream_node);
-                            let voted = operator::vote(
+                            let voted = crate::jepsen::workload::decisions::vote(
                                 &mut actor,
                                 &context,
                                 &name,

@@ -9,12 +9,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_proto::v1::agents_client::AgentsClient;
 use conclave_proto::v1::decisions_client::DecisionsClient;
 use conclave_proto::v1::tasks_client::TasksClient;
 use conclave_proto::v1::{
     CancelTaskRequest, DecisionSpec, DecisionStatus, Electorate, GetDecisionRequest,
-    ListDeadLettersRequest, ProposeRequest, ReadConsistency, RedriveRequest, Task, VoteRequest,
+    ListDeadLettersRequest, ProposeRequest, ReadConsistency, RedriveRequest, Task,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
@@ -322,38 +321,6 @@ async fn propose(
         Completion::Ok(value) => value["id"].as_u64(),
         _ => None,
     }
-}
-
-/// Votes `choice` in a gating decision, recorded as `vote`.
-pub(super) async fn vote(
-    actor: &mut Actor,
-    context: &ClientContext,
-    voter: &str,
-    session_id: u64,
-    decision_id: u64,
-    choice: &str,
-) -> Completion {
-    let request = VoteRequest {
-        request_id: actor.next_request_id(),
-        session_id,
-        decision_id,
-        choice: choice.to_string(),
-        rationale: String::new(),
-    };
-    let value = json!({"id": decision_id, "voter": voter, "choice": choice});
-    let spec = OpSpec::new("vote", None, value.clone());
-    actor
-        .write(context, spec, |channel| {
-            let request = request.clone();
-            let value = value.clone();
-            async move {
-                match AgentsClient::new(channel).vote(request).await {
-                    Ok(_) => Attempt::Ok(value),
-                    Err(status) => classify(&status),
-                }
-            }
-        })
-        .await
 }
 
 /// Reads every gating decision (linearizable, from the first node that answers all), recorded
