@@ -127,20 +127,7 @@ async fn queue_watch_resumes_on_another_node_without_gap_or_repeat() -> anyhow::
         leader,
         "a fresh watch resumed after the same start shows exactly the same changes"
     );
-    let mut fresh = open_watch(
-        cluster.api_addr(leader),
-        WatchTasksRequest {
-            queue: QUEUE.into(),
-            after_sequence: Some(start),
-            ..WatchTasksRequest::default()
-        },
-    )
-    .await?;
-    let started = next_event(&mut fresh).await?;
-    ensure!(
-        started.kind() == TaskEventKind::Started && started.sequence == start,
-        "expected STARTED at {start}, got {started:?}"
-    );
+    let mut fresh = resume_watch(cluster.api_addr(leader), QUEUE, start).await?;
     let mut reference = Vec::new();
     while !all_finished(&reference, &submitted) {
         reference.push(next_event(&mut fresh).await?);
@@ -210,20 +197,7 @@ async fn a_resume_after_a_sequence_not_reached_yet_waits_for_it() -> anyhow::Res
     );
     let (mut now, start) = watch_from_now(cluster.api_addr(leader), QUEUE).await?;
     let ahead = start + 2;
-    let mut early = open_watch(
-        cluster.api_addr(follower),
-        WatchTasksRequest {
-            queue: QUEUE.into(),
-            after_sequence: Some(ahead),
-            ..WatchTasksRequest::default()
-        },
-    )
-    .await?;
-    let started = next_event(&mut early).await?;
-    ensure!(
-        started.kind() == TaskEventKind::Started && started.sequence == ahead,
-        "expected STARTED at {ahead}, got {started:?}"
-    );
+    let mut early = resume_watch(cluster.api_addr(follower), QUEUE, ahead).await?;
     for _ in 0..4 {
         fleet.submit(task_spec(QUEUE, b"", &["nobody"])).await?;
     }
@@ -594,6 +568,29 @@ async fn watch_from_now(
         "{started:?} came first"
     );
     Ok((stream, started.sequence))
+}
+
+/// A raw watch of `queue` on one node resumed after `after`, which its STARTED must name.
+async fn resume_watch(
+    addr: SocketAddr,
+    queue: &str,
+    after: u64,
+) -> anyhow::Result<Streaming<TaskEvent>> {
+    let mut stream = open_watch(
+        addr,
+        WatchTasksRequest {
+            queue: queue.into(),
+            after_sequence: Some(after),
+            ..WatchTasksRequest::default()
+        },
+    )
+    .await?;
+    let started = next_event(&mut stream).await?;
+    ensure!(
+        started.kind() == TaskEventKind::Started && started.sequence == after,
+        "expected STARTED at {after}, got {started:?}"
+    );
+    Ok(stream)
 }
 
 /// A raw task watch on one node, without the per-call timeout that would cut a stream.
