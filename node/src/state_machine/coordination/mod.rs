@@ -11,6 +11,7 @@ pub mod events;
 pub mod tasks;
 
 use std::cmp::Reverse;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
@@ -844,12 +845,21 @@ impl Coordination {
         let count = &mut self.state_counts[task.state.index()];
         *count = if insert { *count + 1 } else { *count - 1 };
         let id = task.id;
-        let key = (task.spec.queue.clone(), task.state);
-        let listed = self.by_queue_state.entry(key).or_default();
-        toggle(listed, id, insert);
-        if listed.is_empty() {
-            self.by_queue_state
-                .remove(&(task.spec.queue.clone(), task.state));
+        match self
+            .by_queue_state
+            .entry((task.spec.queue.clone(), task.state))
+        {
+            Entry::Occupied(mut listed) => {
+                toggle(listed.get_mut(), id, insert);
+                if listed.get().is_empty() {
+                    listed.remove();
+                }
+            }
+            Entry::Vacant(slot) => {
+                if insert {
+                    slot.insert(BTreeSet::from([id]));
+                }
+            }
         }
         match task.state {
             TaskState::Pending => {
