@@ -40,6 +40,9 @@ pub enum Error {
         requested: u64,
         oldest_available: u64,
     },
+    /// A task watch asked for coordination events that are no longer kept.
+    #[error("{message}")]
+    EventsGone { message: String, oldest_kept: u64 },
     /// The task, agent, session or decision does not exist (any more); nothing was applied.
     #[error("{0}")]
     NotFound(String),

@@ -1,8 +1,8 @@
 //! The one table from node::Error to gRPC status, with the metadata clients act on.
 
 use conclave_proto::{
-    COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED,
-    REASON_LEASE_LOST, REASON_METADATA, REASON_NODE_REMOVED,
+    COMPACT_REVISION_METADATA, LEADER_METADATA, OLDEST_SEQUENCE_METADATA, OUTCOME_METADATA,
+    OUTCOME_REJECTED, REASON_LEASE_LOST, REASON_METADATA, REASON_NODE_REMOVED,
 };
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -16,7 +16,8 @@ pub fn to_status(error: Error) -> Status {
         Error::LeaseLost(_) => Some(REASON_LEASE_LOST),
         _ => None,
     };
-    let (code, leader, rejected, compacted) = match error {
+    // `oldest`: the metadata key and value naming the oldest history still kept.
+    let (code, leader, rejected, oldest) = match error {
         Error::InvalidArgument(_) => (Code::InvalidArgument, None, true, None),
         Error::NotLeader { leader, proposed } => (Code::Unavailable, leader, !proposed, None),
         Error::Unavailable {
@@ -26,7 +27,18 @@ pub fn to_status(error: Error) -> Status {
         Error::ResourceExhausted(_) => (Code::ResourceExhausted, None, true, None),
         Error::Compacted {
             oldest_available, ..
-        } => (Code::OutOfRange, None, true, Some(oldest_available)),
+        } => (
+            Code::OutOfRange,
+            None,
+            true,
+            Some((COMPACT_REVISION_METADATA, oldest_available)),
+        ),
+        Error::EventsGone { oldest_kept, .. } => (
+            Code::OutOfRange,
+            None,
+            true,
+            Some((OLDEST_SEQUENCE_METADATA, oldest_kept)),
+        ),
         Error::NotFound(_) => (Code::NotFound, None, true, None),
         Error::FailedPrecondition(_) | Error::NodeRemoved(_) | Error::LeaseLost(_) => {
             (Code::FailedPrecondition, None, true, None)
@@ -56,8 +68,8 @@ pub fn to_status(error: Error) -> Status {
     if let Some(reason) = reason {
         metadata.insert(REASON_METADATA, MetadataValue::from_static(reason));
     }
-    if let Some(oldest) = compacted {
-        metadata.insert(COMPACT_REVISION_METADATA, MetadataValue::from(oldest));
+    if let Some((key, oldest)) = oldest {
+        metadata.insert(key, MetadataValue::from(oldest));
     }
     status
 }

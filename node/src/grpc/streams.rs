@@ -15,12 +15,10 @@ use std::time::Duration;
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::session_event::Kind as EventKind;
 use conclave_proto::v1::session_request::Kind as RequestKind;
-use conclave_proto::{OLDEST_SEQUENCE_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED};
 use futures::Stream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
 use tonic::{Status, Streaming};
 
 use super::convert;
@@ -392,13 +390,13 @@ pub async fn watch_tasks(
         let cursor = match resume {
             Some(after) => {
                 if let Err(oldest) = coordination.events_after(after) {
-                    return Err(history_gone(
-                        format!(
+                    return Err(to_status(Error::EventsGone {
+                        message: format!(
                             "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); watch again with initial_state",
                             after.saturating_add(1)
                         ),
-                        oldest,
-                    ));
+                        oldest_kept: oldest,
+                    }));
                 }
                 after
             }
@@ -488,13 +486,13 @@ pub async fn watch_tasks(
                         }
                         Ok((caught_up, ended))
                     }
-                    Err(oldest) => Err(history_gone(
-                        format!(
+                    Err(oldest) => Err(to_status(Error::EventsGone {
+                        message: format!(
                             "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
                             cursor + 1
                         ),
-                        oldest,
-                    )),
+                        oldest_kept: oldest,
+                    })),
                 }
             };
             let (caught_up, ended) = match step {
@@ -549,20 +547,6 @@ fn task_in_history(coordination: &Coordination, after: u64, task_id: TaskId) -> 
             .iter()
             .any(|e| matches!(e.kind, CoordEventKind::Task { task_id: id, .. } if id == task_id))
     })
-}
-
-/// OUT_OF_RANGE for a task watch whose next event is no longer kept, with the oldest kept in the
-/// metadata for clients that act on it.
-fn history_gone(message: String, oldest: u64) -> Status {
-    let mut status = Status::out_of_range(message);
-    let metadata = status.metadata_mut();
-    metadata.insert(OLDEST_SEQUENCE_METADATA, MetadataValue::from(oldest));
-    // Like every refusal (grpc/status.rs): nothing was done.
-    metadata.insert(
-        OUTCOME_METADATA,
-        MetadataValue::from_static(OUTCOME_REJECTED),
-    );
-    status
 }
 
 /// The task as one event left it: its state, attempts and lease as of the event (the task may
