@@ -213,7 +213,33 @@ impl Client {
         fencing_token: u64,
         result: Vec<u8>,
     ) -> Result<VerbResult> {
+        self.complete_task_with_fence(task_id, fencing_token, result, None)
+            .await
+    }
+
+    /// Completes a task only while `fence` also names a current grant of a lock, semaphore or
+    /// election (the agent's leadership, say). A stale task token is [`Error::LeaseLost`]; a stale
+    /// fence is [`Error::LockLost`] (the task's lease is unaffected).
+    pub async fn complete_task_fenced(
+        &self,
+        task_id: u64,
+        fencing_token: u64,
+        result: Vec<u8>,
+        fence: &proto::Fence,
+    ) -> Result<VerbResult> {
+        self.complete_task_with_fence(task_id, fencing_token, result, Some(fence.clone()))
+            .await
+    }
+
+    async fn complete_task_with_fence(
+        &self,
+        task_id: u64,
+        fencing_token: u64,
+        result: Vec<u8>,
+        fence: Option<proto::Fence>,
+    ) -> Result<VerbResult> {
         check_verb(task_id, fencing_token)?;
+        crate::locks::check_fence(fence.as_ref())?;
         if result.len() > MAX_PAYLOAD_BYTES {
             return Err(Error::invalid_input(format!(
                 "result is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
@@ -228,6 +254,7 @@ impl Client {
                     task_id,
                     fencing_token,
                     result: result.clone(),
+                    fence: fence.clone(),
                 };
                 async move { agents(channel).complete(request).await }
             })

@@ -18,7 +18,8 @@ use tonic::{Code, Status};
 
 use crate::endpoint::{normalize_endpoint, ChannelSettings, Node};
 use crate::error::{
-    classify, describe, leader_hint, lease_lost, node_removed, Error, LeaderHint, Result, Verdict,
+    classify, describe, leader_hint, lease_lost, lock_lost, node_removed, Error, LeaderHint,
+    Result, Verdict,
 };
 use crate::request_id::{PendingWrite, RequestIds};
 
@@ -344,6 +345,12 @@ impl Client {
                     // have answered with that attempt's result instead.
                     if lease_lost(&status) {
                         return Err(Error::LeaseLost {
+                            message: status.message().to_string(),
+                        });
+                    }
+                    // The same holds for a stale fence or lock token (`lock-lost`).
+                    if lock_lost(&status) {
+                        return Err(Error::LockLost {
                             message: status.message().to_string(),
                         });
                     }

@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 
 use conclave_proto::{
     COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED,
-    REASON_LEASE_LOST, REASON_METADATA, REASON_NODE_REMOVED,
+    REASON_LEASE_LOST, REASON_LOCK_LOST, REASON_METADATA, REASON_NODE_REMOVED,
 };
 use tonic::{Code, Status};
 
@@ -57,6 +57,16 @@ pub enum Error {
         /// The server's explanation, starting "lease lost".
         message: String,
     },
+    /// A fenced write (a [`crate::Fence`] on a put, delete, compare-and-swap, transaction or task
+    /// completion), or a lock verb (release, keep-alive, proclaim, resign), named a grant of a lock,
+    /// semaphore or election that is no longer current: it was released, its TTL passed, its session
+    /// ended, or its holder was deposed. Nothing was applied, and retrying cannot succeed: stop
+    /// using the token. Recognised from `conclave-reason: lock-lost`, never from the message.
+    #[error("{message}")]
+    LockLost {
+        /// The server's explanation.
+        message: String,
+    },
     /// The request was invalid before it was sent (a bad endpoint, an empty key, a limit exceeded);
     /// nothing was sent.
     #[error("invalid input: {message}")]
@@ -68,7 +78,7 @@ pub enum Error {
 
 impl Error {
     /// True when the request definitely did not take effect: [`Error::Rejected`],
-    /// [`Error::InvalidInput`], [`Error::LeaseLost`], and the errors of calls that change nothing
+    /// [`Error::InvalidInput`], [`Error::LeaseLost`], [`Error::LockLost`], and the errors of calls that change nothing
     /// ([`Error::Unavailable`], [`Error::Compacted`]). False only for [`Error::Indeterminate`].
     pub fn is_definitely_not_applied(&self) -> bool {
         !matches!(self, Error::Indeterminate { .. })
@@ -90,6 +100,11 @@ impl Error {
     /// True for [`Error::LeaseLost`].
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, Error::LeaseLost { .. })
+    }
+
+    /// True for [`Error::LockLost`].
+    pub fn is_lock_lost(&self) -> bool {
+        matches!(self, Error::LockLost { .. })
     }
 
     /// True when the server answered NOT_FOUND (an unknown task, decision, agent or session).
@@ -168,6 +183,12 @@ pub(crate) fn never_connected(status: &Status) -> bool {
 /// (`conclave-reason: lease-lost`, agents.proto).
 pub(crate) fn lease_lost(status: &Status) -> bool {
     failed_because(status, REASON_LEASE_LOST)
+}
+
+/// True when a FAILED_PRECONDITION says a fence or a lock token is stale
+/// (`conclave-reason: lock-lost`, locks.proto).
+pub(crate) fn lock_lost(status: &Status) -> bool {
+    failed_because(status, REASON_LOCK_LOST)
 }
 
 /// True when a FAILED_PRECONDITION says the node that sent it, or the node that forwarded the call,
@@ -374,6 +395,13 @@ mod tests {
             &[(REASON_METADATA, REASON_LEASE_LOST)],
         );
         assert!(!lease_lost(&other_code));
+        let lock = status_with(
+            Code::FailedPrecondition,
+            &[(REASON_METADATA, REASON_LOCK_LOST)],
+        );
+        assert!(lock_lost(&lock) && !lease_lost(&lock) && !node_removed(&lock));
+        assert!(!lock_lost(&stale));
+        assert!(!lock_lost(&Status::failed_precondition("lock lost")));
     }
 
     #[test]

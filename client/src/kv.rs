@@ -2,14 +2,15 @@
 
 use conclave_proto::v1::kv_client::KvClient;
 use conclave_proto::v1::{
-    self as proto, txn_op, CompareAndSwapRequest, DeleteRequest, GetRequest, KeyValue, ListRequest,
-    PutRequest, ReadConsistency, ResponseHeader, TxnRequest,
+    self as proto, txn_op, CompareAndSwapRequest, DeleteRequest, Fence, GetRequest, KeyValue,
+    ListRequest, PutRequest, ReadConsistency, ResponseHeader, TxnRequest,
 };
 use prost::Message;
 use tonic::transport::Channel;
 
 use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::error::{Error, Result};
+use crate::locks::check_fence;
 
 /// The request limits of kv.proto, checked here before sending.
 pub use conclave_proto::limits::{
@@ -42,6 +43,15 @@ impl From<Option<ResponseHeader>> for Header {
                 .unwrap_or(ReadConsistency::Linearizable),
         }
     }
+}
+
+/// How [`Client::put_with_options`] writes a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Attach the key to this live agent session (0: none); see [`Client::put_with_session`].
+    pub session_id: u64,
+    /// Apply only while this grant is current; see [`Client::put_fenced`].
+    pub fence: Option<Fence>,
 }
 
 /// The result of [`Client::put`].
@@ -191,8 +201,41 @@ impl Client {
         value: impl Into<Vec<u8>>,
         session_id: u64,
     ) -> Result<PutResult> {
+        let options = PutOptions {
+            session_id,
+            fence: None,
+        };
+        self.put_with_options(key, value, options).await
+    }
+
+    /// Sets `key` to `value` only while `fence` names a current grant of a lock, semaphore or
+    /// election (its name and fencing token): checked in the same log entry as the write, so a
+    /// holder that lost it can never write. A stale fence is [`Error::LockLost`], and nothing is
+    /// written.
+    pub async fn put_fenced(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        fence: &Fence,
+    ) -> Result<PutResult> {
+        let options = PutOptions {
+            session_id: 0,
+            fence: Some(fence.clone()),
+        };
+        self.put_with_options(key, value, options).await
+    }
+
+    /// Sets `key` to `value` with a session and/or a fence ([`PutOptions`]).
+    pub async fn put_with_options(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        options: PutOptions,
+    ) -> Result<PutResult> {
         let key = checked_key(key.into())?;
         let value = checked_value(value.into())?;
+        let PutOptions { session_id, fence } = options;
+        check_fence(fence.as_ref())?;
         let pending = self.begin_write();
         let response = self
             .call(CallKind::Write, |channel| {
@@ -201,6 +244,7 @@ impl Client {
                     key: key.clone(),
                     value: value.clone(),
                     session_id,
+                    fence: fence.clone(),
                 };
                 async move { kv(channel).put(request).await }
             })
@@ -241,13 +285,30 @@ impl Client {
 
     /// Deletes `key`. Deleting an absent key succeeds with `deleted == false`.
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<DeleteResult> {
-        let key = checked_key(key.into())?;
+        self.delete_with_fence(key.into(), None).await
+    }
+
+    /// Deletes `key` only while `fence` names a current grant (see [`Client::put_fenced`]); a
+    /// stale fence is [`Error::LockLost`].
+    pub async fn delete_fenced(
+        &self,
+        key: impl Into<Vec<u8>>,
+        fence: &Fence,
+    ) -> Result<DeleteResult> {
+        self.delete_with_fence(key.into(), Some(fence.clone()))
+            .await
+    }
+
+    async fn delete_with_fence(&self, key: Vec<u8>, fence: Option<Fence>) -> Result<DeleteResult> {
+        let key = checked_key(key)?;
+        check_fence(fence.as_ref())?;
         let pending = self.begin_write();
         let response = self
             .call(CallKind::Write, |channel| {
                 let request = DeleteRequest {
                     request_id: Some(pending.request_id()),
                     key: key.clone(),
+                    fence: fence.clone(),
                 };
                 async move { kv(channel).delete(request).await }
             })
@@ -325,7 +386,37 @@ impl Client {
         expected_mod_revision: u64,
         action: CasAction,
     ) -> Result<CasResult> {
-        let key = checked_key(key.into())?;
+        self.cas_with_fence(key.into(), expected_mod_revision, action, None)
+            .await
+    }
+
+    /// [`Client::compare_and_swap`] applied only while `fence` names a current grant (see
+    /// [`Client::put_fenced`]); a stale fence is [`Error::LockLost`], whatever the compare.
+    pub async fn compare_and_swap_fenced(
+        &self,
+        key: impl Into<Vec<u8>>,
+        expected_mod_revision: u64,
+        action: CasAction,
+        fence: &Fence,
+    ) -> Result<CasResult> {
+        self.cas_with_fence(
+            key.into(),
+            expected_mod_revision,
+            action,
+            Some(fence.clone()),
+        )
+        .await
+    }
+
+    async fn cas_with_fence(
+        &self,
+        key: Vec<u8>,
+        expected_mod_revision: u64,
+        action: CasAction,
+        fence: Option<Fence>,
+    ) -> Result<CasResult> {
+        let key = checked_key(key)?;
+        check_fence(fence.as_ref())?;
         let (value, delete) = match action {
             CasAction::Put(value) => (checked_value(value)?, false),
             CasAction::Delete => (Vec::new(), true),
@@ -339,6 +430,7 @@ impl Client {
                     expected_mod_revision,
                     value: value.clone(),
                     delete,
+                    fence: fence.clone(),
                 };
                 async move { kv(channel).compare_and_swap(request).await }
             })
@@ -353,6 +445,28 @@ impl Client {
     /// Applies `ops` atomically, at one new revision, if every compare holds; otherwise applies
     /// nothing and reports which compares failed.
     pub async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult> {
+        self.txn_with_fence(compares, ops, None).await
+    }
+
+    /// [`Client::txn`] applied only while `fence` names a current grant (see
+    /// [`Client::put_fenced`]); a stale fence is [`Error::LockLost`], whatever the compares.
+    pub async fn txn_fenced(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        fence: &Fence,
+    ) -> Result<TxnResult> {
+        self.txn_with_fence(compares, ops, Some(fence.clone()))
+            .await
+    }
+
+    async fn txn_with_fence(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        fence: Option<Fence>,
+    ) -> Result<TxnResult> {
+        check_fence(fence.as_ref())?;
         if compares.len() > MAX_TXN_COMPARES {
             return Err(Error::invalid_input(format!(
                 "{} compares; a transaction holds at most {MAX_TXN_COMPARES}",
@@ -369,6 +483,7 @@ impl Client {
             request_id: None,
             compares: Vec::with_capacity(compares.len()),
             ops: Vec::with_capacity(ops.len()),
+            fence,
         };
         for compare in compares {
             request.compares.push(proto::Compare {

@@ -1,5 +1,6 @@
 //! Typed async client for a Conclave cluster: key-value calls, watches, cluster operations, tasks,
-//! decisions, the agent fleet, and [`AgentSession`] for writing agents.
+//! decisions, the agent fleet, [`AgentSession`] for writing agents, and fenced locks, semaphores,
+//! leader elections and barriers ([`HeldLock`] keeps a lease-held grant alive).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), conclave_client::Error> {
@@ -57,8 +58,35 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Locks: take one under a lease, kept alive in the background, and fence writes with its token,
+//! so that a holder that lost the lock (paused, cut off, expired) can never write after it. A
+//! stale fence or token is [`Error::LockLost`]: definite, nothing applied, never retried.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), conclave_client::Error> {
+//! use std::time::Duration;
+//! use conclave_client::{Client, HeldLock};
+//!
+//! let client = Client::connect(["127.0.0.1:7001"])?;
+//! let ttl = Duration::from_secs(10);
+//! let wait = Duration::from_secs(30);
+//! let Some(lock) = HeldLock::acquire_lock(&client, "reports/daily", ttl, wait).await? else {
+//!     return Ok(()); // someone else held it for the whole wait
+//! };
+//! tokio::select! {
+//!     written = client.put_fenced("reports/daily/status", "done", &lock.fence()) => {
+//!         written?;
+//!     }
+//!     loss = lock.lost() => eprintln!("stopped: {loss}"),
+//! }
+//! lock.release().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod agents;
+mod barriers;
 mod checks;
 mod client;
 mod cluster;
@@ -66,6 +94,7 @@ mod decisions;
 mod endpoint;
 mod error;
 mod kv;
+mod locks;
 mod request_id;
 mod session;
 mod stream;
@@ -77,7 +106,12 @@ pub use agents::{
     AgentConfig, AgentList, AgentListOptions, AgentRead, CloseResult, Failure, ProgressReport,
     Registration, VerbResult, VoteResult,
 };
+pub use barriers::{BarrierEntry, BarrierOptions, BarrierPage, BarrierRead};
 pub use decisions::{DecisionListOptions, DecisionPage, DecisionRead, DecisionStream};
+pub use locks::{
+    fence, fence_kind, AcquireOptions, Acquisition, HeldLock, KeptAlive, LeaderRead,
+    LockEventStream, LockHolder, LockListOptions, LockLoss, LockPage, LockRead,
+};
 pub use session::{AgentEvent, AgentEvents, AgentSession};
 pub use tasks::{
     is_terminal, CancelResult, DeadLetterListOptions, DeadLetterResult, DeadLetterSelector,
@@ -92,7 +126,7 @@ pub use endpoint::normalize_endpoint;
 pub use error::{parse_leader_hint, Error, LeaderHint, Result};
 pub use kv::{
     CasAction, CasResult, Compare, DeleteResult, FailedCompare, GetResult, Header, ListAll,
-    ListOptions, ListPage, PutResult, TxnOp, TxnResult, MAX_KEY_BYTES, MAX_LIST_LIMIT,
+    ListOptions, ListPage, PutOptions, PutResult, TxnOp, TxnResult, MAX_KEY_BYTES, MAX_LIST_LIMIT,
     MAX_REQUEST_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS, MAX_VALUE_BYTES,
 };
 pub use watch::{WatchOptions, WatchStream};
@@ -102,9 +136,10 @@ pub use conclave_proto::limits;
 /// Wire types the client's API exposes, re-exported so callers need not depend on
 /// `conclave-proto` for them.
 pub use conclave_proto::v1::{
-    Agent, AgentStatus, Assignment, Attempt, AttemptOutcome, Backoff, BreakerState,
-    DeadLetterReason, Decision, DecisionGate, DecisionRule, DecisionSpec, DecisionStatus,
-    Electorate, Event, EventType, KeyValue, Lease, Member, MembershipResponse, Progress,
+    lock_event, Agent, AgentStatus, Assignment, Attempt, AttemptOutcome, Backoff, Barrier,
+    BarrierStatus, BreakerState, DeadLetterReason, Decision, DecisionGate, DecisionRule,
+    DecisionSpec, DecisionStatus, Electorate, Event, EventType, Fence, FenceKind, Grant, HoldLost,
+    Holder, KeyValue, Lease, Lock, LockEvent, LockKind, Member, MembershipResponse, Progress,
     ReadConsistency, ReplicationProgress, Revocation, Role, StatusResponse, Task, TaskEvent,
     TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse,
 };

@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conclave_proto::v1::{
-    session_event, session_request, Assignment, Decision, Heartbeat, Revocation, SessionEvent,
-    SessionOpen, SessionOpened, SessionRequest,
+    session_event, session_request, Assignment, Decision, Fence, Heartbeat, HoldLost, Revocation,
+    SessionEvent, SessionOpen, SessionOpened, SessionRequest,
 };
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -62,6 +62,10 @@ pub enum AgentEvent {
     LeaseLost(Revocation),
     /// A decision this agent may vote in; each ballot is delivered once.
     Ballot(Decision),
+    /// A lock, semaphore permit or leadership held by this session (its holder's `session_id`) was
+    /// lost: it expired with the session or was taken away. Its token is stale from now on: stop
+    /// using it (fenced writes with it fail with [`Error::LockLost`]).
+    HoldLost(HoldLost),
     /// The session is over: it expired, was closed, or was replaced by a newer registration of the
     /// same name. Its leases are gone. Nothing follows; register again to go on.
     Closed { reason: String },
@@ -214,6 +218,25 @@ impl AgentSession {
             .shared
             .client
             .complete_task(task_id, fencing_token, result)
+            .await;
+        self.settle(task_id, fencing_token, &outcome);
+        outcome
+    }
+
+    /// Completes a task only while `fence` also names a current grant (a lock this session holds,
+    /// its leadership). [`Error::LeaseLost`] when the assignment is no longer current;
+    /// [`Error::LockLost`] when the fence is stale, and then the assignment is still held.
+    pub async fn complete_fenced(
+        &self,
+        task_id: u64,
+        fencing_token: u64,
+        result: Vec<u8>,
+        fence: &Fence,
+    ) -> Result<VerbResult> {
+        let outcome = self
+            .shared
+            .client
+            .complete_task_fenced(task_id, fencing_token, result, fence)
             .await;
         self.settle(task_id, fencing_token, &outcome);
         outcome
@@ -650,6 +673,7 @@ fn handle(
                 .accept_ballot(decision.id)
                 .then_some(AgentEvent::Ballot(decision))
         }),
+        session_event::Kind::HoldLost(lost) => Some(AgentEvent::HoldLost(lost)),
         session_event::Kind::Closed(closed) => return Some(closed.reason),
     };
     if let Some(event) = deliver {

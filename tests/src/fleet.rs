@@ -404,6 +404,7 @@ impl TestAgent {
             task_id,
             fencing_token,
             result: result.to_vec(),
+            fence: None,
         };
         self.fleet
             .retry("complete", |addr| {

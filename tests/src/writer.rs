@@ -95,6 +95,7 @@ impl Writer {
             key: key.into(),
             value: value.into(),
             session_id: 0,
+            fence: None,
         };
         self.send_put(request, timeout).await
     }

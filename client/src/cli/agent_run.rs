@@ -285,6 +285,10 @@ impl Agent {
                                 self.settings.name
                             ),
                         ),
+                        AgentEvent::HoldLost(lost) => log(
+                            &self.settings.name,
+                            &format!("lost {} (token {}): {}", lost.name, lost.token, lost.reason),
+                        ),
                         AgentEvent::Connected { node_id } => {
                             if connected_once {
                                 log(&self.settings.name, &format!("session stream reconnected to node {node_id}"));
@@ -789,7 +793,7 @@ async fn read_tail(mut reader: impl AsyncRead + Unpin, limit: usize) -> Vec<u8> 
 }
 
 /// Checks that `program` can be run: a path to a file, or a name found on PATH.
-fn find_program(program: &Path) -> Result<PathBuf, String> {
+pub(super) fn find_program(program: &Path) -> Result<PathBuf, String> {
     if program.components().count() > 1 || program.is_absolute() {
         return if program.is_file() {
             Ok(program.to_path_buf())
@@ -810,13 +814,13 @@ fn log(agent: &str, text: &str) {
 }
 
 /// SIGINT and SIGTERM as one stream.
-struct Signals {
+pub(super) struct Signals {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl Signals {
-    fn new() -> CliResult<Signals> {
+    pub(super) fn new() -> CliResult<Signals> {
         let listen = |kind| {
             signal(kind)
                 .map_err(|error| CliError::failed(format!("listening for signals: {error}")))
@@ -827,7 +831,7 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) {
+    pub(super) async fn recv(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

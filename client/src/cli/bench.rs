@@ -37,6 +37,11 @@ pub enum BenchCommand {
     /// assignment's arrival at an agent, assign->complete from there to the completion's
     /// acknowledgement. --idle submits one task at a time, so the agents are idle when it arrives.
     Tasks(super::bench_tasks::BenchTasks),
+    /// Contend for locks: --clients contenders each loop acquire (waiting) -> release on one of
+    /// --locks locks (1: all on one lock), and report acquisitions/s, acquire latency and hand-off
+    /// latency (a release acknowledged -> the next grant of that lock acknowledged to another
+    /// contender, measured in this process on one monotonic clock).
+    Lock(super::bench_locks::BenchLock),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +97,7 @@ pub async fn run(command: BenchCommand, globals: &Globals) -> CliResult {
     match command {
         BenchCommand::Kv(args) => kv(args, globals).await,
         BenchCommand::Tasks(args) => super::bench_tasks::run(args, globals).await,
+        BenchCommand::Lock(args) => super::bench_locks::run(args, globals).await,
     }
 }
 

@@ -4,8 +4,10 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use clap::{Args, ValueEnum};
 use conclave_client::{
-    CasAction, Event, EventType, ListOptions, ReadConsistency, WatchOptions, WatchResponse,
+    CasAction, Event, EventType, Fence, ListOptions, LockKind, PutOptions, ReadConsistency,
+    WatchOptions, WatchResponse,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -34,6 +36,8 @@ pub enum KvCommand {
         /// (nothing written) when the session is not live.
         #[arg(long, value_name = "ID")]
         session_id: Option<u64>,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// Read one key (linearizable unless --serializable).
     ///
@@ -53,6 +57,8 @@ pub enum KvCommand {
     Del {
         /// The key to delete.
         key: String,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// List keys with a prefix, in byte order.
     ///
@@ -93,6 +99,8 @@ pub enum KvCommand {
         /// Delete the key when the compare holds.
         #[arg(long, conflicts_with = "value")]
         delete: bool,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// Apply puts and deletes atomically if every compare holds
     ///
@@ -112,6 +120,8 @@ pub enum KvCommand {
     Txn {
         /// Script lines (default: read stdin).
         lines: Vec<String>,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// Print changes to a key or prefix as they happen.
     ///
@@ -134,6 +144,45 @@ pub enum KvCommand {
     },
 }
 
+/// A fence on a write: apply it only while the named grant is current.
+#[derive(Debug, Args)]
+pub struct FenceArgs {
+    /// Apply the write only while this lock (or semaphore, election: --fence-kind) is held under
+    /// --fence-token; otherwise exit 1 (lock lost) with nothing written.
+    #[arg(long, value_name = "NAME", requires = "fence_token")]
+    fence_lock: Option<String>,
+    /// The fencing token of the grant (`lock acquire` prints it; `lock run` sets
+    /// CONCLAVE_FENCING_TOKEN).
+    #[arg(long, value_name = "TOKEN", requires = "fence_lock")]
+    fence_token: Option<u64>,
+    /// What --fence-lock names (default: lock).
+    #[arg(long, value_enum, value_name = "KIND", requires = "fence_lock")]
+    fence_kind: Option<FenceKindArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FenceKindArg {
+    Lock,
+    Semaphore,
+    Election,
+}
+
+impl FenceArgs {
+    fn fence(&self) -> Option<Fence> {
+        let kind = match self.fence_kind.unwrap_or(FenceKindArg::Lock) {
+            FenceKindArg::Lock => LockKind::Lock,
+            FenceKindArg::Semaphore => LockKind::Semaphore,
+            FenceKindArg::Election => LockKind::Election,
+        };
+        let name = self.fence_lock.as_ref()?;
+        Some(conclave_client::fence(
+            kind,
+            name,
+            self.fence_token.unwrap_or(0),
+        ))
+    }
+}
+
 pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
     let client = globals.client()?;
     let json = globals.json;
@@ -143,11 +192,14 @@ pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
             value,
             file,
             session_id,
+            fence,
         } => {
             let value = read_value(value, file)?;
-            let result = client
-                .put_with_session(key, value, session_id.unwrap_or(0))
-                .await?;
+            let options = PutOptions {
+                session_id: session_id.unwrap_or(0),
+                fence: fence.fence(),
+            };
+            let result = client.put_with_options(key, value, options).await?;
             if json {
                 output::json_document(&json!({
                     "header": header_json(&result.header),
@@ -194,8 +246,11 @@ pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
                 ))
             }
         }
-        KvCommand::Del { key } => {
-            let result = client.delete(key).await?;
+        KvCommand::Del { key, fence } => {
+            let result = match fence.fence() {
+                Some(fence) => client.delete_fenced(key, &fence).await?,
+                None => client.delete(key).await?,
+            };
             if json {
                 output::json_document(&json!({
                     "header": header_json(&result.header),
@@ -268,15 +323,25 @@ pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
             expect_revision,
             value,
             delete,
+            fence,
         } => {
             let action = match (value, delete) {
                 (_, true) => CasAction::Delete,
                 (Some(value), false) => CasAction::Put(value.into_bytes()),
                 (None, false) => unreachable!("clap requires a value or --delete"),
             };
-            let result = client
-                .compare_and_swap(key.clone(), expect_revision, action)
-                .await?;
+            let result = match fence.fence() {
+                Some(fence) => {
+                    client
+                        .compare_and_swap_fenced(key.clone(), expect_revision, action, &fence)
+                        .await?
+                }
+                None => {
+                    client
+                        .compare_and_swap(key.clone(), expect_revision, action)
+                        .await?
+                }
+            };
             if json {
                 output::json_document(&json!({
                     "header": header_json(&result.header),
@@ -296,7 +361,7 @@ pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
                 if current == 0 { " (absent)" } else { "" },
             )))
         }
-        KvCommand::Txn { lines } => {
+        KvCommand::Txn { lines, fence } => {
             let script_text = if lines.is_empty() {
                 let mut input = String::new();
                 std::io::stdin()
@@ -309,7 +374,14 @@ pub async fn run(command: KvCommand, globals: &Globals) -> CliResult {
             let script = txn_script::parse(script_text.lines()).map_err(CliError::usage)?;
             let keys: Vec<Vec<u8>> = script.compares.iter().map(|c| c.key.clone()).collect();
             let expected: Vec<u64> = script.compares.iter().map(|c| c.mod_revision).collect();
-            let result = client.txn(script.compares, script.ops).await?;
+            let result = match fence.fence() {
+                Some(fence) => {
+                    client
+                        .txn_fenced(script.compares, script.ops, &fence)
+                        .await?
+                }
+                None => client.txn(script.compares, script.ops).await?,
+            };
             let failures: Vec<(String, u64, u64)> = result
                 .failed_compares
                 .iter()

@@ -3,13 +3,18 @@
 
 mod agent;
 mod agent_run;
+mod barrier;
 mod bench;
+mod bench_locks;
 mod bench_tasks;
 mod cluster;
 mod decision;
 mod dlq;
+mod election;
 mod histogram;
+mod hold;
 mod kv;
+mod lock;
 mod output;
 mod process_group;
 mod render;
@@ -77,7 +82,8 @@ impl From<conclave_client::Error> for CliError {
             Error::Rejected { .. }
             | Error::Unavailable { .. }
             | Error::Compacted { .. }
-            | Error::LeaseLost { .. } => Exit::Failed,
+            | Error::LeaseLost { .. }
+            | Error::LockLost { .. } => Exit::Failed,
         };
         CliError {
             exit,
@@ -166,6 +172,18 @@ pub enum Command {
     /// Quorum votes among agents: propose, vote, get, ls, watch.
     #[command(subcommand)]
     Decision(decision::DecisionCommand),
+    /// Fenced locks: acquire, release, keep-alive, get, ls, watch, and run (a command under a lock).
+    #[command(subcommand)]
+    Lock(lock::LockCommand),
+    /// Semaphores of N permits: acquire, release, keep-alive, get, ls, watch.
+    #[command(subcommand)]
+    Semaphore(lock::SemaphoreCommand),
+    /// Leader elections: campaign (and hold), proclaim, resign, leader, observe.
+    #[command(subcommand)]
+    Election(election::ElectionCommand),
+    /// Barriers of N parties released by k arrivals: enter, get, ls.
+    #[command(subcommand)]
+    Barrier(barrier::BarrierCommand),
     /// Load generators that print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -180,6 +198,10 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Dlq(command) => dlq::run(command, &cli.globals).await,
         Command::Agent(command) => agent::run(command, &cli.globals).await,
         Command::Decision(command) => decision::run(command, &cli.globals).await,
+        Command::Lock(command) => lock::run_lock(command, &cli.globals).await,
+        Command::Semaphore(command) => lock::run_semaphore(command, &cli.globals).await,
+        Command::Election(command) => election::run(command, &cli.globals).await,
+        Command::Barrier(command) => barrier::run(command, &cli.globals).await,
         Command::Bench(command) => bench::run(command, &cli.globals).await,
     }
 }

@@ -63,6 +63,7 @@ fn cases() -> Vec<Case> {
                         key: vec![b'k'; MAX_KEY_BYTES + 1],
                         value: b"v".to_vec(),
                         session_id: 0,
+                        fence: None,
                     },
                 )
             },
@@ -78,6 +79,7 @@ fn cases() -> Vec<Case> {
                         key: vec![],
                         value: b"v".to_vec(),
                         session_id: 0,
+                        fence: None,
                     },
                 )
             },
@@ -93,6 +95,7 @@ fn cases() -> Vec<Case> {
                         key: b"bad/value".to_vec(),
                         value: vec![b'v'; MAX_VALUE_BYTES + 1],
                         session_id: 0,
+                        fence: None,
                     },
                 )
             },
@@ -108,6 +111,7 @@ fn cases() -> Vec<Case> {
                         key: b"bad/no-id".to_vec(),
                         value: b"v".to_vec(),
                         session_id: 0,
+                        fence: None,
                     },
                 )
             },
@@ -123,6 +127,7 @@ fn cases() -> Vec<Case> {
                         key: b"bad/zero-client".to_vec(),
                         value: b"v".to_vec(),
                         session_id: 0,
+                        fence: None,
                     },
                 )
             },
@@ -138,6 +143,7 @@ fn cases() -> Vec<Case> {
                         key: b"bad/zero-serial".to_vec(),
                         value: b"v".to_vec(),
                         session_id: 0,
+                        fence: None,
                     },
                 )
             },
@@ -155,6 +161,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         compares: vec![],
                         ops,
+                        fence: None,
                     },
                 )
             },
@@ -175,6 +182,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         compares,
                         ops: vec![txn_put(b"bad/txn".to_vec())],
+                        fence: None,
                     },
                 )
             },
@@ -189,6 +197,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         compares: vec![],
                         ops: vec![TxnOp { op: None }],
+                        fence: None,
                     },
                 )
             },
@@ -211,6 +220,7 @@ fn cases() -> Vec<Case> {
                         request_id: Some(id),
                         compares: vec![],
                         ops,
+                        fence: None,
                     },
                 )
             },
@@ -226,6 +236,7 @@ fn cases() -> Vec<Case> {
                         expected_mod_revision: 0,
                         value: b"v".to_vec(),
                         delete: false,
+                        fence: None,
                     };
                     client.compare_and_swap(request).await.map(drop)
                 })
@@ -240,6 +251,7 @@ fn cases() -> Vec<Case> {
                         .delete(DeleteRequest {
                             request_id: Some(id),
                             key: vec![],
+                            fence: None,
                         })
                         .await
                         .map(drop)
@@ -332,6 +344,7 @@ async fn limits_are_inclusive() -> anyhow::Result<()> {
             request_id: Some(request_ids.next_id()),
             compares,
             ops,
+            fence: None,
         })
         .await?
         .into_inner();

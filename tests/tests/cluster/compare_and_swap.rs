@@ -171,6 +171,7 @@ async fn cas(
         expected_mod_revision,
         value: value.unwrap_or_default().to_vec(),
         delete: value.is_none(),
+        fence: None,
     };
     let response = retry_transient("compare-and-swap", WRITE_TIMEOUT, || {
         let mut kv = kv.clone();
@@ -191,6 +192,7 @@ async fn txn(
         request_id: Some(ids.next_id()),
         compares,
         ops,
+        fence: None,
     };
     let response = retry_transient("txn", WRITE_TIMEOUT, || {
         let mut kv = kv.clone();

@@ -41,6 +41,7 @@ async fn forwarded_write_to_a_paused_leader_moves_on_to_the_new_leader() -> anyh
         key: b"forward/warm-up".to_vec(),
         value: b"1".to_vec(),
         session_id: 0,
+        fence: None,
     };
     let follower_kv = cluster.kv(follower);
     retry_transient("put through the follower", WRITE_TIMEOUT, || {
@@ -60,6 +61,7 @@ async fn forwarded_write_to_a_paused_leader_moves_on_to_the_new_leader() -> anyh
         key: b"forward/during-pause".to_vec(),
         value: b"once".to_vec(),
         session_id: 0,
+        fence: None,
     };
     let answer = tokio::time::timeout(ANSWER_MAX, follower_kv.clone().put(request.clone())).await;
     let outcome = match answer {

@@ -10,6 +10,7 @@ mod election;
 mod forward_pause;
 mod leader_failure;
 mod linearizable_read;
+mod locks;
 mod membership;
 mod replication;
 mod request_id;

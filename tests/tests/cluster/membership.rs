@@ -174,6 +174,7 @@ async fn membership() -> anyhow::Result<()> {
         key: b"members/refused".to_vec(),
         value: b"must not be written".to_vec(),
         session_id: 0,
+        fence: None,
     };
     let removed_kv = cluster.kv(removed);
     let code = eventually(

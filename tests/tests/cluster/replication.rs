@@ -35,6 +35,7 @@ async fn replication() -> anyhow::Result<()> {
             key: key("replication/", index),
             value: value("replication/", index),
             session_id: 0,
+            fence: None,
         };
         let response = retry_transient("put", WRITE_TIMEOUT, || {
             let mut client = leader_kv.clone();
@@ -155,6 +156,7 @@ async fn write_through_follower() -> anyhow::Result<()> {
         key: b"forwarded/put".to_vec(),
         value: b"through a follower".to_vec(),
         session_id: 0,
+        fence: None,
     };
     let put_revision = retry_transient("put via follower", WRITE_TIMEOUT, || {
         let mut client = follower_kv.clone();
@@ -208,6 +210,7 @@ async fn write_through_follower() -> anyhow::Result<()> {
                 value: b"txn through a follower".to_vec(),
             })),
         }],
+        fence: None,
     };
     let txn_response = retry_transient("txn via follower", WRITE_TIMEOUT, || {
         let mut client = follower_kv.clone();
@@ -223,6 +226,7 @@ async fn write_through_follower() -> anyhow::Result<()> {
     let delete = DeleteRequest {
         request_id: Some(request_ids.next_id()),
         key: put.key.clone(),
+        fence: None,
     };
     let delete_response = retry_transient("delete via follower", WRITE_TIMEOUT, || {
         let mut client = follower_kv.clone();

@@ -117,6 +117,7 @@ async fn put(
         key: key.to_vec(),
         value: value.to_vec(),
         session_id: 0,
+        fence: None,
     };
     let response = retry_transient("put", WRITE_TIMEOUT, || {
         let mut client = client.clone();

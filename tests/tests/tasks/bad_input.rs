@@ -105,6 +105,7 @@ async fn task_bad_input_is_rejected() -> anyhow::Result<()> {
                 task_id: 1,
                 fencing_token: 0,
                 result: Vec::new(),
+                fence: None,
             })
             .await
             .expect_err("token 0");

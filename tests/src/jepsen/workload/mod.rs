@@ -8,6 +8,9 @@
 
 pub mod agents;
 pub mod decisions;
+pub mod elections;
+pub mod fenced;
+pub mod locks;
 pub mod register;
 pub mod set;
 pub mod tasks;
@@ -46,7 +49,7 @@ pub trait Workload: Send + Sync {
     fn check(&self, events: &[Event], budget: Duration) -> CheckResult;
 }
 
-/// Builds a workload by name: `register`, `set` or `watch`.
+/// Builds a workload by name (one of [`NAMES`]).
 pub fn build(name: &str) -> anyhow::Result<Box<dyn Workload>> {
     Ok(match name {
         register::NAME => Box::new(register::RegisterWorkload::new(register::Options::default())),
@@ -55,6 +58,10 @@ pub fn build(name: &str) -> anyhow::Result<Box<dyn Workload>> {
         tasks::NAME => Box::new(tasks::TasksWorkload::new(tasks::Options::default())),
         decisions::NAME => Box::new(decisions::DecisionsWorkload::new(
             decisions::Options::default(),
+        )),
+        locks::NAME => Box::new(locks::LocksWorkload::new(locks::Options::default())),
+        elections::NAME => Box::new(elections::ElectionsWorkload::new(
+            elections::Options::default(),
         )),
         other => anyhow::bail!("no workload named {other:?}; known: {}", NAMES.join(", ")),
     })
@@ -67,6 +74,8 @@ pub const NAMES: &[&str] = &[
     watch::NAME,
     tasks::NAME,
     decisions::NAME,
+    locks::NAME,
+    elections::NAME,
 ];
 
 /// A checker's verdict.

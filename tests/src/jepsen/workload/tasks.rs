@@ -633,6 +633,7 @@ impl Job {
                     task_id: self.task,
                     fencing_token: self.token,
                     result: completion_result(&self.agent, self.token).into_bytes(),
+                    fence: None,
                 };
                 let spec = OpSpec::new("complete", None, value.clone());
                 actor

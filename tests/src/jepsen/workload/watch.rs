@@ -260,6 +260,7 @@ async fn delete(client: &mut Client, context: &ClientContext, key: String) {
     let request = DeleteRequest {
         request_id: client.next_request_id(),
         key: key.clone().into_bytes(),
+        fence: None,
     };
     let spec = OpSpec::new("delete", Some(key), Json::Null);
     client
