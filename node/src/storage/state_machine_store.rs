@@ -126,7 +126,8 @@ fn changes_coordination(command: &Command) -> bool {
 /// its own: it fails with a message that says so instead.
 const SNAPSHOT_TAG: &[u8; 8] = b"CNCLSNAP";
 /// The layout of the encoded `StateMachine`. Bump it with every change to what it serializes.
-const SNAPSHOT_FORMAT: u32 = 1;
+/// 1: the first tagged format. 2: `Backoff` holds its multiplier and jitter in thousandths.
+const SNAPSHOT_FORMAT: u32 = 2;
 
 fn encode_machine(machine: &StateMachine) -> Vec<u8> {
     let body = encode(machine);
