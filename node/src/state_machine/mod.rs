@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod coordination;
+pub mod format;
 pub mod history;
 pub mod kv;
 pub mod sessions;
@@ -371,5 +372,7 @@ fn delete_event(key: &[u8], revision: u64) -> Event {
     }
 }
 
+#[cfg(test)]
+mod golden_tests;
 #[cfg(test)]
 mod tests;

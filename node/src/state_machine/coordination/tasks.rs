@@ -178,8 +178,9 @@ impl TaskState {
         matches!(self, TaskState::Succeeded | TaskState::Canceled)
     }
 
+    /// The state's slot in per-state arrays (stored in the snapshot): its stable code.
     pub(super) fn index(self) -> usize {
-        self as usize
+        usize::from(self.code())
     }
 }
 
