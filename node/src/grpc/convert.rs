@@ -57,8 +57,8 @@ pub fn task_spec(spec: &TaskSpec, summary: bool) -> pb::TaskSpec {
         backoff: Some(pb::Backoff {
             initial_ms: spec.backoff.initial_ms,
             maximum_ms: spec.backoff.maximum_ms,
-            multiplier: spec.backoff.multiplier,
-            jitter: spec.backoff.jitter,
+            multiplier: f64::from(spec.backoff.multiplier_permille) / 1000.0,
+            jitter: f64::from(spec.backoff.jitter_permille) / 1000.0,
         }),
         lease_ms: spec.lease_ms,
         deadline_unix_ms: spec.deadline_ms,

@@ -28,11 +28,11 @@ use super::status::to_status;
 use crate::error::Error;
 use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
 use crate::node::Node;
-use crate::state_machine::locks::{LockEventKind, LockKind};
 use crate::state_machine::coordination::{
     CoordEvent, CoordEventKind, Coordination, DecisionEventKind, DecisionStatus, SessionId,
     TaskEventKind, TaskFilter, TaskId, TaskState,
 };
+use crate::state_machine::locks::{LockEventKind, LockKind};
 
 /// Most events one stream takes from the ring per read of the state, so a stream far behind
 /// does not hold the state's read lock (and so apply) for long.

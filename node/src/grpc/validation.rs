@@ -85,7 +85,9 @@ pub fn fence(fence: Option<&pb::Fence>) -> Result<Option<crate::state_machine::F
     };
     name("fence.name", &fence.name)?;
     if fence.token == 0 {
-        return Err(invalid("fence.token: must be the non-zero token of the grant"));
+        return Err(invalid(
+            "fence.token: must be the non-zero token of the grant",
+        ));
     }
     let kind = match pb::FenceKind::try_from(fence.kind) {
         Ok(pb::FenceKind::Lock) => LockKind::Lock,
@@ -285,9 +287,15 @@ fn backoff(field: &str, backoff: Option<&pb::Backoff>) -> Result<Backoff, Status
     Ok(Backoff {
         initial_ms,
         maximum_ms,
-        multiplier,
-        jitter: given.jitter,
+        multiplier_permille: permille(multiplier),
+        jitter_permille: permille(given.jitter),
     })
+}
+
+/// A double already checked to lie in 0.0 ..= MAX_BACKOFF_MULTIPLIER, in whole thousandths
+/// (rounded to the nearest, halves away from zero): the state machine holds no floating point.
+fn permille(value: f64) -> u32 {
+    (value * 1000.0).round() as u32
 }
 
 pub fn agent_spec(req: &pb::RegisterRequest) -> Result<AgentSpec, Status> {
@@ -579,8 +587,9 @@ mod tests {
         assert_eq!(spec.lease_ms, DEFAULT_LEASE_MS);
         assert_eq!(spec.backoff.initial_ms, DEFAULT_BACKOFF_INITIAL_MS);
         assert_eq!(spec.backoff.maximum_ms, DEFAULT_BACKOFF_MAXIMUM_MS);
-        assert_eq!(spec.backoff.multiplier, DEFAULT_BACKOFF_MULTIPLIER);
-        assert_eq!(spec.backoff.jitter, 0.0);
+        assert_eq!(spec.backoff.multiplier_permille, 2_000);
+        assert_eq!(DEFAULT_BACKOFF_MULTIPLIER, 2.0);
+        assert_eq!(spec.backoff.jitter_permille, 0);
     }
 
     #[test]
@@ -630,6 +639,134 @@ mod tests {
         decision.electorate = None;
         assert!(
             message_of(decision_spec(Some(&decision), 1_000)).starts_with("decision.electorate")
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_become_whole_thousandths() {
+        let of = |multiplier: f64, jitter: f64| {
+            let given = pb::Backoff {
+                multiplier,
+                jitter,
+                ..Default::default()
+            };
+            let backoff = super::backoff("b", Some(&given)).expect("valid");
+            (backoff.multiplier_permille, backoff.jitter_permille)
+        };
+        assert_eq!(of(0.0, 0.0), (2_000, 0));
+        assert_eq!(of(1.0, 1.0), (1_000, 1_000));
+        assert_eq!(of(1.1, 0.1), (1_100, 100));
+        assert_eq!(of(10.0, 0.5), (10_000, 500));
+        assert_eq!(of(1.0004, 0.0006), (1_000, 1));
+        assert_eq!(of(1.0006, 0.1234), (1_001, 123));
+        assert_eq!(of(9.9996, 0.9996), (10_000, 1_000));
+    }
+
+    /// The retry delay exactly as apply computed it in f64 before the state held integers only:
+    /// the delay and the f64 value it truncated.
+    fn f64_delay_ms(
+        initial_ms: u64,
+        maximum_ms: u64,
+        multiplier: f64,
+        jitter: f64,
+        task_id: u64,
+        attempt: u32,
+    ) -> (u64, f64) {
+        let exponent = attempt.saturating_sub(1).min(1024) as i32;
+        let multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
+            multiplier
+        } else {
+            1.0
+        };
+        let raw = initial_ms as f64 * multiplier.powi(exponent);
+        let capped = if raw.is_finite() {
+            raw.min(maximum_ms as f64)
+        } else {
+            maximum_ms as f64
+        };
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let fraction = crate::state_machine::coordination::tasks::jitter_fraction(task_id, attempt)
+            as f64
+            / (1u64 << 53) as f64;
+        let reduced = capped * (1.0 - jitter * fraction);
+        (reduced.max(0.0) as u64, reduced)
+    }
+
+    /// Every multiplier the wire allows once taken to thousandths (1.000 ..= 10.000), each with
+    /// no jitter and with one of the 1001 jitters, for a spread of initial and maximum delays and
+    /// attempts: the integer delay equals the old f64 one, except where the exact delay is a whole
+    /// millisecond that f64 rounding missed from below (the f64 value lies within 1e-9 under
+    /// it): there the integer delay is that whole millisecond, 1 more than the f64 one.
+    #[test]
+    fn integer_backoff_matches_the_old_f64_backoff() {
+        let delays = [
+            (1, 1),
+            (1, 3_600_000),
+            (7, 60_000),
+            (100, 60_000),
+            (999, 3_600_000),
+            (1_000, 60_000),
+            (5_000, 3_600_000),
+            (60_000, 3_600_000),
+        ];
+        let (mut compared, mut off_by_rounding) = (0u64, 0u64);
+        for multiplier in 1_000..=10_000u32 {
+            let wire = multiplier as f64 / 1000.0;
+            for jitter in [0, (multiplier * 7) % 1001] {
+                let wire_jitter = jitter as f64 / 1000.0;
+                let given = pb::Backoff {
+                    initial_ms: 1_000,
+                    maximum_ms: 1_000,
+                    multiplier: wire,
+                    jitter: wire_jitter,
+                };
+                let converted = super::backoff("b", Some(&given)).expect("valid");
+                assert_eq!(
+                    (converted.multiplier_permille, converted.jitter_permille),
+                    (multiplier, jitter)
+                );
+                for (initial_ms, maximum_ms) in delays {
+                    let backoff = Backoff {
+                        initial_ms,
+                        maximum_ms,
+                        ..converted.clone()
+                    };
+                    for attempt in 1..=24 {
+                        let task_id = u64::from(multiplier * 31 + attempt);
+                        let new = backoff.delay_ms(task_id, attempt);
+                        let (old, exact_f64) = f64_delay_ms(
+                            initial_ms,
+                            maximum_ms,
+                            wire,
+                            wire_jitter,
+                            task_id,
+                            attempt,
+                        );
+                        compared += 1;
+                        if new == old {
+                            continue;
+                        }
+                        assert!(
+                            jitter == 0
+                                && new == old + 1
+                                && (new as f64 - exact_f64) <= 1e-9 * exact_f64.max(1.0),
+                            "{backoff:?} attempt {attempt} task {task_id}: integer {new} ms, \
+                             f64 {old} ms ({exact_f64})"
+                        );
+                        off_by_rounding += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 3_000_000, "{compared}");
+        // 1408 of 3456384 when written: whole milliseconds f64 missed, all without jitter.
+        assert!(
+            off_by_rounding > 0 && off_by_rounding * 1_000 < compared,
+            "{off_by_rounding} of {compared}"
         );
     }
 

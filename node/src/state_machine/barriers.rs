@@ -45,9 +45,15 @@ pub enum BarrierCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BarrierResponse {
     /// `counted`: false when the barrier had already closed.
-    Entered { counted: bool },
-    Mismatch { reason: String },
-    QuotaExceeded { reason: String },
+    Entered {
+        counted: bool,
+    },
+    Mismatch {
+        reason: String,
+    },
+    QuotaExceeded {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,9 +160,7 @@ impl Barriers {
         if barrier.arrived.iter().any(|(p, _)| p == participant) {
             return BarrierResponse::Entered { counted: true };
         }
-        barrier
-            .arrived
-            .push((participant.to_string(), ctx.now_ms));
+        barrier.arrived.push((participant.to_string(), ctx.now_ms));
         ctx.event(barrier_event(BarrierEventKind::Entered, name));
         if barrier.arrived.len() as u32 >= barrier.quorum {
             self.close(ctx, name, BarrierStatus::Released);
@@ -228,6 +232,47 @@ fn barrier_event(kind: BarrierEventKind, name: &str) -> CoordEventKind {
         kind,
         name: name.to_string(),
     })
+}
+
+// ---- The encoding contract (`format.rs`): each variant's tag. New variants are appended with the
+// next code; any other change bumps LOG_FORMAT (the command) or SNAPSHOT_FORMAT (the rest). ----
+
+impl BarrierCommand {
+    pub const fn code(&self) -> u16 {
+        match self {
+            BarrierCommand::Enter { .. } => 0,
+        }
+    }
+}
+
+impl BarrierResponse {
+    pub const fn code(&self) -> u16 {
+        match self {
+            BarrierResponse::Entered { .. } => 0,
+            BarrierResponse::Mismatch { .. } => 1,
+            BarrierResponse::QuotaExceeded { .. } => 2,
+        }
+    }
+}
+
+impl BarrierStatus {
+    pub const fn code(&self) -> u16 {
+        match self {
+            BarrierStatus::Waiting => 0,
+            BarrierStatus::Released => 1,
+            BarrierStatus::TimedOut => 2,
+        }
+    }
+}
+
+impl BarrierEventKind {
+    pub const fn code(&self) -> u16 {
+        match self {
+            BarrierEventKind::Entered => 0,
+            BarrierEventKind::Released => 1,
+            BarrierEventKind::TimedOut => 2,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -137,14 +137,24 @@ pub enum LockResponse {
     /// A try-once request found the lock taken; nothing was queued.
     Busy,
     Released,
-    KeptAlive { expires_at_ms: u64 },
+    KeptAlive {
+        expires_at_ms: u64,
+    },
     Proclaimed,
     /// The token does not hold (or wait for) the lock: nothing changed.
-    LockLost { reason: String },
+    LockLost {
+        reason: String,
+    },
     /// The request disagrees with the lock as it exists (another semaphore limit).
-    Mismatch { reason: String },
-    SessionNotLive { session_id: SessionId },
-    QuotaExceeded { reason: String },
+    Mismatch {
+        reason: String,
+    },
+    SessionNotLive {
+        session_id: SessionId,
+    },
+    QuotaExceeded {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +183,7 @@ pub struct LockEvent {
 
 /// What a timer does when it fires; the order breaks ties.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum Timer {
+pub(crate) enum Timer {
     DelayOver,
     HoldExpiry,
     WaitExpiry,
@@ -212,15 +222,11 @@ impl Locks {
                 *lock_delay_ms,
                 value,
             ),
-            LockCommand::Release { kind, name, token } => {
-                self.release(ctx, (*kind, name), *token)
-            }
+            LockCommand::Release { kind, name, token } => self.release(ctx, (*kind, name), *token),
             LockCommand::KeepAlive { kind, name, token } => {
                 self.keep_alive(ctx, (*kind, name), *token)
             }
-            LockCommand::Proclaim { name, token, value } => {
-                self.proclaim(ctx, name, *token, value)
-            }
+            LockCommand::Proclaim { name, token, value } => self.proclaim(ctx, name, *token, value),
         }
     }
 
@@ -538,7 +544,8 @@ impl Locks {
             Timer::HoldExpiry => self.lose(ctx, &key, token, "its TTL passed without a keep-alive"),
             Timer::WaitExpiry => {
                 if let Some((grant, _)) = self.remove_grant(&key, token) {
-                    let event = lock_event(LockEventKind::WaitEnded, &key, &grant, "wait ended".into());
+                    let event =
+                        lock_event(LockEventKind::WaitEnded, &key, &grant, "wait ended".into());
                     ctx.event(event);
                     self.advance(ctx, &key);
                     self.forget_if_idle(ctx, &key);
@@ -589,7 +596,10 @@ impl Primitive for Locks {
             let new = old.max(ctx.now_ms.saturating_add(ttl_ms));
             if new != old {
                 let lock = self.locks.get_mut(&key).expect("listed above");
-                lock.holders.get_mut(&token).expect("listed above").expires_at_ms = new;
+                lock.holders
+                    .get_mut(&token)
+                    .expect("listed above")
+                    .expires_at_ms = new;
                 self.retime(&key, token, old, new);
             }
         }
@@ -669,6 +679,70 @@ fn lock_event(
         session_id: grant.holder.session_id,
         reason,
     })
+}
+
+// ---- The encoding contract (`format.rs`): each variant's tag. New variants are appended with the
+// next code; any other change bumps LOG_FORMAT (commands, kinds) or SNAPSHOT_FORMAT (the rest). ----
+
+impl LockKind {
+    pub const fn code(&self) -> u16 {
+        match self {
+            LockKind::Lock => 0,
+            LockKind::Semaphore => 1,
+            LockKind::Election => 2,
+        }
+    }
+}
+
+impl LockCommand {
+    pub const fn code(&self) -> u16 {
+        match self {
+            LockCommand::Acquire { .. } => 0,
+            LockCommand::Release { .. } => 1,
+            LockCommand::KeepAlive { .. } => 2,
+            LockCommand::Proclaim { .. } => 3,
+        }
+    }
+}
+
+impl LockResponse {
+    pub const fn code(&self) -> u16 {
+        match self {
+            LockResponse::Acquired { .. } => 0,
+            LockResponse::Busy => 1,
+            LockResponse::Released => 2,
+            LockResponse::KeptAlive { .. } => 3,
+            LockResponse::Proclaimed => 4,
+            LockResponse::LockLost { .. } => 5,
+            LockResponse::Mismatch { .. } => 6,
+            LockResponse::SessionNotLive { .. } => 7,
+            LockResponse::QuotaExceeded { .. } => 8,
+        }
+    }
+}
+
+impl LockEventKind {
+    pub const fn code(&self) -> u16 {
+        match self {
+            LockEventKind::Granted => 0,
+            LockEventKind::Released => 1,
+            LockEventKind::Lost => 2,
+            LockEventKind::Queued => 3,
+            LockEventKind::WaitEnded => 4,
+            LockEventKind::Proclaimed => 5,
+            LockEventKind::DelayEnded => 6,
+        }
+    }
+}
+
+impl Timer {
+    pub(crate) const fn code(&self) -> u16 {
+        match self {
+            Timer::DelayOver => 0,
+            Timer::HoldExpiry => 1,
+            Timer::WaitExpiry => 2,
+        }
+    }
 }
 
 #[cfg(test)]

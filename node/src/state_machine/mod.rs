@@ -7,6 +7,7 @@
 pub mod barriers;
 pub mod command;
 pub mod coordination;
+pub mod format;
 pub mod history;
 pub mod kv;
 pub mod locks;
@@ -17,11 +18,11 @@ use serde::{Deserialize, Serialize};
 
 pub use barriers::{BarrierCommand, BarrierResponse, Barriers};
 pub use command::{Command, Compare, Fence, Request, RequestId, Response, TxnOp};
-pub use locks::{LockCommand, LockKind, LockResponse, Locks};
-use primitive::{Ctx, Effect, Primitive};
 pub use coordination::{CoordCommand, CoordResponse, Coordination};
 pub use history::{Change, Event, EventKind, History};
 pub use kv::{KeyValue, KvStore};
+pub use locks::{LockCommand, LockKind, LockResponse, Locks};
+use primitive::{Ctx, Effect, Primitive};
 use sessions::{Lookup, Sessions};
 
 use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
@@ -493,5 +494,7 @@ fn delete_event(key: &[u8], revision: u64) -> Event {
     }
 }
 
+#[cfg(test)]
+mod golden_tests;
 #[cfg(test)]
 mod tests;

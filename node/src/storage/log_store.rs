@@ -11,10 +11,13 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
-use super::{cf, to_io, StorageStats, CF_LOGS, CF_META};
+use super::{cf, to_io, StorageStats, CF_LOGS, CF_META, CF_SNAPSHOT};
 use crate::raft::{decode, encode, Entry, LogId, TypeConfig, Vote};
+use crate::state_machine::format::LOG_FORMAT;
 
 const KEY_VOTE: &[u8] = b"vote";
+/// The data directory's LOG_FORMAT, 4 bytes big-endian (not through the codec it describes).
+const KEY_LOG_FORMAT: &[u8] = b"log_format";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
@@ -79,6 +82,55 @@ impl LogStore {
             .put_cf_opt(cf(&self.db, CF_META), key, encode(value), &options)
             .map_err(to_io)
     }
+}
+
+/// Marks a new data directory with LOG_FORMAT, or checks the mark of an existing one: a node
+/// refuses, by name, a log laid out by another build instead of decoding it as its own. A data
+/// directory with contents but no mark was written before there was one.
+pub(super) fn check_log_format(db: &DB) -> io::Result<()> {
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{why}; this conclave-node reads log format {LOG_FORMAT} only (start it on an \
+                 empty data directory, or run the version that wrote this one)"
+            ),
+        )
+    };
+    let meta = cf(db, CF_META);
+    if let Some(mark) = db.get_cf(meta, KEY_LOG_FORMAT).map_err(to_io)? {
+        let format = <[u8; 4]>::try_from(mark.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| {
+                refuse(format!(
+                    "the log format mark is {} bytes, not 4",
+                    mark.len()
+                ))
+            })?;
+        if format != LOG_FORMAT {
+            return Err(refuse(format!(
+                "the data directory holds a Raft log in format {format}"
+            )));
+        }
+        return Ok(());
+    }
+    for family in [CF_LOGS, CF_META, CF_SNAPSHOT] {
+        if db
+            .iterator_cf(cf(db, family), IteratorMode::Start)
+            .next()
+            .is_some()
+        {
+            return Err(refuse(
+                "the data directory holds a Raft log without a log format mark: an older \
+                 conclave-node wrote it"
+                    .to_string(),
+            ));
+        }
+    }
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.put_cf_opt(meta, KEY_LOG_FORMAT, LOG_FORMAT.to_be_bytes(), &options)
+        .map_err(to_io)
 }
 
 /// Completes queued append callbacks in batches: every callback waiting when an fsync starts is

@@ -3,7 +3,8 @@
 //!
 //! Column families:
 //! - `logs`: log index (8 bytes, big-endian, so byte order is index order) -> encoded entry.
-//! - `meta`: `vote`, `committed`, `last_purged` -> encoded values.
+//! - `meta`: `vote`, `committed`, `last_purged` -> encoded values; `log_format` -> LOG_FORMAT
+//!   (4 bytes, big-endian), written when the data directory is created and checked at open.
 //! - `snapshot`: `meta`, `data` -> the latest snapshot, written together in one synced batch.
 
 mod log_store;
@@ -25,6 +26,7 @@ const CF_META: &str = "meta";
 const CF_SNAPSHOT: &str = "snapshot";
 
 /// Opens (or creates) the node's database and returns its log store and state machine store.
+/// A data directory of another log format (`state_machine::format::LOG_FORMAT`) is refused.
 /// The state machine starts from the latest persisted snapshot; openraft re-applies the committed
 /// log after it.
 /// With `sync_appends` false (test-only), appends are acknowledged without an fsync.
@@ -33,6 +35,16 @@ pub fn open(
     retention: Retention,
     sync_appends: bool,
 ) -> io::Result<(LogStore, StateMachineStore)> {
+    let db = open_db(dir)?;
+    log_store::check_log_format(&db)?;
+    let db = Arc::new(db);
+    let stats = Arc::new(StorageStats::default());
+    let log_store = LogStore::new(db.clone(), sync_appends, stats.clone());
+    let state_machine = StateMachineStore::open(db, retention, stats)?;
+    Ok((log_store, state_machine))
+}
+
+fn open_db(dir: &Path) -> io::Result<DB> {
     std::fs::create_dir_all(dir)?;
     let mut options = Options::default();
     options.create_if_missing(true);
@@ -42,12 +54,7 @@ pub fn open(
     let families = [CF_LOGS, CF_META, CF_SNAPSHOT]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = DB::open_cf_descriptors(&options, dir, families).map_err(to_io)?;
-    let db = Arc::new(db);
-    let stats = Arc::new(StorageStats::default());
-    let log_store = LogStore::new(db.clone(), sync_appends, stats.clone());
-    let state_machine = StateMachineStore::open(db, retention, stats)?;
-    Ok((log_store, state_machine))
+    DB::open_cf_descriptors(&options, dir, families).map_err(to_io)
 }
 
 /// The sizes the snapshot policy weighs (`raft::snapshots`): how much log this node has written,

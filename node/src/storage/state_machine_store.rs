@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::{cf, to_io, StorageStats, CF_SNAPSHOT};
 use crate::raft::{decode, encode, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::state_machine::format::SNAPSHOT_FORMAT;
 use crate::state_machine::{Command, CoordCommand, Retention, StateMachine};
 
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
@@ -130,12 +131,11 @@ fn changes_coordination(command: &Command) -> bool {
     }
 }
 
-/// Snapshot data starts with this tag and a format version, so that a node never decodes a
-/// snapshot laid out by another version (an older node's on disk, a newer peer's on the wire) as
-/// its own: it fails with a message that says so instead.
+/// Snapshot data starts with this tag and a format version (SNAPSHOT_FORMAT, in
+/// `state_machine/format.rs`), so that a node never decodes a snapshot laid out by another
+/// version (an older node's on disk, a newer peer's on the wire) as its own: it fails with a
+/// message that says so instead.
 const SNAPSHOT_TAG: &[u8; 8] = b"CNCLSNAP";
-/// The layout of the encoded `StateMachine`. Bump it with every change to what it serializes.
-const SNAPSHOT_FORMAT: u32 = 2;
 
 fn encode_machine(machine: &StateMachine) -> Vec<u8> {
     let body = encode(machine);

@@ -111,3 +111,65 @@ async fn log_vote_and_snapshot_survive_reopen() {
     assert_eq!(state.machine.revision(), 3);
     assert!(state.machine.get(b"k3").is_some() && state.machine.get(b"k4").is_none());
 }
+
+#[tokio::test]
+async fn a_data_directory_of_another_log_format_is_refused_by_name() {
+    use crate::state_machine::format::LOG_FORMAT;
+
+    let dir = TempDir::new().expect("temp dir");
+    {
+        let (mut log_store, _) = open(dir.path(), RETENTION, true).expect("a new data directory");
+        append_durably(&mut log_store, vec![put_entry(1, 1, "k")]).await;
+    }
+    let mark = |db: &DB| {
+        db.get_cf(cf(db, CF_META), b"log_format")
+            .expect("read the mark")
+    };
+    {
+        let db = open_db(dir.path()).expect("raw open");
+        assert_eq!(
+            mark(&db),
+            Some(LOG_FORMAT.to_be_bytes().to_vec()),
+            "a new data directory is marked with LOG_FORMAT"
+        );
+    }
+    drop(open(dir.path(), RETENTION, true).expect("its own format opens again"));
+
+    let other = LOG_FORMAT + 1;
+    {
+        let db = open_db(dir.path()).expect("raw open");
+        db.put_cf(cf(&db, CF_META), b"log_format", other.to_be_bytes())
+            .expect("write another format");
+    }
+    let error = open(dir.path(), RETENTION, true)
+        .err()
+        .expect("another log format is refused");
+    let message = error.to_string();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    assert!(
+        message.contains(&format!("format {other}"))
+            && message.contains(&format!("log format {LOG_FORMAT} only"))
+            && message.contains("empty data directory"),
+        "{message}"
+    );
+
+    tracing::info!("an older build's data directory: a log, no mark");
+    {
+        let db = open_db(dir.path()).expect("raw open");
+        db.delete_cf(cf(&db, CF_META), b"log_format")
+            .expect("delete the mark");
+    }
+    let message = open(dir.path(), RETENTION, true)
+        .err()
+        .expect("an unmarked log is refused")
+        .to_string();
+    assert!(
+        message.contains("without a log format mark: an older conclave-node wrote it")
+            && message.contains(&format!("log format {LOG_FORMAT} only")),
+        "{message}"
+    );
+    {
+        let db = open_db(dir.path()).expect("raw open");
+        assert_eq!(mark(&db), None, "a refused data directory is not marked");
+    }
+}

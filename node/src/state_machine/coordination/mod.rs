@@ -297,8 +297,9 @@ pub struct CoordStats {
 }
 
 /// What a timer does when it fires. The order breaks ties between timers due at the same time.
+/// Stored in the snapshot: codes in `state_machine/format.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum TimerKind {
+pub(crate) enum TimerKind {
     TaskDeadline,
     LeaseExpiry,
     SessionExpiry,
@@ -957,6 +958,69 @@ impl Coordination {
     fn decision_event(&mut self, now_ms: u64, decision_id: DecisionId, kind: DecisionEventKind) {
         self.events
             .push(now_ms, CoordEventKind::Decision { decision_id, kind });
+    }
+
+    /// Every field encoded on its own, named, in declaration order: the snapshot's sections,
+    /// which the golden tests pin one by one. Destructured, so a new field cannot be left out.
+    #[cfg(test)]
+    pub(crate) fn encoded_sections(&self) -> Vec<(&'static str, Vec<u8>)> {
+        use crate::raft::encode;
+        let Coordination {
+            last_task_id,
+            last_session_id,
+            last_decision_id,
+            last_token,
+            tasks,
+            state_counts,
+            by_queue_state,
+            ready,
+            timers,
+            finished,
+            dead_letters,
+            dead_by_queue,
+            idempotency,
+            idempotency_by_time,
+            gates,
+            tasks_digest,
+            agents,
+            sessions,
+            gone_agents,
+            decisions,
+            open_decisions,
+            closed_decisions,
+            now_ms,
+            retention,
+            last_assigned_queue,
+            events,
+        } = self;
+        vec![
+            ("last_task_id", encode(last_task_id)),
+            ("last_session_id", encode(last_session_id)),
+            ("last_decision_id", encode(last_decision_id)),
+            ("last_token", encode(last_token)),
+            ("tasks", encode(tasks)),
+            ("state_counts", encode(state_counts)),
+            ("by_queue_state", encode(by_queue_state)),
+            ("ready", encode(ready)),
+            ("timers", encode(timers)),
+            ("finished", encode(finished)),
+            ("dead_letters", encode(dead_letters)),
+            ("dead_by_queue", encode(dead_by_queue)),
+            ("idempotency", encode(idempotency)),
+            ("idempotency_by_time", encode(idempotency_by_time)),
+            ("gates", encode(gates)),
+            ("tasks_digest", encode(tasks_digest)),
+            ("agents", encode(agents)),
+            ("sessions", encode(sessions)),
+            ("gone_agents", encode(gone_agents)),
+            ("decisions", encode(decisions)),
+            ("open_decisions", encode(open_decisions)),
+            ("closed_decisions", encode(closed_decisions)),
+            ("now_ms", encode(now_ms)),
+            ("retention", encode(retention)),
+            ("last_assigned_queue", encode(last_assigned_queue)),
+            ("events", encode(events)),
+        ]
     }
 
     /// Recomputes the task digest from scratch (tests compare it with the running one).

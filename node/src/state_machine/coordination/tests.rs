@@ -194,8 +194,8 @@ fn task_spec(queue: &str) -> TaskSpec {
         backoff: Backoff {
             initial_ms: 1_000,
             maximum_ms: 60_000,
-            multiplier: 2.0,
-            jitter: 0.0,
+            multiplier_permille: 2_000,
+            jitter_permille: 0,
         },
         lease_ms: 30_000,
         deadline_ms: 0,
@@ -911,35 +911,50 @@ fn complete_stores_the_result_and_closes_the_attempt() {
 
 #[test]
 fn backoff_is_exponential_capped_and_deterministically_jittered() {
-    let backoff = |initial_ms, maximum_ms, multiplier, jitter| Backoff {
+    let backoff = |initial_ms, maximum_ms, multiplier_permille, jitter_permille| Backoff {
         initial_ms,
         maximum_ms,
-        multiplier,
-        jitter,
+        multiplier_permille,
+        jitter_permille,
     };
     // (backoff, attempt, expected delay) without jitter.
     let cases = [
-        (backoff(1_000, 60_000, 2.0, 0.0), 1, 1_000),
-        (backoff(1_000, 60_000, 2.0, 0.0), 2, 2_000),
-        (backoff(1_000, 60_000, 2.0, 0.0), 3, 4_000),
-        (backoff(1_000, 60_000, 2.0, 0.0), 7, 60_000),
-        (backoff(1_000, 60_000, 2.0, 0.0), 100, 60_000),
-        (backoff(1_000, 60_000, 2.0, 0.0), u32::MAX, 60_000),
-        (backoff(500, 10_000, 1.0, 0.0), 9, 500),
-        (backoff(0, 10_000, 3.0, 0.0), 4, 0),
-        (backoff(1_000, 5_000, 10.0, 0.0), 2, 5_000),
-        // Nonsense is not a panic.
-        (backoff(1_000, 5_000, f64::NAN, f64::NAN), 3, 1_000),
+        (backoff(1_000, 60_000, 2_000, 0), 1, 1_000),
+        (backoff(1_000, 60_000, 2_000, 0), 2, 2_000),
+        (backoff(1_000, 60_000, 2_000, 0), 3, 4_000),
+        (backoff(1_000, 60_000, 2_000, 0), 7, 60_000),
+        (backoff(1_000, 60_000, 2_000, 0), 100, 60_000),
+        (backoff(1_000, 60_000, 2_000, 0), u32::MAX, 60_000),
+        (backoff(500, 10_000, 1_000, 0), 9, 500),
+        (backoff(0, 10_000, 3_000, 0), 4, 0),
+        (backoff(1_000, 5_000, 10_000, 0), 2, 5_000),
+        // Thousandths grow exactly: 1000 * 1.5^3, 5000 * 1.501 (7504.999... in f64).
+        (backoff(1_000, 60_000, 1_500, 0), 4, 3_375),
+        (backoff(5_000, 60_000, 1_501, 0), 2, 7_505),
+        // Rounded down: 7 * 1.1^2 = 8.47.
+        (backoff(7, 60_000, 1_100, 0), 3, 8),
+        // A maximum below the initial delay caps it.
+        (backoff(2_000, 1_000, 2_000, 0), 1, 1_000),
+        // Nonsense is not a panic: below 1.0 grows like 1.0, jitter above 1.0 is 1.0.
+        (backoff(1_000, 5_000, 0, 0), 3, 1_000),
+        (backoff(u64::MAX, u64::MAX, u32::MAX, 0), u32::MAX, u64::MAX),
+        (backoff(u64::MAX / 3, u64::MAX, u32::MAX, 0), 2, u64::MAX),
+        (backoff(1, u64::MAX, u32::MAX, 0), 1024, u64::MAX),
     ];
     for (b, attempt, expected) in cases {
         assert_eq!(b.delay_ms(7, attempt), expected, "{b:?} attempt {attempt}");
     }
-    let jittered = backoff(10_000, 60_000, 2.0, 0.5);
+    assert!(backoff(1_000, 5_000, 2_000, u32::MAX).delay_ms(7, 1) <= 1_000);
+    let jittered = backoff(10_000, 60_000, 2_000, 500);
     let mut seen = BTreeSet::new();
     for task_id in 1..50 {
         let delay = jittered.delay_ms(task_id, 1);
         assert_eq!(delay, jittered.delay_ms(task_id, 1), "deterministic");
         assert!((5_000..=10_000).contains(&delay), "within jitter: {delay}");
+        // Exactly floor(10000 * (1 - 0.5 * X / 2^53)) = 10000 - ceil(5000 * X / 2^53).
+        let fraction = u128::from(super::tasks::jitter_fraction(task_id, 1));
+        let cut = (5_000 * fraction).div_ceil(1 << 53) as u64;
+        assert_eq!(delay, 10_000 - cut, "task {task_id}");
         seen.insert(delay);
     }
     assert!(
@@ -947,9 +962,12 @@ fn backoff_is_exponential_capped_and_deterministically_jittered() {
         "jitter spreads retries: {} distinct",
         seen.len()
     );
+    // Full jitter can take the whole delay away, never more.
+    let full = backoff(1_000, 1_000, 1_000, 1_000);
+    assert!((0..2_000).all(|task_id| full.delay_ms(task_id, 1) <= 1_000));
     for task_id in 0..1000 {
         let frac = super::tasks::jitter_fraction(task_id, 3);
-        assert!((0.0..1.0).contains(&frac));
+        assert!(frac < 1 << 53);
     }
 }
 
@@ -2548,8 +2566,8 @@ fn impossible_values_are_invalid_not_panics() {
         backoff: Backoff {
             initial_ms: u64::MAX,
             maximum_ms: u64::MAX,
-            multiplier: 10.0,
-            jitter: 1.0,
+            multiplier_permille: 10_000,
+            jitter_permille: 1_000,
         },
         ..task_spec("q")
     });

@@ -1,0 +1,1596 @@
+//! The log and snapshot encodings, pinned (see `format.rs`).
+//!
+//! - Tags: every variant of every stored enum is encoded with the tag its `code()` names.
+//! - Log: the exact bytes of a full `Request` for every command, and of openraft's envelope.
+//! - Snapshot: the exact bytes of each section (each field of `StateMachine` and of
+//!   `Coordination`, encoded on its own) of a small state built by applying commands.
+//!
+//! A failure means the encoding changed. If on purpose, bump LOG_FORMAT or SNAPSHOT_FORMAT and
+//! update the hex here: the failure shows the new bytes, and
+//! `CONCLAVE_PRINT_GOLDEN=1 cargo test -p conclave-node --lib golden -- --nocapture
+//! --test-threads=1` prints every case's current bytes ready to paste.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use super::barriers::{
+    BarrierCommand, BarrierEvent, BarrierEventKind, BarrierResponse, BarrierStatus,
+};
+use super::coordination::{
+    self, AgentSpec, AttemptOutcome, Backoff, Beat, BreakerState, CoordCommand, CoordEventKind,
+    CoordResponse, DeadLetterReason, DeadLetterSelector, DecisionEventKind, DecisionGate,
+    DecisionSpec, DecisionStatus, Electorate, Lease, Revoked, Rule, TaskEventKind, TaskSpec,
+    TaskState, TimerKind,
+};
+use super::locks::{Holder, LockCommand, LockEvent, LockEventKind, LockKind, LockResponse, Timer};
+use super::{
+    Command, Compare, EventKind, Fence, KeyValue, Request, RequestId, Response, StateMachine, TxnOp,
+};
+use crate::raft::{encode, Entry, LogId, NodeInfo, Vote};
+
+// ---- Checking and printing ----
+
+#[derive(Clone, Copy)]
+enum Layout {
+    Log,
+    Snapshot,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Log => "log",
+            Layout::Snapshot => "snapshot",
+        }
+    }
+
+    fn format(self) -> &'static str {
+        match self {
+            Layout::Log => "LOG_FORMAT",
+            Layout::Snapshot => "SNAPSHOT_FORMAT",
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex as a Rust string literal: 64 digits a line, joined by `\` line continuations.
+fn literal(hex: &str) -> String {
+    let lines: Vec<&str> = hex
+        .as_bytes()
+        .chunks(64)
+        .map(|chunk| std::str::from_utf8(chunk).expect("hex is ASCII"))
+        .collect();
+    format!("\"{}\"", lines.join("\\\n         "))
+}
+
+/// Compares `bytes` with the golden hex (whitespace in it ignored). With CONCLAVE_PRINT_GOLDEN
+/// set, prints the current bytes first.
+fn check(layout: Layout, name: &str, bytes: &[u8], golden: &str) {
+    let now = hex(bytes);
+    if std::env::var_os("CONCLAVE_PRINT_GOLDEN").is_some() {
+        println!("{name}: {}", literal(&now));
+    }
+    let golden: String = golden.split_whitespace().collect();
+    assert!(
+        now == golden,
+        "the {} encoding changed: if on purpose, bump {} and update the golden bytes.\n\
+         {name} is now:\n{}",
+        layout.name(),
+        layout.format(),
+        literal(&now)
+    );
+}
+
+/// Every sample is encoded with the tag its code names, and the codes are 0, 1, 2, ...: one
+/// sample per variant, in declaration order.
+fn assert_tags<T: Serialize + Debug>(samples: &[T], code: impl Fn(&T) -> u16) {
+    for (expected, sample) in samples.iter().enumerate() {
+        let bytes = encode(sample);
+        assert!(bytes[0] < 251, "a tag above one byte: {sample:?}");
+        assert_eq!(
+            u16::from(bytes[0]),
+            code(sample),
+            "{sample:?} is encoded with tag {} but its code is {}: a variant was inserted, \
+             removed or moved (append new variants, with the next code), or the code table in \
+             format.rs is wrong",
+            bytes[0],
+            code(sample)
+        );
+        assert_eq!(
+            usize::from(code(sample)),
+            expected,
+            "samples in declaration order, one per variant: {sample:?}"
+        );
+    }
+}
+
+// ---- Samples: every command, with representative non-default values ----
+
+const NOW_MS: u64 = 1_700_000_000_123;
+
+fn request(command: Command) -> Request {
+    Request {
+        now_ms: NOW_MS,
+        request_id: Some(RequestId {
+            client_id: 0x00c0_ffee_1234_5678,
+            serial: 300,
+            min_pending_serial: 299,
+        }),
+        fence: None,
+        command,
+    }
+}
+
+fn strings(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn put() -> Command {
+    Command::Put {
+        key: b"config/alpha".to_vec(),
+        value: b"\x00\x01value".to_vec(),
+        session_id: 7,
+    }
+}
+
+fn delete() -> Command {
+    Command::Delete {
+        key: b"config/beta".to_vec(),
+    }
+}
+
+fn compare_and_swap() -> Command {
+    Command::CompareAndSwap {
+        key: b"leader".to_vec(),
+        expected_mod_revision: 41,
+        value: Some(b"node-2".to_vec()),
+    }
+}
+
+fn txn() -> Command {
+    Command::Txn {
+        compares: vec![
+            Compare {
+                key: b"a".to_vec(),
+                mod_revision: 3,
+            },
+            Compare {
+                key: b"b".to_vec(),
+                mod_revision: 0,
+            },
+        ],
+        ops: vec![
+            TxnOp::Put {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+            },
+            TxnOp::Delete { key: b"c".to_vec() },
+        ],
+    }
+}
+
+fn agent_spec() -> AgentSpec {
+    AgentSpec {
+        name: "agent-7".into(),
+        capabilities: strings(&["gpu", "linux"]),
+        labels: pairs(&[("zone", "eu-1")]),
+        max_concurrent: 4,
+        version: "1.2.3".into(),
+        metadata: pairs(&[("pid", "4242")]),
+        ttl_ms: 15_000,
+        replace: true,
+        breaker_failures: 5,
+        breaker_cooldown_ms: 30_000,
+    }
+}
+
+fn task_spec() -> TaskSpec {
+    TaskSpec {
+        queue: "emails".into(),
+        payload: b"{\"to\":\"x\"}".to_vec(),
+        content_type: "application/json".into(),
+        capabilities: strings(&["smtp"]),
+        priority: -5,
+        max_attempts: 4,
+        backoff: Backoff {
+            initial_ms: 500,
+            maximum_ms: 90_000,
+            multiplier_permille: 1_500,
+            jitter_permille: 250,
+        },
+        lease_ms: 20_000,
+        deadline_ms: NOW_MS + 3_600_000,
+        not_before_ms: NOW_MS + 1_000,
+        idempotency_key: "mail-1".into(),
+        correlation_id: "corr-9".into(),
+        parent_id: 3,
+        labels: pairs(&[("tenant", "acme")]),
+        requires: Some(DecisionGate {
+            decision_id: 2,
+            option: "yes".into(),
+        }),
+    }
+}
+
+fn decision_spec() -> DecisionSpec {
+    DecisionSpec {
+        question: "ship it?".into(),
+        options: vec!["yes".into(), "no".into(), "veto".into()],
+        electorate: Electorate {
+            agents: vec!["agent-7".into(), "agent-8".into()],
+            capability: String::new(),
+        },
+        rule: Rule::AtLeast(2),
+        weights: [("agent-7".to_string(), 3)].into_iter().collect(),
+        veto_option: Some("veto".into()),
+        deadline_ms: NOW_MS + 60_000,
+        labels: pairs(&[("team", "infra")]),
+    }
+}
+
+fn tick_retention() -> coordination::Retention {
+    coordination::Retention {
+        finished_max: 1_000,
+        finished_age_ms: 86_400_000,
+        idempotency_ms: 3_600_000,
+        gone_agents_ms: 600_000,
+    }
+}
+
+/// One of each coordination command, in declaration order.
+fn coord_commands() -> Vec<CoordCommand> {
+    vec![
+        CoordCommand::RegisterAgent(agent_spec()),
+        CoordCommand::Heartbeats {
+            beats: vec![
+                Beat {
+                    session_id: 3,
+                    load: 2,
+                },
+                Beat {
+                    session_id: 900,
+                    load: 0,
+                },
+            ],
+        },
+        CoordCommand::CloseSession { session_id: 3 },
+        CoordCommand::SetDrained {
+            name: "agent-7".into(),
+            drained: true,
+        },
+        CoordCommand::Submit {
+            tasks: vec![task_spec()],
+        },
+        CoordCommand::Assign {
+            assignments: vec![(11, 3), (12, 900)],
+        },
+        CoordCommand::Complete {
+            task_id: 11,
+            token: 77,
+            result: b"sent".to_vec(),
+        },
+        CoordCommand::Fail {
+            task_id: 11,
+            token: 77,
+            error: "disk full".into(),
+            retryable: true,
+            retry_after_ms: 2_500,
+        },
+        CoordCommand::ExtendLease {
+            task_id: 11,
+            token: 77,
+            lease_ms: 60_000,
+        },
+        CoordCommand::Progress {
+            task_id: 11,
+            token: 77,
+            percent: 50,
+            message: "half".into(),
+            checkpoint: "offset=1024".into(),
+            extend_lease: true,
+        },
+        CoordCommand::Release {
+            task_id: 11,
+            token: 77,
+        },
+        CoordCommand::Cancel {
+            task_id: 11,
+            reason: "operator".into(),
+        },
+        CoordCommand::Redrive {
+            selector: DeadLetterSelector::Ids(vec![4, 5]),
+        },
+        CoordCommand::Purge {
+            selector: DeadLetterSelector::Queue("emails".into()),
+        },
+        CoordCommand::Propose(decision_spec()),
+        CoordCommand::Vote {
+            session_id: 3,
+            decision_id: 2,
+            choice: "yes".into(),
+            rationale: "tests pass".into(),
+        },
+        CoordCommand::Tick {
+            refresh: true,
+            retention: tick_retention(),
+        },
+    ]
+}
+
+/// One of each command, in declaration order (Coordination with its first command).
+fn commands() -> Vec<Command> {
+    vec![
+        put(),
+        delete(),
+        compare_and_swap(),
+        txn(),
+        Command::Coordination(coord_commands().swap_remove(0)),
+        Command::Locks(lock_commands().swap_remove(0)),
+        Command::Barriers(barrier_enter()),
+    ]
+}
+
+fn lease_holder() -> Holder {
+    Holder {
+        session_id: 0,
+        ttl_ms: 10_000,
+        owner: "cron-1".into(),
+    }
+}
+
+/// One of each lock command, in declaration order.
+fn lock_commands() -> Vec<LockCommand> {
+    vec![
+        LockCommand::Acquire {
+            kind: LockKind::Semaphore,
+            name: "gpus".into(),
+            holder: lease_holder(),
+            permits: 2,
+            limit: 8,
+            wait_ms: 30_000,
+            lock_delay_ms: 3_000,
+            value: b"v".to_vec(),
+        },
+        LockCommand::Release {
+            kind: LockKind::Lock,
+            name: "report".into(),
+            token: 42,
+        },
+        LockCommand::KeepAlive {
+            kind: LockKind::Lock,
+            name: "report".into(),
+            token: 42,
+        },
+        LockCommand::Proclaim {
+            name: "primary".into(),
+            token: 43,
+            value: b"node-2:7001".to_vec(),
+        },
+    ]
+}
+
+fn barrier_enter() -> BarrierCommand {
+    BarrierCommand::Enter {
+        name: "stage-1".into(),
+        participant: "worker-3".into(),
+        parties: 5,
+        quorum: 4,
+        timeout_ms: 60_000,
+    }
+}
+
+fn key_value() -> KeyValue {
+    KeyValue {
+        key: b"k".to_vec(),
+        value: Vec::new(),
+        create_revision: 2,
+        mod_revision: 5,
+        version: 3,
+        session_id: 0,
+    }
+}
+
+fn responses() -> Vec<Response> {
+    vec![
+        Response::Empty,
+        Response::Put {
+            revision: 5,
+            previous: Some(key_value()),
+        },
+        Response::Delete {
+            revision: 6,
+            previous: None,
+        },
+        Response::CompareAndSwap {
+            revision: 7,
+            succeeded: true,
+            current: Some(key_value()),
+        },
+        Response::Txn {
+            revision: 8,
+            succeeded: false,
+            failed_compares: vec![(1, 4)],
+        },
+        Response::QuotaExceeded {
+            revision: 8,
+            reason: "full".into(),
+        },
+        Response::RequestIdExpired { revision: 8 },
+        Response::SessionNotLive {
+            revision: 8,
+            session_id: 3,
+        },
+        Response::Coordination {
+            revision: 8,
+            response: CoordResponse::Ok,
+        },
+        Response::Locks {
+            revision: 8,
+            response: LockResponse::Released,
+        },
+        Response::Barriers {
+            revision: 8,
+            response: BarrierResponse::Entered { counted: true },
+        },
+        Response::FenceLost {
+            revision: 8,
+            reason: "lock lost".into(),
+        },
+    ]
+}
+
+fn lock_responses() -> Vec<LockResponse> {
+    vec![
+        LockResponse::Acquired {
+            token: 42,
+            granted: true,
+            expires_at_ms: NOW_MS,
+        },
+        LockResponse::Busy,
+        LockResponse::Released,
+        LockResponse::KeptAlive {
+            expires_at_ms: NOW_MS,
+        },
+        LockResponse::Proclaimed,
+        LockResponse::LockLost {
+            reason: "lock lost".into(),
+        },
+        LockResponse::Mismatch {
+            reason: "limit".into(),
+        },
+        LockResponse::SessionNotLive { session_id: 3 },
+        LockResponse::QuotaExceeded {
+            reason: "full".into(),
+        },
+    ]
+}
+
+fn coord_responses() -> Vec<CoordResponse> {
+    vec![
+        CoordResponse::Registered {
+            session_id: 3,
+            ttl_ms: 15_000,
+            expires_at_ms: NOW_MS,
+        },
+        CoordResponse::AgentExists {
+            name: "agent-7".into(),
+        },
+        CoordResponse::Ok,
+        CoordResponse::UnknownSession { session_id: 3 },
+        CoordResponse::UnknownAgent {
+            name: "agent-9".into(),
+        },
+        CoordResponse::UnknownTask { task_id: 11 },
+        CoordResponse::UnknownDecision { decision_id: 2 },
+        CoordResponse::Submitted {
+            results: vec![(11, false), (4, true)],
+        },
+        CoordResponse::Assigned {
+            tokens: vec![Some(77), None],
+        },
+        CoordResponse::Verb {
+            state: TaskState::Assigned,
+            lease_deadline_ms: NOW_MS,
+        },
+        CoordResponse::LeaseLost {
+            reason: "lease lost".into(),
+        },
+        CoordResponse::Canceled {
+            canceled: true,
+            previous: TaskState::Pending,
+        },
+        CoordResponse::DeadLetters { count: 2 },
+        CoordResponse::Closed { released: 1 },
+        CoordResponse::Proposed { decision_id: 2 },
+        CoordResponse::Voted { decision_id: 2 },
+        CoordResponse::VoteRefused {
+            reason: "closed".into(),
+        },
+        CoordResponse::Invalid {
+            reason: "queue".into(),
+        },
+        CoordResponse::QuotaExceeded {
+            reason: "full".into(),
+        },
+        CoordResponse::Ticked { fired: 3 },
+    ]
+}
+
+fn coord_event_kinds() -> Vec<CoordEventKind> {
+    vec![
+        CoordEventKind::Task {
+            task_id: 11,
+            queue: "emails".into(),
+            kind: TaskEventKind::Assigned,
+            state: TaskState::Assigned,
+            attempts: 1,
+            lease: Some(Lease {
+                session_id: 3,
+                agent: "agent-7".into(),
+                attempt: 1,
+                token: 77,
+                assigned_ms: NOW_MS,
+                deadline_ms: NOW_MS + 20_000,
+            }),
+            revoked: Some(Revoked {
+                session_id: 3,
+                token: 76,
+                canceled: false,
+                reason: "the lease expired".into(),
+            }),
+        },
+        CoordEventKind::Decision {
+            decision_id: 2,
+            kind: DecisionEventKind::Closed,
+        },
+        CoordEventKind::SessionClosed {
+            session_id: 3,
+            agent: "agent-7".into(),
+            reason: "session closed".into(),
+        },
+        CoordEventKind::Lock(LockEvent {
+            kind: LockEventKind::Lost,
+            lock: LockKind::Election,
+            name: "primary".into(),
+            token: 43,
+            session_id: 3,
+            reason: "its session ended".into(),
+        }),
+        CoordEventKind::Barrier(BarrierEvent {
+            kind: BarrierEventKind::Released,
+            name: "stage-1".into(),
+        }),
+    ]
+}
+
+// ---- Tags equal codes ----
+
+#[test]
+fn golden_tags_of_log_enums_are_their_codes() {
+    assert_tags(&commands(), Command::code);
+    assert_tags(&coord_commands(), CoordCommand::code);
+    assert_tags(
+        &[
+            TxnOp::Put {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+            },
+            TxnOp::Delete { key: b"a".to_vec() },
+        ],
+        TxnOp::code,
+    );
+    assert_tags(
+        &[
+            DeadLetterSelector::Ids(vec![1]),
+            DeadLetterSelector::Queue("q".into()),
+        ],
+        DeadLetterSelector::code,
+    );
+    assert_tags(
+        &[
+            Rule::Majority,
+            Rule::Unanimous,
+            Rule::AtLeast(2),
+            Rule::Weighted,
+        ],
+        Rule::code,
+    );
+    assert_tags(&lock_commands(), LockCommand::code);
+    assert_tags(
+        &[LockKind::Lock, LockKind::Semaphore, LockKind::Election],
+        LockKind::code,
+    );
+    assert_tags(&[barrier_enter()], BarrierCommand::code);
+}
+
+#[test]
+fn golden_tags_of_snapshot_enums_are_their_codes() {
+    assert_tags(&responses(), Response::code);
+    assert_tags(&coord_responses(), CoordResponse::code);
+    assert_tags(&coord_event_kinds(), CoordEventKind::code);
+    assert_tags(&lock_responses(), LockResponse::code);
+    assert_tags(
+        &[
+            LockEventKind::Granted,
+            LockEventKind::Released,
+            LockEventKind::Lost,
+            LockEventKind::Queued,
+            LockEventKind::WaitEnded,
+            LockEventKind::Proclaimed,
+            LockEventKind::DelayEnded,
+        ],
+        LockEventKind::code,
+    );
+    assert_tags(
+        &[Timer::DelayOver, Timer::HoldExpiry, Timer::WaitExpiry],
+        Timer::code,
+    );
+    assert_tags(
+        &[
+            BarrierResponse::Entered { counted: false },
+            BarrierResponse::Mismatch {
+                reason: "parties".into(),
+            },
+            BarrierResponse::QuotaExceeded {
+                reason: "full".into(),
+            },
+        ],
+        BarrierResponse::code,
+    );
+    assert_tags(
+        &[
+            BarrierStatus::Waiting,
+            BarrierStatus::Released,
+            BarrierStatus::TimedOut,
+        ],
+        BarrierStatus::code,
+    );
+    assert_tags(
+        &[
+            BarrierEventKind::Entered,
+            BarrierEventKind::Released,
+            BarrierEventKind::TimedOut,
+        ],
+        BarrierEventKind::code,
+    );
+    assert_tags(&[EventKind::Put, EventKind::Delete], EventKind::code);
+    assert_tags(&TaskState::ALL, TaskState::code);
+    assert_tags(
+        &[
+            AttemptOutcome::Running,
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed,
+            AttemptOutcome::LeaseExpired,
+            AttemptOutcome::SessionLost,
+            AttemptOutcome::Released,
+            AttemptOutcome::Canceled,
+            AttemptOutcome::DeadlineExceeded,
+        ],
+        AttemptOutcome::code,
+    );
+    assert_tags(
+        &[
+            DeadLetterReason::AttemptsExhausted,
+            DeadLetterReason::NotRetryable,
+            DeadLetterReason::DeadlineExceeded,
+        ],
+        DeadLetterReason::code,
+    );
+    assert_tags(
+        &[
+            TimerKind::TaskDeadline,
+            TimerKind::LeaseExpiry,
+            TimerKind::SessionExpiry,
+            TimerKind::TaskReady,
+            TimerKind::DecisionDeadline,
+            TimerKind::BreakerReopen,
+        ],
+        TimerKind::code,
+    );
+    assert_tags(
+        &[
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ],
+        BreakerState::code,
+    );
+    assert_tags(
+        &[
+            DecisionStatus::Open,
+            DecisionStatus::Decided,
+            DecisionStatus::Rejected,
+            DecisionStatus::NoQuorum,
+        ],
+        DecisionStatus::code,
+    );
+    assert_tags(
+        &[
+            TaskEventKind::Submitted,
+            TaskEventKind::Assigned,
+            TaskEventKind::Progress,
+            TaskEventKind::LeaseExtended,
+            TaskEventKind::Succeeded,
+            TaskEventKind::Failed,
+            TaskEventKind::RetryScheduled,
+            TaskEventKind::Requeued,
+            TaskEventKind::DeadLettered,
+            TaskEventKind::Canceled,
+            TaskEventKind::Redriven,
+            TaskEventKind::Unblocked,
+            TaskEventKind::Purged,
+            TaskEventKind::Expired,
+        ],
+        TaskEventKind::code,
+    );
+    assert_tags(
+        &[
+            DecisionEventKind::Proposed,
+            DecisionEventKind::Voted,
+            DecisionEventKind::Closed,
+        ],
+        DecisionEventKind::code,
+    );
+}
+
+/// The tag check can fail: a value whose tag is not its code is caught.
+#[test]
+#[should_panic(expected = "is encoded with tag 1 but its code is 0")]
+fn golden_tags_catch_a_moved_variant() {
+    assert_tags(&[TaskState::Delayed], |_| 0);
+}
+
+// ---- Log: one full Request per command ----
+
+fn check_request(command: Command, golden: &str) {
+    check(
+        Layout::Log,
+        command.name(),
+        &encode(&request(command)),
+        golden,
+    );
+}
+
+fn coord(index: usize) -> Command {
+    Command::Coordination(coord_commands().swap_remove(index))
+}
+
+mod log {
+    use super::*;
+
+    fn lock(index: usize) -> Command {
+        Command::Locks(lock_commands().swap_remove(index))
+    }
+
+    #[test]
+    fn golden_lock_acquire() {
+        check_request(
+            lock(0),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100050001046770\
+         757300fb10270663726f6e2d310208fb3075fbb80b0176",
+        );
+    }
+
+    #[test]
+    fn golden_lock_release() {
+        check_request(
+            lock(1),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100050100067265\
+         706f72742a",
+        );
+    }
+
+    #[test]
+    fn golden_lock_keep_alive() {
+        check_request(
+            lock(2),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100050200067265\
+         706f72742a",
+        );
+    }
+
+    #[test]
+    fn golden_lock_proclaim() {
+        check_request(
+            lock(3),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100050307707269\
+         6d6172792b0b6e6f64652d323a37303031",
+        );
+    }
+
+    #[test]
+    fn golden_barrier_enter() {
+        check_request(
+            Command::Barriers(barrier_enter()),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100060007737461\
+         67652d3108776f726b65722d330504fb60ea",
+        );
+    }
+
+    #[test]
+    fn golden_fenced_put() {
+        let fenced = Request {
+            fence: Some(Fence {
+                kind: LockKind::Lock,
+                name: "report".into(),
+                token: 42,
+            }),
+            ..request(put())
+        };
+        check(
+            Layout::Log,
+            "fenced_put",
+            &encode(&fenced),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010100067265706f\
+         72742a000c636f6e6669672f616c70686107000176616c756507",
+        );
+    }
+
+    #[test]
+    fn golden_put() {
+        check_request(
+            put(),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100000c636f6e66\
+         69672f616c70686107000176616c756507",
+        );
+    }
+
+    #[test]
+    fn golden_delete() {
+        check_request(
+            delete(),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100010b636f6e66\
+         69672f62657461",
+        );
+    }
+
+    #[test]
+    fn golden_compare_and_swap() {
+        check_request(
+            compare_and_swap(),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010002066c656164\
+         65722901066e6f64652d32",
+        );
+    }
+
+    #[test]
+    fn golden_txn() {
+        check_request(
+            txn(),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100030201610301\
+         6200020001610131010163",
+        );
+    }
+
+    #[test]
+    fn golden_register_agent() {
+        check_request(
+            coord(0),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040007616765\
+         6e742d370203677075056c696e757801047a6f6e650465752d310405312e322e\
+         3301037069640434323432fb983a0105fb3075",
+        );
+    }
+
+    #[test]
+    fn golden_heartbeats() {
+        check_request(
+            coord(1),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000401020302fb\
+         840300",
+        );
+    }
+
+    #[test]
+    fn golden_close_session() {
+        check_request(
+            coord(2),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040203",
+        );
+    }
+
+    #[test]
+    fn golden_set_drained() {
+        check_request(
+            coord(3),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040307616765\
+         6e742d3701",
+        );
+    }
+
+    #[test]
+    fn golden_submit() {
+        check_request(
+            coord(4),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010004040106656d\
+         61696c730a7b22746f223a2278227d106170706c69636174696f6e2f6a736f6e\
+         0104736d74700904fbf401fc905f0100fbdc05fafb204efdfb561cd08b010000\
+         fd636ce5cf8b010000066d61696c2d3106636f72722d3903010674656e616e74\
+         0461636d65010203796573",
+        );
+    }
+
+    #[test]
+    fn golden_assign() {
+        check_request(
+            coord(5),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000405020b030c\
+         fb8403",
+        );
+    }
+
+    #[test]
+    fn golden_complete() {
+        check_request(
+            coord(6),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010004060b4d0473\
+         656e74",
+        );
+    }
+
+    #[test]
+    fn golden_fail() {
+        check_request(
+            coord(7),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010004070b4d0964\
+         69736b2066756c6c01fbc409",
+        );
+    }
+
+    #[test]
+    fn golden_extend_lease() {
+        check_request(
+            coord(8),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010004080b4dfb60\
+         ea",
+        );
+    }
+
+    #[test]
+    fn golden_progress() {
+        check_request(
+            coord(9),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010004090b4d3204\
+         68616c660b6f66667365743d3130323401",
+        );
+    }
+
+    #[test]
+    fn golden_release() {
+        check_request(
+            coord(10),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040a0b4d",
+        );
+    }
+
+    #[test]
+    fn golden_cancel() {
+        check_request(
+            coord(11),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040b0b086f70\
+         657261746f72",
+        );
+    }
+
+    #[test]
+    fn golden_redrive() {
+        check_request(
+            coord(12),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040c00020405",
+        );
+    }
+
+    #[test]
+    fn golden_purge() {
+        check_request(
+            coord(13),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040d0106656d\
+         61696c73",
+        );
+    }
+
+    #[test]
+    fn golden_propose() {
+        check_request(
+            coord(14),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040e08736869\
+         702069743f0303796573026e6f047665746f02076167656e742d37076167656e\
+         742d3800020201076167656e742d370301047665746ffddb52e6cf8b01000001\
+         047465616d05696e667261",
+        );
+    }
+
+    #[test]
+    fn golden_vote() {
+        check_request(
+            coord(15),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100040f03020379\
+         65730a74657374732070617373",
+        );
+    }
+
+    #[test]
+    fn golden_tick() {
+        check_request(
+            coord(16),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100041001fbe803\
+         fc005c2605fc80ee3600fcc0270900",
+        );
+    }
+
+    /// A request without a request id (the leader's Assign and Tick are proposed so).
+    #[test]
+    fn golden_request_without_id() {
+        let request = Request {
+            request_id: None,
+            ..request(delete())
+        };
+        check(
+            Layout::Log,
+            "request_without_id",
+            &encode(&request),
+            "fd7b68e5cf8b0100000000010b636f6e6669672f62657461",
+        );
+    }
+
+    // openraft's envelope around them: what the log store and the vote hold.
+
+    fn log_id(term: u64, node: u64, index: u64) -> LogId {
+        use openraft::vote::RaftLeaderId;
+        openraft::LogId::new(
+            openraft::vote::leader_id_adv::CommittedLeaderId::new(term, node),
+            index,
+        )
+    }
+
+    #[test]
+    fn golden_entry_normal() {
+        use openraft::entry::RaftEntry;
+        let entry = Entry::new_normal(log_id(3, 2, 1_234), request(put()));
+        check(
+            Layout::Log,
+            "entry_normal",
+            &encode(&entry),
+            "0302fbd20401fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100\
+         000c636f6e6669672f616c70686107000176616c756507",
+        );
+    }
+
+    #[test]
+    fn golden_entry_blank() {
+        use openraft::entry::RaftEntry;
+        let entry = Entry::new_blank(log_id(3, 2, 1_235));
+        check(Layout::Log, "entry_blank", &encode(&entry), "0302fbd30400");
+    }
+
+    #[test]
+    fn golden_entry_membership() {
+        use openraft::entry::RaftEntry;
+        let node = |n: u64| NodeInfo {
+            api_addr: format!("10.0.0.{n}:7000"),
+            peer_addr: format!("10.0.0.{n}:7001"),
+        };
+        let nodes: BTreeMap<u64, NodeInfo> = (1..=4).map(|n| (n, node(n))).collect();
+        let membership =
+            openraft::Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).expect("valid");
+        let entry = Entry::new_membership(log_id(3, 2, 1_236), membership);
+        check(
+            Layout::Log,
+            "entry_membership",
+            &encode(&entry),
+            "0302fbd40402010301020304010d31302e302e302e313a373030300d31302e30\
+            2e302e313a37303031020d31302e302e302e323a373030300d31302e302e302e\
+            323a37303031030d31302e302e302e333a373030300d31302e302e302e333a37\
+            303031040d31302e302e302e343a373030300d31302e302e302e343a37303031",
+        );
+    }
+
+    #[test]
+    fn golden_vote_and_log_id() {
+        check(
+            Layout::Log,
+            "raft_vote",
+            &encode(&Vote::new(7, 2)),
+            "070200",
+        );
+        let committed = Vote::new_committed(7, 2);
+        check(
+            Layout::Log,
+            "raft_vote_committed",
+            &encode(&committed),
+            "070201",
+        );
+        check(
+            Layout::Log,
+            "raft_log_id",
+            &encode(&Some(log_id(7, 2, 99))),
+            "01070263",
+        );
+    }
+}
+
+// ---- Snapshot: each section of a small deterministic state ----
+
+/// A state in which every section holds something: keys (one attached to a session), remembered
+/// results, history; live, drained and gone agents; tasks PENDING, DELAYED, BLOCKED, ASSIGNED, RETRY_WAIT,
+/// SUCCEEDED and DEAD_LETTERED; an open and a decided decision; timers of most kinds; events.
+struct Driver {
+    sm: StateMachine,
+    index: u64,
+}
+
+impl Driver {
+    fn apply(&mut self, at: u64, command: Command) -> Response {
+        self.index += 1;
+        let serial = self.index;
+        let request = Request {
+            now_ms: NOW_MS + at,
+            // Every other entry with a request id: some results are remembered, some not.
+            request_id: (serial % 2 == 1).then_some(RequestId {
+                client_id: 0xc1,
+                serial,
+                min_pending_serial: serial.saturating_sub(3),
+            }),
+            fence: None,
+            command,
+        };
+        self.sm.apply(self.index, &request)
+    }
+
+    fn run(&mut self, at: u64, command: CoordCommand) -> CoordResponse {
+        match self.apply(at, Command::Coordination(command)) {
+            Response::Coordination { response, .. } => response,
+            other => panic!("coordination answers Coordination, not {other:?}"),
+        }
+    }
+}
+
+fn snapshot_state() -> &'static StateMachine {
+    static STATE: OnceLock<StateMachine> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let mut d = Driver {
+            sm: StateMachine::new(100),
+            index: 0,
+        };
+        let register = |name: &str| {
+            CoordCommand::RegisterAgent(AgentSpec {
+                name: name.into(),
+                replace: false,
+                ..agent_spec()
+            })
+        };
+        let CoordResponse::Registered { session_id: a, .. } = d.run(0, register("agent-7")) else {
+            panic!("registered")
+        };
+        let CoordResponse::Registered { session_id: b, .. } = d.run(1, register("agent-8")) else {
+            panic!("registered")
+        };
+        let mut spec = decision_spec();
+        spec.rule = Rule::Majority;
+        spec.weights.clear();
+        spec.veto_option = None;
+        let CoordResponse::Proposed { decision_id: open } =
+            d.run(2, CoordCommand::Propose(spec.clone()))
+        else {
+            panic!("proposed")
+        };
+        let CoordResponse::Proposed {
+            decision_id: decided,
+        } = d.run(3, CoordCommand::Propose(spec))
+        else {
+            panic!("proposed")
+        };
+        for session_id in [a, b] {
+            d.run(
+                4,
+                CoordCommand::Vote {
+                    session_id,
+                    decision_id: decided,
+                    choice: "yes".into(),
+                    rationale: "ok".into(),
+                },
+            );
+        }
+        let plain = |n: u32| TaskSpec {
+            capabilities: BTreeSet::new(),
+            not_before_ms: 0,
+            deadline_ms: 0,
+            requires: None,
+            idempotency_key: format!("key-{n}"),
+            priority: i32::try_from(n).expect("small") - 3,
+            ..task_spec()
+        };
+        let tasks = vec![
+            plain(1),
+            plain(2),
+            plain(3),
+            plain(4),
+            TaskSpec {
+                not_before_ms: NOW_MS + 600_000,
+                ..plain(5)
+            },
+            TaskSpec {
+                requires: Some(DecisionGate {
+                    decision_id: open,
+                    option: "yes".into(),
+                }),
+                ..plain(6)
+            },
+            TaskSpec {
+                deadline_ms: NOW_MS + 900_000,
+                queue: "reports".into(),
+                ..plain(7)
+            },
+        ];
+        let CoordResponse::Submitted { results } = d.run(5, CoordCommand::Submit { tasks }) else {
+            panic!("submitted")
+        };
+        let ids: Vec<u64> = results.iter().map(|r| r.0).collect();
+        let CoordResponse::Assigned { tokens } = d.run(
+            6,
+            CoordCommand::Assign {
+                assignments: vec![(ids[0], a), (ids[1], a), (ids[2], b), (ids[6], b)],
+            },
+        ) else {
+            panic!("assigned")
+        };
+        let token = |i: usize| tokens[i].expect("assigned");
+        d.run(
+            7,
+            CoordCommand::Complete {
+                task_id: ids[0],
+                token: token(0),
+                result: b"ok".to_vec(),
+            },
+        );
+        d.run(
+            8,
+            CoordCommand::Fail {
+                task_id: ids[1],
+                token: token(1),
+                error: "try again".into(),
+                retryable: true,
+                retry_after_ms: 0,
+            },
+        );
+        d.run(
+            9,
+            CoordCommand::Fail {
+                task_id: ids[2],
+                token: token(2),
+                error: "bad input".into(),
+                retryable: false,
+                retry_after_ms: 0,
+            },
+        );
+        d.run(
+            10,
+            CoordCommand::Progress {
+                task_id: ids[6],
+                token: token(3),
+                percent: 40,
+                message: "working".into(),
+                checkpoint: "page=2".into(),
+                extend_lease: true,
+            },
+        );
+        d.apply(
+            11,
+            Command::Put {
+                key: b"lock/agent-7".to_vec(),
+                value: b"held".to_vec(),
+                session_id: a,
+            },
+        );
+        let alpha = Command::Put {
+            key: b"config/alpha".to_vec(),
+            value: b"on".to_vec(),
+            session_id: 0,
+        };
+        d.apply(12, alpha);
+        let txn_puts = Command::Txn {
+            compares: vec![Compare {
+                key: b"a".to_vec(),
+                mod_revision: 0,
+            }],
+            ops: vec![
+                TxnOp::Put {
+                    key: b"a".to_vec(),
+                    value: b"1".to_vec(),
+                },
+                TxnOp::Put {
+                    key: b"b".to_vec(),
+                    value: b"2".to_vec(),
+                },
+            ],
+        };
+        d.apply(13, txn_puts);
+        // Fails its second compare: remembered with the failed compare's index.
+        d.apply(13, txn());
+        d.apply(
+            14,
+            Command::Delete {
+                key: b"config/alpha".to_vec(),
+            },
+        );
+        // A put to a session that is not live writes nothing.
+        d.apply(14, put());
+        d.run(
+            15,
+            CoordCommand::Heartbeats {
+                beats: vec![Beat {
+                    session_id: a,
+                    load: 1,
+                }],
+            },
+        );
+        d.run(
+            16,
+            CoordCommand::SetDrained {
+                name: "agent-7".into(),
+                drained: true,
+            },
+        );
+        let CoordResponse::Registered {
+            session_id: gone, ..
+        } = d.run(17, register("agent-9"))
+        else {
+            panic!("registered")
+        };
+        let lock = |n: usize| Command::Locks(lock_commands().swap_remove(n));
+        d.apply(18, lock(0));
+        let acquire_lock = |owner: &str| {
+            Command::Locks(LockCommand::Acquire {
+                kind: LockKind::Lock,
+                name: "report".into(),
+                holder: Holder {
+                    session_id: if owner == "agent" { a } else { 0 },
+                    ttl_ms: if owner == "agent" { 0 } else { 10_000 },
+                    owner: owner.into(),
+                },
+                permits: 1,
+                limit: 1,
+                wait_ms: 60_000,
+                lock_delay_ms: 3_000,
+                value: Vec::new(),
+            })
+        };
+        d.apply(18, acquire_lock("agent"));
+        d.apply(18, acquire_lock("cron-2"));
+        d.apply(18, Command::Barriers(barrier_enter()));
+        d.run(18, CoordCommand::CloseSession { session_id: gone });
+        d.run(
+            19,
+            CoordCommand::Tick {
+                refresh: false,
+                retention: tick_retention(),
+            },
+        );
+        d.sm
+    })
+}
+
+fn check_section(section: &str, golden: &str) {
+    let sections = snapshot_sections();
+    let bytes = &sections
+        .iter()
+        .find(|(name, _)| *name == section)
+        .unwrap_or_else(|| panic!("no section {section}"))
+        .1;
+    check(Layout::Snapshot, section, bytes, golden);
+}
+
+/// Each field of `StateMachine` (destructured: a new field cannot be left out) and, in place of
+/// `coordination`, each field of `Coordination`.
+fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
+    let StateMachine {
+        last_index,
+        revision,
+        now_ms,
+        kv,
+        sessions,
+        history,
+        coordination,
+        locks,
+        barriers,
+    } = snapshot_state();
+    let mut sections = vec![
+        ("last_index", encode(last_index)),
+        ("revision", encode(revision)),
+        ("now_ms", encode(now_ms)),
+        ("kv", encode(kv)),
+        ("sessions", encode(sessions)),
+        ("history", encode(history)),
+    ];
+    for (name, bytes) in coordination.encoded_sections() {
+        sections.push((coordination_section(name), bytes));
+    }
+    sections.push(("locks", encode(locks)));
+    sections.push(("barriers", encode(barriers)));
+    sections
+}
+
+/// `Coordination`'s fields `now_ms` and `sessions` share names with `StateMachine`'s.
+fn coordination_section(field: &'static str) -> &'static str {
+    match field {
+        "now_ms" => "coordination_now_ms",
+        "sessions" => "coordination_sessions",
+        other => other,
+    }
+}
+
+/// The sections are the snapshot: together, in order, they are the encoded state machine.
+#[test]
+fn golden_sections_make_up_the_snapshot() {
+    let whole: Vec<u8> = snapshot_sections()
+        .into_iter()
+        .flat_map(|(_, bytes)| bytes)
+        .collect();
+    assert_eq!(whole, encode(snapshot_state()));
+    let tested: BTreeSet<&str> = SNAPSHOT_SECTIONS.iter().copied().collect();
+    let named: BTreeSet<&str> = snapshot_sections().iter().map(|(name, _)| *name).collect();
+    assert_eq!(tested, named, "every section has a golden test below");
+}
+
+macro_rules! snapshot_goldens {
+    ($($section:ident => $golden:literal,)*) => {
+        const SNAPSHOT_SECTIONS: &[&str] = &[$(stringify!($section)),*];
+        mod snapshot {
+            use super::check_section;
+            $(
+                #[test]
+                fn $section() {
+                    check_section(stringify!($section), $golden);
+                }
+            )*
+        }
+    };
+}
+
+snapshot_goldens! {
+    locks => "030200067265706f727400067265706f727401fbb80b0102020100056167656e\
+         740100fd8d68e5cf8b0100000001030300fb10270663726f6e2d3201fded52e6\
+         cf8b010000fd8d68e5cf8b01000000000301046770757301046770757308fbb8\
+         0b01010100fb10270663726f6e2d3102fd9d8fe5cf8b010000fd8d68e5cf8b01\
+         0000017600000102fd9d8fe5cf8b0100000101046770757301fded52e6cf8b01\
+         00000200067265706f72740301010100067265706f727402",
+    barriers => "010773746167652d310773746167652d310504000108776f726b65722d33fd8d\
+         68e5cf8b010000fd8d68e5cf8b010000fded52e6cf8b0100000001fded52e6cf\
+         8b0100000773746167652d3100",
+    last_index => "011b",
+    revision => "04",
+    now_ms => "fd8e68e5cf8b010000",
+    kv => "03016101310303010001620132030301000c6c6f636b2f6167656e742d370468\
+        656c640101010114fdc15431953496e4070101010c6c6f636b2f6167656e742d\
+        37",
+    sessions => "01c11802190a0400011b08041300fd8e68e5cf8b01000001fd8e68e5cf8b0100\
+         00c1",
+    history => "040101000c6c6f636b2f6167656e742d370468656c64010101010201000c636f\
+        6e6669672f616c706861026f6e02020100030200016101310303010000016201\
+        32030301000401010c636f6e6669672f616c7068610000040000fb1e010064",
+    last_task_id => "07",
+    last_session_id => "03",
+    last_decision_id => "02",
+    last_token => "04",
+    tasks => "07010106656d61696c730a7b22746f223a2278227d106170706c69636174696f\
+        6e2f6a736f6e000304fbf401fc905f0100fbdc05fafb204e0000056b65792d31\
+        06636f72722d3903010674656e616e740461636d650005fd8068e5cf8b010000\
+        fd8268e5cf8b010000fd8068e5cf8b01000001000101076167656e742d3701fd\
+        8168e5cf8b010000fd8268e5cf8b010000010000026f6b00000001020206656d\
+        61696c730a7b22746f223a2278227d106170706c69636174696f6e2f6a736f6e\
+        000104fbf401fc905f0100fbdc05fafb204e0000056b65792d3206636f72722d\
+        3903010674656e616e740461636d650004fd8068e5cf8b010000fd8368e5cf8b\
+        010000fd196ae5cf8b01000001000101076167656e742d3702fd8168e5cf8b01\
+        0000fd8368e5cf8b010000020974727920616761696e00000974727920616761\
+        696e000002030306656d61696c730a7b22746f223a2278227d106170706c6963\
+        6174696f6e2f6a736f6e000004fbf401fc905f0100fbdc05fafb204e0000056b\
+        65792d3306636f72722d3903010674656e616e740461636d650006fd8068e5cf\
+        8b010000fd8468e5cf8b010000fd8068e5cf8b01000001000101076167656e74\
+        2d3803fd8168e5cf8b010000fd8468e5cf8b010000020962616420696e707574\
+        00000962616420696e70757401010003040406656d61696c730a7b22746f223a\
+        2278227d106170706c69636174696f6e2f6a736f6e000204fbf401fc905f0100\
+        fbdc05fafb204e0000056b65792d3406636f72722d3903010674656e616e7404\
+        61636d650000fd8068e5cf8b010000fd8068e5cf8b010000fd8068e5cf8b0100\
+        00000000000000000000050506656d61696c730a7b22746f223a2278227d1061\
+        70706c69636174696f6e2f6a736f6e000404fbf401fc905f0100fbdc05fafb20\
+        4e00fd3b90eecf8b010000056b65792d3506636f72722d3903010674656e616e\
+        740461636d650001fd8068e5cf8b010000fd8068e5cf8b010000fd3b90eecf8b\
+        010000000000000000000000060606656d61696c730a7b22746f223a2278227d\
+        106170706c69636174696f6e2f6a736f6e000604fbf401fc905f0100fbdc05fa\
+        fb204e0000056b65792d3606636f72722d3903010674656e616e740461636d65\
+        01010379657302fd8068e5cf8b010000fd8068e5cf8b010000fd8068e5cf8b01\
+        00000000000000000000000707077265706f7274730a7b22746f223a2278227d\
+        106170706c69636174696f6e2f6a736f6e000804fbf401fc905f0100fbdc05fa\
+        fb204efd1b24f3cf8b01000000056b65792d3706636f72722d3903010674656e\
+        616e740461636d650003fd8068e5cf8b010000fd8168e5cf8b010000fd8068e5\
+        cf8b010000010102076167656e742d380104fd8168e5cf8b010000fda5b6e5cf\
+        8b0100000101076167656e742d3804fd8168e5cf8b010000000000012807776f\
+        726b696e6706706167653d32fd8568e5cf8b0100000000000004",
+    state_counts => "010101010101010000",
+    by_queue_state => "0706656d61696c7300010406656d61696c7301010506656d61696c7302010606\
+        656d61696c7304010206656d61696c7305010106656d61696c73060103077265\
+        706f727473030107",
+    ready => "0106656d61696c730101fdffffffffffffffff04",
+    timers => "07fd196ae5cf8b0100000302fd14a3e5cf8b0100000202fd22a3e5cf8b010000\
+        0201fda5b6e5cf8b0100000107fddb52e6cf8b0100000401fd3b90eecf8b0100\
+        000305fd1b24f3cf8b0100000007",
+    finished => "01fd8268e5cf8b01000001",
+    dead_letters => "0103",
+    dead_by_queue => "0106656d61696c730103",
+    idempotency => "0706656d61696c73056b65792d3101fd8068e5cf8b01000006656d61696c7305\
+        6b65792d3202fd8068e5cf8b01000006656d61696c73056b65792d3303fd8068\
+        e5cf8b01000006656d61696c73056b65792d3404fd8068e5cf8b01000006656d\
+        61696c73056b65792d3505fd8068e5cf8b01000006656d61696c73056b65792d\
+        3606fd8068e5cf8b010000077265706f727473056b65792d3707fd8068e5cf8b\
+        010000",
+    idempotency_by_time => "07fd8068e5cf8b01000006656d61696c73056b65792d31fd8068e5cf8b010000\
+        06656d61696c73056b65792d32fd8068e5cf8b01000006656d61696c73056b65\
+        792d33fd8068e5cf8b01000006656d61696c73056b65792d34fd8068e5cf8b01\
+        000006656d61696c73056b65792d35fd8068e5cf8b01000006656d61696c7305\
+        6b65792d36fd8068e5cf8b010000077265706f727473056b65792d37",
+    gates => "01010106",
+    tasks_digest => "fda423585da911df8c",
+    agents => "03076167656e742d37076167656e742d370101076167656e742d370203677075\
+        056c696e757801047a6f6e650465752d310405312e322e330103706964043432\
+        3432fb983a0005fb3075fd22a3e5cf8b010000fd7b68e5cf8b010000fd8a68e5\
+        cf8b010000010001000100010100076167656e742d38076167656e742d380201\
+        076167656e742d380203677075056c696e757801047a6f6e650465752d310405\
+        312e322e3301037069640434323432fb983a0005fb3075fd14a3e5cf8b010000\
+        fd7c68e5cf8b010000fd7c68e5cf8b0100000001070000010000010007616765\
+        6e742d39076167656e742d390300076167656e742d390203677075056c696e75\
+        7801047a6f6e650465752d310405312e322e3301037069640434323432fb983a\
+        0005fb3075fd24a3e5cf8b010000fd8c68e5cf8b010000fd8c68e5cf8b010000\
+        0000000000000000fd8d68e5cf8b010000",
+    coordination_sessions => "0301076167656e742d3702076167656e742d3803076167656e742d39",
+    gone_agents => "01fd8d68e5cf8b010000076167656e742d39",
+    decisions => "02010108736869702069743f0303796573026e6f047665746f02076167656e74\
+        2d37076167656e742d3800000000fddb52e6cf8b01000001047465616d05696e\
+        66726102076167656e742d37076167656e742d38000000fd7d68e5cf8b010000\
+        0000020208736869702069743f0303796573026e6f047665746f02076167656e\
+        742d37076167656e742d3800000000fddb52e6cf8b01000001047465616d0569\
+        6e66726102076167656e742d37076167656e742d380101037965730207616765\
+        6e742d3703796573026f6bfd7f68e5cf8b010000076167656e742d3803796573\
+        026f6bfd7f68e5cf8b010000fd7e68e5cf8b010000fd7f68e5cf8b01000000",
+    open_decisions => "0101",
+    closed_decisions => "01fd7f68e5cf8b01000002",
+    coordination_now_ms => "fd8e68e5cf8b010000",
+    retention => "fbe803fc005c2605fc80ee3600fcc0270900",
+    last_assigned_queue => "077265706f727473",
+    events => "1b01fd7d68e5cf8b01000001010002fd7e68e5cf8b01000001020003fd7f68e5\
+         cf8b01000001020104fd7f68e5cf8b01000001020105fd7f68e5cf8b01000001\
+         020206fd8068e5cf8b010000000106656d61696c73000000000007fd8068e5cf\
+         8b010000000206656d61696c73000000000008fd8068e5cf8b01000000030665\
+         6d61696c73000000000009fd8068e5cf8b010000000406656d61696c73000000\
+         00000afd8068e5cf8b010000000506656d61696c7300010000000bfd8068e5cf\
+         8b010000000606656d61696c7300020000000cfd8068e5cf8b01000000070772\
+         65706f72747300000000000dfd8168e5cf8b010000000106656d61696c730103\
+         010101076167656e742d370101fd8168e5cf8b010000fda1b6e5cf8b01000000\
+         0efd8168e5cf8b010000000206656d61696c730103010101076167656e742d37\
+         0102fd8168e5cf8b010000fda1b6e5cf8b010000000ffd8168e5cf8b01000000\
+         0306656d61696c730103010102076167656e742d380103fd8168e5cf8b010000\
+         fda1b6e5cf8b0100000010fd8168e5cf8b0100000007077265706f7274730103\
+         010102076167656e742d380104fd8168e5cf8b010000fda1b6e5cf8b01000000\
+         11fd8268e5cf8b010000000106656d61696c73040501000012fd8368e5cf8b01\
+         0000000206656d61696c73050401000013fd8368e5cf8b010000000206656d61\
+         696c73060401000014fd8468e5cf8b010000000306656d61696c730506010000\
+         15fd8468e5cf8b010000000306656d61696c73080601000016fd8568e5cf8b01\
+         00000007077265706f7274730203010102076167656e742d380104fd8168e5cf\
+         8b010000fda5b6e5cf8b0100000017fd8d68e5cf8b0100000300010467707573\
+         01000018fd8d68e5cf8b010000030000067265706f727402010019fd8d68e5cf\
+         8b010000030300067265706f727403000777616974696e671afd8d68e5cf8b01\
+         000004000773746167652d311bfd8d68e5cf8b0100000203076167656e742d39\
+         0e73657373696f6e20636c6f7365641bfca0860100",
+}
