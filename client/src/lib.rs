@@ -74,8 +74,9 @@
 //! let Some(lock) = HeldLock::acquire_lock(&client, "reports/daily", ttl, wait).await? else {
 //!     return Ok(()); // someone else held it for the whole wait
 //! };
+//! let fence = lock.fence();
 //! tokio::select! {
-//!     written = client.put_fenced("reports/daily/status", "done", &lock.fence()) => {
+//!     written = client.put_fenced("reports/daily/status", "done", &fence) => {
 //!         written?;
 //!     }
 //!     loss = lock.lost() => eprintln!("stopped: {loss}"),

@@ -47,7 +47,12 @@ fn fence(name: &str, token: u64) -> Option<Fence> {
 
 /// Acquires `name` through the nodes in turn, retrying transient failures with the same request
 /// id; returns the token.
-async fn acquire(cluster: &TestCluster, ids: &mut RequestIds, name: &str, owner: &str) -> anyhow::Result<u64> {
+async fn acquire(
+    cluster: &TestCluster,
+    ids: &mut RequestIds,
+    name: &str,
+    owner: &str,
+) -> anyhow::Result<u64> {
     let request = AcquireRequest {
         request_id: Some(ids.next_id()),
         kind: LockKind::Lock as i32,
@@ -58,7 +63,11 @@ async fn acquire(cluster: &TestCluster, ids: &mut RequestIds, name: &str, owner:
         wait_ms: 20_000,
         lock_delay_ms: Some(500),
     };
-    let clients: Vec<_> = cluster.node_ids().into_iter().map(|id| locks(cluster, id)).collect();
+    let clients: Vec<_> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| locks(cluster, id))
+        .collect();
     let mut turn = 0;
     let answer = retry_transient("acquire", ACQUIRE_TIMEOUT, || {
         turn += 1;
@@ -68,7 +77,10 @@ async fn acquire(cluster: &TestCluster, ids: &mut RequestIds, name: &str, owner:
     })
     .await?
     .into_inner();
-    ensure!(answer.acquired, "{owner} was not granted {name}: {answer:?}");
+    ensure!(
+        answer.acquired,
+        "{owner} was not granted {name}: {answer:?}"
+    );
     Ok(answer.token)
 }
 
@@ -85,7 +97,11 @@ async fn put_fenced(
         session_id: 0,
         fence,
     };
-    let clients: Vec<_> = cluster.node_ids().into_iter().map(|id| cluster.kv(id)).collect();
+    let clients: Vec<_> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| cluster.kv(id))
+        .collect();
     let mut turn = 0;
     retry_transient("fenced put", WRITE_TIMEOUT, || {
         turn += 1;
@@ -97,14 +113,23 @@ async fn put_fenced(
     .map(|_| ())
 }
 
-async fn release(cluster: &TestCluster, ids: &mut RequestIds, name: &str, token: u64) -> anyhow::Result<()> {
+async fn release(
+    cluster: &TestCluster,
+    ids: &mut RequestIds,
+    name: &str,
+    token: u64,
+) -> anyhow::Result<()> {
     let request = ReleaseLockRequest {
         request_id: Some(ids.next_id()),
         kind: LockKind::Lock as i32,
         name: name.into(),
         token,
     };
-    let clients: Vec<_> = cluster.node_ids().into_iter().map(|id| locks(cluster, id)).collect();
+    let clients: Vec<_> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| locks(cluster, id))
+        .collect();
     let mut turn = 0;
     let released = retry_transient("release", WRITE_TIMEOUT, || {
         turn += 1;
@@ -140,7 +165,8 @@ async fn history(cluster: &TestCluster, node: u64, key: &str) -> anyhow::Result<
     let mut stream = client.watch(request).await?.into_inner();
     let mut values = Vec::new();
     // The replay comes first and at once; a second of silence means it is over.
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await
+    {
         for event in message?.events {
             let kv = event.kv.context("event without kv")?;
             let bytes: [u8; 8] = kv.value.as_slice().try_into().context("8-byte token")?;
@@ -167,9 +193,15 @@ async fn five_contenders_on_one_lock_while_the_leader_is_killed() -> anyhow::Res
     for contender in contenders {
         tokens.extend(contender.await??);
     }
-    ensure!(tokens.len() == 5 * ROUNDS, "every acquisition was granted: {tokens:?}");
+    ensure!(
+        tokens.len() == 5 * ROUNDS,
+        "every acquisition was granted: {tokens:?}"
+    );
     let unique: BTreeSet<u64> = tokens.iter().copied().collect();
-    ensure!(unique.len() == tokens.len(), "tokens are never granted twice: {tokens:?}");
+    ensure!(
+        unique.len() == tokens.len(),
+        "tokens are never granted twice: {tokens:?}"
+    );
     let survivor = cluster.leader().await?;
     let written = history(&cluster, survivor, "locks/contended").await?;
     ensure!(
@@ -177,7 +209,10 @@ async fn five_contenders_on_one_lock_while_the_leader_is_killed() -> anyhow::Res
         "fenced writes applied in token order: {written:?}"
     );
     for token in &tokens {
-        ensure!(written.contains(token), "the write under token {token} was acknowledged and kept: {written:?}");
+        ensure!(
+            written.contains(token),
+            "the write under token {token} was acknowledged and kept: {written:?}"
+        );
     }
     cluster.shutdown().await
 }
@@ -281,18 +316,29 @@ async fn a_paused_holders_write_is_refused_after_it_lost_the_lock() -> anyhow::R
     put_fenced(&cluster, &mut ids, "locks/report", fence("report", stale))
         .await
         .context("the holder writes under its token")?;
-    tracing::info!(stale, "the holder stops keeping its lease alive; another takes the lock");
+    tracing::info!(
+        stale,
+        "the holder stops keeping its lease alive; another takes the lock"
+    );
     let fresh = acquire(&cluster, &mut ids, "report", "fresh").await?;
-    ensure!(fresh > stale, "the next grant has a larger token: {fresh} after {stale}");
+    ensure!(
+        fresh > stale,
+        "the next grant has a larger token: {fresh} after {stale}"
+    );
     let refused = put_fenced(&cluster, &mut ids, "locks/report", fence("report", stale)).await;
     match refused {
         Err(status) if is_lock_lost(&status) => {}
-        other => anyhow::bail!("the stale holder's write must be refused as lock-lost, got {other:?}"),
+        other => {
+            anyhow::bail!("the stale holder's write must be refused as lock-lost, got {other:?}")
+        }
     }
     put_fenced(&cluster, &mut ids, "locks/report", fence("report", fresh)).await?;
     let leader = cluster.leader().await?;
     let written = history(&cluster, leader, "locks/report").await?;
-    ensure!(written == vec![stale, fresh], "only current holders wrote: {written:?}");
+    ensure!(
+        written == vec![stale, fresh],
+        "only current holders wrote: {written:?}"
+    );
     release(&cluster, &mut ids, "report", fresh).await?;
     cluster.shutdown().await
 }
@@ -311,13 +357,18 @@ async fn an_election_observer_sees_every_leader_once() -> anyhow::Result<()> {
     let mut elected = Vec::new();
     for (round, candidate) in ["a", "b", "c"].into_iter().enumerate() {
         if round == 1 {
-            tracing::info!(leader, "kill the raft leader between two terms of the election");
+            tracing::info!(
+                leader,
+                "kill the raft leader between two terms of the election"
+            );
             cluster.kill(leader)?;
         }
         let clients: Vec<_> = cluster
             .running_node_ids()
             .into_iter()
-            .map(|id| ElectionsClient::new(channel(cluster.api_addr(id), Some(Duration::from_secs(40)))))
+            .map(|id| {
+                ElectionsClient::new(channel(cluster.api_addr(id), Some(Duration::from_secs(40))))
+            })
             .collect();
         let campaign = CampaignRequest {
             request_id: Some(ids.next_id()),
@@ -336,7 +387,10 @@ async fn an_election_observer_sees_every_leader_once() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-        ensure!(answer.elected, "{candidate} is elected once the election is free");
+        ensure!(
+            answer.elected,
+            "{candidate} is elected once the election is free"
+        );
         elected.push(answer.token);
         let resign = ResignRequest {
             request_id: Some(ids.next_id()),
@@ -361,6 +415,9 @@ async fn an_election_observer_sees_every_leader_once() -> anyhow::Result<()> {
             granted.push(event.token);
         }
     }
-    ensure!(granted == elected, "each leader once, in order: saw {granted:?}, elected {elected:?}");
+    ensure!(
+        granted == elected,
+        "each leader once, in order: saw {granted:?}, elected {elected:?}"
+    );
     cluster.shutdown().await
 }
