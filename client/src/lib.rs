@@ -59,7 +59,6 @@
 //! ```
 
 mod agents;
-mod checks;
 mod client;
 mod cluster;
 mod decisions;
