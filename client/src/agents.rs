@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use conclave_proto::limits::{
-    MAX_CONCURRENT, MAX_LABEL_VALUE_BYTES, MAX_LEASE_MS, MAX_PAYLOAD_BYTES, MAX_SHORT_STRING_BYTES,
-    MAX_TTL_MS, MIN_LEASE_MS, MIN_TTL_MS,
+    MAX_CONCURRENT, MAX_LEASE_MS, MAX_PAYLOAD_BYTES, MAX_SHORT_STRING_BYTES, MAX_TTL_MS,
+    MIN_LEASE_MS, MIN_TTL_MS,
 };
 use conclave_proto::v1::agents_client::AgentsClient;
 use conclave_proto::v1::{
@@ -15,11 +15,9 @@ use conclave_proto::v1::{
     ExtendLeaseRequest, FailRequest, GetAgentRequest, ListAgentsRequest, ReadConsistency,
     RegisterRequest, ReleaseRequest, ReportProgressRequest, TaskState, VoteRequest,
 };
+use conclave_proto::validate;
 use tonic::transport::Channel;
 
-use crate::checks::{
-    check_capabilities, check_labels, check_len, check_message, check_name, check_range_u64,
-};
 use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::decisions::check_decision_id;
 use crate::error::{Error, Result};
@@ -240,12 +238,7 @@ impl Client {
     ) -> Result<VerbResult> {
         check_verb(task_id, fencing_token)?;
         crate::locks::check_fence(fence.as_ref())?;
-        if result.len() > MAX_PAYLOAD_BYTES {
-            return Err(Error::invalid_input(format!(
-                "result is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-                result.len()
-            )));
-        }
+        validate::max_bytes("result", &result, MAX_PAYLOAD_BYTES, "MAX_PAYLOAD_BYTES")?;
         let pending = self.begin_write();
         let response = self
             .call(CallKind::Write, |channel| {
@@ -271,7 +264,7 @@ impl Client {
         failure: &Failure,
     ) -> Result<VerbResult> {
         check_verb(task_id, fencing_token)?;
-        check_message("error", &failure.error)?;
+        validate::message("error", &failure.error)?;
         let retry_after_ms = failure.retry_after.as_millis() as u64;
         let pending = self.begin_write();
         let response = self
@@ -316,7 +309,7 @@ impl Client {
     ) -> Result<VerbResult> {
         check_verb(task_id, fencing_token)?;
         let lease_ms = lease.as_millis() as u64;
-        check_range_u64("lease_ms", lease_ms, MIN_LEASE_MS..=MAX_LEASE_MS, true)?;
+        validate::in_range_or_default("lease_ms", lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
         let times = CallTimes {
             server_wait: Duration::ZERO,
             attempt_limit: (!current.is_zero()).then(|| (current / 4).max(EXTEND_ATTEMPT_MIN)),
@@ -351,8 +344,8 @@ impl Client {
                 report.percent
             )));
         }
-        check_len("progress message", &report.message, MAX_LABEL_VALUE_BYTES)?;
-        check_len("checkpoint", &report.checkpoint, MAX_LABEL_VALUE_BYTES)?;
+        validate::progress_text("progress message", &report.message)?;
+        validate::progress_text("checkpoint", &report.checkpoint)?;
         let pending = self.begin_write();
         let response = self
             .call(CallKind::Write, |channel| {
@@ -401,11 +394,8 @@ impl Client {
     ) -> Result<VoteResult> {
         check_session_id(session_id)?;
         check_decision_id(decision_id)?;
-        if choice.is_empty() {
-            return Err(Error::invalid_input("empty choice"));
-        }
-        check_len("choice", choice, MAX_SHORT_STRING_BYTES)?;
-        check_message("rationale", rationale)?;
+        validate::short_string("choice", choice)?;
+        validate::message("rationale", rationale)?;
         let pending = self.begin_write();
         let response = self
             .call(CallKind::Write, |channel| {
@@ -428,7 +418,7 @@ impl Client {
     /// Lists agents in name order.
     pub async fn list_agents(&self, options: AgentListOptions) -> Result<AgentList> {
         if !options.capability.is_empty() {
-            check_len("capability", &options.capability, MAX_SHORT_STRING_BYTES)?;
+            validate::short_string("capability", &options.capability)?;
         }
         let consistency = options.consistency;
         let request = ListAgentsRequest {
@@ -450,7 +440,7 @@ impl Client {
 
     /// Reads one agent linearizably; an unknown name is `Rejected { code: NotFound }`.
     pub async fn get_agent(&self, name: &str) -> Result<AgentRead> {
-        check_name("agent name", name)?;
+        validate::name("agent name", name)?;
         let consistency = ReadConsistency::Linearizable;
         let response = self
             .call(CallKind::Read(consistency), |channel| {
@@ -478,7 +468,7 @@ impl Client {
     }
 
     async fn set_drained(&self, name: &str, drained: bool) -> Result<AgentRead> {
-        check_name("agent name", name)?;
+        validate::name("agent name", name)?;
         let pending = self.begin_write();
         let response = self
             .call(CallKind::Write, |channel| {
@@ -510,19 +500,24 @@ pub(crate) fn agents(channel: Channel) -> AgentsClient<Channel> {
 
 /// The register request for `config`, checked against the limits of agents.proto.
 fn register_request(config: &AgentConfig) -> Result<RegisterRequest> {
-    check_name("agent name", &config.name)?;
-    check_capabilities(&config.capabilities)?;
-    check_labels("labels", &config.labels)?;
-    check_labels("metadata", &config.metadata)?;
-    check_len("version", &config.version, MAX_SHORT_STRING_BYTES)?;
-    check_range_u64(
+    validate::name("agent name", &config.name)?;
+    validate::capabilities("capabilities", &config.capabilities)?;
+    validate::labels("labels", &config.labels)?;
+    validate::labels("metadata", &config.metadata)?;
+    validate::max_bytes(
+        "version",
+        config.version.as_bytes(),
+        MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )?;
+    validate::in_range_or_default(
         "max_concurrent",
         u64::from(config.max_concurrent),
-        1..=u64::from(MAX_CONCURRENT),
-        true,
+        1,
+        u64::from(MAX_CONCURRENT),
     )?;
     let ttl_ms = config.ttl.as_millis() as u64;
-    check_range_u64("ttl_ms", ttl_ms, MIN_TTL_MS..=MAX_TTL_MS, true)?;
+    validate::in_range_or_default("ttl_ms", ttl_ms, MIN_TTL_MS, MAX_TTL_MS)?;
     Ok(RegisterRequest {
         request_id: None,
         name: config.name.clone(),

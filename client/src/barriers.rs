@@ -10,11 +10,11 @@ use conclave_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::checks::check_name;
 use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::error::{Error, Result};
 use crate::kv::Header;
 use crate::locks::{check_page, check_wait, waiting, LockListOptions};
+use conclave_proto::validate;
 
 /// How [`Client::enter_barrier`] enters: the barrier's shape (fixed by its first Enter) and how long
 /// this call waits.
@@ -70,8 +70,8 @@ impl Client {
         participant: &str,
         options: &BarrierOptions,
     ) -> Result<BarrierEntry> {
-        check_name("name", name)?;
-        check_name("participant", participant)?;
+        validate::name("name", name)?;
+        validate::name("participant", participant)?;
         if !(1..=MAX_BARRIER_PARTIES).contains(&options.parties) {
             return Err(Error::invalid_input(format!(
                 "parties is {}; it must be within 1 ..= {MAX_BARRIER_PARTIES}",
@@ -126,7 +126,7 @@ impl Client {
         name: &str,
         consistency: ReadConsistency,
     ) -> Result<BarrierRead> {
-        check_name("name", name)?;
+        validate::name("name", name)?;
         let response = self
             .call(CallKind::Read(consistency), |channel| {
                 let request = GetBarrierRequest {

@@ -14,11 +14,11 @@ use conclave_proto::v1::{
     self as proto, Decision, DecisionRule, DecisionSpec, DecisionStatus, GetDecisionRequest,
     ListDecisionsRequest, ProposeRequest, ReadConsistency, WatchDecisionRequest,
 };
+use conclave_proto::validate;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
 
-use crate::checks::{check_labels, check_len, check_message, check_name};
 use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
@@ -297,7 +297,7 @@ pub(crate) fn check_decision_id(decision_id: u64) -> Result<()> {
 
 /// Checks a decision spec against the limits of decisions.proto.
 pub(crate) fn check_decision_spec(spec: &DecisionSpec) -> Result<()> {
-    check_message("question", &spec.question)?;
+    validate::message("question", &spec.question)?;
     if spec.options.len() < 2 || spec.options.len() > MAX_OPTIONS {
         return Err(Error::invalid_input(format!(
             "{} options; a decision has 2 ..= {MAX_OPTIONS}",
@@ -305,10 +305,7 @@ pub(crate) fn check_decision_spec(spec: &DecisionSpec) -> Result<()> {
         )));
     }
     for (index, option) in spec.options.iter().enumerate() {
-        if option.is_empty() {
-            return Err(Error::invalid_input("empty option"));
-        }
-        check_len("option", option, MAX_SHORT_STRING_BYTES)?;
+        validate::short_string("option", option)?;
         if spec.options[..index].contains(option) {
             return Err(Error::invalid_input(format!(
                 "option {option:?} is given twice"
@@ -345,9 +342,14 @@ pub(crate) fn check_decision_spec(spec: &DecisionSpec) -> Result<()> {
         )));
     }
     for agent in &electorate.agents {
-        check_name("voter", agent)?;
+        validate::name("voter", agent)?;
     }
-    check_len("capability", &electorate.capability, MAX_SHORT_STRING_BYTES)?;
+    validate::max_bytes(
+        "capability",
+        electorate.capability.as_bytes(),
+        MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )?;
     if spec.rule() == DecisionRule::AtLeast {
         let voters = electorate.agents.len();
         if spec.k == 0 || (voters > 0 && spec.k as usize > voters) {
@@ -372,7 +374,7 @@ pub(crate) fn check_decision_spec(spec: &DecisionSpec) -> Result<()> {
             ));
         }
     }
-    check_labels("labels", &spec.labels)?;
+    validate::labels("labels", &spec.labels)?;
     Ok(())
 }
 

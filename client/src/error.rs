@@ -119,6 +119,14 @@ impl Error {
     }
 }
 
+/// A rule of the wire contract broken before sending (`conclave_proto::validate`, the rules the
+/// server checks too): nothing was sent.
+impl From<conclave_proto::validate::Invalid> for Error {
+    fn from(invalid: conclave_proto::validate::Invalid) -> Error {
+        Error::invalid_input(invalid)
+    }
+}
+
 /// What one failed attempt tells us about the request it carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {

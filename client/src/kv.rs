@@ -5,6 +5,7 @@ use conclave_proto::v1::{
     self as proto, txn_op, CompareAndSwapRequest, DeleteRequest, Fence, GetRequest, KeyValue,
     ListRequest, PutRequest, ReadConsistency, ResponseHeader, TxnRequest,
 };
+use conclave_proto::validate;
 use prost::Message;
 use tonic::transport::Channel;
 
@@ -543,26 +544,15 @@ pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
+/// `key`, once it passes the wire contract's key rule.
 pub(crate) fn checked_key(key: Vec<u8>) -> Result<Vec<u8>> {
-    if key.is_empty() {
-        return Err(Error::invalid_input("empty key"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Error::invalid_input(format!(
-            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
-            key.len()
-        )));
-    }
+    validate::key("key", &key)?;
     Ok(key)
 }
 
+/// `value`, once it passes the wire contract's value rule.
 fn checked_value(value: Vec<u8>) -> Result<Vec<u8>> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(Error::invalid_input(format!(
-            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
-            value.len()
-        )));
-    }
+    validate::value("value", &value)?;
     Ok(value)
 }
 

@@ -88,7 +88,6 @@
 
 mod agents;
 mod barriers;
-mod checks;
 mod client;
 mod cluster;
 mod decisions;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use conclave_proto::limits::{
     MAX_ELECTION_VALUE_BYTES, MAX_LOCK_DELAY_MS, MAX_LOCK_TTL_MS, MAX_LOCK_WAIT_MS,
-    MAX_SEMAPHORE_LIMIT, MAX_SHORT_STRING_BYTES, MAX_TASK_LIST_LIMIT, MIN_LOCK_TTL_MS,
+    MAX_SEMAPHORE_LIMIT, MAX_TASK_LIST_LIMIT, MIN_LOCK_TTL_MS,
 };
 use conclave_proto::v1::elections_client::ElectionsClient;
 use conclave_proto::v1::locks_client::LocksClient;
@@ -30,13 +30,13 @@ use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::checks::{check_len, check_name};
 use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::kv::Header;
 use crate::stream::{is_final, open_stream};
 use crate::tasks::STREAM_END_PAUSE;
+use conclave_proto::validate;
 
 /// How long a lock watch may be silent before the client checks that its node still serves.
 const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
@@ -240,7 +240,7 @@ impl Client {
         limit: u32,
         options: &AcquireOptions,
     ) -> Result<Acquisition> {
-        check_name("name", name)?;
+        validate::name("name", name)?;
         let (holder, wait_ms, lock_delay_ms) = check_acquire(options)?;
         let request = AcquireRequest {
             request_id: None,
@@ -351,7 +351,7 @@ impl Client {
         name: &str,
         consistency: ReadConsistency,
     ) -> Result<LockRead> {
-        check_name("name", name)?;
+        validate::name("name", name)?;
         let response = self
             .call(CallKind::Read(consistency), |channel| {
                 let request = GetLockRequest {
@@ -396,7 +396,7 @@ impl Client {
     /// reconnect yields the state again as `CURRENT` (unless nothing changed since the last event
     /// yielded), so changes made while disconnected are summed up, not replayed.
     pub async fn watch_lock(&self, kind: LockKind, name: &str) -> Result<LockEventStream> {
-        check_name("name", name)?;
+        validate::name("name", name)?;
         let target = WatchTarget::Lock(kind, name.to_string());
         LockEventStream::open(self.clone(), target).await
     }
@@ -410,7 +410,7 @@ impl Client {
         value: impl Into<Vec<u8>>,
         options: &AcquireOptions,
     ) -> Result<Acquisition> {
-        check_name("election", election)?;
+        validate::name("election", election)?;
         let value = value.into();
         check_value(&value)?;
         let (holder, wait_ms, lock_delay_ms) = check_acquire(options)?;
@@ -497,7 +497,7 @@ impl Client {
         election: &str,
         consistency: ReadConsistency,
     ) -> Result<LeaderRead> {
-        check_name("election", election)?;
+        validate::name("election", election)?;
         let response = self
             .call(CallKind::Read(consistency), |channel| {
                 let request = LeaderRequest {
@@ -522,7 +522,7 @@ impl Client {
     /// Observes an election: its state now, then every change of leader or value, as
     /// [`Client::watch_lock`].
     pub async fn observe(&self, election: &str) -> Result<LockEventStream> {
-        check_name("election", election)?;
+        validate::name("election", election)?;
         let target = WatchTarget::Election(election.to_string());
         LockEventStream::open(self.clone(), target).await
     }
@@ -975,7 +975,12 @@ fn missing(field: &str) -> Error {
 
 /// Checks a holder, a wait and a lock-delay; returns them as the wire has them.
 fn check_acquire(options: &AcquireOptions) -> Result<(Holder, u64, Option<u64>)> {
-    check_len("owner", &options.owner, MAX_SHORT_STRING_BYTES)?;
+    validate::max_bytes(
+        "owner",
+        options.owner.as_bytes(),
+        conclave_proto::limits::MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )?;
     let holder = match options.holder {
         LockHolder::Lease(ttl) => {
             let ttl_ms = ttl.as_millis() as u64;
@@ -1029,7 +1034,7 @@ pub(crate) fn check_wait(wait: Duration) -> Result<u64> {
 }
 
 fn check_lock_verb(name: &str, token: u64) -> Result<()> {
-    check_name("name", name)?;
+    validate::name("name", name)?;
     if token == 0 {
         return Err(Error::invalid_input(
             "token is 0; give the grant's non-zero fencing token",
@@ -1051,7 +1056,7 @@ fn check_value(value: &[u8]) -> Result<()> {
 /// A page cursor and size: `after` empty or a name, `limit` at most 1000.
 pub(crate) fn check_page(after: &str, limit: u32) -> Result<()> {
     if !after.is_empty() {
-        check_name("after", after)?;
+        validate::name("after", after)?;
     }
     if limit > MAX_TASK_LIST_LIMIT {
         return Err(Error::invalid_input(format!(
@@ -1072,7 +1077,7 @@ pub(crate) fn check_fence(fence: Option<&Fence>) -> Result<()> {
             fence.kind
         )));
     }
-    check_name("fence.name", &fence.name)?;
+    validate::name("fence.name", &fence.name)?;
     if fence.token == 0 {
         return Err(Error::invalid_input(
             "fence.token is 0; give the grant's non-zero fencing token",

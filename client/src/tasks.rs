@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use conclave_proto::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_BACKOFF_MULTIPLIER, MAX_LEASE_MS, MAX_PAYLOAD_BYTES,
-    MAX_PRIORITY, MAX_REQUEST_BYTES, MAX_SHORT_STRING_BYTES, MAX_SUBMIT_BATCH, MAX_TASK_LIST_LIMIT,
-    MAX_WAIT_MS, MIN_LEASE_MS,
+    MAX_REQUEST_BYTES, MAX_SHORT_STRING_BYTES, MAX_SUBMIT_BATCH, MAX_TASK_LIST_LIMIT, MAX_WAIT_MS,
+    MIN_LEASE_MS,
 };
 use conclave_proto::v1::tasks_client::TasksClient;
 use conclave_proto::v1::{
@@ -18,6 +18,7 @@ use conclave_proto::v1::{
     PurgeRequest, ReadConsistency, RedriveRequest, SubmitBatchRequest, SubmitRequest, Task,
     TaskEvent, TaskEventKind, TaskSpec, TaskState, WaitTaskRequest, WatchTasksRequest,
 };
+use conclave_proto::validate;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use prost::Message;
 use tokio::time::Instant;
@@ -25,9 +26,6 @@ use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::checks::{
-    check_capabilities, check_id_string, check_labels, check_len, check_name, check_range_u64,
-};
 use crate::client::{served_by_header, Backoff, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
@@ -292,9 +290,9 @@ impl Client {
     pub async fn list_tasks(&self, options: TaskListOptions) -> Result<TaskPage> {
         check_page_limit(options.limit)?;
         if !options.queue.is_empty() {
-            check_name("queue", &options.queue)?;
+            validate::name("queue", &options.queue)?;
         }
-        check_labels("label filter", &options.labels)?;
+        validate::labels("label filter", &options.labels)?;
         let consistency = options.consistency;
         let request = ListTasksRequest {
             queue: options.queue,
@@ -377,10 +375,11 @@ impl Client {
     /// A task that is already terminal is left as it is (`canceled == false`).
     pub async fn cancel_task(&self, task_id: u64, reason: &str) -> Result<CancelResult> {
         check_task_id(task_id)?;
-        check_len(
+        validate::max_bytes(
             "cancel reason",
-            reason,
+            reason.as_bytes(),
             conclave_proto::limits::MAX_LABEL_VALUE_BYTES,
+            "MAX_LABEL_VALUE_BYTES",
         )?;
         let pending = self.begin_write();
         let response = self
@@ -404,7 +403,7 @@ impl Client {
     pub async fn list_dead_letters(&self, options: DeadLetterListOptions) -> Result<TaskPage> {
         check_page_limit(options.limit)?;
         if !options.queue.is_empty() {
-            check_name("queue", &options.queue)?;
+            validate::name("queue", &options.queue)?;
         }
         let consistency = options.consistency;
         let request = ListDeadLettersRequest {
@@ -481,7 +480,7 @@ impl Client {
     /// process, give [`TaskEventStream::cursor`] as [`TaskWatchOptions::after_sequence`].
     pub async fn watch_tasks(&self, options: TaskWatchOptions) -> Result<TaskEventStream> {
         if options.task_id == 0 && !options.queue.is_empty() {
-            check_name("queue", &options.queue)?;
+            validate::name("queue", &options.queue)?;
         }
         if options.initial_state && options.after_sequence.is_some() {
             return Err(Error::invalid_input(
@@ -780,41 +779,31 @@ pub(crate) fn tasks(channel: Channel) -> TasksClient<Channel> {
 
 /// Checks a task spec against the limits of tasks.proto.
 pub(crate) fn check_task_spec(spec: &TaskSpec) -> Result<()> {
-    check_name("queue", &spec.queue)?;
-    if spec.payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Error::invalid_input(format!(
-            "payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-            spec.payload.len()
-        )));
-    }
-    check_len("content type", &spec.content_type, MAX_SHORT_STRING_BYTES)?;
-    check_capabilities(&spec.capabilities)?;
-    if spec.priority.unsigned_abs() > MAX_PRIORITY.unsigned_abs() {
-        return Err(Error::invalid_input(format!(
-            "priority {} is outside -{MAX_PRIORITY} ..= {MAX_PRIORITY}",
-            spec.priority
-        )));
-    }
-    check_range_u64(
+    validate::name("queue", &spec.queue)?;
+    validate::max_bytes(
+        "payload",
+        &spec.payload,
+        MAX_PAYLOAD_BYTES,
+        "MAX_PAYLOAD_BYTES",
+    )?;
+    validate::max_bytes(
+        "content type",
+        spec.content_type.as_bytes(),
+        MAX_SHORT_STRING_BYTES,
+        "MAX_SHORT_STRING_BYTES",
+    )?;
+    validate::capabilities("capabilities", &spec.capabilities)?;
+    validate::priority("priority", spec.priority)?;
+    validate::in_range_or_default(
         "max attempts",
         u64::from(spec.max_attempts),
-        1..=u64::from(MAX_ATTEMPTS),
-        true,
+        1,
+        u64::from(MAX_ATTEMPTS),
     )?;
-    check_range_u64("lease_ms", spec.lease_ms, MIN_LEASE_MS..=MAX_LEASE_MS, true)?;
+    validate::in_range_or_default("lease_ms", spec.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
     if let Some(backoff) = &spec.backoff {
-        check_range_u64(
-            "backoff initial_ms",
-            backoff.initial_ms,
-            0..=MAX_BACKOFF_MS,
-            false,
-        )?;
-        check_range_u64(
-            "backoff maximum_ms",
-            backoff.maximum_ms,
-            0..=MAX_BACKOFF_MS,
-            false,
-        )?;
+        validate::in_range("backoff initial_ms", backoff.initial_ms, 0, MAX_BACKOFF_MS)?;
+        validate::in_range("backoff maximum_ms", backoff.maximum_ms, 0, MAX_BACKOFF_MS)?;
         if backoff.maximum_ms != 0 && backoff.maximum_ms < backoff.initial_ms {
             return Err(Error::invalid_input(format!(
                 "backoff maximum_ms {} is below initial_ms {}",
@@ -834,17 +823,14 @@ pub(crate) fn check_task_spec(spec: &TaskSpec) -> Result<()> {
             )));
         }
     }
-    check_id_string("idempotency key", &spec.idempotency_key)?;
-    check_id_string("correlation id", &spec.correlation_id)?;
-    check_labels("labels", &spec.labels)?;
+    validate::id_string("idempotency key", &spec.idempotency_key)?;
+    validate::id_string("correlation id", &spec.correlation_id)?;
+    validate::labels("labels", &spec.labels)?;
     if let Some(gate) = &spec.requires {
         if gate.decision_id == 0 {
             return Err(Error::invalid_input("requires: decision id 0"));
         }
-        if gate.option.is_empty() {
-            return Err(Error::invalid_input("requires: empty option"));
-        }
-        check_len("requires option", &gate.option, MAX_SHORT_STRING_BYTES)?;
+        validate::short_string("requires option", &gate.option)?;
     }
     Ok(())
 }
@@ -884,7 +870,7 @@ fn selector_parts(selector: DeadLetterSelector) -> Result<(Vec<u64>, String)> {
             Ok((ids, String::new()))
         }
         DeadLetterSelector::Queue(queue) => {
-            check_name("queue", &queue)?;
+            validate::name("queue", &queue)?;
             Ok((Vec::new(), queue))
         }
     }

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conclave_proto::v1::{ReadConsistency, WatchRequest, WatchResponse};
+use conclave_proto::validate;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::time::Instant;
 use tonic::codec::Streaming;
@@ -18,7 +19,7 @@ use tonic::Code;
 use crate::client::{Backoff, CallKind, Client};
 use crate::endpoint::Node;
 use crate::error::{compact_revision, describe, Error, Result};
-use crate::kv::{checked_key, kv};
+use crate::kv::kv;
 
 /// How long a watch may be silent before the client checks that its node still serves.
 const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
@@ -94,7 +95,7 @@ impl Client {
     ) -> Result<WatchStream> {
         let key = key.into();
         if !options.prefix {
-            checked_key(key.clone())?;
+            validate::key("key", &key)?;
         }
         let start_revision = match options.start_revision {
             0 => self.current_revision().await? + 1,

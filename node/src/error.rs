@@ -1,6 +1,9 @@
-//! The node's error type. `grpc/status.rs` is the one table that turns it into a gRPC status.
+//! The node's error type, and `refused`: the one table from the state machine's domain refusals
+//! to it. `grpc/status.rs` is the one table that turns an error into a gRPC status.
 
 use crate::raft::NodeId;
+use crate::state_machine::coordination::{CoordResponse, DecisionId, TaskId};
+use crate::state_machine::{BarrierResponse, LockResponse, RequestId, Response};
 
 /// The leader a node knows of, as a hint for clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,3 +70,192 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A task id that names no task (any more), from a write or a read.
+    pub fn unknown_task(task_id: TaskId) -> Error {
+        Error::NotFound(format!("task {task_id} does not exist"))
+    }
+
+    /// An agent name that no agent registered under.
+    pub fn unknown_agent(name: &str) -> Error {
+        Error::NotFound(format!("agent {name:?} is not registered"))
+    }
+
+    /// A decision id that names no decision (any more), from a write or a read.
+    pub fn unknown_decision(decision_id: DecisionId) -> Error {
+        Error::NotFound(format!("decision {decision_id} does not exist"))
+    }
+}
+
+/// An applied write's answer with the state machine's domain refusals as node errors, each one
+/// "nothing applied": a KV refusal (quota, session not live, request id expired) or a coordination
+/// refusal (lease lost, unknown session, agent, task or decision, agent exists, vote refused,
+/// invalid, quota). Successes are handed back for the caller to convert. `request_id` is the
+/// write's, named in the "expired" message.
+pub fn refused(response: Response, request_id: Option<RequestId>) -> Result<Response> {
+    match response {
+        Response::QuotaExceeded { reason, .. } => Err(Error::ResourceExhausted(reason)),
+        Response::SessionNotLive { session_id, .. } => Err(Error::FailedPrecondition(format!(
+            "session_id: session {session_id} is not live (unknown, expired or closed); nothing was written"
+        ))),
+        Response::RequestIdExpired { .. } => {
+            let (client_id, serial) = request_id.map_or((0, 0), |id| (id.client_id, id.serial));
+            Err(Error::FailedPrecondition(format!(
+                "request id serial {serial} of client {client_id} is below the client's min_pending_serial; its result is no longer known"
+            )))
+        }
+        Response::Coordination { revision, response } => {
+            coordination_refused(response).map(|response| Response::Coordination { revision, response })
+        }
+        Response::FenceLost { reason, .. } => Err(Error::LockLost(reason)),
+        Response::Locks { revision, response } => {
+            lock_refused(response).map(|response| Response::Locks { revision, response })
+        }
+        Response::Barriers { revision, response } => {
+            barrier_refused(response).map(|response| Response::Barriers { revision, response })
+        }
+        success => Ok(success),
+    }
+}
+
+/// The locks half of [`refused`].
+fn lock_refused(response: LockResponse) -> Result<LockResponse> {
+    match response {
+        LockResponse::LockLost { reason } => Err(Error::LockLost(reason)),
+        LockResponse::Mismatch { reason } => Err(Error::FailedPrecondition(reason)),
+        LockResponse::SessionNotLive { session_id } => Err(Error::FailedPrecondition(format!(
+            "holder.session_id: session {session_id} is not live (unknown, expired or closed)"
+        ))),
+        LockResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
+        success => Ok(success),
+    }
+}
+
+/// The barriers half of [`refused`].
+fn barrier_refused(response: BarrierResponse) -> Result<BarrierResponse> {
+    match response {
+        BarrierResponse::Mismatch { reason } => Err(Error::FailedPrecondition(reason)),
+        BarrierResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
+        success => Ok(success),
+    }
+}
+
+/// The coordination half of [`refused`].
+fn coordination_refused(response: CoordResponse) -> Result<CoordResponse> {
+    match response {
+        CoordResponse::LeaseLost { reason } => {
+            Err(Error::LeaseLost(if reason.starts_with("lease lost") {
+                reason
+            } else {
+                format!("lease lost: {reason}")
+            }))
+        }
+        CoordResponse::UnknownSession { session_id } => Err(Error::NotFound(format!(
+            "session {session_id} does not exist or has ended; register again"
+        ))),
+        CoordResponse::UnknownAgent { name } => Err(Error::unknown_agent(&name)),
+        CoordResponse::UnknownTask { task_id } => Err(Error::unknown_task(task_id)),
+        CoordResponse::UnknownDecision { decision_id } => Err(Error::unknown_decision(decision_id)),
+        CoordResponse::AgentExists { name } => Err(Error::AlreadyExists(format!(
+            "agent {name:?} already has a live session; set replace to close it"
+        ))),
+        CoordResponse::VoteRefused { reason } => Err(Error::FailedPrecondition(reason)),
+        CoordResponse::Invalid { reason } => Err(Error::InvalidArgument(reason)),
+        CoordResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
+        success => Ok(success),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coordination(response: CoordResponse) -> Result<Response> {
+        refused(
+            Response::Coordination {
+                revision: 4,
+                response,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn coordination_refusals_map_to_their_errors() {
+        let lost = coordination(CoordResponse::LeaseLost {
+            reason: "the lease expired".into(),
+        });
+        assert!(matches!(&lost, Err(Error::LeaseLost(m)) if m == "lease lost: the lease expired"));
+        let lost = coordination(CoordResponse::LeaseLost {
+            reason: "lease lost: task 7 was canceled".into(),
+        });
+        assert!(
+            matches!(&lost, Err(Error::LeaseLost(m)) if m == "lease lost: task 7 was canceled")
+        );
+        assert!(matches!(
+            coordination(CoordResponse::UnknownTask { task_id: 7 }),
+            Err(Error::NotFound(m)) if m == "task 7 does not exist"
+        ));
+        assert!(matches!(
+            coordination(CoordResponse::AgentExists { name: "a".into() }),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            coordination(CoordResponse::QuotaExceeded {
+                reason: "full".into()
+            }),
+            Err(Error::ResourceExhausted(_))
+        ));
+        assert!(matches!(
+            coordination(CoordResponse::Ok),
+            Ok(Response::Coordination {
+                revision: 4,
+                response: CoordResponse::Ok
+            })
+        ));
+    }
+
+    #[test]
+    fn kv_refusals_map_to_their_errors() {
+        assert!(matches!(
+            refused(
+                Response::QuotaExceeded {
+                    revision: 1,
+                    reason: "full".into()
+                },
+                None
+            ),
+            Err(Error::ResourceExhausted(m)) if m == "full"
+        ));
+        assert!(matches!(
+            refused(
+                Response::SessionNotLive {
+                    revision: 1,
+                    session_id: 9
+                },
+                None
+            ),
+            Err(Error::FailedPrecondition(m)) if m.starts_with("session_id: session 9 is not live")
+        ));
+        let id = RequestId {
+            client_id: 3,
+            serial: 5,
+            min_pending_serial: 6,
+        };
+        assert!(matches!(
+            refused(Response::RequestIdExpired { revision: 1 }, Some(id)),
+            Err(Error::FailedPrecondition(m)) if m.starts_with("request id serial 5 of client 3 ")
+        ));
+        assert!(matches!(
+            refused(
+                Response::Put {
+                    revision: 2,
+                    previous: None
+                },
+                Some(id)
+            ),
+            Ok(Response::Put { revision: 2, .. })
+        ));
+    }
+}

@@ -25,14 +25,13 @@ use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
 use conclave_proto::v1::tasks_server::TasksServer;
 use openraft::SnapshotPolicy;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use config::Config;
 use grpc::forward::Forwarder;
 use grpc::gateway::Gateway;
 use limits::{
-    AGENT_LIST_BYTES_MAX, API_CONCURRENCY_PER_CONNECTION, MAX_INFLIGHT_WRITES,
-    MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES,
+    AGENT_LIST_BYTES_MAX, API_CONCURRENCY_PER_CONNECTION, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES,
 };
 use node::Node;
 
@@ -127,26 +126,15 @@ pub async fn run(
         .serve_with_incoming_shutdown(accept_nodelay(peer_listener), stopped(stop_rx.clone()));
 
     let forwarder = Forwarder::default();
-    // One bound on the writes in flight for every service of this node.
-    let write_slots = Arc::new(Semaphore::new(MAX_INFLIGHT_WRITES));
-    let gateway = Gateway::new(
-        node.clone(),
-        forwarder.clone(),
-        write_slots.clone(),
-        stop_rx.clone(),
-    );
+    // One gateway (and so one bound on the writes in flight) for every service of this node.
+    let gateway = Gateway::new(node.clone(), forwarder.clone(), stop_rx.clone());
     let api_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(API_CONCURRENCY_PER_CONNECTION)
         .add_service(
-            KvServer::new(grpc::kv::KvService::new(
-                node.clone(),
-                forwarder.clone(),
-                write_slots.clone(),
-                stop_rx.clone(),
-            ))
-            .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
-            .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+            KvServer::new(grpc::kv::KvService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
         .add_service(ClusterServer::new(grpc::cluster::ClusterService::new(
             node.clone(),

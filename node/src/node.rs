@@ -11,7 +11,7 @@ use openraft::type_config::TypeConfigExt;
 use openraft::{ChangeMembers, ServerState};
 
 use crate::config::Config;
-use crate::error::{Error, LeaderHint, Result};
+use crate::error::{refused, Error, LeaderHint, Result};
 use crate::raft::heartbeats::Heartbeats;
 use crate::raft::metrics::RaftCounters;
 use crate::raft::network::PeerNetwork;
@@ -111,29 +111,36 @@ impl Node {
     }
 
     /// Proposes a write on this node, which must be the leader, and waits until it is applied.
+    /// A domain refusal (quota, lease lost, unknown task, ...) is an error (`error::refused`).
     pub async fn write(&self, request_id: RequestId, command: Command) -> Result<Response> {
-        self.propose(Some(request_id), command).await
+        let response = self.propose(Some(request_id), command).await?;
+        refused(response, Some(request_id))
     }
 
     /// Proposes a command the leader makes up itself (the scheduler's Assign, the ticker's Tick):
     /// no request id, because a lost one is simply planned again from the applied state, and
-    /// applying one twice changes nothing the state machine has not validated.
+    /// applying one twice changes nothing the state machine has not validated. The response is
+    /// handed back as applied, for the caller to read.
     pub async fn propose_internal(&self, command: Command) -> Result<Response> {
         self.propose(None, command).await
     }
 
-    async fn propose(&self, request_id: Option<RequestId>, command: Command) -> Result<Response> {
-        self.propose_fenced(request_id, None, command).await
-    }
-
-    /// Proposes a write that applies only while `fence` holds (a fenced write).
+    /// Proposes a write that applies only while `fence` holds (a fenced write); refusals are
+    /// errors as in `write`.
     pub async fn write_fenced(
         &self,
         request_id: RequestId,
         fence: Option<Fence>,
         command: Command,
     ) -> Result<Response> {
-        self.propose_fenced(Some(request_id), fence, command).await
+        let response = self
+            .propose_fenced(Some(request_id), fence, command)
+            .await?;
+        refused(response, Some(request_id))
+    }
+
+    async fn propose(&self, request_id: Option<RequestId>, command: Command) -> Result<Response> {
+        self.propose_fenced(request_id, None, command).await
     }
 
     async fn propose_fenced(
@@ -151,6 +158,7 @@ impl Node {
                 proposed: false,
             });
         }
+        // The test-only skip-fence mode drops the fence: the suite shows it notices.
         let fence = fence
             .filter(|_| self.config.unsafe_test_mode != crate::config::UnsafeTestMode::SkipFence);
         let request = Request {
@@ -164,26 +172,14 @@ impl Node {
                 "the write was proposed but not committed within {} ms; its outcome is unknown",
                 self.config.leader_wait_ms
             ))),
-            Ok(Ok(written)) => match written.data {
-                Response::QuotaExceeded { reason, .. } => Err(Error::ResourceExhausted(reason)),
-                Response::FenceLost { reason, .. } => Err(Error::LockLost(reason)),
-                Response::SessionNotLive { session_id, .. } => Err(Error::FailedPrecondition(format!(
-                    "session_id: session {session_id} is not live (unknown, expired or closed); nothing was written"
-                ))),
-                Response::RequestIdExpired { .. } => {
-                    let (client_id, serial) =
-                        request_id.map_or((0, 0), |id| (id.client_id, id.serial));
-                    Err(Error::FailedPrecondition(format!(
-                        "request id serial {serial} of client {client_id} is below the client's min_pending_serial; its result is no longer known"
-                    )))
-                }
-                response => Ok(response),
-            },
+            Ok(Ok(written)) => Ok(written.data),
             // The entry may be in this node's log and still commit under the next leader.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(Error::NotLeader {
-                leader: self.leader_hint(),
-                proposed: true,
-            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Error::NotLeader {
+                    leader: self.leader_hint(),
+                    proposed: true,
+                })
+            }
             Ok(Err(e)) => Err(Error::Fatal(e.to_string())),
         }
     }

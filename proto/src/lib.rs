@@ -1,6 +1,7 @@
 //! Conclave's wire contract: the generated gRPC messages, clients and servers.
 //!
-//! The `.proto` files in `proto/conclave/v1/` are the API reference.
+//! The `.proto` files in `proto/conclave/v1/` are the API reference; [`limits`] are the request
+//! limits and [`validate`] the rules on single fields that node and client both check.
 
 /// Version 1 of the API (`package conclave.v1`).
 pub mod v1 {
@@ -30,6 +31,8 @@ pub const REASON_LOCK_LOST: &str = "lock-lost";
 pub const OLDEST_SEQUENCE_METADATA: &str = "conclave-oldest-sequence";
 /// Metadata key set by a node that forwards a request to the leader, so it is not forwarded again.
 pub const FORWARDED_METADATA: &str = "conclave-forwarded";
+
+pub mod validate;
 
 /// The request limits of the wire contract (kv.proto lists them). Every node enforces them, and
 /// clients may check them before sending.

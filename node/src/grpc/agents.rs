@@ -7,13 +7,15 @@ use std::sync::Arc;
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::agents_client::AgentsClient;
 use conclave_proto::v1::agents_server::Agents;
+use conclave_proto::validate;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::gateway::{
-    check_request_size, invalid, read_consistency, request_id, unexpected_coordination, Gateway,
+    check_request_size, coordination, invalid, read_consistency, request_id,
+    unexpected_coordination, Gateway,
 };
 use super::status::to_status;
 use super::streams::{self, EventStream};
@@ -55,7 +57,7 @@ impl AgentsService {
                 forwarded,
                 req,
                 (request_id, fence, Command::Coordination(command)),
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Verb {
                         state,
                         lease_deadline_ms,
@@ -65,7 +67,7 @@ impl AgentsService {
                         lease_deadline_unix_ms: lease_deadline_ms,
                     })),
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| forward(client(c), r),
             )
             .await
@@ -75,11 +77,8 @@ impl AgentsService {
     /// node does not know may be one it has not applied yet: the leader decides.
     async fn lease_ms(&self, task_id: TaskId, lease_ms: u64) -> Result<u64, Error> {
         if lease_ms != 0 {
-            if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease_ms) {
-                return Err(Error::InvalidArgument(format!(
-                    "lease_ms: {lease_ms} is outside the allowed range {MIN_LEASE_MS} ..= {MAX_LEASE_MS}"
-                )));
-            }
+            validate::in_range("lease_ms", lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)
+                .map_err(|e| Error::InvalidArgument(e.into()))?;
             return Ok(lease_ms);
         }
         let known = |gateway: &Gateway| {
@@ -94,8 +93,7 @@ impl AgentsService {
             return Ok(lease_ms);
         }
         self.gateway.linearize(Consistency::Linearizable).await?;
-        known(&self.gateway)
-            .ok_or_else(|| Error::NotFound(format!("task {task_id} does not exist")))
+        known(&self.gateway).ok_or_else(|| Error::unknown_task(task_id))
     }
 
     fn agent_reply(&self, name: &str, revision: u64) -> Result<pb::DrainResponse, Status> {
@@ -104,7 +102,7 @@ impl AgentsService {
             .machine
             .coordination()
             .agent(name)
-            .ok_or_else(|| unknown_agent(name))?;
+            .ok_or_else(|| to_status(Error::unknown_agent(name)))?;
         Ok(pb::DrainResponse {
             header: self.gateway.header(revision, Consistency::Linearizable),
             agent: Some(convert::agent(agent)),
@@ -130,10 +128,10 @@ impl AgentsService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Ok => Ok(Response::new(self.agent_reply(&name, revision)?)),
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move {
                     if drained {
                         client(c).drain(r).await
@@ -153,10 +151,6 @@ pub fn client(channel: Channel) -> AgentsClient<Channel> {
         .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
 }
 
-fn unknown_agent(name: &str) -> Status {
-    to_status(Error::NotFound(format!("agent {name:?} is not registered")))
-}
-
 #[tonic::async_trait]
 impl Agents for AgentsService {
     async fn register(
@@ -174,7 +168,7 @@ impl Agents for AgentsService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Registered {
                         session_id, ttl_ms, ..
                     } => Ok(Response::new(pb::RegisterResponse {
@@ -183,7 +177,7 @@ impl Agents for AgentsService {
                         ttl_ms,
                     })),
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).register(r).await },
             )
             .await
@@ -220,7 +214,7 @@ impl Agents for AgentsService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Closed { released } => {
                         Ok(Response::new(pb::CloseSessionResponse {
                             header: self.gateway.header(revision, Consistency::Linearizable),
@@ -228,7 +222,7 @@ impl Agents for AgentsService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).close_session(r).await },
             )
             .await
@@ -395,15 +389,7 @@ impl Agents for AgentsService {
         let request_id = request_id(req.request_id)?;
         non_zero("session_id", req.session_id)?;
         non_zero("decision_id", req.decision_id)?;
-        if req.choice.is_empty() {
-            return Err(invalid("choice: must not be empty"));
-        }
-        validation::max_bytes(
-            "choice",
-            req.choice.as_bytes(),
-            MAX_SHORT_STRING_BYTES,
-            "MAX_SHORT_STRING_BYTES",
-        )?;
+        validation::rule(validate::short_string("choice", &req.choice))?;
         validation::message("rationale", &req.rationale)?;
         let command = Command::Coordination(CoordCommand::Vote {
             session_id: req.session_id,
@@ -417,7 +403,7 @@ impl Agents for AgentsService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Voted { decision_id } => {
                         let state = self.gateway.node.state.read();
                         Ok(Response::new(pb::VoteResponse {
@@ -430,7 +416,7 @@ impl Agents for AgentsService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).vote(r).await },
             )
             .await
@@ -498,7 +484,7 @@ impl Agents for AgentsService {
             .machine
             .coordination()
             .agent(&req.name)
-            .ok_or_else(|| unknown_agent(&req.name))?;
+            .ok_or_else(|| to_status(Error::unknown_agent(&req.name)))?;
         Ok(Response::new(pb::GetAgentResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             agent: Some(convert::agent(agent)),

@@ -53,13 +53,13 @@ fn shape(parties: u32, quorum: u32) -> Result<(u32, u32), Status> {
     Ok((parties, if quorum == 0 { parties } else { quorum }))
 }
 
+/// A barrier write's success (refusals are already errors: `error::refused`).
 fn outcome(response: SmResponse) -> Result<(u64, bool), Error> {
     match response {
-        SmResponse::Barriers { revision, response } => match response {
-            BarrierResponse::Entered { counted } => Ok((revision, counted)),
-            BarrierResponse::Mismatch { reason } => Err(Error::FailedPrecondition(reason)),
-            BarrierResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
-        },
+        SmResponse::Barriers {
+            revision,
+            response: BarrierResponse::Entered { counted },
+        } => Ok((revision, counted)),
         other => Err(Error::Fatal(format!(
             "a barrier command was answered {other:?}"
         ))),

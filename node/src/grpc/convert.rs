@@ -1,12 +1,12 @@
-//! From the coordination state to the wire: tasks, agents, decisions and their enums, and the
-//! table from `CoordResponse` failures to node errors. Times are Unix milliseconds on both sides.
+//! From the coordination state to the wire: tasks, agents, decisions and their enums. (The table
+//! from domain refusals to node errors is `error::refused`.) Times are Unix milliseconds on both
+//! sides.
 
 use conclave_proto::v1 as pb;
 
-use crate::error::Error;
 use crate::state_machine::coordination::{
-    Agent, Attempt, AttemptOutcome, BreakerState, CoordResponse, DeadLetterReason, Decision,
-    DecisionStatus, Lease, Rule, Task, TaskEventKind, TaskSpec, TaskState,
+    Agent, Attempt, AttemptOutcome, BreakerState, DeadLetterReason, Decision, DecisionStatus,
+    Lease, Rule, Task, TaskEventKind, TaskSpec, TaskState,
 };
 
 /// A task as the API shows it. `summary` leaves payload and result out (listings and events).
@@ -290,71 +290,9 @@ pub fn task_event_kind(kind: TaskEventKind) -> pb::TaskEventKind {
     }
 }
 
-/// The domain failures of a coordination command, as node errors (each "nothing applied"); the
-/// successes are handed back for the handler to turn into its reply.
-pub fn outcome(response: CoordResponse) -> Result<CoordResponse, Error> {
-    match response {
-        CoordResponse::LeaseLost { reason } => {
-            Err(Error::LeaseLost(if reason.starts_with("lease lost") {
-                reason
-            } else {
-                format!("lease lost: {reason}")
-            }))
-        }
-        CoordResponse::UnknownSession { session_id } => Err(Error::NotFound(format!(
-            "session {session_id} does not exist or has ended; register again"
-        ))),
-        CoordResponse::UnknownAgent { name } => {
-            Err(Error::NotFound(format!("agent {name:?} is not registered")))
-        }
-        CoordResponse::UnknownTask { task_id } => {
-            Err(Error::NotFound(format!("task {task_id} does not exist")))
-        }
-        CoordResponse::UnknownDecision { decision_id } => Err(Error::NotFound(format!(
-            "decision {decision_id} does not exist"
-        ))),
-        CoordResponse::AgentExists { name } => Err(Error::AlreadyExists(format!(
-            "agent {name:?} already has a live session; set replace to close it"
-        ))),
-        CoordResponse::VoteRefused { reason } => Err(Error::FailedPrecondition(reason)),
-        CoordResponse::Invalid { reason } => Err(Error::InvalidArgument(reason)),
-        CoordResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
-        success => Ok(success),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn domain_failures_map_to_their_errors() {
-        let lost = outcome(CoordResponse::LeaseLost {
-            reason: "the lease expired".into(),
-        });
-        assert!(matches!(&lost, Err(Error::LeaseLost(m)) if m == "lease lost: the lease expired"));
-        let lost = outcome(CoordResponse::LeaseLost {
-            reason: "lease lost: task 7 was canceled".into(),
-        });
-        assert!(
-            matches!(&lost, Err(Error::LeaseLost(m)) if m == "lease lost: task 7 was canceled")
-        );
-        assert!(matches!(
-            outcome(CoordResponse::UnknownTask { task_id: 7 }),
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            outcome(CoordResponse::AgentExists { name: "a".into() }),
-            Err(Error::AlreadyExists(_))
-        ));
-        assert!(matches!(
-            outcome(CoordResponse::QuotaExceeded {
-                reason: "full".into()
-            }),
-            Err(Error::ResourceExhausted(_))
-        ));
-        assert!(matches!(outcome(CoordResponse::Ok), Ok(CoordResponse::Ok)));
-    }
 
     #[test]
     fn task_states_round_trip_and_unspecified_is_none() {

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::gateway::{
-    bounded_page, check_request_size, read_consistency, request_id, unexpected_coordination,
-    Gateway,
+    bounded_page, check_request_size, coordination, read_consistency, request_id,
+    unexpected_coordination, Gateway,
 };
 use super::status::to_status;
 use super::streams::{self, EventStream};
@@ -38,12 +38,6 @@ pub fn client(channel: Channel) -> DecisionsClient<Channel> {
         .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
 }
 
-fn unknown_decision(decision_id: u64) -> Status {
-    to_status(Error::NotFound(format!(
-        "decision {decision_id} does not exist"
-    )))
-}
-
 #[tonic::async_trait]
 impl Decisions for DecisionsService {
     async fn propose(
@@ -64,7 +58,7 @@ impl Decisions for DecisionsService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Proposed { decision_id } => {
                         let state = self.gateway.node.state.read();
                         Ok(Response::new(pb::ProposeResponse {
@@ -77,7 +71,7 @@ impl Decisions for DecisionsService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).propose(r).await },
             )
             .await
@@ -103,7 +97,7 @@ impl Decisions for DecisionsService {
             .machine
             .coordination()
             .decision(req.decision_id)
-            .ok_or_else(|| unknown_decision(req.decision_id))?;
+            .ok_or_else(|| to_status(Error::unknown_decision(req.decision_id)))?;
         Ok(Response::new(pb::GetDecisionResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             decision: Some(convert::decision(decision)),

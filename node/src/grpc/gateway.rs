@@ -1,5 +1,9 @@
-//! What every coordination handler shares: the in-flight write bound, waiting for a leader,
-//! forwarding to it, linearizable reads, the stream bounds and the response header.
+//! What every handler of the KV, Tasks, Agents and Decisions services shares: the in-flight write
+//! bound, waiting for a leader, forwarding to it, linearizable reads, the task and decision stream
+//! bound, the response header and the checks of request ids, sizes and read consistency.
+//!
+//! Every handler reads the same way: validate; then read (`linearize` and read the local state,
+//! or `forward`) or `write_or_forward`; then convert the answer.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +14,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::forward::{check_forwarder, is_forwarded, until_leader, Forwarder};
 use super::status::to_status;
 use crate::error::Error;
@@ -18,7 +21,7 @@ use crate::limits::{MAX_INFLIGHT_WRITES, MAX_REQUEST_BYTES, WATCH_STREAMS_MAX};
 use crate::node::{Consistency, Node};
 use crate::state_machine::{Command, CoordResponse, Fence, RequestId, Response as SmResponse};
 
-/// Shared by the Tasks, Agents and Decisions services of one node.
+/// Shared by the KV, Tasks, Agents and Decisions services of one node.
 #[derive(Clone)]
 pub struct Gateway {
     pub node: Arc<Node>,
@@ -31,16 +34,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
-        node: Arc<Node>,
-        forwarder: Forwarder,
-        write_slots: Arc<Semaphore>,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
+    /// One gateway per node, cloned into every service, so MAX_INFLIGHT_WRITES bounds the writes
+    /// in flight on the node as a whole.
+    pub fn new(node: Arc<Node>, forwarder: Forwarder, stopping: watch::Receiver<bool>) -> Self {
         Gateway {
             node,
             forwarder,
-            write_slots,
+            write_slots: Arc::new(Semaphore::new(MAX_INFLIGHT_WRITES)),
             watch_slots: Arc::new(Semaphore::new(WATCH_STREAMS_MAX)),
             stopping,
         }
@@ -54,7 +54,8 @@ impl Gateway {
         Ok((forwarded, request.into_inner()))
     }
 
-    /// Proposes a write here if this node leads; otherwise hands back the leader to forward to.
+    /// Proposes a write here if this node leads; otherwise hands back the leader to forward to. A
+    /// domain refusal is already an error (`error::refused`).
     pub async fn write(
         &self,
         request_id: RequestId,
@@ -63,7 +64,7 @@ impl Gateway {
         self.write_fenced(request_id, None, command).await
     }
 
-    /// `write`, applied only while `fence` holds.
+    /// `write`, applied only while `fence` holds (a fenced write).
     pub async fn write_fenced(
         &self,
         request_id: RequestId,
@@ -111,8 +112,10 @@ impl Gateway {
             .await
     }
 
-    /// Proposes a coordination write and answers with `answer(revision, response)`; on a node
-    /// that does not lead, forwards the request to the leader (once) with `call` instead.
+    /// Proposes a write and answers with `answer(response)`, the state machine's successful
+    /// response (refusals are errors); on a node that does not lead, forwards the request to the
+    /// leader (once) with `call` instead. Coordination handlers wrap their answer in
+    /// [`coordination`].
     #[allow(clippy::too_many_arguments)] // each is one part of the one shape every write handler has
     pub async fn write_or_forward<Req, Resp, A, F, Fut>(
         &self,
@@ -124,7 +127,7 @@ impl Gateway {
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
-        A: FnOnce(u64, CoordResponse) -> Result<Response<Resp>, Status>,
+        A: FnOnce(SmResponse) -> Result<Response<Resp>, Status>,
         F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
@@ -133,7 +136,8 @@ impl Gateway {
             .await
     }
 
-    /// `write_or_forward` of a (request id, fence, command) write.
+    /// `write_or_forward` of a (request id, fence, command) write: a fenced write applies only
+    /// while its grant is current (kv.proto Fence).
     pub async fn write_or_forward_fenced<Req, Resp, A, F, Fut>(
         &self,
         forwarded: bool,
@@ -143,13 +147,12 @@ impl Gateway {
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
-        A: FnOnce(u64, CoordResponse) -> Result<Response<Resp>, Status>,
+        A: FnOnce(SmResponse) -> Result<Response<Resp>, Status>,
         F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let written = self.write_fenced(request_id, fence, command).await;
-        match written.and_then(coordination) {
-            Ok((revision, response)) => answer(revision, response),
+        match self.write_fenced(request_id, fence, command).await {
+            Ok(response) => answer(response),
             Err(e) => self.forward(e, forwarded, request, call).await,
         }
     }
@@ -252,15 +255,15 @@ pub fn unexpected_coordination(response: CoordResponse) -> Status {
     Status::internal(format!("unexpected coordination response {response:?}"))
 }
 
-/// A coordination write's outcome: the store revision and the success, or the domain failure as
-/// a node error (nothing applied).
-fn coordination(response: SmResponse) -> Result<(u64, CoordResponse), Error> {
-    match response {
-        SmResponse::Coordination { revision, response } => {
-            convert::outcome(response).map(|response| (revision, response))
-        }
-        other => Err(Error::Fatal(format!(
+/// The answer to a coordination write for [`Gateway::write_or_forward`], made by `answer` from the
+/// store revision after the entry and the (successful) coordination response.
+pub fn coordination<Resp>(
+    answer: impl FnOnce(u64, CoordResponse) -> Result<Response<Resp>, Status>,
+) -> impl FnOnce(SmResponse) -> Result<Response<Resp>, Status> {
+    move |response| match response {
+        SmResponse::Coordination { revision, response } => answer(revision, response),
+        other => Err(to_status(Error::Fatal(format!(
             "a coordination command was answered {other:?}"
-        ))),
+        )))),
     }
 }

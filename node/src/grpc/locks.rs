@@ -187,21 +187,13 @@ fn election_value(value: &[u8]) -> Result<(), Status> {
 
 // --- outcomes and conversion --------------------------------------------------------------------
 
-/// A lock write's outcome: the revision and the success, or the domain refusal as an error.
+/// A lock write's success (refusals are already errors: `error::refused`).
 fn outcome(response: SmResponse) -> Result<(u64, LockResponse), Error> {
-    let SmResponse::Locks { revision, response } = response else {
-        return Err(Error::Fatal(format!(
-            "a lock command was answered {response:?}"
-        )));
-    };
     match response {
-        LockResponse::LockLost { reason } => Err(Error::LockLost(reason)),
-        LockResponse::Mismatch { reason } => Err(Error::FailedPrecondition(reason)),
-        LockResponse::SessionNotLive { session_id } => Err(Error::FailedPrecondition(format!(
-            "holder.session_id: session {session_id} is not live (unknown, expired or closed)"
+        SmResponse::Locks { revision, response } => Ok((revision, response)),
+        other => Err(Error::Fatal(format!(
+            "a lock command was answered {other:?}"
         ))),
-        LockResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
-        success => Ok((revision, success)),
     }
 }
 

@@ -411,7 +411,7 @@ pub async fn watch_tasks(
         c.task(task_id).is_some() || resume.is_some_and(|after| task_in_history(c, after, task_id))
     };
     if task_id != 0 && !await_visible(gateway, known).await {
-        return Err(super::tasks::unknown_task(task_id));
+        return Err(to_status(Error::unknown_task(task_id)));
     }
     let node = gateway.node.clone();
     let mut stopping = gateway.stopping.clone();
@@ -636,7 +636,7 @@ pub async fn wait_task(
                 .machine
                 .coordination()
                 .task(task_id)
-                .ok_or_else(|| super::tasks::unknown_task(task_id))?;
+                .ok_or_else(|| to_status(Error::unknown_task(task_id)))?;
             let terminal = task.state.is_terminal();
             if terminal || timed_out {
                 return Ok((
@@ -663,9 +663,7 @@ pub async fn watch_decision(
 ) -> Result<EventStream<pb::DecisionEvent>, Status> {
     let permit = gateway.watch_slot()?;
     if !await_visible(gateway, |c| c.decision(decision_id).is_some()).await {
-        return Err(to_status(Error::NotFound(format!(
-            "decision {decision_id} does not exist"
-        ))));
+        return Err(to_status(Error::unknown_decision(decision_id)));
     }
     let node = gateway.node.clone();
     let mut stopping = gateway.stopping.clone();

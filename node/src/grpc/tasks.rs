@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::gateway::{
-    bounded_page, check_request_size, invalid, read_consistency, request_id,
+    bounded_page, check_request_size, coordination, invalid, read_consistency, request_id,
     unexpected_coordination, Gateway,
 };
 use super::status::to_status;
@@ -63,7 +63,7 @@ impl Tasks for TasksService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Submitted { results } => {
                         let (task_id, existing) = *results.first().ok_or_else(|| {
                             Status::internal("a submit of one task returned no result")
@@ -75,7 +75,7 @@ impl Tasks for TasksService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).submit(r).await },
             )
             .await
@@ -110,7 +110,7 @@ impl Tasks for TasksService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Submitted { results } => {
                         let header = self.gateway.header(revision, Consistency::Linearizable);
                         Ok(Response::new(pb::SubmitBatchResponse {
@@ -126,7 +126,7 @@ impl Tasks for TasksService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).submit_batch(r).await },
             )
             .await
@@ -152,7 +152,7 @@ impl Tasks for TasksService {
             .machine
             .coordination()
             .task(req.task_id)
-            .ok_or_else(|| unknown_task(req.task_id))?;
+            .ok_or_else(|| to_status(Error::unknown_task(req.task_id)))?;
         Ok(Response::new(pb::GetTaskResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             task: Some(convert::task(task, false)),
@@ -283,7 +283,7 @@ impl Tasks for TasksService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::Canceled { canceled, previous } => {
                         Ok(Response::new(pb::CancelTaskResponse {
                             header: self.gateway.header(revision, Consistency::Linearizable),
@@ -292,7 +292,7 @@ impl Tasks for TasksService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).cancel_task(r).await },
             )
             .await
@@ -344,7 +344,7 @@ impl Tasks for TasksService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::DeadLetters { count } => {
                         Ok(Response::new(pb::DeadLetterResponse {
                             header: self.gateway.header(revision, Consistency::Linearizable),
@@ -352,7 +352,7 @@ impl Tasks for TasksService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).redrive(r).await },
             )
             .await
@@ -372,7 +372,7 @@ impl Tasks for TasksService {
                 req,
                 request_id,
                 command,
-                |revision, response| match response {
+                coordination(|revision, response| match response {
                     CoordResponse::DeadLetters { count } => {
                         Ok(Response::new(pb::DeadLetterResponse {
                             header: self.gateway.header(revision, Consistency::Linearizable),
@@ -380,13 +380,9 @@ impl Tasks for TasksService {
                         }))
                     }
                     other => Err(unexpected_coordination(other)),
-                },
+                }),
                 |c, r| async move { client(c).purge(r).await },
             )
             .await
     }
-}
-
-pub fn unknown_task(task_id: u64) -> Status {
-    to_status(Error::NotFound(format!("task {task_id} does not exist")))
 }

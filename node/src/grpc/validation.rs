@@ -1,10 +1,13 @@
 //! From the wire to the coordination state: every request checked against the limits of the wire
 //! contract (`conclave_proto::limits`), with the defaults filled in ("0 means ..."), so the state
-//! machine only ever sees concrete, valid values. An error names the field and the limit.
+//! machine only ever sees concrete, valid values. An error names the field and the limit. The
+//! rules on single fields are `conclave_proto::validate`'s, which the client checks too; here
+//! they are answered as INVALID_ARGUMENT.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use conclave_proto::v1 as pb;
+use conclave_proto::validate;
 use tonic::Status;
 
 use super::convert::{decision_status_from, task_state_from};
@@ -21,21 +24,14 @@ pub const BREAKER_COOLDOWN_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// The most task ids one redrive or purge may name (a list page's worth).
 pub const MAX_SELECTED_IDS: usize = MAX_TASK_LIST_LIMIT as usize;
 
+/// A broken wire rule as the node answers it: INVALID_ARGUMENT with the rule's message.
+pub fn rule<T>(result: validate::Result<T>) -> Result<T, Status> {
+    result.map_err(invalid)
+}
+
 /// A queue or agent name: 1 ..= MAX_NAME_BYTES bytes of `[A-Za-z0-9._:/-]`.
 pub fn name(field: &str, value: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        return Err(invalid(format!("{field}: must not be empty")));
-    }
-    max_bytes(field, value.as_bytes(), MAX_NAME_BYTES, "MAX_NAME_BYTES")?;
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-')))
-    {
-        return Err(invalid(format!(
-            "{field}: {value:?} contains {c:?}; names are made of [A-Za-z0-9._:/-]"
-        )));
-    }
-    Ok(())
+    rule(validate::name(field, value))
 }
 
 /// An optional name: empty, or a valid name.
@@ -48,32 +44,15 @@ pub fn optional_name(field: &str, value: &str) -> Result<(), Status> {
 }
 
 pub fn max_bytes(field: &str, value: &[u8], limit: usize, limit_name: &str) -> Result<(), Status> {
-    if value.len() > limit {
-        return Err(invalid(format!(
-            "{field}: {} bytes exceeds the limit of {limit} ({limit_name})",
-            value.len()
-        )));
-    }
-    Ok(())
+    rule(validate::max_bytes(field, value, limit, limit_name))
 }
 
 fn short_string(field: &str, value: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        return Err(invalid(format!("{field}: must not be empty")));
-    }
-    max_bytes(
-        field,
-        value.as_bytes(),
-        MAX_SHORT_STRING_BYTES,
-        "MAX_SHORT_STRING_BYTES",
-    )
+    rule(validate::short_string(field, value))
 }
 
 pub fn non_zero(field: &str, value: u64) -> Result<(), Status> {
-    if value == 0 {
-        return Err(invalid(format!("{field}: must be non-zero")));
-    }
-    Ok(())
+    rule(validate::non_zero(field, value))
 }
 
 /// A fencing token as handed out with an assignment: never 0.
@@ -112,15 +91,7 @@ pub fn fencing_token(value: u64) -> Result<u64, Status> {
 }
 
 pub fn capabilities(field: &str, values: &[String]) -> Result<BTreeSet<String>, Status> {
-    if values.len() > MAX_CAPABILITIES {
-        return Err(invalid(format!(
-            "{field}: {} capabilities exceeds the limit of {MAX_CAPABILITIES} (MAX_CAPABILITIES)",
-            values.len()
-        )));
-    }
-    for (i, value) in values.iter().enumerate() {
-        short_string(&format!("{field}[{i}]"), value)?;
-    }
+    rule(validate::capabilities(field, values))?;
     Ok(values.iter().cloned().collect())
 }
 
@@ -129,34 +100,13 @@ pub fn labels(
     field: &str,
     values: &HashMap<String, String>,
 ) -> Result<BTreeMap<String, String>, Status> {
-    if values.len() > MAX_LABELS {
-        return Err(invalid(format!(
-            "{field}: {} entries exceeds the limit of {MAX_LABELS} (MAX_LABELS)",
-            values.len()
-        )));
-    }
-    let sorted: BTreeMap<String, String> = values.clone().into_iter().collect();
-    for (key, value) in &sorted {
-        short_string(&format!("{field} key {key:?}"), key)?;
-        max_bytes(
-            &format!("{field}[{key:?}]"),
-            value.as_bytes(),
-            MAX_LABEL_VALUE_BYTES,
-            "MAX_LABEL_VALUE_BYTES",
-        )?;
-    }
-    Ok(sorted)
+    rule(validate::labels(field, values))?;
+    Ok(values.clone().into_iter().collect())
 }
 
 /// `value` with 0 meaning `default`, checked to lie in `min ..= max`.
 fn defaulted_u64(field: &str, value: u64, default: u64, min: u64, max: u64) -> Result<u64, Status> {
-    let value = if value == 0 { default } else { value };
-    if value < min || value > max {
-        return Err(invalid(format!(
-            "{field}: {value} is outside the allowed range {min} ..= {max}"
-        )));
-    }
-    Ok(value)
+    rule(validate::defaulted(field, value, default, min, max))
 }
 
 fn defaulted_u32(field: &str, value: u32, default: u32, min: u32, max: u32) -> Result<u32, Status> {
@@ -179,12 +129,10 @@ pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
         "MAX_SHORT_STRING_BYTES",
     )?;
     let capabilities = capabilities(&format!("{field}.capabilities"), &spec.capabilities)?;
-    if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&spec.priority) {
-        return Err(invalid(format!(
-            "{field}.priority: {} is outside the allowed range -{MAX_PRIORITY} ..= {MAX_PRIORITY} (MAX_PRIORITY)",
-            spec.priority
-        )));
-    }
+    rule(validate::priority(
+        &format!("{field}.priority"),
+        spec.priority,
+    ))?;
     let max_attempts = defaulted_u32(
         &format!("{field}.max_attempts"),
         spec.max_attempts,
@@ -200,18 +148,14 @@ pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
         MAX_LEASE_MS,
     )?;
     let backoff = backoff(&format!("{field}.backoff"), spec.backoff.as_ref())?;
-    max_bytes(
+    rule(validate::id_string(
         &format!("{field}.idempotency_key"),
-        spec.idempotency_key.as_bytes(),
-        MAX_ID_STRING_BYTES,
-        "MAX_ID_STRING_BYTES",
-    )?;
-    max_bytes(
+        &spec.idempotency_key,
+    ))?;
+    rule(validate::id_string(
         &format!("{field}.correlation_id"),
-        spec.correlation_id.as_bytes(),
-        MAX_ID_STRING_BYTES,
-        "MAX_ID_STRING_BYTES",
-    )?;
+        &spec.correlation_id,
+    ))?;
     let labels = labels(&format!("{field}.labels"), &spec.labels)?;
     let requires = match &spec.requires {
         None => None,
@@ -343,12 +287,7 @@ pub fn agent_spec(req: &pb::RegisterRequest) -> Result<AgentSpec, Status> {
 /// deadline.
 pub fn decision_spec(spec: Option<&pb::DecisionSpec>, now_ms: u64) -> Result<DecisionSpec, Status> {
     let spec = spec.ok_or_else(|| invalid("decision: required"))?;
-    max_bytes(
-        "decision.question",
-        spec.question.as_bytes(),
-        MAX_MESSAGE_BYTES,
-        "MAX_MESSAGE_BYTES",
-    )?;
+    message("decision.question", &spec.question)?;
     if spec.options.len() < 2 || spec.options.len() > MAX_OPTIONS {
         return Err(invalid(format!(
             "decision.options: {} options; give 2 ..= {MAX_OPTIONS} (MAX_OPTIONS)",
@@ -545,22 +484,12 @@ pub fn decision_statuses(values: &[i32]) -> Result<Vec<DecisionStatus>, Status> 
 
 /// A free-form message (error, cancel reason, rationale) of at most MAX_MESSAGE_BYTES.
 pub fn message(field: &str, value: &str) -> Result<(), Status> {
-    max_bytes(
-        field,
-        value.as_bytes(),
-        MAX_MESSAGE_BYTES,
-        "MAX_MESSAGE_BYTES",
-    )
+    rule(validate::message(field, value))
 }
 
 /// A progress message or checkpoint of at most MAX_LABEL_VALUE_BYTES.
 pub fn progress_text(field: &str, value: &str) -> Result<(), Status> {
-    max_bytes(
-        field,
-        value.as_bytes(),
-        MAX_LABEL_VALUE_BYTES,
-        "MAX_LABEL_VALUE_BYTES",
-    )
+    rule(validate::progress_text(field, value))
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ pub struct LockEvent {
 
 /// What a timer does when it fires; the order breaks ties.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub(crate) enum Timer {
+pub enum Timer {
     DelayOver,
     HoldExpiry,
     WaitExpiry,
@@ -736,7 +736,7 @@ impl LockEventKind {
 }
 
 impl Timer {
-    pub(crate) const fn code(&self) -> u16 {
+    pub const fn code(&self) -> u16 {
         match self {
             Timer::DelayOver => 0,
             Timer::HoldExpiry => 1,

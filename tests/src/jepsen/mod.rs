@@ -2,8 +2,8 @@
 //! kill, pause, partition and reconfigure the cluster, then checkers on the histories.
 //!
 //! - [`run`]: one run, phase by phase ([`run::RunConfig`] in, [`run::Results`] and a folder out).
-//! - [`workload`]: the pluggable [`workload::Workload`]s (register, set, watch) and their checkers,
-//!   pure functions of the history.
+//! - [`workload`]: the pluggable [`workload::Workload`]s (register, set, watch, tasks, decisions,
+//!   locks, elections) and their checkers, pure functions of the history.
 //! - [`nemesis`]: the faults and their heals, acting on [`nemesis::Control`].
 //! - [`client`]: logical clients, one outstanding operation each, and the ok / fail / info rules.
 //! - [`history`]: the run's history in Jepsen's shape, one monotonic clock, JSON lines.

@@ -158,8 +158,11 @@ impl Workload for ElectionsWorkload {
             for election in 0..self.options.elections {
                 let context = context.clone();
                 let order = order.clone();
-                self.observers
-                    .push(tokio::spawn(observer(context, order, election_name(election))));
+                self.observers.push(tokio::spawn(observer(
+                    context,
+                    order,
+                    election_name(election),
+                )));
             }
             let context = context.clone();
             let options = self.options.clone();
@@ -257,7 +260,11 @@ async fn campaign_for(
             ttl_ms: spec["ttl_ms"].as_u64().unwrap_or(1_000),
             owner: spec["owner"].as_str().unwrap_or_default().to_string(),
         }),
-        value: spec["value"].as_str().unwrap_or_default().as_bytes().to_vec(),
+        value: spec["value"]
+            .as_str()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
         wait_ms: spec["wait_ms"].as_u64().unwrap_or(0),
         lock_delay_ms: Some(lock_delay_ms),
     };
@@ -290,7 +297,11 @@ async fn proclaim_value(actor: &mut Actor, context: &ClientContext, spec: Json) 
         request_id: actor.next_request_id(),
         election: spec["name"].as_str().unwrap_or_default().to_string(),
         token: spec["token"].as_u64().unwrap_or(0),
-        value: spec["value"].as_str().unwrap_or_default().as_bytes().to_vec(),
+        value: spec["value"]
+            .as_str()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
     };
     let op = OpSpec::new("proclaim", Some(request.election.clone()), spec.clone());
     actor
@@ -371,11 +382,16 @@ async fn read_leader(actor: &mut Actor, context: &ClientContext, node: u64, name
 
 /// One recorded message: `[sequence, kind, token, leader]`.
 fn event_json(event: &LockEvent) -> Json {
-    let kind = conclave_proto::v1::lock_event::Kind::try_from(event.kind)
-        .map_or_else(|_| event.kind.to_string(), |kind| {
-            short_name(kind.as_str_name(), "KIND_")
-        });
-    json!([event.sequence, kind, event.token, leader_json(event.lock.as_ref())])
+    let kind = conclave_proto::v1::lock_event::Kind::try_from(event.kind).map_or_else(
+        |_| event.kind.to_string(),
+        |kind| short_name(kind.as_str_name(), "KIND_"),
+    );
+    json!([
+        event.sequence,
+        kind,
+        event.token,
+        leader_json(event.lock.as_ref())
+    ])
 }
 
 /// One observer of `name`: an Observe stream on the first node of `order`, then (whenever it

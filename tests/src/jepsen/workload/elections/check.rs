@@ -11,8 +11,8 @@ use serde_json::{json, Value as Json};
 use super::{END_KEY, NAME};
 use crate::jepsen::history::{pair, Event, OpKind, Paired};
 use crate::jepsen::workload::fenced::check::{
-    real_time_violations, Applied, FenceProblem, Fenced, GrantProblem, Granted,
-    FENCE_PROPERTIES, GRANT_PROPERTIES,
+    real_time_violations, Applied, FenceProblem, Fenced, GrantProblem, Granted, FENCE_PROPERTIES,
+    GRANT_PROPERTIES,
 };
 use crate::jepsen::workload::CheckResult;
 
@@ -39,7 +39,11 @@ impl Leader {
 
 impl fmt::Display for Leader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "token {} held by {} ({:?})", self.token, self.owner, self.value)
+        write!(
+            f,
+            "token {} held by {} ({:?})",
+            self.token, self.owner, self.value
+        )
     }
 }
 
@@ -192,7 +196,9 @@ impl Recorded {
         let spec = &operation.invoke.value;
         let owner = spec["owner"].as_str().unwrap_or_default().to_string();
         let answer = operation.is_ok().then(|| operation.value());
-        let token = answer.and_then(|answer| answer["token"].as_u64()).filter(|t| *t != 0);
+        let token = answer
+            .and_then(|answer| answer["token"].as_u64())
+            .filter(|t| *t != 0);
         let elected = answer.is_some_and(|answer| answer["elected"] == json!(true));
         self.count(match (operation.outcome(), elected) {
             (OpKind::Ok, true) => "campaigns_elected",
@@ -334,7 +340,11 @@ fn one_owner_per_token(recorded: &Recorded) -> Vec<Problem> {
             Some(seen) if seen.owner != sighting.owner || seen.election != sighting.election => {
                 problems.push(Problem::TwoLeaders {
                     token: sighting.token,
-                    first: ((*seen).election.clone(), seen.owner.clone(), seen.source.clone()),
+                    first: (
+                        seen.election.clone(),
+                        seen.owner.clone(),
+                        seen.source.clone(),
+                    ),
                     second: (
                         sighting.election.clone(),
                         sighting.owner.clone(),
@@ -409,7 +419,9 @@ fn observers_never_go_back(recorded: &Recorded) -> Vec<Problem> {
                 after: (message.sequence, message.index),
             };
             if let Some(now) = &message.leader {
-                if let Some(before) = leader.filter(|b| b.leader.as_ref().is_some_and(|l| l.token > now.token)) {
+                if let Some(before) =
+                    leader.filter(|b| b.leader.as_ref().is_some_and(|l| l.token > now.token))
+                {
                     problems.push(went_back("leader token", before));
                 } else {
                     leader = Some(message);

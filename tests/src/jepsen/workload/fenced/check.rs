@@ -178,7 +178,8 @@ impl Fenced {
     }
 
     pub fn stats(&self, reference: &[Applied]) -> Json {
-        let count = |pick: &dyn Fn(&Write) -> bool| self.writes.values().filter(|w| pick(w)).count();
+        let count =
+            |pick: &dyn Fn(&Write) -> bool| self.writes.values().filter(|w| pick(w)).count();
         json!({
             "writes_ok": count(&|w| w.outcome == OpKind::Ok),
             "writes_fail": count(&|w| w.outcome == OpKind::Fail),
@@ -284,13 +285,12 @@ pub fn applied_writes_were_written(fenced: &Fenced, reference: &[Applied]) -> Ve
         };
         match fenced.writes.get(&write) {
             None => problems.push(FenceProblem::NeverWritten(change.clone())),
-            Some(recorded) if recorded.key != change.key || recorded.token != token => {
-                problems.push(FenceProblem::WrittenOtherwise {
+            Some(recorded) if recorded.key != change.key || recorded.token != token => problems
+                .push(FenceProblem::WrittenOtherwise {
                     change: change.clone(),
                     key: recorded.key.clone(),
                     token: recorded.token,
-                })
-            }
+                }),
             Some(_) => {}
         }
         if let Some(previous) = seen.insert(write, change.revision) {
@@ -345,7 +345,10 @@ pub fn end_marker_acknowledged(fenced: &Fenced, _: &[Applied]) -> Vec<FenceProbl
 /// What a fenced-write property found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FenceProblem {
-    TokenWentBack { earlier: Applied, later: Applied },
+    TokenWentBack {
+        earlier: Applied,
+        later: Applied,
+    },
     FailedButApplied {
         change: Applied,
         lock_lost: bool,
@@ -363,7 +366,10 @@ pub enum FenceProblem {
         key: String,
         token: u64,
     },
-    AppliedTwice { change: Applied, previous: u64 },
+    AppliedTwice {
+        change: Applied,
+        previous: u64,
+    },
     ReplaysDiffer {
         reference_node: Option<u64>,
         node: Option<u64>,
@@ -380,7 +386,7 @@ impl fmt::Display for FenceProblem {
             Self::TokenWentBack { earlier, later } => write!(
                 f,
                 "stale holder wrote: {later} carries a smaller token than {earlier} before it \
-                 (fencing tokens must not decrease along a lock's history)"
+                 (fencing tokens must not decrease along a lock's or election's history)"
             ),
             Self::FailedButApplied {
                 change,

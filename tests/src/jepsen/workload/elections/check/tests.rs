@@ -75,8 +75,16 @@ fn good_script() -> Script {
         .invoke(1, "proclaim", Some(E), proclaim("p1", 4, "p1/2"))
         .ok(1, proclaim("p1", 4, "p1/2"));
     let script = read(script, 10, leader(4, "p1", "p1/2"))
-        .invoke(1, "write", Some(KEY), json!({"name": E, "token": 4, "write": 1, "stale": false}))
-        .ok(1, json!({"name": E, "token": 4, "write": 1, "stale": false, "revision": 1}))
+        .invoke(
+            1,
+            "write",
+            Some(KEY),
+            json!({"name": E, "token": 4, "write": 1, "stale": false}),
+        )
+        .ok(
+            1,
+            json!({"name": E, "token": 4, "write": 1, "stale": false, "revision": 1}),
+        )
         .invoke(1, "resign", Some(E), json!({"name": E, "token": 4}))
         .ok(1, json!({"name": E, "token": 4}))
         .ok(2, answered("p2", "p2/3", 5, true));
@@ -118,7 +126,11 @@ fn a_good_history_is_valid() {
 #[test]
 fn a_token_with_two_holders_is_two_leaders() {
     // An observer sees token 4 held by p2: two leaders of one term.
-    let script = observe(good_script(), 2, &[message(20, "CURRENT", 0, leader(4, "p2", "p2/3"))]);
+    let script = observe(
+        good_script(),
+        2,
+        &[message(20, "CURRENT", 0, leader(4, "p2", "p2/3"))],
+    );
     let events = finals(script, &good_changes(), 2);
     let problems = one_owner_per_token(&recorded(&events));
     assert!(
@@ -147,13 +159,22 @@ fn a_value_the_leader_did_not_publish_is_a_problem() {
         .collect();
     assert_eq!(
         whys,
-        vec!["another candidate published it", "its campaign or proclaim failed"]
+        vec![
+            "another candidate published it",
+            "its campaign or proclaim failed"
+        ]
     );
     // p1's proclaimed value under a token p1 did not proclaim it with.
     let script = read(good_script(), 12, leader(6, "p1", "p1/2"));
     let problems = values_come_from_their_leader(&recorded(&finals(script, &good_changes(), 2)));
     assert!(
-        matches!(&problems[..], [Problem::ValueNotTheLeaders { why: "it was published under another token", .. }]),
+        matches!(
+            &problems[..],
+            [Problem::ValueNotTheLeaders {
+                why: "it was published under another token",
+                ..
+            }]
+        ),
         "{problems:?}"
     );
 }
@@ -192,7 +213,11 @@ fn an_observer_going_back_is_a_problem() {
 #[test]
 fn a_new_stream_may_start_behind() {
     // Stream 2 on another node starts behind what stream 1 showed: not a problem.
-    let script = observe(good_script(), 2, &[message(9, "CURRENT", 0, leader(4, "p1", "p1/1"))]);
+    let script = observe(
+        good_script(),
+        2,
+        &[message(9, "CURRENT", 0, leader(4, "p1", "p1/1"))],
+    );
     let events = finals(script, &good_changes(), 2);
     assert_eq!(observers_never_go_back(&recorded(&events)), Vec::new());
 }
@@ -203,7 +228,14 @@ fn a_leader_read_going_back_is_a_problem() {
     let events = finals(script, &good_changes(), 2);
     let problems = leader_reads_never_go_back(&recorded(&events));
     assert!(
-        matches!(&problems[..], [Problem::ReadWentBack { before: (5, _), after: (4, _), .. }]),
+        matches!(
+            &problems[..],
+            [Problem::ReadWentBack {
+                before: (5, _),
+                after: (4, _),
+                ..
+            }]
+        ),
         "{problems:?}"
     );
     assert_eq!(check(&events).verdict, Verdict::Invalid);
@@ -216,7 +248,12 @@ fn a_deposed_leaders_write_after_its_successors_is_invalid() {
         json!([2, KEY, {"token": 4, "write": 1, "process": 1}]),
     ];
     let script = good_script()
-        .invoke(2, "write", Some(KEY), json!({"name": E, "token": 5, "write": 2, "stale": false}))
+        .invoke(
+            2,
+            "write",
+            Some(KEY),
+            json!({"name": E, "token": 5, "write": 2, "stale": false}),
+        )
         .info(2);
     let mut events = finals(script, &changes, 3);
     // Write 1 was acknowledged at r2 in this history.
@@ -228,7 +265,10 @@ fn a_deposed_leaders_write_after_its_successors_is_invalid() {
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Invalid);
     assert!(
-        result.problems.iter().any(|p| p.contains("stale holder wrote")),
+        result
+            .problems
+            .iter()
+            .any(|p| p.contains("stale holder wrote")),
         "{:?}",
         result.problems
     );

@@ -84,7 +84,11 @@ fn a_good_history_passes_every_fence_property() {
         assert_eq!(run(property, &events), Vec::new());
     }
     let fenced = fenced(&events);
-    assert_eq!(fenced.reference().unwrap().len(), 3, "the end marker is left out");
+    assert_eq!(
+        fenced.reference().unwrap().len(),
+        3,
+        "the end marker is left out"
+    );
     let stats = fenced.stats(fenced.reference().unwrap());
     assert_eq!(stats["writes_lock_lost"], 1);
     assert_eq!(stats["writes_info"], 1);
@@ -115,8 +119,16 @@ fn tokens_of_other_keys_do_not_interfere() {
     // Token 9 on another lock's key, then token 5 on K: each key has its own order.
     let other = "jepsen/test/lock-1";
     let writes = Script::new(W)
-        .invoke(1, "write", Some(other), json!({"name": "lock-1", "token": 9, "write": 1}))
-        .ok(1, json!({"name": "lock-1", "token": 9, "write": 1, "revision": 1}))
+        .invoke(
+            1,
+            "write",
+            Some(other),
+            json!({"name": "lock-1", "token": 9, "write": 1}),
+        )
+        .ok(
+            1,
+            json!({"name": "lock-1", "token": 9, "write": 1, "revision": 1}),
+        )
         .invoke(1, "write", Some(K), write(2, 5))
         .ok(1, acked(2, 5, 2));
     let changes = [
@@ -133,9 +145,18 @@ fn tokens_of_other_keys_do_not_interfere() {
 fn a_refused_write_in_the_history_is_a_problem() {
     let mut changes = good_changes();
     changes.push(change(4, 9, 3)); // write 3 was refused as lock-lost
-    let problems = run(failed_writes_absent, &finals(good_writes(), &changes, 5).events());
+    let problems = run(
+        failed_writes_absent,
+        &finals(good_writes(), &changes, 5).events(),
+    );
     assert!(
-        matches!(&problems[..], [FenceProblem::FailedButApplied { lock_lost: true, .. }]),
+        matches!(
+            &problems[..],
+            [FenceProblem::FailedButApplied {
+                lock_lost: true,
+                ..
+            }]
+        ),
         "{problems:?}"
     );
     assert!(problems[0].to_string().contains("refused as lock-lost"));
@@ -144,16 +165,36 @@ fn a_refused_write_in_the_history_is_a_problem() {
 #[test]
 fn an_acknowledged_write_missing_or_elsewhere_is_a_problem() {
     let missing = [change(2, 7, 2), change(3, 9, 4)];
-    let problems = run(acknowledged_writes_kept, &finals(good_writes(), &missing, 4).events());
+    let problems = run(
+        acknowledged_writes_kept,
+        &finals(good_writes(), &missing, 4).events(),
+    );
     assert!(
-        matches!(&problems[..], [FenceProblem::AcknowledgedMissing { write: 1, found: None, .. }]),
+        matches!(
+            &problems[..],
+            [FenceProblem::AcknowledgedMissing {
+                write: 1,
+                found: None,
+                ..
+            }]
+        ),
         "{problems:?}"
     );
     // Write 1 at another revision than it was acknowledged with.
     let moved = [change(2, 7, 2), change(3, 5, 1), change(4, 9, 4)];
-    let problems = run(acknowledged_writes_kept, &finals(good_writes(), &moved, 5).events());
+    let problems = run(
+        acknowledged_writes_kept,
+        &finals(good_writes(), &moved, 5).events(),
+    );
     assert!(
-        matches!(&problems[..], [FenceProblem::AcknowledgedMissing { write: 1, found: Some(_), .. }]),
+        matches!(
+            &problems[..],
+            [FenceProblem::AcknowledgedMissing {
+                write: 1,
+                found: Some(_),
+                ..
+            }]
+        ),
         "{problems:?}"
     );
 }
@@ -171,22 +212,40 @@ fn an_unknown_write_may_be_missing() {
 fn a_change_nobody_wrote_or_written_twice_is_a_problem() {
     let mut changes = good_changes();
     changes.push(change(4, 9, 77));
-    let problems = run(applied_writes_were_written, &finals(good_writes(), &changes, 5).events());
-    assert!(matches!(&problems[..], [FenceProblem::NeverWritten(_)]), "{problems:?}");
+    let problems = run(
+        applied_writes_were_written,
+        &finals(good_writes(), &changes, 5).events(),
+    );
+    assert!(
+        matches!(&problems[..], [FenceProblem::NeverWritten(_)]),
+        "{problems:?}"
+    );
 
     let mut changes = good_changes();
     changes.push(change(4, 9, 4));
-    let problems = run(applied_writes_were_written, &finals(good_writes(), &changes, 5).events());
+    let problems = run(
+        applied_writes_were_written,
+        &finals(good_writes(), &changes, 5).events(),
+    );
     assert!(
-        matches!(&problems[..], [FenceProblem::AppliedTwice { previous: 3, .. }]),
+        matches!(
+            &problems[..],
+            [FenceProblem::AppliedTwice { previous: 3, .. }]
+        ),
         "{problems:?}"
     );
 
     // Write 4 was sent with token 9, not 8.
     let changes = [change(1, 5, 1), change(2, 7, 2), change(3, 8, 4)];
-    let problems = run(applied_writes_were_written, &finals(good_writes(), &changes, 4).events());
+    let problems = run(
+        applied_writes_were_written,
+        &finals(good_writes(), &changes, 4).events(),
+    );
     assert!(
-        matches!(&problems[..], [FenceProblem::WrittenOtherwise { token: 9, .. }]),
+        matches!(
+            &problems[..],
+            [FenceProblem::WrittenOtherwise { token: 9, .. }]
+        ),
         "{problems:?}"
     );
 }
@@ -198,7 +257,10 @@ fn replays_that_differ_or_are_missing_are_problems() {
     events[last].value = json!({"events": [change(1, 5, 1), json!([4, END_KEY, "end"])]});
     let problems = run(replays_agree, &events);
     assert!(
-        matches!(&problems[..], [FenceProblem::ReplaysDiffer { position: 1, .. }]),
+        matches!(
+            &problems[..],
+            [FenceProblem::ReplaysDiffer { position: 1, .. }]
+        ),
         "{problems:?}"
     );
 
@@ -212,7 +274,10 @@ fn replays_that_differ_or_are_missing_are_problems() {
         run(every_node_replays, &events),
         vec![FenceProblem::ReplaysMissing(1)]
     );
-    assert_eq!(run(end_marker_acknowledged, &events), vec![FenceProblem::NoEndMarker]);
+    assert_eq!(
+        run(end_marker_acknowledged, &events),
+        vec![FenceProblem::NoEndMarker]
+    );
 }
 
 /// A grant: (name, token, invoked, completed).

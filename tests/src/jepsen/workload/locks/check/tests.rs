@@ -61,20 +61,32 @@ fn stale_holder(stale_write: fn(Script) -> Script) -> Script {
     let script = acquire(2, script);
     let script = acquire(3, script)
         .ok(2, granted(4))
-        .ok(3, json!({"name": "lock-0", "token": 5, "acquired": false, "expires_at_ms": 0}))
+        .ok(
+            3,
+            json!({"name": "lock-0", "token": 5, "acquired": false, "expires_at_ms": 0}),
+        )
         .invoke(2, "write", Some(KEY), write(1, 4, false))
         .ok(2, acked(1, 4, false, 1))
-        .invoke(2, "release", Some("lock-0"), json!({"name": "lock-0", "token": 4}))
+        .invoke(
+            2,
+            "release",
+            Some("lock-0"),
+            json!({"name": "lock-0", "token": 4}),
+        )
         .ok(2, json!({"name": "lock-0", "token": 4}))
         .invoke(1, "write", Some(KEY), write(2, 3, true));
     let script = stale_write(script)
-        .invoke(1, "release", Some("lock-0"), json!({"name": "lock-0", "token": 3}))
+        .invoke(
+            1,
+            "release",
+            Some("lock-0"),
+            json!({"name": "lock-0", "token": 3}),
+        )
         .fail_with(1, "FailedPrecondition: lock lost [lock-lost]");
-    let script = acquire(4, script)
+    acquire(4, script)
         .ok(4, granted(6))
         .invoke(4, "write", Some(KEY), write(3, 6, false))
-        .info(4);
-    script
+        .info(4)
 }
 
 fn refused(script: Script) -> Script {
@@ -83,7 +95,11 @@ fn refused(script: Script) -> Script {
 
 #[test]
 fn a_good_history_is_valid() {
-    let events = finals(stale_holder(refused), &[change(1, 4, 1), change(2, 6, 3)], 3);
+    let events = finals(
+        stale_holder(refused),
+        &[change(1, 4, 1), change(2, 6, 3)],
+        3,
+    );
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Valid, "{:?}", result.problems);
     assert_eq!(result.stats["stale_writes_lock_lost"], 1);
@@ -97,7 +113,11 @@ fn a_stale_holder_whose_write_lands_is_invalid() {
     // What the nodes do with `--unsafe-test-mode skip-fence`: the stale write is applied after
     // its successor's, and acknowledged.
     let applied = |script: Script| script.ok(1, acked(2, 3, true, 2));
-    let events = finals(stale_holder(applied), &[change(1, 4, 1), change(2, 3, 2)], 3);
+    let events = finals(
+        stale_holder(applied),
+        &[change(1, 4, 1), change(2, 3, 2)],
+        3,
+    );
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Invalid);
     assert!(
@@ -117,7 +137,10 @@ fn a_stale_write_refused_but_applied_is_invalid() {
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Invalid);
     assert!(
-        result.problems.iter().any(|p| p.contains("refused as lock-lost")),
+        result
+            .problems
+            .iter()
+            .any(|p| p.contains("refused as lock-lost")),
         "{:?}",
         result.problems
     );
@@ -129,7 +152,10 @@ fn a_lost_acknowledged_write_is_invalid() {
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Invalid);
     assert!(
-        result.problems.iter().any(|p| p.contains("missing from the history")),
+        result
+            .problems
+            .iter()
+            .any(|p| p.contains("missing from the history")),
         "{:?}",
         result.problems
     );
@@ -156,7 +182,10 @@ fn a_token_twice_is_invalid() {
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Invalid);
     assert!(
-        result.problems.iter().any(|p| p.contains("token 6 was given twice")),
+        result
+            .problems
+            .iter()
+            .any(|p| p.contains("token 6 was given twice")),
         "{:?}",
         result.problems
     );
