@@ -15,8 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/tasks.proto",
         "proto/conclave/v1/agents.proto",
         "proto/conclave/v1/decisions.proto",
+        "proto/conclave/v1/locks.proto",
+        "proto/conclave/v1/barriers.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    // The directory too, so that a new .proto file reruns this script.
+    println!("cargo:rerun-if-changed=proto");
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

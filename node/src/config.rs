@@ -122,6 +122,9 @@ pub enum UnsafeTestMode {
     StaleReads,
     /// Acknowledge appends to Raft before the write-ahead log is synced to disk.
     AckBeforeFsync,
+    /// Drop the fence of fenced writes (kv.proto Fence): a lock holder that lost its lock can
+    /// still write.
+    SkipFence,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -55,6 +55,10 @@ pub enum Error {
     /// A task verb's fencing token is stale; the message starts with "lease lost".
     #[error("{0}")]
     LeaseLost(String),
+    /// A fenced write's grant (or a lock verb's token) is no longer current; the message starts
+    /// with "lock lost".
+    #[error("{0}")]
+    LockLost(String),
     #[error("{0}")]
     AlreadyExists(String),
     /// The node cannot go on (storage failure); it stops serving.

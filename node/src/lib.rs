@@ -17,7 +17,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use conclave_proto::v1::agents_server::AgentsServer;
 use conclave_proto::v1::cluster_server::ClusterServer;
+use conclave_proto::v1::barriers_server::BarriersServer;
 use conclave_proto::v1::decisions_server::DecisionsServer;
+use conclave_proto::v1::elections_server::ElectionsServer;
+use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::kv_server::KvServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
 use conclave_proto::v1::tasks_server::TasksServer;
@@ -160,7 +163,22 @@ pub async fn run(
                 .max_encoding_message_size(AGENT_LIST_BYTES_MAX),
         )
         .add_service(
-            DecisionsServer::new(grpc::decisions::DecisionsService::new(gateway))
+            DecisionsServer::new(grpc::decisions::DecisionsService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            LocksServer::new(grpc::locks::LocksService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            ElectionsServer::new(grpc::locks::ElectionsService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            BarriersServer::new(grpc::barriers::BarriersService::new(gateway))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )

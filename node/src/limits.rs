@@ -69,3 +69,12 @@ pub const TASK_LIST_SCAN_MAX: usize = 10_000;
 pub const ATTEMPT_HISTORY_MAX: usize = 100;
 /// Largest ListAgents answer, in bytes (there is no paging: 10,000 agents of typical size fit).
 pub const AGENT_LIST_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Most locks, semaphores and elections held or waited for at once (locks.proto, RESOURCE_EXHAUSTED).
+pub const LOCKS_MAX: usize = 10_000;
+/// Most requests queued for one lock, semaphore or election (locks.proto, RESOURCE_EXHAUSTED).
+pub const LOCK_WAITERS_MAX: usize = 1_000;
+/// Most barriers, waiting or closed and not yet forgotten (barriers.proto, RESOURCE_EXHAUSTED).
+pub const BARRIERS_MAX: usize = 10_000;
+/// How long a closed barrier stays readable before it is forgotten (barriers.proto).
+pub const BARRIER_KEEP_MS: u64 = 10 * 60 * 1000;

@@ -16,7 +16,7 @@ use crate::raft::heartbeats::Heartbeats;
 use crate::raft::metrics::RaftCounters;
 use crate::raft::network::PeerNetwork;
 use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
-use crate::state_machine::{Command, Request, RequestId, Response};
+use crate::state_machine::{Command, Fence, Request, RequestId, Response};
 use crate::storage::SharedState;
 
 /// Longest wait for a new learner to catch up with the leader's log before AddLearner answers
@@ -123,6 +123,25 @@ impl Node {
     }
 
     async fn propose(&self, request_id: Option<RequestId>, command: Command) -> Result<Response> {
+        self.propose_fenced(request_id, None, command).await
+    }
+
+    /// Proposes a write that applies only while `fence` holds (a fenced write).
+    pub async fn write_fenced(
+        &self,
+        request_id: RequestId,
+        fence: Option<Fence>,
+        command: Command,
+    ) -> Result<Response> {
+        self.propose_fenced(Some(request_id), fence, command).await
+    }
+
+    async fn propose_fenced(
+        &self,
+        request_id: Option<RequestId>,
+        fence: Option<Fence>,
+        command: Command,
+    ) -> Result<Response> {
         if !self.is_member() {
             return Err(Error::NodeRemoved(self.id));
         }
@@ -132,9 +151,13 @@ impl Node {
                 proposed: false,
             });
         }
+        let fence = fence.filter(|_| {
+            self.config.unsafe_test_mode != crate::config::UnsafeTestMode::SkipFence
+        });
         let request = Request {
             now_ms: wall_clock_ms(),
             request_id,
+            fence,
             command,
         };
         match tokio::time::timeout(self.leader_wait(), self.raft.client_write(request)).await {
@@ -144,6 +167,7 @@ impl Node {
             ))),
             Ok(Ok(written)) => match written.data {
                 Response::QuotaExceeded { reason, .. } => Err(Error::ResourceExhausted(reason)),
+                Response::FenceLost { reason, .. } => Err(Error::LockLost(reason)),
                 Response::SessionNotLive { session_id, .. } => Err(Error::FailedPrecondition(format!(
                     "session_id: session {session_id} is not live (unknown, expired or closed); nothing was written"
                 ))),

@@ -16,13 +16,16 @@ pub const OUTCOME_REJECTED: &str = "rejected";
 /// Metadata key with the oldest revision a watch can still start from.
 pub const COMPACT_REVISION_METADATA: &str = "conclave-compact-revision";
 /// Metadata key naming why a FAILED_PRECONDITION was answered, for clients to act on without
-/// reading the message: [`REASON_NODE_REMOVED`] or [`REASON_LEASE_LOST`].
+/// reading the message: [`REASON_NODE_REMOVED`], [`REASON_LEASE_LOST`] or [`REASON_LOCK_LOST`].
 pub const REASON_METADATA: &str = "conclave-reason";
 /// Value of [`REASON_METADATA`]: the node that sent the answer (or forwarded the request) has been
 /// removed from the cluster; another node may serve the same call.
 pub const REASON_NODE_REMOVED: &str = "node-removed";
 /// Value of [`REASON_METADATA`]: a task verb's fencing token is stale; the same on every node.
 pub const REASON_LEASE_LOST: &str = "lease-lost";
+/// Value of [`REASON_METADATA`]: a fenced write's (or a lock verb's) grant is no longer held; the
+/// same on every node.
+pub const REASON_LOCK_LOST: &str = "lock-lost";
 /// Metadata key with the oldest task event sequence still kept, on a task watch's OUT_OF_RANGE.
 pub const OLDEST_SEQUENCE_METADATA: &str = "conclave-oldest-sequence";
 /// Metadata key set by a node that forwards a request to the leader, so it is not forwarded again.
@@ -104,4 +107,21 @@ pub mod limits {
     pub const DEFAULT_DECISION_DEADLINE_MS: u64 = 3_600_000;
     /// Largest voter weight.
     pub const MAX_WEIGHT: u64 = 1_000_000;
+
+    /// Locks, semaphores and elections (locks.proto): shortest and longest lease TTL.
+    pub const MIN_LOCK_TTL_MS: u64 = 1_000;
+    pub const MAX_LOCK_TTL_MS: u64 = 3_600_000;
+    /// Longest wait in a lock's queue (also a barrier Enter's wait).
+    pub const MAX_LOCK_WAIT_MS: u64 = 300_000;
+    /// Longest lock-delay after a lost holder, and the default.
+    pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
+    pub const DEFAULT_LOCK_DELAY_MS: u64 = 3_000;
+    /// Most permits of one semaphore.
+    pub const MAX_SEMAPHORE_LIMIT: u32 = 10_000;
+    /// Largest election value, in bytes.
+    pub const MAX_ELECTION_VALUE_BYTES: usize = 4096;
+    /// Most participants of one barrier.
+    pub const MAX_BARRIER_PARTIES: u32 = 1000;
+    /// Longest barrier timeout.
+    pub const MAX_BARRIER_TIMEOUT_MS: u64 = 24 * 3_600_000;
 }

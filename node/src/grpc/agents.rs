@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::limits::*;
 use crate::node::Consistency;
 use crate::state_machine::coordination::{CoordCommand, CoordResponse, TaskId};
-use crate::state_machine::{Command, RequestId};
+use crate::state_machine::{Command, Fence, RequestId};
 
 pub struct AgentsService {
     gateway: Gateway,
@@ -41,7 +41,7 @@ impl AgentsService {
     async fn verb<Req, F, Fut>(
         &self,
         forwarded: bool,
-        request_id: RequestId,
+        (request_id, fence): (RequestId, Option<Fence>),
         command: CoordCommand,
         req: Req,
         forward: F,
@@ -51,11 +51,10 @@ impl AgentsService {
         Fut: std::future::Future<Output = Result<Response<pb::TaskVerbResponse>, Status>>,
     {
         self.gateway
-            .write_or_forward(
+            .write_or_forward_fenced(
                 forwarded,
                 req,
-                request_id,
-                Command::Coordination(command),
+                (request_id, fence, Command::Coordination(command)),
                 |revision, response| match response {
                     CoordResponse::Verb {
                         state,
@@ -250,12 +249,13 @@ impl Agents for AgentsService {
             MAX_PAYLOAD_BYTES,
             "MAX_PAYLOAD_BYTES",
         )?;
+        let fence = validation::fence(req.fence.as_ref())?;
         let command = CoordCommand::Complete {
             task_id: req.task_id,
             token,
             result: req.result.clone(),
         };
-        self.verb(forwarded, request_id, command, req, |mut c, r| async move {
+        self.verb(forwarded, (request_id, fence), command, req, |mut c, r| async move {
             c.complete(r).await
         })
         .await
@@ -283,7 +283,7 @@ impl Agents for AgentsService {
             retryable: req.retryable,
             retry_after_ms: req.retry_after_ms,
         };
-        self.verb(forwarded, request_id, command, req, |mut c, r| async move {
+        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
             c.fail(r).await
         })
         .await
@@ -313,7 +313,7 @@ impl Agents for AgentsService {
             token,
             lease_ms,
         };
-        self.verb(forwarded, request_id, command, req, |mut c, r| async move {
+        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
             c.extend_lease(r).await
         })
         .await
@@ -343,7 +343,7 @@ impl Agents for AgentsService {
             checkpoint: req.checkpoint.clone(),
             extend_lease: req.extend_lease,
         };
-        self.verb(forwarded, request_id, command, req, |mut c, r| async move {
+        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
             c.report_progress(r).await
         })
         .await
@@ -361,7 +361,7 @@ impl Agents for AgentsService {
             task_id: req.task_id,
             token,
         };
-        self.verb(forwarded, request_id, command, req, |mut c, r| async move {
+        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
             c.release(r).await
         })
         .await

@@ -16,7 +16,7 @@ use super::status::to_status;
 use crate::error::Error;
 use crate::limits::{MAX_INFLIGHT_WRITES, MAX_REQUEST_BYTES, WATCH_STREAMS_MAX};
 use crate::node::{Consistency, Node};
-use crate::state_machine::{Command, CoordResponse, RequestId, Response as SmResponse};
+use crate::state_machine::{Command, CoordResponse, Fence, RequestId, Response as SmResponse};
 
 /// Shared by the Tasks, Agents and Decisions services of one node.
 #[derive(Clone)]
@@ -60,13 +60,26 @@ impl Gateway {
         request_id: RequestId,
         command: Command,
     ) -> Result<SmResponse, Error> {
+        self.write_fenced(request_id, None, command).await
+    }
+
+    /// `write`, applied only while `fence` holds.
+    pub async fn write_fenced(
+        &self,
+        request_id: RequestId,
+        fence: Option<Fence>,
+        command: Command,
+    ) -> Result<SmResponse, Error> {
         let _slot = self.write_slots.try_acquire().map_err(|_| {
             Error::ResourceExhausted(format!(
                 "this node already has {MAX_INFLIGHT_WRITES} writes in flight (MAX_INFLIGHT_WRITES); retry later"
             ))
         })?;
         let node = &self.node;
-        until_leader(node, || node.write(request_id, command.clone())).await
+        until_leader(node, || {
+            node.write_fenced(request_id, fence.clone(), command.clone())
+        })
+        .await
     }
 
     /// Makes local reads linearizable (Raft ReadIndex), or hands back the leader to forward to.
@@ -115,7 +128,27 @@ impl Gateway {
         F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        match self.write(request_id, command).await.and_then(coordination) {
+        let write = (request_id, None, command);
+        self.write_or_forward_fenced(forwarded, request, write, answer, call)
+            .await
+    }
+
+    /// `write_or_forward` of a (request id, fence, command) write.
+    pub async fn write_or_forward_fenced<Req, Resp, A, F, Fut>(
+        &self,
+        forwarded: bool,
+        request: Req,
+        (request_id, fence, command): (RequestId, Option<Fence>, Command),
+        answer: A,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        A: FnOnce(u64, CoordResponse) -> Result<Response<Resp>, Status>,
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let written = self.write_fenced(request_id, fence, command).await;
+        match written.and_then(coordination) {
             Ok((revision, response)) => answer(revision, response),
             Err(e) => self.forward(e, forwarded, request, call).await,
         }

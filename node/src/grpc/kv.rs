@@ -68,6 +68,7 @@ impl KvService {
     async fn write(
         &self,
         request_id: RequestId,
+        fence: Option<crate::state_machine::Fence>,
         command: Command,
     ) -> Result<crate::state_machine::Response, Error> {
         let _slot = self.write_slots.try_acquire().map_err(|_| {
@@ -76,7 +77,10 @@ impl KvService {
             ))
         })?;
         let node = &self.node;
-        super::forward::until_leader(node, || node.write(request_id, command.clone())).await
+        super::forward::until_leader(node, || {
+            node.write_fenced(request_id, fence.clone(), command.clone())
+        })
+        .await
     }
 
     /// Makes local reads linearizable, or hands back the leader to forward to.
@@ -140,6 +144,7 @@ impl Kv for KvService {
         let (forwarded, req) = self.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
+        let fence = super::validation::fence(req.fence.as_ref())?;
         check_key("key", &req.key)?;
         check_value("value", &req.value)?;
         let command = Command::Put {
@@ -147,7 +152,7 @@ impl Kv for KvService {
             value: req.value.clone(),
             session_id: req.session_id,
         };
-        match self.write(request_id, command).await {
+        match self.write(request_id, fence, command).await {
             Ok(crate::state_machine::Response::Put { revision, previous }) => {
                 Ok(Response::new(pb::PutResponse {
                     header: self.header(revision, Consistency::Linearizable),
@@ -189,11 +194,12 @@ impl Kv for KvService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let (forwarded, req) = self.accept(request)?;
         let request_id = request_id(req.request_id)?;
+        let fence = super::validation::fence(req.fence.as_ref())?;
         check_key("key", &req.key)?;
         let command = Command::Delete {
             key: req.key.clone(),
         };
-        match self.write(request_id, command).await {
+        match self.write(request_id, fence, command).await {
             Ok(crate::state_machine::Response::Delete { revision, previous }) => {
                 Ok(Response::new(pb::DeleteResponse {
                     header: self.header(revision, Consistency::Linearizable),
@@ -277,6 +283,7 @@ impl Kv for KvService {
         let (forwarded, req) = self.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
+        let fence = super::validation::fence(req.fence.as_ref())?;
         check_key("key", &req.key)?;
         check_value("value", &req.value)?;
         let command = Command::CompareAndSwap {
@@ -284,7 +291,7 @@ impl Kv for KvService {
             expected_mod_revision: req.expected_mod_revision,
             value: (!req.delete).then(|| req.value.clone()),
         };
-        match self.write(request_id, command).await {
+        match self.write(request_id, fence, command).await {
             Ok(crate::state_machine::Response::CompareAndSwap {
                 revision,
                 succeeded,
@@ -311,8 +318,9 @@ impl Kv for KvService {
         let (forwarded, req) = self.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
+        let fence = super::validation::fence(req.fence.as_ref())?;
         let (compares, ops) = txn_command(&req)?;
-        match self.write(request_id, Command::Txn { compares, ops }).await {
+        match self.write(request_id, fence, Command::Txn { compares, ops }).await {
             Ok(crate::state_machine::Response::Txn {
                 revision,
                 succeeded,

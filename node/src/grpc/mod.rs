@@ -2,12 +2,14 @@
 //! `tonic::Status` and generated request types.
 
 pub mod agents;
+pub mod barriers;
 pub mod cluster;
 pub mod convert;
 pub mod decisions;
 pub mod forward;
 pub mod gateway;
 pub mod kv;
+pub mod locks;
 pub mod peer;
 pub mod progress;
 pub mod status;

@@ -2,7 +2,7 @@
 
 use conclave_proto::{
     COMPACT_REVISION_METADATA, LEADER_METADATA, OLDEST_SEQUENCE_METADATA, OUTCOME_METADATA,
-    OUTCOME_REJECTED, REASON_LEASE_LOST, REASON_METADATA, REASON_NODE_REMOVED,
+    OUTCOME_REJECTED, REASON_LEASE_LOST, REASON_LOCK_LOST, REASON_METADATA, REASON_NODE_REMOVED,
 };
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -14,6 +14,7 @@ pub fn to_status(error: Error) -> Status {
     let reason = match error {
         Error::NodeRemoved(_) => Some(REASON_NODE_REMOVED),
         Error::LeaseLost(_) => Some(REASON_LEASE_LOST),
+        Error::LockLost(_) => Some(REASON_LOCK_LOST),
         _ => None,
     };
     // `oldest`: the metadata key and value naming the oldest history still kept.
@@ -40,7 +41,10 @@ pub fn to_status(error: Error) -> Status {
             Some((OLDEST_SEQUENCE_METADATA, oldest_kept)),
         ),
         Error::NotFound(_) => (Code::NotFound, None, true, None),
-        Error::FailedPrecondition(_) | Error::NodeRemoved(_) | Error::LeaseLost(_) => {
+        Error::FailedPrecondition(_)
+        | Error::NodeRemoved(_)
+        | Error::LeaseLost(_)
+        | Error::LockLost(_) => {
             (Code::FailedPrecondition, None, true, None)
         }
         Error::AlreadyExists(_) => (Code::AlreadyExists, None, true, None),

@@ -28,6 +28,7 @@ use super::status::to_status;
 use crate::error::Error;
 use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
 use crate::node::Node;
+use crate::state_machine::locks::{LockEventKind, LockKind};
 use crate::state_machine::coordination::{
     CoordEvent, CoordEventKind, Coordination, DecisionEventKind, DecisionStatus, SessionId,
     TaskEventKind, TaskFilter, TaskId, TaskState,
@@ -43,11 +44,11 @@ pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Resolves once the node stops (the guard `wait_for` returns is dropped here, not held across
 /// the awaits of a select arm).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-fn shutting_down() -> Status {
+pub(crate) fn shutting_down() -> Status {
     Status::unavailable("the node is shutting down; reconnect to another node")
 }
 
@@ -214,9 +215,17 @@ async fn serve_session(
                 Ok(new) => {
                     let caught_up = new.len() <= EVENTS_PER_READ;
                     let mut ended = false;
-                    for e in new.into_iter().take(EVENTS_PER_READ) {
+                    let mut new = new.into_iter().take(EVENTS_PER_READ);
+                    while let Some(e) = new.by_ref().next() {
                         cursor = e.seq;
                         if session_event(coordination, session_id, &agent, e, &mut messages) {
+                            // The session's holdings are lost by the same entry that ended it,
+                            // in the events right after: tell them before `closed`.
+                            let closed = messages.pop();
+                            for later in new.by_ref() {
+                                messages.extend(hold_lost(session_id, &later.kind));
+                            }
+                            messages.extend(closed);
                             ended = true;
                             break;
                         }
@@ -341,6 +350,11 @@ fn session_event(
             false
         }
         CoordEventKind::Decision { .. } => false,
+        CoordEventKind::Lock(_) => {
+            messages.extend(hold_lost(session_id, &event_.kind));
+            false
+        }
+        CoordEventKind::Barrier(_) => false,
         CoordEventKind::SessionClosed {
             session_id: closed,
             reason,
@@ -355,6 +369,27 @@ fn session_event(
             true
         }
     }
+}
+
+/// A HoldLost message when the event is the loss of a grant held by `session_id`.
+fn hold_lost(session_id: SessionId, kind: &CoordEventKind) -> Option<pb::SessionEvent> {
+    let CoordEventKind::Lock(lost) = kind else {
+        return None;
+    };
+    if lost.kind != LockEventKind::Lost || lost.session_id != session_id {
+        return None;
+    }
+    let kind = match lost.lock {
+        LockKind::Lock => pb::FenceKind::Lock,
+        LockKind::Semaphore => pb::FenceKind::Semaphore,
+        LockKind::Election => pb::FenceKind::Election,
+    };
+    Some(event(EventKind::HoldLost(pb::HoldLost {
+        kind: kind as i32,
+        name: lost.name.clone(),
+        token: lost.token,
+        reason: lost.reason.clone(),
+    })))
 }
 
 // --- task watches ------------------------------------------------------------------------------

@@ -77,6 +77,29 @@ pub fn non_zero(field: &str, value: u64) -> Result<(), Status> {
 }
 
 /// A fencing token as handed out with an assignment: never 0.
+/// A fenced write's fence (kv.proto Fence): None when unset (empty name).
+pub fn fence(fence: Option<&pb::Fence>) -> Result<Option<crate::state_machine::Fence>, Status> {
+    use crate::state_machine::LockKind;
+    let Some(fence) = fence.filter(|f| !f.name.is_empty()) else {
+        return Ok(None);
+    };
+    name("fence.name", &fence.name)?;
+    if fence.token == 0 {
+        return Err(invalid("fence.token: must be the non-zero token of the grant"));
+    }
+    let kind = match pb::FenceKind::try_from(fence.kind) {
+        Ok(pb::FenceKind::Lock) => LockKind::Lock,
+        Ok(pb::FenceKind::Semaphore) => LockKind::Semaphore,
+        Ok(pb::FenceKind::Election) => LockKind::Election,
+        Err(_) => return Err(invalid(format!("fence.kind: unknown value {}", fence.kind))),
+    };
+    Ok(Some(crate::state_machine::Fence {
+        kind,
+        name: fence.name.clone(),
+        token: fence.token,
+    }))
+}
+
 pub fn fencing_token(value: u64) -> Result<u64, Status> {
     if value == 0 {
         return Err(invalid(

@@ -137,7 +137,7 @@ async fn lead(node: &Node, term: u64) {
             (
                 now,
                 coordination.plan_assignments(now, MAX_ASSIGN_BATCH),
-                coordination.next_due_ms(),
+                state.machine.next_due_ms(),
             )
         };
 

@@ -4,8 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::barriers::{BarrierCommand, BarrierResponse};
 use super::coordination::{CoordCommand, CoordResponse};
 use super::kv::KeyValue;
+use super::locks::{LockCommand, LockKind, LockResponse, Token};
 
 /// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +24,18 @@ pub struct Request {
     /// The proposing leader's wall clock in milliseconds. Apply uses this, never its own clock.
     pub now_ms: u64,
     pub request_id: Option<RequestId>,
+    /// Apply only while this grant is current (a fenced write); checked in the same entry.
+    pub fence: Option<Fence>,
     pub command: Command,
+}
+
+/// "Only if I hold `name` under `token`": a lock, a semaphore's permits or an election's
+/// leadership (`locks`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub kind: LockKind,
+    pub name: String,
+    pub token: Token,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +68,10 @@ pub enum Command {
     },
     /// Agents, tasks and decisions (`coordination`).
     Coordination(CoordCommand),
+    /// Locks, semaphores and elections (`locks`).
+    Locks(LockCommand),
+    /// Barriers (`barriers`).
+    Barriers(BarrierCommand),
 }
 
 impl Command {
@@ -66,6 +83,8 @@ impl Command {
             Command::CompareAndSwap { .. } => "compare_and_swap",
             Command::Txn { .. } => "txn",
             Command::Coordination(command) => command.name(),
+            Command::Locks(command) => command.name(),
+            Command::Barriers(_) => "barrier_enter",
         }
     }
 }
@@ -130,6 +149,16 @@ pub enum Response {
         revision: u64,
         response: CoordResponse,
     },
+    Locks {
+        revision: u64,
+        response: LockResponse,
+    },
+    Barriers {
+        revision: u64,
+        response: BarrierResponse,
+    },
+    /// The request's fence no longer holds: nothing was applied.
+    FenceLost { revision: u64, reason: String },
 }
 
 impl Response {
@@ -144,7 +173,10 @@ impl Response {
             | Response::QuotaExceeded { revision, .. }
             | Response::RequestIdExpired { revision }
             | Response::SessionNotLive { revision, .. }
-            | Response::Coordination { revision, .. } => *revision,
+            | Response::Coordination { revision, .. }
+            | Response::Locks { revision, .. }
+            | Response::Barriers { revision, .. }
+            | Response::FenceLost { revision, .. } => *revision,
         }
     }
 }
@@ -179,6 +211,7 @@ impl fmt::Display for Request {
                 write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
             }
             Command::Coordination(command) => write!(f, "{}", command.name()),
+            Command::Locks(_) | Command::Barriers(_) => write!(f, "{}", self.command.name()),
         }
     }
 }

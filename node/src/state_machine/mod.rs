@@ -4,15 +4,21 @@
 //! the same state and must reach the same result, also after a restart. The leader stamps its
 //! time into each command (`Request::now_ms`); apply only ever uses that.
 
+pub mod barriers;
 pub mod command;
 pub mod coordination;
 pub mod history;
 pub mod kv;
+pub mod locks;
+pub mod primitive;
 pub mod sessions;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Compare, Request, RequestId, Response, TxnOp};
+pub use barriers::{BarrierCommand, BarrierResponse, Barriers};
+pub use command::{Command, Compare, Fence, Request, RequestId, Response, TxnOp};
+pub use locks::{LockCommand, LockKind, LockResponse, Locks};
+use primitive::{Ctx, Effect, Primitive};
 pub use coordination::{CoordCommand, CoordResponse, Coordination};
 pub use history::{Change, Event, EventKind, History};
 pub use kv::{KeyValue, KvStore};
@@ -42,6 +48,8 @@ pub struct StateMachine {
     sessions: Sessions,
     history: History,
     coordination: Coordination,
+    locks: Locks,
+    barriers: Barriers,
 }
 
 impl StateMachine {
@@ -57,7 +65,7 @@ impl StateMachine {
         self.advance(index);
         self.now_ms = self.now_ms.max(request.now_ms);
         let Some(id) = request.request_id else {
-            return self.execute(&request.command);
+            return self.execute_fenced(request);
         };
         match self.sessions.lookup(&id) {
             Lookup::Duplicate(response) => response,
@@ -65,10 +73,28 @@ impl StateMachine {
                 revision: self.revision,
             },
             Lookup::Apply => {
-                let response = self.execute(&request.command);
+                let response = self.execute_fenced(request);
                 self.sessions.record(&id, self.now_ms, response.clone());
                 response
             }
+        }
+    }
+
+    /// A command without a request id (internal ones; tests): the fence is still checked.
+    fn execute_fenced(&mut self, request: &Request) -> Response {
+        match &request.fence {
+            Some(fence) if !self.locks.holds(fence.kind, &fence.name, fence.token) => {
+                Response::FenceLost {
+                    revision: self.revision,
+                    reason: format!(
+                        "lock lost: token {} does not hold {} {:?}; nothing was applied",
+                        fence.token,
+                        fence.kind.noun(),
+                        fence.name
+                    ),
+                }
+            }
+            _ => self.execute(&request.command),
         }
     }
 
@@ -139,6 +165,8 @@ impl StateMachine {
         self.kv.digest()
             ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ self.coordination.digest().rotate_left(17)
+            ^ self.locks.digest().rotate_left(29)
+            ^ self.barriers.digest().rotate_left(41)
     }
 
     fn execute(&mut self, command: &Command) -> Response {
@@ -156,7 +184,86 @@ impl StateMachine {
             } => self.compare_and_swap(key, *expected_mod_revision, value.as_deref()),
             Command::Txn { compares, ops } => self.txn(compares, ops),
             Command::Coordination(command) => self.coordinate(command),
+            Command::Locks(command) => {
+                let response = self.with_ctx(|sm, ctx| sm.locks.apply(ctx, command));
+                Response::Locks {
+                    revision: self.revision,
+                    response,
+                }
+            }
+            Command::Barriers(command) => {
+                let response = self.with_ctx(|sm, ctx| sm.barriers.apply(ctx, command));
+                Response::Barriers {
+                    revision: self.revision,
+                    response,
+                }
+            }
         }
+    }
+
+    /// Runs `f` with the context the primitives share, then routes the effects it raised.
+    fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Primitives, &mut Ctx) -> R) -> R {
+        let mut events = self.coordination.take_events();
+        let coordination = &self.coordination;
+        let live = |session_id| coordination.session_live(session_id);
+        let mut ctx = Ctx::new(self.now_ms, &mut events, &live);
+        let mut primitives = Primitives {
+            locks: &mut self.locks,
+            barriers: &mut self.barriers,
+        };
+        let result = f(&mut primitives, &mut ctx);
+        let mut effects = ctx.take_effects();
+        while !effects.is_empty() {
+            for effect in std::mem::take(&mut effects) {
+                for primitive in primitives.all() {
+                    primitive.on_effect(&mut ctx, &effect);
+                }
+                effects.extend(ctx.take_effects());
+            }
+        }
+        drop(ctx);
+        self.coordination.put_events(events);
+        result
+    }
+
+    /// Fires the other primitives' due timers (a `Tick`), after a new leader's refresh if asked.
+    fn tick_primitives(&mut self, refresh: bool) {
+        self.with_ctx(|primitives, ctx| {
+            for primitive in primitives.all() {
+                if refresh {
+                    primitive.refresh(ctx);
+                }
+                primitive.tick(ctx);
+            }
+        });
+    }
+
+    /// Sessions that ended: their keys are deleted, and the other primitives are told.
+    fn sessions_ended(&mut self, ended_sessions: &[u64]) {
+        self.delete_session_keys(ended_sessions);
+        for &session_id in ended_sessions {
+            self.with_ctx(|_, ctx| ctx.raise(Effect::SessionEnded { session_id }));
+        }
+    }
+
+    /// The earliest cluster time at which a `Tick` would change something, over every primitive.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        [
+            self.coordination.next_due_ms(),
+            self.locks.next_due_ms(),
+            self.barriers.next_due_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    pub fn barriers(&self) -> &Barriers {
+        &self.barriers
     }
 
     fn coordinate(&mut self, command: &CoordCommand) -> Response {
@@ -164,7 +271,10 @@ impl StateMachine {
         let response = self
             .coordination
             .apply(self.now_ms, command, &mut ended_sessions);
-        self.delete_session_keys(&ended_sessions);
+        self.sessions_ended(&ended_sessions);
+        if let CoordCommand::Tick { refresh, .. } = command {
+            self.tick_primitives(*refresh);
+        }
         Response::Coordination {
             revision: self.revision,
             response,
@@ -347,6 +457,18 @@ impl StateMachine {
             revision: self.revision,
             events,
         });
+    }
+}
+
+/// The primitives driven through the `Primitive` trait, borrowed together for one call.
+struct Primitives<'a> {
+    locks: &'a mut Locks,
+    barriers: &'a mut Barriers,
+}
+
+impl Primitives<'_> {
+    fn all(&mut self) -> [&mut dyn Primitive; 2] {
+        [&mut *self.locks, &mut *self.barriers]
     }
 }
 

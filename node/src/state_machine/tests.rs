@@ -37,6 +37,7 @@ fn request(command: Command) -> Request {
     Request {
         now_ms: 1_000,
         request_id: None,
+        fence: None,
         command,
     }
 }
@@ -255,11 +256,13 @@ fn retried_request_id_applies_once() {
     let first = Request {
         now_ms: 1,
         request_id: Some(id),
+        fence: None,
         command: put("k", "first"),
     };
     let retry = Request {
         now_ms: 2,
         request_id: Some(id),
+        fence: None,
         command: put("k", "second"),
     };
     let original = sm.apply(1, &first);
@@ -282,6 +285,7 @@ fn retried_request_id_applies_once() {
         &Request {
             now_ms: 3,
             request_id: Some(next),
+            fence: None,
             command: put("k", "third"),
         },
     );
@@ -309,6 +313,7 @@ fn idle_sessions_expire_on_cluster_time() {
         &Request {
             now_ms: 0,
             request_id: Some(a),
+            fence: None,
             command: put("a", ""),
         },
     );
@@ -318,6 +323,7 @@ fn idle_sessions_expire_on_cluster_time() {
         &Request {
             now_ms: later,
             request_id: Some(b),
+            fence: None,
             command: put("b", ""),
         },
     );

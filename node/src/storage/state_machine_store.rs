@@ -117,8 +117,17 @@ impl StateMachineStore {
 
 /// Whether applying `command` may change what the scheduler plans on. Heartbeats only move
 /// session deadlines, which the ticker reads when it wakes anyway.
+/// Whether the leader's loop should look again: what it plans on or when it is next due may have
+/// changed (every command but heartbeats and KV writes, which arm no timer).
 fn changes_coordination(command: &Command) -> bool {
-    matches!(command, Command::Coordination(c) if !matches!(c, CoordCommand::Heartbeats { .. }))
+    match command {
+        Command::Coordination(c) => !matches!(c, CoordCommand::Heartbeats { .. }),
+        Command::Locks(_) | Command::Barriers(_) => true,
+        Command::Put { .. }
+        | Command::Delete { .. }
+        | Command::CompareAndSwap { .. }
+        | Command::Txn { .. } => false,
+    }
 }
 
 /// Snapshot data starts with this tag and a format version, so that a node never decodes a
@@ -126,7 +135,7 @@ fn changes_coordination(command: &Command) -> bool {
 /// its own: it fails with a message that says so instead.
 const SNAPSHOT_TAG: &[u8; 8] = b"CNCLSNAP";
 /// The layout of the encoded `StateMachine`. Bump it with every change to what it serializes.
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 2;
 
 fn encode_machine(machine: &StateMachine) -> Vec<u8> {
     let body = encode(machine);

@@ -47,6 +47,7 @@ fn put_entry(term: u64, index: u64, key: &str) -> Entry {
         Request {
             now_ms: 0,
             request_id: None,
+            fence: None,
             command: Command::Put {
                 key: key.into(),
                 value: b"v".to_vec(),

@@ -233,6 +233,10 @@ pub enum CoordEventKind {
         agent: String,
         reason: String,
     },
+    /// A lock, semaphore or election changed (`state_machine::locks`).
+    Lock(super::locks::LockEvent),
+    /// A barrier changed (`state_machine::barriers`).
+    Barrier(super::barriers::BarrierEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -681,6 +685,16 @@ impl Coordination {
             agents_live: self.agents.values().filter(|a| a.live).count() as u64,
             decisions_open: self.open_decisions.len() as u64,
         }
+    }
+
+    /// The event ring, lent to the other primitives' context (`primitive::Ctx`) for one call and
+    /// given back with `put_events`.
+    pub(crate) fn take_events(&mut self) -> EventRing {
+        std::mem::take(&mut self.events)
+    }
+
+    pub(crate) fn put_events(&mut self, events: EventRing) {
+        self.events = events;
     }
 
     /// Sets the length of the event ring (tests use a short one).

@@ -42,6 +42,7 @@ impl Harness {
             &Request {
                 now_ms: self.now_ms,
                 request_id: None,
+                fence: None,
                 command,
             },
         );
@@ -671,6 +672,7 @@ fn plan_stays_bounded_with_100k_pending_tasks() {
             &Request {
                 now_ms: h.now_ms,
                 request_id: None,
+                fence: None,
                 command: Command::Coordination(CoordCommand::Submit { tasks: batch }),
             },
         );
@@ -2850,6 +2852,7 @@ fn snapshot_bytes_per_pending_task() {
             &Request {
                 now_ms: h.now_ms,
                 request_id: None,
+                fence: None,
                 command: Command::Coordination(CoordCommand::Submit { tasks: batch }),
             },
         );
