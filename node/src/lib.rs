@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use conclave_proto::v1::agents_server::AgentsServer;
-use conclave_proto::v1::cluster_server::ClusterServer;
 use conclave_proto::v1::barriers_server::BarriersServer;
+use conclave_proto::v1::cluster_server::ClusterServer;
 use conclave_proto::v1::decisions_server::DecisionsServer;
 use conclave_proto::v1::elections_server::ElectionsServer;
-use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::kv_server::KvServer;
+use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
 use conclave_proto::v1::tasks_server::TasksServer;
 use openraft::SnapshotPolicy;

@@ -151,9 +151,8 @@ impl Node {
                 proposed: false,
             });
         }
-        let fence = fence.filter(|_| {
-            self.config.unsafe_test_mode != crate::config::UnsafeTestMode::SkipFence
-        });
+        let fence = fence
+            .filter(|_| self.config.unsafe_test_mode != crate::config::UnsafeTestMode::SkipFence);
         let request = Request {
             now_ms: wall_clock_ms(),
             request_id,

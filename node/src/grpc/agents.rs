@@ -255,9 +255,13 @@ impl Agents for AgentsService {
             token,
             result: req.result.clone(),
         };
-        self.verb(forwarded, (request_id, fence), command, req, |mut c, r| async move {
-            c.complete(r).await
-        })
+        self.verb(
+            forwarded,
+            (request_id, fence),
+            command,
+            req,
+            |mut c, r| async move { c.complete(r).await },
+        )
         .await
     }
 
@@ -283,9 +287,13 @@ impl Agents for AgentsService {
             retryable: req.retryable,
             retry_after_ms: req.retry_after_ms,
         };
-        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
-            c.fail(r).await
-        })
+        self.verb(
+            forwarded,
+            (request_id, None),
+            command,
+            req,
+            |mut c, r| async move { c.fail(r).await },
+        )
         .await
     }
 
@@ -313,9 +321,13 @@ impl Agents for AgentsService {
             token,
             lease_ms,
         };
-        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
-            c.extend_lease(r).await
-        })
+        self.verb(
+            forwarded,
+            (request_id, None),
+            command,
+            req,
+            |mut c, r| async move { c.extend_lease(r).await },
+        )
         .await
     }
 
@@ -343,9 +355,13 @@ impl Agents for AgentsService {
             checkpoint: req.checkpoint.clone(),
             extend_lease: req.extend_lease,
         };
-        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
-            c.report_progress(r).await
-        })
+        self.verb(
+            forwarded,
+            (request_id, None),
+            command,
+            req,
+            |mut c, r| async move { c.report_progress(r).await },
+        )
         .await
     }
 
@@ -361,9 +377,13 @@ impl Agents for AgentsService {
             task_id: req.task_id,
             token,
         };
-        self.verb(forwarded, (request_id, None), command, req, |mut c, r| async move {
-            c.release(r).await
-        })
+        self.verb(
+            forwarded,
+            (request_id, None),
+            command,
+            req,
+            |mut c, r| async move { c.release(r).await },
+        )
         .await
     }
 

@@ -15,7 +15,9 @@ use super::status::to_status;
 use super::streams::stopped;
 use super::validation::{self, name};
 use crate::error::Error;
-use crate::limits::{MAX_BARRIER_PARTIES, MAX_BARRIER_TIMEOUT_MS, MAX_LOCK_WAIT_MS, MAX_REQUEST_BYTES};
+use crate::limits::{
+    MAX_BARRIER_PARTIES, MAX_BARRIER_TIMEOUT_MS, MAX_LOCK_WAIT_MS, MAX_REQUEST_BYTES,
+};
 use crate::node::Consistency;
 use crate::state_machine::barriers::{Barrier, BarrierCommand, BarrierResponse, BarrierStatus};
 use crate::state_machine::{Command, Response as SmResponse};
@@ -136,7 +138,12 @@ impl BarriersApi for BarriersService {
             quorum,
             timeout_ms: req.timeout_ms,
         });
-        match self.gateway.write(request_id, command).await.and_then(outcome) {
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(outcome)
+        {
             Ok((revision, counted)) => {
                 let until = started + Duration::from_millis(req.wait_ms);
                 let barrier = wait_closed(&self.gateway, &req.name, until).await;

@@ -320,7 +320,10 @@ impl Kv for KvService {
         let request_id = request_id(req.request_id)?;
         let fence = super::validation::fence(req.fence.as_ref())?;
         let (compares, ops) = txn_command(&req)?;
-        match self.write(request_id, fence, Command::Txn { compares, ops }).await {
+        match self
+            .write(request_id, fence, Command::Txn { compares, ops })
+            .await
+        {
             Ok(crate::state_machine::Response::Txn {
                 revision,
                 succeeded,

@@ -75,9 +75,9 @@ fn lock_kind(kind: i32) -> Result<LockKind, Status> {
     match pb::LockKind::try_from(kind) {
         Ok(pb::LockKind::Lock) => Ok(LockKind::Lock),
         Ok(pb::LockKind::Semaphore) => Ok(LockKind::Semaphore),
-        Ok(pb::LockKind::Election) => Err(invalid(
-            "kind: ELECTION is served by the Elections service",
-        )),
+        Ok(pb::LockKind::Election) => {
+            Err(invalid("kind: ELECTION is served by the Elections service"))
+        }
         Err(_) => Err(invalid(format!("kind: unknown value {kind}"))),
     }
 }
@@ -100,9 +100,7 @@ fn holder(holder: Option<&pb::Holder>) -> Result<Holder, Status> {
     )?;
     if holder.session_id != 0 {
         if holder.ttl_ms != 0 {
-            return Err(invalid(
-                "holder: give a session_id or a ttl_ms, not both",
-            ));
+            return Err(invalid("holder: give a session_id or a ttl_ms, not both"));
         }
     } else if !(MIN_LOCK_TTL_MS..=MAX_LOCK_TTL_MS).contains(&holder.ttl_ms) {
         return Err(invalid(format!(
@@ -113,7 +111,11 @@ fn holder(holder: Option<&pb::Holder>) -> Result<Holder, Status> {
     }
     Ok(Holder {
         session_id: holder.session_id,
-        ttl_ms: if holder.session_id != 0 { 0 } else { holder.ttl_ms },
+        ttl_ms: if holder.session_id != 0 {
+            0
+        } else {
+            holder.ttl_ms
+        },
         owner: holder.owner.clone(),
     })
 }
@@ -432,7 +434,12 @@ impl LocksApi for LocksService {
             name: req.name.clone(),
             token,
         });
-        match self.gateway.write(request_id, command).await.and_then(outcome) {
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(outcome)
+        {
             Ok((revision, _)) => Ok(Response::new(pb::ReleaseLockResponse {
                 header: self.gateway.header(revision, Consistency::Linearizable),
             })),
@@ -460,7 +467,12 @@ impl LocksApi for LocksService {
             name: req.name.clone(),
             token,
         });
-        match self.gateway.write(request_id, command).await.and_then(outcome) {
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(outcome)
+        {
             Ok((revision, LockResponse::KeptAlive { expires_at_ms })) => {
                 Ok(Response::new(pb::KeepAliveResponse {
                     header: self.gateway.header(revision, Consistency::Linearizable),
@@ -584,7 +596,9 @@ impl Elections for ElectionsService {
                 let gateway = self.gateway.clone();
                 self.gateway
                     .forward(e, forwarded, req, |c, r| async move {
-                        elections_client(c).campaign(with_wait(r, &gateway, wait)).await
+                        elections_client(c)
+                            .campaign(with_wait(r, &gateway, wait))
+                            .await
                     })
                     .await
             }
@@ -605,7 +619,12 @@ impl Elections for ElectionsService {
             token: token(req.token)?,
             value: req.value.clone(),
         });
-        match self.gateway.write(request_id, command).await.and_then(outcome) {
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(outcome)
+        {
             Ok((revision, _)) => Ok(Response::new(pb::ProclaimResponse {
                 header: self.gateway.header(revision, Consistency::Linearizable),
             })),
@@ -631,7 +650,12 @@ impl Elections for ElectionsService {
             name: req.election.clone(),
             token: token(req.token)?,
         });
-        match self.gateway.write(request_id, command).await.and_then(outcome) {
+        match self
+            .gateway
+            .write(request_id, command)
+            .await
+            .and_then(outcome)
+        {
             Ok((revision, _)) => Ok(Response::new(pb::ResignResponse {
                 header: self.gateway.header(revision, Consistency::Linearizable),
             })),
@@ -706,7 +730,11 @@ fn event_kind_to_pb(kind: LockEventKind) -> pb::lock_event::Kind {
 
 /// WatchLock and Observe: CURRENT, then one message per event of this lock, each with the lock
 /// as this node has it when the message is built. Served from this node's applied state.
-fn watch(gateway: &Gateway, kind: LockKind, name: String) -> Result<EventStream<pb::LockEvent>, Status> {
+fn watch(
+    gateway: &Gateway,
+    kind: LockKind,
+    name: String,
+) -> Result<EventStream<pb::LockEvent>, Status> {
     let permit = gateway.watch_slot()?;
     let node = gateway.node.clone();
     let mut stopping = gateway.stopping.clone();
@@ -720,11 +748,10 @@ fn watch(gateway: &Gateway, kind: LockKind, name: String) -> Result<EventStream<
             let caught_up = {
                 events.borrow_and_update();
                 let state = node.state.read();
-                let coordination = state.machine.coordination();
                 let lock = state.machine.locks().get(kind, &name).map(lock_to_pb);
-                match cursor.map(|seq| coordination.events_after(seq)) {
+                match cursor.map(|seq| state.machine.events_after(seq)) {
                     None | Some(Err(_)) => {
-                        let seq = coordination.last_event_seq();
+                        let seq = state.machine.last_event_seq();
                         cursor = Some(seq);
                         messages.push(pb::LockEvent {
                             kind: pb::lock_event::Kind::Current as i32,

@@ -44,9 +44,7 @@ pub fn to_status(error: Error) -> Status {
         Error::FailedPrecondition(_)
         | Error::NodeRemoved(_)
         | Error::LeaseLost(_)
-        | Error::LockLost(_) => {
-            (Code::FailedPrecondition, None, true, None)
-        }
+        | Error::LockLost(_) => (Code::FailedPrecondition, None, true, None),
         Error::AlreadyExists(_) => (Code::AlreadyExists, None, true, None),
         Error::Fatal(_) => (Code::Internal, None, false, None),
     };

@@ -28,11 +28,12 @@ use super::status::to_status;
 use crate::error::Error;
 use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
 use crate::node::Node;
-use crate::state_machine::locks::{LockEventKind, LockKind};
 use crate::state_machine::coordination::{
     CoordEvent, CoordEventKind, Coordination, DecisionEventKind, DecisionStatus, SessionId,
     TaskEventKind, TaskFilter, TaskId, TaskState,
 };
+use crate::state_machine::locks::{LockEventKind, LockKind};
+use crate::state_machine::StateMachine;
 
 /// Most events one stream takes from the ring per read of the state, so a stream far behind
 /// does not hold the state's read lock (and so apply) for long.
@@ -56,14 +57,14 @@ pub(crate) fn shutting_down() -> Status {
 /// what a client just wrote through the leader, and cannot prove that something does not exist
 /// without the leader: the leader answers after one ReadIndex, a follower after it has waited
 /// up to the leader wait for its state to catch up.
-pub async fn await_visible(gateway: &Gateway, present: impl Fn(&Coordination) -> bool) -> bool {
+pub async fn await_visible(gateway: &Gateway, present: impl Fn(&StateMachine) -> bool) -> bool {
     let node = &gateway.node;
     let mut changes = node.state.subscribe_coordination();
     let deadline = Instant::now() + node.leader_wait();
     let mut linearized = false;
     loop {
         changes.borrow_and_update();
-        if present(node.state.read().machine.coordination()) {
+        if present(&node.state.read().machine) {
             return true;
         }
         if linearized {
@@ -105,7 +106,10 @@ pub async fn session(
         }
     };
     super::validation::non_zero("open.session_id", session_id)?;
-    await_visible(gateway, |c| c.agent_by_session(session_id).is_some()).await;
+    await_visible(gateway, |m| {
+        m.coordination().agent_by_session(session_id).is_some()
+    })
+    .await;
     let agent = {
         let state = gateway.node.state.read();
         match state.machine.coordination().agent_by_session(session_id) {
@@ -194,7 +198,7 @@ async fn serve_session(
             node_id: node.id,
         }))];
         let ended = session_snapshot(coordination, session_id, &agent, &mut messages);
-        (messages, ended, coordination.last_event_seq())
+        (messages, ended, state.machine.last_event_seq())
     };
     loop {
         for message in messages.drain(..) {
@@ -211,7 +215,7 @@ async fn serve_session(
             events.borrow_and_update();
             let state = node.state.read();
             let coordination = state.machine.coordination();
-            (ended, caught_up) = match coordination.events_after(cursor) {
+            (ended, caught_up) = match state.machine.events_after(cursor) {
                 Ok(new) => {
                     let caught_up = new.len() <= EVENTS_PER_READ;
                     let mut ended = false;
@@ -236,7 +240,7 @@ async fn serve_session(
                     // The ring moved past the cursor: send the current state again (the agent
                     // treats a repeated assignment as one).
                     tracing::debug!(session_id, cursor, oldest, "session stream resyncs");
-                    cursor = coordination.last_event_seq();
+                    cursor = state.machine.last_event_seq();
                     (
                         session_snapshot(coordination, session_id, &agent, &mut messages),
                         true,
@@ -407,8 +411,9 @@ pub async fn watch_tasks(
     let resume = req.after_sequence;
     // A resumed watch of a task purged while the watcher was away still gets the events up to
     // PURGED, which are in the history although the task is gone.
-    let known = |c: &Coordination| {
-        c.task(task_id).is_some() || resume.is_some_and(|after| task_in_history(c, after, task_id))
+    let known = |m: &StateMachine| {
+        m.coordination().task(task_id).is_some()
+            || resume.is_some_and(|after| task_in_history(m, after, task_id))
     };
     if task_id != 0 && !await_visible(gateway, known).await {
         return Err(super::tasks::unknown_task(task_id));
@@ -424,7 +429,7 @@ pub async fn watch_tasks(
         // the events as they are applied, exactly as for a watcher that is up to date.
         let cursor = match resume {
             Some(after) => {
-                if let Err(oldest) = coordination.events_after(after) {
+                if let Err(oldest) = state.machine.events_after(after) {
                     return Err(to_status(Error::EventsGone {
                         message: format!(
                             "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); watch again with initial_state",
@@ -435,7 +440,7 @@ pub async fn watch_tasks(
                 }
                 after
             }
-            None => coordination.last_event_seq(),
+            None => state.machine.last_event_seq(),
         };
         let mut messages = vec![pb::TaskEvent {
             sequence: cursor,
@@ -486,7 +491,7 @@ pub async fn watch_tasks(
                 events.borrow_and_update();
                 let state = node.state.read();
                 let coordination = state.machine.coordination();
-                match coordination.events_after(cursor) {
+                match state.machine.events_after(cursor) {
                     Ok(new) => {
                         let caught_up = new.len() <= EVENTS_PER_READ;
                         let mut ended = false;
@@ -576,8 +581,8 @@ pub async fn watch_tasks(
 }
 
 /// True when the kept events after `after` include one of task `task_id`.
-fn task_in_history(coordination: &Coordination, after: u64, task_id: TaskId) -> bool {
-    coordination.events_after(after).is_ok_and(|events| {
+fn task_in_history(machine: &StateMachine, after: u64, task_id: TaskId) -> bool {
+    machine.events_after(after).is_ok_and(|events| {
         events
             .iter()
             .any(|e| matches!(e.kind, CoordEventKind::Task { task_id: id, .. } if id == task_id))
@@ -662,7 +667,11 @@ pub async fn watch_decision(
     decision_id: u64,
 ) -> Result<EventStream<pb::DecisionEvent>, Status> {
     let permit = gateway.watch_slot()?;
-    if !await_visible(gateway, |c| c.decision(decision_id).is_some()).await {
+    if !await_visible(gateway, |m| {
+        m.coordination().decision(decision_id).is_some()
+    })
+    .await
+    {
         return Err(to_status(Error::NotFound(format!(
             "decision {decision_id} does not exist"
         ))));
@@ -682,13 +691,13 @@ pub async fn watch_decision(
                 let state = node.state.read();
                 let coordination = state.machine.coordination();
                 let mut caught_up = true;
-                let last_event_seq = coordination.last_event_seq();
+                let last_event_seq = state.machine.last_event_seq();
                 let changed = match cursor {
                     None => {
                         cursor = Some(last_event_seq);
                         true
                     }
-                    Some(seq) => match coordination.events_after(seq) {
+                    Some(seq) => match state.machine.events_after(seq) {
                         Ok(new) => {
                             caught_up = new.len() <= EVENTS_PER_READ;
                             let mut changed = false;

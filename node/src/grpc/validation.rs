@@ -85,7 +85,9 @@ pub fn fence(fence: Option<&pb::Fence>) -> Result<Option<crate::state_machine::F
     };
     name("fence.name", &fence.name)?;
     if fence.token == 0 {
-        return Err(invalid("fence.token: must be the non-zero token of the grant"));
+        return Err(invalid(
+            "fence.token: must be the non-zero token of the grant",
+        ));
     }
     let kind = match pb::FenceKind::try_from(fence.kind) {
         Ok(pb::FenceKind::Lock) => LockKind::Lock,

@@ -45,9 +45,15 @@ pub enum BarrierCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BarrierResponse {
     /// `counted`: false when the barrier had already closed.
-    Entered { counted: bool },
-    Mismatch { reason: String },
-    QuotaExceeded { reason: String },
+    Entered {
+        counted: bool,
+    },
+    Mismatch {
+        reason: String,
+    },
+    QuotaExceeded {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,9 +160,7 @@ impl Barriers {
         if barrier.arrived.iter().any(|(p, _)| p == participant) {
             return BarrierResponse::Entered { counted: true };
         }
-        barrier
-            .arrived
-            .push((participant.to_string(), ctx.now_ms));
+        barrier.arrived.push((participant.to_string(), ctx.now_ms));
         ctx.event(barrier_event(BarrierEventKind::Entered, name));
         if barrier.arrived.len() as u32 >= barrier.quorum {
             self.close(ctx, name, BarrierStatus::Released);
@@ -196,7 +200,7 @@ impl Primitive for Barriers {
         }
     }
 
-    fn next_due_ms(&self) -> Option<u64> {
+    fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
         let deadline = self.deadlines.first().map(|d| d.0);
         let forget = self
             .closed

@@ -137,14 +137,24 @@ pub enum LockResponse {
     /// A try-once request found the lock taken; nothing was queued.
     Busy,
     Released,
-    KeptAlive { expires_at_ms: u64 },
+    KeptAlive {
+        expires_at_ms: u64,
+    },
     Proclaimed,
     /// The token does not hold (or wait for) the lock: nothing changed.
-    LockLost { reason: String },
+    LockLost {
+        reason: String,
+    },
     /// The request disagrees with the lock as it exists (another semaphore limit).
-    Mismatch { reason: String },
-    SessionNotLive { session_id: SessionId },
-    QuotaExceeded { reason: String },
+    Mismatch {
+        reason: String,
+    },
+    SessionNotLive {
+        session_id: SessionId,
+    },
+    QuotaExceeded {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,15 +222,11 @@ impl Locks {
                 *lock_delay_ms,
                 value,
             ),
-            LockCommand::Release { kind, name, token } => {
-                self.release(ctx, (*kind, name), *token)
-            }
+            LockCommand::Release { kind, name, token } => self.release(ctx, (*kind, name), *token),
             LockCommand::KeepAlive { kind, name, token } => {
                 self.keep_alive(ctx, (*kind, name), *token)
             }
-            LockCommand::Proclaim { name, token, value } => {
-                self.proclaim(ctx, name, *token, value)
-            }
+            LockCommand::Proclaim { name, token, value } => self.proclaim(ctx, name, *token, value),
         }
     }
 
@@ -538,7 +544,8 @@ impl Locks {
             Timer::HoldExpiry => self.lose(ctx, &key, token, "its TTL passed without a keep-alive"),
             Timer::WaitExpiry => {
                 if let Some((grant, _)) = self.remove_grant(&key, token) {
-                    let event = lock_event(LockEventKind::WaitEnded, &key, &grant, "wait ended".into());
+                    let event =
+                        lock_event(LockEventKind::WaitEnded, &key, &grant, "wait ended".into());
                     ctx.event(event);
                     self.advance(ctx, &key);
                     self.forget_if_idle(ctx, &key);
@@ -589,14 +596,19 @@ impl Primitive for Locks {
             let new = old.max(ctx.now_ms.saturating_add(ttl_ms));
             if new != old {
                 let lock = self.locks.get_mut(&key).expect("listed above");
-                lock.holders.get_mut(&token).expect("listed above").expires_at_ms = new;
+                lock.holders
+                    .get_mut(&token)
+                    .expect("listed above")
+                    .expires_at_ms = new;
                 self.retime(&key, token, old, new);
             }
         }
     }
 
     fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
-        let Effect::SessionEnded { session_id } = effect;
+        let Effect::SessionEnded { session_id } = effect else {
+            return;
+        };
         let Some(held) = self.by_session.remove(session_id) else {
             return;
         };
@@ -621,7 +633,7 @@ impl Primitive for Locks {
         }
     }
 
-    fn next_due_ms(&self) -> Option<u64> {
+    fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
         self.timers.first().map(|timer| timer.0)
     }
 

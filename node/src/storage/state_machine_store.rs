@@ -65,7 +65,7 @@ impl SharedState {
 
     fn replace(&self, state: AppliedState) {
         let revision = state.machine.revision();
-        let last_event_seq = state.machine.coordination().last_event_seq();
+        let last_event_seq = state.machine.last_event_seq();
         *self.state.write().expect("state lock") = state;
         self.revision.send_replace(revision);
         self.events.send_replace(last_event_seq);
@@ -94,7 +94,7 @@ impl StateMachineStore {
             stats.snapshot(snapshot.snapshot.len());
         }
         let (revision, _) = watch::channel(state.machine.revision());
-        let (events, _) = watch::channel(state.machine.coordination().last_event_seq());
+        let (events, _) = watch::channel(state.machine.last_event_seq());
         let (coordination, _) = watch::channel(0);
         let shared = Arc::new(SharedState {
             state: RwLock::new(state),
@@ -135,7 +135,7 @@ fn changes_coordination(command: &Command) -> bool {
 /// its own: it fails with a message that says so instead.
 const SNAPSHOT_TAG: &[u8; 8] = b"CNCLSNAP";
 /// The layout of the encoded `StateMachine`. Bump it with every change to what it serializes.
-const SNAPSHOT_FORMAT: u32 = 2;
+const SNAPSHOT_FORMAT: u32 = 3;
 
 fn encode_machine(machine: &StateMachine) -> Vec<u8> {
     let body = encode(machine);
@@ -239,7 +239,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         (state.machine.apply_empty(index), false)
                     }
                 };
-                let last_event_seq = state.machine.coordination().last_event_seq();
+                let last_event_seq = state.machine.last_event_seq();
                 (response, coordination_changed, last_event_seq)
             };
             self.shared.revision.send_if_modified(|revision| {

@@ -25,7 +25,14 @@ impl Harness {
         )
     }
 
-    fn enter(&mut self, now_ms: u64, name: &str, who: &str, parties: u32, quorum: u32) -> BarrierResponse {
+    fn enter(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        who: &str,
+        parties: u32,
+        quorum: u32,
+    ) -> BarrierResponse {
         let command = BarrierCommand::Enter {
             name: name.into(),
             participant: who.into(),
@@ -64,12 +71,26 @@ fn released_when_the_quorum_has_entered() {
     let mut h = harness();
     let counted = BarrierResponse::Entered { counted: true };
     assert_eq!(h.enter(T0, "b", "p1", 3, 2), counted);
-    assert_eq!(h.enter(T0, "b", "p1", 3, 2), counted, "entering again is idempotent");
+    assert_eq!(
+        h.enter(T0, "b", "p1", 3, 2),
+        counted,
+        "entering again is idempotent"
+    );
     assert_eq!(h.status("b"), Some(BarrierStatus::Waiting));
     assert_eq!(h.enter(T0 + 1, "b", "p2", 3, 2), counted);
     assert_eq!(h.status("b"), Some(BarrierStatus::Released));
-    assert_eq!(h.enter(T0 + 2, "b", "p3", 3, 2), BarrierResponse::Entered { counted: false });
-    let arrived: Vec<&str> = h.sm.barriers().get("b").unwrap().arrived.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(
+        h.enter(T0 + 2, "b", "p3", 3, 2),
+        BarrierResponse::Entered { counted: false }
+    );
+    let arrived: Vec<&str> =
+        h.sm.barriers()
+            .get("b")
+            .unwrap()
+            .arrived
+            .iter()
+            .map(|a| a.0.as_str())
+            .collect();
     assert_eq!(arrived, ["p1", "p2"]);
 }
 
@@ -92,6 +113,9 @@ fn times_out_at_the_deadline_with_who_arrived_then_is_forgotten() {
 fn a_different_shape_is_refused() {
     let mut h = harness();
     h.enter(T0, "b", "p1", 3, 3);
-    assert!(matches!(h.enter(T0, "b", "p2", 4, 4), BarrierResponse::Mismatch { .. }));
+    assert!(matches!(
+        h.enter(T0, "b", "p2", 4, 4),
+        BarrierResponse::Mismatch { .. }
+    ));
     assert_eq!(h.sm.barriers().get("b").unwrap().arrived.len(), 1);
 }

@@ -10,6 +10,7 @@ use super::{
     CoordResponse, Coordination, DecisionEventKind, SessionId, TaskEventKind, TaskState, TimerKind,
 };
 use crate::limits::OPEN_DECISIONS_MAX;
+use crate::state_machine::primitive::Ctx;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rule {
@@ -184,7 +185,8 @@ impl Decision {
 }
 
 impl Coordination {
-    pub(super) fn propose(&mut self, now_ms: u64, spec: &DecisionSpec) -> CoordResponse {
+    pub(super) fn propose(&mut self, ctx: &mut Ctx, spec: &DecisionSpec) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let invalid = |reason: String| CoordResponse::Invalid { reason };
         // The deadline runs on cluster time, which can be ahead of the clock the API checked it
         // against: after a leader whose clock was ahead, cluster time stays ahead (it never goes
@@ -261,18 +263,19 @@ impl Coordination {
         self.open_decisions.insert(id);
         self.timers
             .insert((spec.deadline_ms, TimerKind::DecisionDeadline, id));
-        self.decision_event(now_ms, id, DecisionEventKind::Proposed);
+        self.decision_event(ctx, id, DecisionEventKind::Proposed);
         CoordResponse::Proposed { decision_id: id }
     }
 
     pub(super) fn vote(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         session_id: SessionId,
         decision_id: DecisionId,
         choice: &str,
         rationale: &str,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let refused = |reason: String| CoordResponse::VoteRefused { reason };
         let Some(decision) = self.decisions.get(&decision_id) else {
             return CoordResponse::UnknownDecision { decision_id };
@@ -307,32 +310,33 @@ impl Coordination {
             cast_ms: now_ms,
         });
         let tally = decision.tally();
-        self.decision_event(now_ms, decision_id, DecisionEventKind::Voted);
+        self.decision_event(ctx, decision_id, DecisionEventKind::Voted);
         match tally {
             Tally::Open => {}
             Tally::Decided(outcome) => self.close_decision(
-                now_ms,
+                ctx,
                 decision_id,
                 DecisionStatus::Decided,
                 Some(outcome),
                 String::new(),
             ),
             Tally::Rejected(reason) => {
-                self.close_decision(now_ms, decision_id, DecisionStatus::Rejected, None, reason)
+                self.close_decision(ctx, decision_id, DecisionStatus::Rejected, None, reason)
             }
         }
         CoordResponse::Voted { decision_id }
     }
 
     /// The decision deadline timer: an open decision ends NO_QUORUM.
-    pub(super) fn decision_deadline_passed(&mut self, now_ms: u64, decision_id: DecisionId) {
+    pub(super) fn decision_deadline_passed(&mut self, ctx: &mut Ctx, decision_id: DecisionId) {
+        let now_ms = ctx.now_ms;
         let due = self
             .decisions
             .get(&decision_id)
             .is_some_and(|d| d.is_open() && d.spec.deadline_ms <= now_ms);
         if due {
             self.close_decision(
-                now_ms,
+                ctx,
                 decision_id,
                 DecisionStatus::NoQuorum,
                 None,
@@ -345,12 +349,13 @@ impl Coordination {
     /// task gated on it.
     fn close_decision(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         decision_id: DecisionId,
         status: DecisionStatus,
         outcome: Option<String>,
         reason: String,
     ) {
+        let now_ms = ctx.now_ms;
         let decision = self
             .decisions
             .get_mut(&decision_id)
@@ -366,7 +371,7 @@ impl Coordination {
             .remove(&(deadline_ms, TimerKind::DecisionDeadline, decision_id));
         self.open_decisions.remove(&decision_id);
         self.closed_decisions.insert((now_ms, decision_id));
-        self.decision_event(now_ms, decision_id, DecisionEventKind::Closed);
+        self.decision_event(ctx, decision_id, DecisionEventKind::Closed);
 
         let gated: Vec<_> = self
             .gates
@@ -393,7 +398,7 @@ impl Coordination {
                     TaskEventKind::Canceled
                 }
             };
-            self.task_event(now_ms, &task, kind, None);
+            self.task_event(ctx, &task, kind, None);
             self.put_task(task);
         }
     }

@@ -11,6 +11,7 @@ use super::agents::Agent;
 use super::{CoordResponse, Coordination, Revoked, TaskEventKind};
 use super::{DecisionId, FencingToken, SessionId, TaskId};
 use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
+use crate::state_machine::primitive::Ctx;
 
 /// Retry backoff after a failed attempt (tasks.proto, `Backoff`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -375,7 +376,7 @@ pub(super) fn plan(
 }
 
 impl Coordination {
-    pub(super) fn submit(&mut self, now_ms: u64, specs: &[TaskSpec]) -> CoordResponse {
+    pub(super) fn submit(&mut self, ctx: &mut Ctx, specs: &[TaskSpec]) -> CoordResponse {
         // Validate everything first: the batch is all or nothing.
         let mut keys_in_batch = BTreeSet::new();
         let mut new_tasks = 0u64;
@@ -402,7 +403,7 @@ impl Coordination {
         }
         let results = specs
             .iter()
-            .map(|spec| self.submit_one(now_ms, spec))
+            .map(|spec| self.submit_one(ctx, spec))
             .collect();
         CoordResponse::Submitted { results }
     }
@@ -428,7 +429,8 @@ impl Coordination {
         Ok(())
     }
 
-    fn submit_one(&mut self, now_ms: u64, spec: &TaskSpec) -> (TaskId, bool) {
+    fn submit_one(&mut self, ctx: &mut Ctx, spec: &TaskSpec) -> (TaskId, bool) {
+        let now_ms = ctx.now_ms;
         let key = (spec.queue.clone(), spec.idempotency_key.clone());
         if !spec.idempotency_key.is_empty() {
             if let Some(&(existing, _)) = self.idempotency.get(&key) {
@@ -479,19 +481,19 @@ impl Coordination {
                 .insert((now_ms, key.0.clone(), key.1.clone()));
             self.idempotency.insert(key, (id, now_ms));
         }
-        self.task_event(now_ms, &task, TaskEventKind::Submitted, None);
+        self.task_event(ctx, &task, TaskEventKind::Submitted, None);
         self.put_task(task);
         (id, false)
     }
 
     pub(super) fn assign(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         assignments: &[(TaskId, SessionId)],
     ) -> CoordResponse {
         let tokens = assignments
             .iter()
-            .map(|&(task_id, session_id)| self.assign_one(now_ms, task_id, session_id))
+            .map(|&(task_id, session_id)| self.assign_one(ctx, task_id, session_id))
             .collect();
         CoordResponse::Assigned { tokens }
     }
@@ -499,10 +501,11 @@ impl Coordination {
     /// Leases one task to one session if that is still valid; the plan may be stale by now.
     fn assign_one(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         session_id: SessionId,
     ) -> Option<FencingToken> {
+        let now_ms = ctx.now_ms;
         let task = self.tasks.get(&task_id)?;
         let agent = self.agent_by_session(session_id)?;
         let valid = task.state == TaskState::Pending
@@ -546,7 +549,7 @@ impl Coordination {
             .running
             .insert(task_id);
         self.last_assigned_queue.clone_from(&task.spec.queue);
-        self.task_event(now_ms, &task, TaskEventKind::Assigned, None);
+        self.task_event(ctx, &task, TaskEventKind::Assigned, None);
         self.put_task(task);
         Some(token)
     }
@@ -566,11 +569,12 @@ impl Coordination {
 
     pub(super) fn complete(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         result: &[u8],
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -582,7 +586,7 @@ impl Coordination {
         task.updated_ms = now_ms;
         task.result = result.to_vec();
         self.agent_succeeded(&lease.agent, lease.session_id);
-        self.task_event(now_ms, &task, TaskEventKind::Succeeded, None);
+        self.task_event(ctx, &task, TaskEventKind::Succeeded, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Succeeded,
@@ -592,13 +596,14 @@ impl Coordination {
 
     pub(super) fn fail(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         error: &str,
         retryable: bool,
         retry_after_ms: u64,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -623,8 +628,8 @@ impl Coordination {
             task.ready_at_ms = now_ms.saturating_add(retry_after_ms.max(backoff));
             TaskEventKind::RetryScheduled
         };
-        self.task_event(now_ms, &task, TaskEventKind::Failed, None);
-        self.task_event(now_ms, &task, kind, None);
+        self.task_event(ctx, &task, TaskEventKind::Failed, None);
+        self.task_event(ctx, &task, kind, None);
         let state = task.state;
         self.put_task(task);
         CoordResponse::Verb {
@@ -635,11 +640,12 @@ impl Coordination {
 
     pub(super) fn extend_lease(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         lease_ms: u64,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -652,7 +658,7 @@ impl Coordination {
         let lease = task.lease.as_mut().expect("checked");
         lease.deadline_ms = now_ms.saturating_add(lease_ms);
         let lease_deadline_ms = lease.deadline_ms;
-        self.task_event(now_ms, &task, TaskEventKind::LeaseExtended, None);
+        self.task_event(ctx, &task, TaskEventKind::LeaseExtended, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Assigned,
@@ -662,12 +668,13 @@ impl Coordination {
 
     pub(super) fn progress(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         progress: Progress,
         extend_lease: bool,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -679,7 +686,7 @@ impl Coordination {
             lease.deadline_ms = now_ms.saturating_add(lease_ms);
         }
         let lease_deadline_ms = lease.deadline_ms;
-        self.task_event(now_ms, &task, TaskEventKind::Progress, None);
+        self.task_event(ctx, &task, TaskEventKind::Progress, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Assigned,
@@ -689,10 +696,11 @@ impl Coordination {
 
     pub(super) fn release(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -702,7 +710,7 @@ impl Coordination {
         task.state = TaskState::Pending;
         task.ready_at_ms = now_ms;
         task.updated_ms = now_ms;
-        self.task_event(now_ms, &task, TaskEventKind::Requeued, None);
+        self.task_event(ctx, &task, TaskEventKind::Requeued, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Pending,
@@ -710,7 +718,8 @@ impl Coordination {
         }
     }
 
-    pub(super) fn cancel(&mut self, now_ms: u64, task_id: TaskId, reason: &str) -> CoordResponse {
+    pub(super) fn cancel(&mut self, ctx: &mut Ctx, task_id: TaskId, reason: &str) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let Some(task) = self.tasks.get(&task_id) else {
             return CoordResponse::UnknownTask { task_id };
         };
@@ -733,7 +742,7 @@ impl Coordination {
         task.state = TaskState::Canceled;
         task.updated_ms = now_ms;
         task.cancel_reason = reason.to_string();
-        self.task_event(now_ms, &task, TaskEventKind::Canceled, revoked);
+        self.task_event(ctx, &task, TaskEventKind::Canceled, revoked);
         self.put_task(task);
         CoordResponse::Canceled {
             canceled: true,
@@ -765,7 +774,12 @@ impl Coordination {
         }
     }
 
-    pub(super) fn redrive(&mut self, now_ms: u64, selector: &DeadLetterSelector) -> CoordResponse {
+    pub(super) fn redrive(
+        &mut self,
+        ctx: &mut Ctx,
+        selector: &DeadLetterSelector,
+    ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let ids = self.select_dead_letters(selector);
         for &id in &ids {
             let mut task = self.take_task(id).expect("selected from the index");
@@ -775,7 +789,7 @@ impl Coordination {
             task.attempts = 0;
             task.dead_letter_reason = None;
             make_ready(&mut task, now_ms);
-            self.task_event(now_ms, &task, TaskEventKind::Redriven, None);
+            self.task_event(ctx, &task, TaskEventKind::Redriven, None);
             self.put_task(task);
         }
         CoordResponse::DeadLetters {
@@ -783,11 +797,11 @@ impl Coordination {
         }
     }
 
-    pub(super) fn purge(&mut self, now_ms: u64, selector: &DeadLetterSelector) -> CoordResponse {
+    pub(super) fn purge(&mut self, ctx: &mut Ctx, selector: &DeadLetterSelector) -> CoordResponse {
         let ids = self.select_dead_letters(selector);
         for &id in &ids {
             let task = self.forget_task(id).expect("selected from the index");
-            self.task_event(now_ms, &task, TaskEventKind::Purged, None);
+            self.task_event(ctx, &task, TaskEventKind::Purged, None);
         }
         CoordResponse::DeadLetters {
             count: ids.len() as u64,
@@ -839,7 +853,8 @@ impl Coordination {
 
     /// The task deadline timer: a task not yet terminal becomes EXPIRED; a lease on it is
     /// revoked.
-    pub(super) fn task_deadline_passed(&mut self, now_ms: u64, task_id: TaskId) {
+    pub(super) fn task_deadline_passed(&mut self, ctx: &mut Ctx, task_id: TaskId) {
+        let now_ms = ctx.now_ms;
         let due = self
             .tasks
             .get(&task_id)
@@ -860,13 +875,14 @@ impl Coordination {
         task.state = TaskState::Expired;
         task.updated_ms = now_ms;
         task.dead_letter_reason = Some(DeadLetterReason::DeadlineExceeded);
-        self.task_event(now_ms, &task, TaskEventKind::Expired, revoked);
+        self.task_event(ctx, &task, TaskEventKind::Expired, revoked);
         self.put_task(task);
     }
 
     /// The lease timer: the attempt counts as failed (breaker included) and the task goes back
     /// to its queue, or to the dead letters when it was the last attempt.
-    pub(super) fn lease_expired(&mut self, now_ms: u64, task_id: TaskId) {
+    pub(super) fn lease_expired(&mut self, ctx: &mut Ctx, task_id: TaskId) {
+        let now_ms = ctx.now_ms;
         let due = self.tasks.get(&task_id).is_some_and(|t| {
             t.state == TaskState::Assigned
                 && t.lease.as_ref().is_some_and(|l| l.deadline_ms <= now_ms)
@@ -887,12 +903,13 @@ impl Coordination {
             canceled: false,
             reason: "the lease expired".to_string(),
         };
-        self.task_event(now_ms, &task, kind, Some(revoked));
+        self.task_event(ctx, &task, kind, Some(revoked));
         self.put_task(task);
     }
 
     /// The ready timer of a DELAYED or RETRY_WAIT task.
-    pub(super) fn task_ready(&mut self, now_ms: u64, task_id: TaskId) {
+    pub(super) fn task_ready(&mut self, ctx: &mut Ctx, task_id: TaskId) {
+        let now_ms = ctx.now_ms;
         let due = self.tasks.get(&task_id).is_some_and(|t| {
             matches!(t.state, TaskState::Delayed | TaskState::RetryWait) && t.ready_at_ms <= now_ms
         });
@@ -902,7 +919,7 @@ impl Coordination {
         let mut task = self.take_task(task_id).expect("checked");
         task.state = TaskState::Pending;
         task.updated_ms = now_ms;
-        self.task_event(now_ms, &task, TaskEventKind::Requeued, None);
+        self.task_event(ctx, &task, TaskEventKind::Requeued, None);
         self.put_task(task);
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::state_machine::primitive::Ctx;
 use crate::state_machine::{Command, Request, Response, StateMachine};
 
 const T0: u64 = 1_000_000;
@@ -151,7 +152,7 @@ impl Harness {
 
     /// Task events since `seq`, as (task, kind, state).
     fn task_events_since(&self, seq: u64) -> Vec<(TaskId, TaskEventKind, TaskState)> {
-        self.c()
+        self.sm
             .events_after(seq)
             .expect("kept")
             .into_iter()
@@ -989,7 +990,7 @@ fn failures_retry_after_backoff_then_dead_letter() {
     h.at(T0 + 6_000).tick();
     // Attempt 3 of 3 fails: dead-lettered, attempts exhausted.
     let token = h.assigned(t, s);
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     h.run(fail(t, token, true));
     let task = h.task(t);
     assert_eq!(
@@ -1040,10 +1041,10 @@ fn lease_expiry_counts_the_attempt_and_requeues_or_dead_letters() {
     for attempt in 1..=2u32 {
         let token = h.assigned(t, s);
         let deadline = h.task(t).lease.as_ref().expect("leased").deadline_ms;
-        assert_eq!(h.c().next_due_ms(), Some(deadline));
+        assert_eq!(h.sm.next_due_ms(), Some(deadline));
         h.at(deadline - 1).tick();
         assert_eq!(h.state(t), TaskState::Assigned);
-        let seq = h.c().last_event_seq();
+        let seq = h.sm.last_event_seq();
         h.at(deadline).tick();
         let expected = if attempt == 1 {
             TaskState::Pending
@@ -1051,15 +1052,14 @@ fn lease_expiry_counts_the_attempt_and_requeues_or_dead_letters() {
             TaskState::DeadLettered
         };
         assert_eq!(h.state(t), expected, "after attempt {attempt}");
-        let revoked = h
-            .c()
-            .events_after(seq)
-            .expect("kept")
-            .into_iter()
-            .find_map(|e| match &e.kind {
-                CoordEventKind::Task { revoked, .. } => revoked.clone(),
-                _ => None,
-            });
+        let revoked =
+            h.sm.events_after(seq)
+                .expect("kept")
+                .into_iter()
+                .find_map(|e| match &e.kind {
+                    CoordEventKind::Task { revoked, .. } => revoked.clone(),
+                    _ => None,
+                });
         assert_eq!(
             revoked,
             Some(Revoked {
@@ -1163,7 +1163,7 @@ fn deadlines_expire_tasks_in_every_live_state() {
     });
     assert_eq!(h.state(delayed), TaskState::Delayed);
     assert_eq!(h.state(blocked), TaskState::Blocked);
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     h.at(T0 + 1_000).tick();
     for t in [pending, assigned, delayed, blocked] {
         let task = h.task(t);
@@ -1183,16 +1183,15 @@ fn deadlines_expire_tasks_in_every_live_state() {
         h.task(assigned).history[0].outcome,
         AttemptOutcome::DeadlineExceeded
     );
-    let revoked: Vec<Revoked> = h
-        .c()
-        .events_after(seq)
-        .expect("kept")
-        .into_iter()
-        .filter_map(|e| match &e.kind {
-            CoordEventKind::Task { revoked, .. } => revoked.clone(),
-            _ => None,
-        })
-        .collect();
+    let revoked: Vec<Revoked> =
+        h.sm.events_after(seq)
+            .expect("kept")
+            .into_iter()
+            .filter_map(|e| match &e.kind {
+                CoordEventKind::Task { revoked, .. } => revoked.clone(),
+                _ => None,
+            })
+            .collect();
     assert_eq!(
         revoked,
         vec![Revoked {
@@ -1228,13 +1227,13 @@ fn delayed_tasks_become_pending_at_not_before() {
         (TaskState::Delayed, T0 + 500)
     );
     assert_eq!(h.state(past), TaskState::Pending);
-    assert_eq!(h.c().next_due_ms(), Some(T0 + 500));
+    assert_eq!(h.sm.next_due_ms(), Some(T0 + 500));
     h.at(T0 + 499).tick();
     assert_eq!(h.state(t), TaskState::Delayed);
     assert_eq!(h.at(T0 + 500).tick(), 1);
     assert_eq!(h.state(t), TaskState::Pending);
     assert_eq!(
-        h.c().next_due_ms(),
+        h.sm.next_due_ms(),
         None,
         "nothing else is due: no tick storm"
     );
@@ -1274,9 +1273,9 @@ fn idempotency_keys_return_the_original_task_within_the_window() {
         ..Retention::default()
     };
     h.tick_with(false, retention.clone());
-    assert_eq!(h.c().next_due_ms(), Some(T0 + 60_000));
+    assert_eq!(h.sm.next_due_ms(), Some(T0 + 60_000));
     h.at(T0 + 60_000).tick_with(false, retention);
-    assert_eq!(h.c().next_due_ms(), None);
+    assert_eq!(h.sm.next_due_ms(), None);
     assert_eq!(
         h.run(CoordCommand::Submit {
             tasks: vec![keyed("q", "k")]
@@ -1327,7 +1326,7 @@ fn cancel_pending_assigned_blocked_and_terminal_tasks() {
             (TaskState::Canceled, "operator")
         );
     }
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     assert_eq!(
         h.run(cancel(assigned)),
         CoordResponse::Canceled {
@@ -1335,7 +1334,7 @@ fn cancel_pending_assigned_blocked_and_terminal_tasks() {
             previous: TaskState::Assigned
         }
     );
-    let event = &h.c().events_after(seq).expect("kept")[0].kind;
+    let event = &h.sm.events_after(seq).expect("kept")[0].kind;
     assert_eq!(
         event,
         &CoordEventKind::Task {
@@ -1479,18 +1478,17 @@ fn session_expiry_revokes_leases_requeues_and_deletes_ephemeral_keys() {
         }],
     });
     assert!(!h.agent("a").live);
-    let closed = h
-        .c()
-        .events_after(0)
-        .expect("kept")
-        .into_iter()
-        .filter_map(|e| match &e.kind {
-            CoordEventKind::SessionClosed {
-                session_id, reason, ..
-            } => Some((*session_id, reason.clone())),
-            _ => None,
-        })
-        .collect::<Vec<_>>();
+    let closed =
+        h.sm.events_after(0)
+            .expect("kept")
+            .into_iter()
+            .filter_map(|e| match &e.kind {
+                CoordEventKind::SessionClosed {
+                    session_id, reason, ..
+                } => Some((*session_id, reason.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
     assert_eq!(closed, vec![(s, "session expired".to_string())]);
     assert_eq!(h.c().agent_by_session(s).map(|a| a.live), Some(false));
 }
@@ -1506,7 +1504,7 @@ fn refresh_tick_extends_sessions_and_leases() {
     h.assigned(t, s);
     // A new leader takes over late: everything would be due, but the refresh comes first.
     h.at(T0 + 40_000);
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     assert_eq!(h.tick_with(true, Retention::default()), 0);
     assert!(h.agent("a").live);
     assert_eq!(h.agent("a").expires_at_ms, T0 + 50_000);
@@ -1514,7 +1512,7 @@ fn refresh_tick_extends_sessions_and_leases() {
         h.task(t).lease.as_ref().map(|l| l.deadline_ms),
         Some(T0 + 70_000)
     );
-    assert_eq!(h.c().last_event_seq(), seq);
+    assert_eq!(h.sm.last_event_seq(), seq);
     // A refresh never shortens anything.
     h.at(T0 + 40_001).tick_with(true, Retention::default());
     assert_eq!(
@@ -1651,9 +1649,10 @@ fn agents_quota_makes_room_by_forgetting_gone_agents() {
     let mut agents = Vec::new();
     for i in 0..max {
         let spec = agent_spec(&format!("agent-{i:05}"), &[], 1);
-        let response =
-            h.sm.coordination
-                .apply(T0, &CoordCommand::RegisterAgent(spec), &mut Vec::new());
+        let response = h.sm.coordination.apply(
+            &mut Ctx::new(T0, &mut h.sm.events),
+            &CoordCommand::RegisterAgent(spec),
+        );
         let CoordResponse::Registered { session_id, .. } = response else {
             panic!("{response:?}");
         };
@@ -1986,7 +1985,7 @@ fn votes_are_refused_or_invalid_when_they_must_be() {
         "named voters need not be registered"
     );
     // The deadline passes undecided: NO_QUORUM.
-    assert_eq!(h.c().next_due_ms(), Some(T0 + 60_000));
+    assert_eq!(h.sm.next_due_ms(), Some(T0 + 60_000));
     h.at(T0 + 60_000).tick();
     let decision = h.decision(d);
     assert_eq!(
@@ -2062,7 +2061,9 @@ fn open_decisions_are_bounded() {
     let s = h.register("a", &[], 1);
     for _ in 0..crate::limits::OPEN_DECISIONS_MAX {
         let command = CoordCommand::Propose(decision_spec(&["a"], Rule::Majority));
-        let response = h.sm.coordination.apply(T0, &command, &mut Vec::new());
+        let response =
+            h.sm.coordination
+                .apply(&mut Ctx::new(T0, &mut h.sm.events), &command);
         assert!(
             matches!(response, CoordResponse::Proposed { .. }),
             "{response:?}"
@@ -2227,7 +2228,7 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
     // Over the count: due at once, the oldest go first.
     h.tick();
     assert_eq!(
-        h.c().next_due_ms(),
+        h.sm.next_due_ms(),
         Some(T0 + 1_000_000),
         "retention unknown yet: only timers (a's session)"
     );
@@ -2247,7 +2248,7 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
     });
     // Then by age, each at its own due time.
     let mut now = h.now_ms;
-    while let Some(due) = h.c().next_due_ms() {
+    while let Some(due) = h.sm.next_due_ms() {
         assert!(
             due >= now,
             "never due in the past after a tick: {due} < {now}"
@@ -2278,18 +2279,17 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
 #[test]
 fn events_after_reports_compaction() {
     let mut h = Harness::new();
-    h.sm.coordination.set_events_max(5);
-    assert_eq!(h.c().last_event_seq(), 0);
-    assert_eq!(h.c().events_after(0).map(|e| e.len()), Ok(0));
+    h.sm.events.set_max(5);
+    assert_eq!(h.sm.last_event_seq(), 0);
+    assert_eq!(h.sm.events_after(0).map(|e| e.len()), Ok(0));
     for _ in 0..8 {
         h.submit(task_spec("q"));
     }
-    assert_eq!(h.c().last_event_seq(), 8);
-    assert_eq!(h.c().events_after(0), Err(4));
-    assert_eq!(h.c().events_after(2), Err(4));
+    assert_eq!(h.sm.last_event_seq(), 8);
+    assert_eq!(h.sm.events_after(0), Err(4));
+    assert_eq!(h.sm.events_after(2), Err(4));
     let seqs = |seq| -> Vec<u64> {
-        h.c()
-            .events_after(seq)
+        h.sm.events_after(seq)
             .expect("kept")
             .iter()
             .map(|e| e.seq)
@@ -2307,16 +2307,15 @@ fn events_after_reports_compaction() {
 #[test]
 fn events_after_a_sequence_not_applied_yet_come_once_applied() {
     let mut h = Harness::new();
-    h.sm.coordination.set_events_max(5);
+    h.sm.events.set_max(5);
     let seqs = |h: &Harness, seq| -> Result<Vec<u64>, u64> {
-        h.c()
-            .events_after(seq)
+        h.sm.events_after(seq)
             .map(|events| events.iter().map(|e| e.seq).collect())
     };
     assert_eq!(seqs(&h, 3), Ok(vec![]), "an empty ring, nothing applied");
     h.submit(task_spec("q"));
     h.submit(task_spec("q"));
-    assert_eq!(h.c().last_event_seq(), 2);
+    assert_eq!(h.sm.last_event_seq(), 2);
     assert_eq!(seqs(&h, 3), Ok(vec![]), "still behind");
     for _ in 0..3 {
         h.submit(task_spec("q"));
@@ -2325,7 +2324,7 @@ fn events_after_a_sequence_not_applied_yet_come_once_applied() {
     for _ in 0..4 {
         h.submit(task_spec("q"));
     }
-    assert_eq!(h.c().last_event_seq(), 9);
+    assert_eq!(h.sm.last_event_seq(), 9);
     assert_eq!(seqs(&h, 3), Err(5), "the ring moved past it");
     assert_eq!(seqs(&h, 4), Ok(vec![5, 6, 7, 8, 9]));
 }
@@ -2860,7 +2859,7 @@ fn snapshot_bytes_per_pending_task() {
     let tasks = (tasks_per_batch * batches) as u64;
     assert_eq!(h.c().stats().pending, tasks);
     let with_events = crate::raft::encode(&h.sm).len() as u64;
-    h.sm.coordination.set_events_max(1);
+    h.sm.events.set_max(1);
     let without_events = crate::raft::encode(&h.sm).len() as u64;
     eprintln!(
         "snapshot of {tasks} pending tasks with 100-byte payloads: {with_events} bytes, {} per task \

@@ -86,7 +86,15 @@ impl Harness {
         }
     }
 
-    fn acquire(&mut self, kind: LockKind, name: &str, holder: Holder, permits: u32, limit: u32, wait_ms: u64) -> LockResponse {
+    fn acquire(
+        &mut self,
+        kind: LockKind,
+        name: &str,
+        holder: Holder,
+        permits: u32,
+        limit: u32,
+        wait_ms: u64,
+    ) -> LockResponse {
         self.run(LockCommand::Acquire {
             kind,
             name: name.into(),
@@ -142,24 +150,49 @@ impl Harness {
     fn check_invariants(&self) {
         let locks = &self.sm.locks;
         let mut timers = BTreeSet::new();
-        let mut by_session: BTreeMap<SessionId, BTreeSet<(LockKind, String, Token)>> = BTreeMap::new();
+        let mut by_session: BTreeMap<SessionId, BTreeSet<(LockKind, String, Token)>> =
+            BTreeMap::new();
         for ((kind, name), lock) in &locks.locks {
             assert!(lock.free_permits() <= lock.limit);
             assert!(
-                !(lock.holders.is_empty() && lock.waiters.is_empty() && lock.unavailable_until_ms == 0),
+                !(lock.holders.is_empty()
+                    && lock.waiters.is_empty()
+                    && lock.unavailable_until_ms == 0),
                 "idle lock {name} kept"
             );
-            assert!(lock.holders.keys().chain(lock.waiters.keys()).all(|t| *t <= locks.last_token));
+            assert!(lock
+                .holders
+                .keys()
+                .chain(lock.waiters.keys())
+                .all(|t| *t <= locks.last_token));
             for grant in lock.holders.values() {
                 if grant.expires_at_ms != 0 {
-                    timers.insert((grant.expires_at_ms, Timer::HoldExpiry, *kind, name.clone(), grant.token));
+                    timers.insert((
+                        grant.expires_at_ms,
+                        Timer::HoldExpiry,
+                        *kind,
+                        name.clone(),
+                        grant.token,
+                    ));
                 }
             }
             for grant in lock.waiters.values() {
-                timers.insert((grant.expires_at_ms, Timer::WaitExpiry, *kind, name.clone(), grant.token));
+                timers.insert((
+                    grant.expires_at_ms,
+                    Timer::WaitExpiry,
+                    *kind,
+                    name.clone(),
+                    grant.token,
+                ));
             }
             if lock.unavailable_until_ms != 0 {
-                timers.insert((lock.unavailable_until_ms, Timer::DelayOver, *kind, name.clone(), 0));
+                timers.insert((
+                    lock.unavailable_until_ms,
+                    Timer::DelayOver,
+                    *kind,
+                    name.clone(),
+                    0,
+                ));
             }
             for grant in lock.holders.values().chain(lock.waiters.values()) {
                 if grant.holder.session_id != 0 {
@@ -193,14 +226,22 @@ fn session(session_id: SessionId) -> Holder {
 
 fn granted(response: &LockResponse) -> Token {
     match response {
-        LockResponse::Acquired { token, granted: true, .. } => *token,
+        LockResponse::Acquired {
+            token,
+            granted: true,
+            ..
+        } => *token,
         other => panic!("expected a grant, got {other:?}"),
     }
 }
 
 fn queued(response: &LockResponse) -> Token {
     match response {
-        LockResponse::Acquired { token, granted: false, .. } => *token,
+        LockResponse::Acquired {
+            token,
+            granted: false,
+            ..
+        } => *token,
         other => panic!("expected to be queued, got {other:?}"),
     }
 }
@@ -212,13 +253,29 @@ fn waiters_are_granted_first_come_first_served_with_growing_tokens() {
     let second = queued(&h.lock("l", 60_000));
     let third = queued(&h.lock("l", 60_000));
     assert!(first < second && second < third);
-    assert_eq!(h.lock("l", 0), LockResponse::Busy, "try-once does not queue");
-    assert_eq!(h.release(LockKind::Lock, "l", first), LockResponse::Released);
+    assert_eq!(
+        h.lock("l", 0),
+        LockResponse::Busy,
+        "try-once does not queue"
+    );
+    assert_eq!(
+        h.release(LockKind::Lock, "l", first),
+        LockResponse::Released
+    );
     assert_eq!(h.holders(LockKind::Lock, "l"), vec![second]);
-    assert_eq!(h.release(LockKind::Lock, "l", second), LockResponse::Released);
+    assert_eq!(
+        h.release(LockKind::Lock, "l", second),
+        LockResponse::Released
+    );
     assert_eq!(h.holders(LockKind::Lock, "l"), vec![third]);
-    assert_eq!(h.release(LockKind::Lock, "l", third), LockResponse::Released);
-    assert!(h.get(LockKind::Lock, "l").is_none(), "an idle lock is forgotten");
+    assert_eq!(
+        h.release(LockKind::Lock, "l", third),
+        LockResponse::Released
+    );
+    assert!(
+        h.get(LockKind::Lock, "l").is_none(),
+        "an idle lock is forgotten"
+    );
     let again = granted(&h.lock("l", 0));
     assert!(again > third, "tokens are never reused");
 }
@@ -229,9 +286,16 @@ fn a_stale_token_changes_nothing() {
     let token = granted(&h.lock("l", 0));
     h.release(LockKind::Lock, "l", token);
     let digest = h.sm.digest();
-    assert!(matches!(h.release(LockKind::Lock, "l", token), LockResponse::LockLost { .. }));
     assert!(matches!(
-        h.run(LockCommand::KeepAlive { kind: LockKind::Lock, name: "l".into(), token }),
+        h.release(LockKind::Lock, "l", token),
+        LockResponse::LockLost { .. }
+    ));
+    assert!(matches!(
+        h.run(LockCommand::KeepAlive {
+            kind: LockKind::Lock,
+            name: "l".into(),
+            token
+        }),
         LockResponse::LockLost { .. }
     ));
     assert_eq!(h.sm.digest(), digest);
@@ -243,13 +307,23 @@ fn an_expired_lease_starts_the_lock_delay_then_the_next_waiter_gets_it() {
     let first = granted(&h.lock("l", 0));
     let second = queued(&h.lock("l", 60_000));
     h.at(T0 + TTL - 1).tick(false);
-    assert_eq!(h.holders(LockKind::Lock, "l"), vec![first], "not before the TTL");
+    assert_eq!(
+        h.holders(LockKind::Lock, "l"),
+        vec![first],
+        "not before the TTL"
+    );
     h.at(T0 + TTL).tick(false);
     assert!(h.holders(LockKind::Lock, "l").is_empty(), "lost at the TTL");
-    assert_eq!(h.get(LockKind::Lock, "l").unwrap().unavailable_until_ms, T0 + TTL + DELAY);
+    assert_eq!(
+        h.get(LockKind::Lock, "l").unwrap().unavailable_until_ms,
+        T0 + TTL + DELAY
+    );
     assert_eq!(h.sm.next_due_ms(), Some(T0 + TTL + DELAY));
     h.at(T0 + TTL + DELAY - 1).tick(false);
-    assert!(h.holders(LockKind::Lock, "l").is_empty(), "nobody during the lock-delay");
+    assert!(
+        h.holders(LockKind::Lock, "l").is_empty(),
+        "nobody during the lock-delay"
+    );
     h.at(T0 + TTL + DELAY).tick(false);
     assert_eq!(h.holders(LockKind::Lock, "l"), vec![second]);
 }
@@ -270,13 +344,32 @@ fn keep_alive_extends_the_lease_and_a_wait_ends_at_its_deadline() {
     let first = granted(&h.lock("l", 0));
     let waiter = queued(&h.lock("l", 2_000));
     h.at(T0 + 2_000).tick(false);
-    assert!(h.get(LockKind::Lock, "l").unwrap().waiters.is_empty(), "the wait ended");
+    assert!(
+        h.get(LockKind::Lock, "l").unwrap().waiters.is_empty(),
+        "the wait ended"
+    );
     h.at(T0 + 5_000);
-    let kept = h.run(LockCommand::KeepAlive { kind: LockKind::Lock, name: "l".into(), token: first });
-    assert_eq!(kept, LockResponse::KeptAlive { expires_at_ms: T0 + 5_000 + TTL });
+    let kept = h.run(LockCommand::KeepAlive {
+        kind: LockKind::Lock,
+        name: "l".into(),
+        token: first,
+    });
+    assert_eq!(
+        kept,
+        LockResponse::KeptAlive {
+            expires_at_ms: T0 + 5_000 + TTL
+        }
+    );
     h.at(T0 + TTL).tick(false);
-    assert_eq!(h.holders(LockKind::Lock, "l"), vec![first], "kept alive past the first TTL");
-    assert!(matches!(h.release(LockKind::Lock, "l", waiter), LockResponse::LockLost { .. }));
+    assert_eq!(
+        h.holders(LockKind::Lock, "l"),
+        vec![first],
+        "kept alive past the first TTL"
+    );
+    assert!(matches!(
+        h.release(LockKind::Lock, "l", waiter),
+        LockResponse::LockLost { .. }
+    ));
 }
 
 #[test]
@@ -288,22 +381,26 @@ fn a_session_end_loses_its_grants_and_its_places_in_queues() {
     granted(&h.acquire(LockKind::Lock, "m", lease("x"), 1, 1, 0));
     queued(&h.acquire(LockKind::Lock, "m", session(s1), 1, 1, 60_000));
     let next = queued(&h.acquire(LockKind::Lock, "l", session(s2), 1, 1, 60_000));
-    let seq = h.sm.coordination().last_event_seq();
+    let seq = h.sm.last_event_seq();
     h.coord(CoordCommand::CloseSession { session_id: s1 });
     assert!(h.holders(LockKind::Lock, "l").is_empty());
     assert_eq!(h.get(LockKind::Lock, "m").unwrap().waiters.len(), 0);
-    let lost: Vec<_> = h
-        .sm
-        .coordination()
-        .events_after(seq)
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match &e.kind {
-            CoordEventKind::Lock(l) if l.kind == LockEventKind::Lost => Some((l.token, l.session_id)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(lost, vec![(held, s1)], "the loss names the session, for its stream");
+    let lost: Vec<_> =
+        h.sm.events_after(seq)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match &e.kind {
+                CoordEventKind::Lock(l) if l.kind == LockEventKind::Lost => {
+                    Some((l.token, l.session_id))
+                }
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        lost,
+        vec![(held, s1)],
+        "the loss names the session, for its stream"
+    );
     h.at(T0 + DELAY).tick(false);
     assert_eq!(h.holders(LockKind::Lock, "l"), vec![next]);
     assert!(matches!(
@@ -319,11 +416,21 @@ fn semaphore_permits_are_counted_and_the_head_of_the_queue_is_not_overtaken() {
     let a = granted(&h.acquire(s, "s", lease("a"), 2, 3, 0));
     let big = queued(&h.acquire(s, "s", lease("b"), 2, 3, 60_000));
     let small = queued(&h.acquire(s, "s", lease("c"), 1, 3, 60_000));
-    assert_eq!(h.holders(s, "s"), vec![a], "one permit is free but the head wants two");
-    assert!(matches!(h.acquire(s, "s", lease("d"), 1, 4, 0), LockResponse::Mismatch { .. }));
+    assert_eq!(
+        h.holders(s, "s"),
+        vec![a],
+        "one permit is free but the head wants two"
+    );
+    assert!(matches!(
+        h.acquire(s, "s", lease("d"), 1, 4, 0),
+        LockResponse::Mismatch { .. }
+    ));
     h.release(s, "s", a);
     assert_eq!(h.holders(s, "s"), vec![big, small]);
-    assert!(h.get(LockKind::Lock, "s").is_none(), "kinds are separate namespaces");
+    assert!(
+        h.get(LockKind::Lock, "s").is_none(),
+        "kinds are separate namespaces"
+    );
 }
 
 #[test]
@@ -335,12 +442,25 @@ fn a_fenced_write_applies_only_under_the_current_token() {
     h.at(T0 + TTL).tick(false);
     let revision = h.sm.revision();
     let digest = h.sm.digest();
-    assert!(matches!(h.put_fenced("l", first), Response::FenceLost { .. }), "lost holder");
-    assert_eq!((h.sm.revision(), h.sm.digest()), (revision, digest), "nothing applied");
-    assert!(matches!(h.put_fenced("l", second), Response::FenceLost { .. }), "still waiting");
+    assert!(
+        matches!(h.put_fenced("l", first), Response::FenceLost { .. }),
+        "lost holder"
+    );
+    assert_eq!(
+        (h.sm.revision(), h.sm.digest()),
+        (revision, digest),
+        "nothing applied"
+    );
+    assert!(
+        matches!(h.put_fenced("l", second), Response::FenceLost { .. }),
+        "still waiting"
+    );
     h.at(T0 + TTL + DELAY).tick(false);
     assert!(matches!(h.put_fenced("l", second), Response::Put { .. }));
-    assert!(matches!(h.put_fenced("other", second), Response::FenceLost { .. }));
+    assert!(matches!(
+        h.put_fenced("other", second),
+        Response::FenceLost { .. }
+    ));
 }
 
 #[test]
@@ -365,11 +485,22 @@ fn an_election_leader_proclaims_and_the_next_candidate_takes_over_on_resign() {
     let e = LockKind::Election;
     let leader = granted(&h.acquire(e, "e", lease("a"), 1, 1, 0));
     let candidate = queued(&h.acquire(e, "e", lease("b"), 1, 1, 60_000));
-    let proclaimed = h.run(LockCommand::Proclaim { name: "e".into(), token: leader, value: b"v2".to_vec() });
+    let proclaimed = h.run(LockCommand::Proclaim {
+        name: "e".into(),
+        token: leader,
+        value: b"v2".to_vec(),
+    });
     assert_eq!(proclaimed, LockResponse::Proclaimed);
     assert_eq!(h.get(e, "e").unwrap().leader().unwrap().value, b"v2");
-    let stale = h.run(LockCommand::Proclaim { name: "e".into(), token: candidate, value: b"x".to_vec() });
-    assert!(matches!(stale, LockResponse::LockLost { .. }), "a candidate cannot proclaim");
+    let stale = h.run(LockCommand::Proclaim {
+        name: "e".into(),
+        token: candidate,
+        value: b"x".to_vec(),
+    });
+    assert!(
+        matches!(stale, LockResponse::LockLost { .. }),
+        "a candidate cannot proclaim"
+    );
     h.release(e, "e", leader);
     assert_eq!(h.get(e, "e").unwrap().leader().unwrap().token, candidate);
 }
@@ -381,5 +512,8 @@ fn quotas_are_enforced() {
     for _ in 0..LOCK_WAITERS_MAX {
         queued(&h.lock("l", 60_000));
     }
-    assert!(matches!(h.lock("l", 60_000), LockResponse::QuotaExceeded { .. }));
+    assert!(matches!(
+        h.lock("l", 60_000),
+        LockResponse::QuotaExceeded { .. }
+    ));
 }
