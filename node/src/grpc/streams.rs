@@ -197,7 +197,7 @@ async fn serve_session(
                 .map_or(0, |agent| agent.spec.ttl_ms),
             node_id: node.id,
         }))];
-        let ended = session_snapshot(coordination, session_id, &agent, &mut messages);
+        let ended = session_snapshot(&state.machine, session_id, &agent, &mut messages);
         (messages, ended, state.machine.last_event_seq())
     };
     loop {
@@ -214,7 +214,6 @@ async fn serve_session(
         {
             events.borrow_and_update();
             let state = node.state.read();
-            let coordination = state.machine.coordination();
             (ended, caught_up) = match state.machine.events_after(cursor) {
                 Ok(new) => {
                     let caught_up = new.len() <= EVENTS_PER_READ;
@@ -222,7 +221,7 @@ async fn serve_session(
                     let mut new = new.into_iter().take(EVENTS_PER_READ);
                     while let Some(e) = new.by_ref().next() {
                         cursor = e.seq;
-                        if session_event(coordination, session_id, &agent, e, &mut messages) {
+                        if session_event(&state.machine, session_id, &agent, e, &mut messages) {
                             // The session's holdings are lost by the same entry that ended it,
                             // in the events right after: tell them before `closed`.
                             let closed = messages.pop();
@@ -242,7 +241,7 @@ async fn serve_session(
                     tracing::debug!(session_id, cursor, oldest, "session stream resyncs");
                     cursor = state.machine.last_event_seq();
                     (
-                        session_snapshot(coordination, session_id, &agent, &mut messages),
+                        session_snapshot(&state.machine, session_id, &agent, &mut messages),
                         true,
                     )
                 }
@@ -271,11 +270,12 @@ fn event(kind: EventKind) -> pb::SessionEvent {
 /// Every current assignment and open ballot of the session, or `closed` when it is no longer
 /// live (then returns true: the stream ends).
 fn session_snapshot(
-    coordination: &Coordination,
+    machine: &StateMachine,
     session_id: SessionId,
     agent: &str,
     messages: &mut Vec<pb::SessionEvent>,
 ) -> bool {
+    let coordination = machine.coordination();
     let live = coordination
         .agent_by_session(session_id)
         .is_some_and(|a| a.live && a.session_id == session_id);
@@ -288,7 +288,7 @@ fn session_snapshot(
     for task in coordination.assignments(session_id) {
         messages.extend(convert::assignment(task).map(|a| event(EventKind::Assignment(a))));
     }
-    for decision in coordination.open_ballots(agent) {
+    for decision in machine.decisions().open_ballots(agent) {
         messages.push(event(EventKind::Ballot(pb::Ballot {
             decision: Some(convert::decision(decision)),
         })));
@@ -298,12 +298,13 @@ fn session_snapshot(
 
 /// What one event means to one session; true when the session ended.
 fn session_event(
-    coordination: &Coordination,
+    machine: &StateMachine,
     session_id: SessionId,
     agent: &str,
     event_: &CoordEvent,
     messages: &mut Vec<pb::SessionEvent>,
 ) -> bool {
+    let coordination = machine.coordination();
     match &event_.kind {
         CoordEventKind::Task {
             task_id,
@@ -343,7 +344,8 @@ fn session_event(
             decision_id,
             kind: DecisionEventKind::Proposed,
         } => {
-            let ballot = coordination
+            let ballot = machine
+                .decisions()
                 .decision(*decision_id)
                 .filter(|d| d.is_open() && d.is_voter(agent) && !d.has_voted(agent));
             if let Some(decision) = ballot {
@@ -667,11 +669,7 @@ pub async fn watch_decision(
     decision_id: u64,
 ) -> Result<EventStream<pb::DecisionEvent>, Status> {
     let permit = gateway.watch_slot()?;
-    if !await_visible(gateway, |m| {
-        m.coordination().decision(decision_id).is_some()
-    })
-    .await
-    {
+    if !await_visible(gateway, |m| m.decisions().decision(decision_id).is_some()).await {
         return Err(to_status(Error::NotFound(format!(
             "decision {decision_id} does not exist"
         ))));
@@ -689,7 +687,6 @@ pub async fn watch_decision(
             let (message, ended, caught_up) = {
                 events.borrow_and_update();
                 let state = node.state.read();
-                let coordination = state.machine.coordination();
                 let mut caught_up = true;
                 let last_event_seq = state.machine.last_event_seq();
                 let changed = match cursor {
@@ -716,7 +713,7 @@ pub async fn watch_decision(
                         }
                     },
                 };
-                match coordination.decision(decision_id) {
+                match state.machine.decisions().decision(decision_id) {
                     // Forgotten after its retention: it was closed long ago.
                     None => (None, true, true),
                     Some(decision) => {

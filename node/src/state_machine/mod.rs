@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use barriers::{BarrierCommand, BarrierResponse, Barriers};
 pub use command::{Command, Compare, Fence, Request, RequestId, Response, TxnOp};
 pub use coordination::{CoordCommand, CoordResponse, Coordination};
-use coordination::{CoordEvent, EventRing};
+use coordination::{CoordEvent, CoordStats, Decisions, EventRing};
 pub use history::{Change, Event, EventKind, History};
 pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
@@ -52,7 +52,9 @@ pub struct StateMachine {
     kv: KvStore,
     sessions: Sessions,
     history: History,
+    /// Agents and tasks.
     coordination: Coordination,
+    decisions: Decisions,
     locks: Locks,
     barriers: Barriers,
 }
@@ -154,9 +156,21 @@ impl StateMachine {
         self.sessions.client_count()
     }
 
-    /// Agents, tasks and decisions.
+    /// Agents and tasks.
     pub fn coordination(&self) -> &Coordination {
         &self.coordination
+    }
+
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// Counts over agents, tasks and decisions.
+    pub fn coord_stats(&self) -> CoordStats {
+        CoordStats {
+            decisions_open: self.decisions.open_count() as u64,
+            ..self.coordination.stats()
+        }
     }
 
     /// Cluster time: the greatest leader stamp applied so far.
@@ -181,6 +195,7 @@ impl StateMachine {
         self.kv.digest()
             ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ self.coordination.digest().rotate_left(17)
+            ^ self.decisions.digest().rotate_left(23)
             ^ self.locks.digest().rotate_left(29)
             ^ self.barriers.digest().rotate_left(41)
             ^ self.events.last_seq().wrapping_mul(0xff51_afd7_ed55_8ccd)
@@ -288,7 +303,7 @@ impl StateMachine {
     fn parts(&mut self) -> Parts<'_> {
         Parts {
             ctx: Ctx::new(self.now_ms, &mut self.events),
-            coordination: [&mut self.coordination],
+            coordination: [&mut self.coordination, &mut self.decisions],
             others: [&mut self.locks, &mut self.barriers],
         }
     }
@@ -354,7 +369,12 @@ impl StateMachine {
 
     /// The earliest cluster time at which a `Tick` would change something, over every primitive.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let primitives: [&dyn Primitive; 3] = [&self.coordination, &self.locks, &self.barriers];
+        let primitives: [&dyn Primitive; 4] = [
+            &self.coordination,
+            &self.decisions,
+            &self.locks,
+            &self.barriers,
+        ];
         primitives
             .into_iter()
             .filter_map(|primitive| primitive.next_due_ms(self.now_ms))
@@ -369,13 +389,22 @@ impl StateMachine {
         &self.barriers
     }
 
-    /// A coordination command: `Tick` drives every primitive; the others are the agents' and
-    /// tasks' own.
+    /// A coordination command: `Tick` drives every primitive, `Propose` and `Vote` are the
+    /// decisions', the others the agents' and tasks'.
     fn coordinate(&mut self, command: &CoordCommand) -> Response {
         let response = match command {
             CoordCommand::Tick { refresh, retention } => self.tick(*refresh, retention),
+            CoordCommand::Propose(_) | CoordCommand::Vote { .. } => {
+                let mut ctx =
+                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let response = self.decisions.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                response
+            }
             command => {
-                let mut ctx = Ctx::new(self.now_ms, &mut self.events);
+                let mut ctx =
+                    Ctx::new(self.now_ms, &mut self.events).with_decisions(&self.decisions);
                 let response = self.coordination.apply(&mut ctx, command);
                 let effects = ctx.take_effects();
                 self.route(effects);
@@ -553,9 +582,9 @@ impl StateMachine {
 /// The state machine borrowed apart for one call (`StateMachine::parts`).
 struct Parts<'a> {
     ctx: Ctx<'a>,
-    /// Agents and tasks (decisions): their timers fire in one order, and their effects reach
+    /// Agents and tasks, decisions: their timers fire in one order, and their effects reach
     /// each other at once.
-    coordination: [&'a mut dyn Primitive; 1],
+    coordination: [&'a mut dyn Primitive; 2],
     /// Locks and barriers.
     others: [&'a mut dyn Primitive; 2],
 }

@@ -17,10 +17,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use serde::{Deserialize, Serialize};
 
 use super::kv::Fnv;
-use super::primitive::{AgentView, Ctx, Primitive};
+use super::primitive::{AgentView, Ctx, Effect, Primitive};
 
 pub use agents::{Agent, AgentSpec, Beat, BreakerState};
-pub use decisions::{Decision, DecisionSpec, DecisionStatus, Electorate, Rule, Tally, Vote};
+pub use decisions::{
+    Decision, DecisionSpec, DecisionStatus, Decisions, Electorate, Rule, Tally, Vote,
+};
 pub use events::EventRing;
 pub use tasks::{
     Attempt, AttemptOutcome, Backoff, DeadLetterReason, DeadLetterSelector, DecisionGate, Lease,
@@ -317,7 +319,6 @@ pub struct Coordination {
     /// The last ids and token issued (each sequence starts at 1).
     last_task_id: TaskId,
     last_session_id: SessionId,
-    last_decision_id: DecisionId,
     last_token: FencingToken,
 
     tasks: BTreeMap<TaskId, Task>,
@@ -346,11 +347,6 @@ pub struct Coordination {
     sessions: BTreeMap<SessionId, String>,
     /// Agents whose session is gone, by (gone at, name), for retention.
     gone_agents: BTreeSet<(u64, String)>,
-
-    decisions: BTreeMap<DecisionId, Decision>,
-    open_decisions: BTreeSet<DecisionId>,
-    /// Closed decisions by (closed at, id), for retention.
-    closed_decisions: BTreeSet<(u64, DecisionId)>,
 
     /// The retention of the last Tick: what `next_due_ms` plans garbage collection by.
     retention: Retention,
@@ -411,14 +407,9 @@ impl Coordination {
             CoordCommand::Cancel { task_id, reason } => self.cancel(ctx, *task_id, reason),
             CoordCommand::Redrive { selector } => self.redrive(ctx, selector),
             CoordCommand::Purge { selector } => self.purge(ctx, selector),
-            CoordCommand::Propose(spec) => self.propose(ctx, spec),
-            CoordCommand::Vote {
-                session_id,
-                decision_id,
-                choice,
-                rationale,
-            } => self.vote(ctx, *session_id, *decision_id, choice, rationale),
-            CoordCommand::Tick { .. } => unreachable!("the state machine applies Tick"),
+            CoordCommand::Propose(_) | CoordCommand::Vote { .. } | CoordCommand::Tick { .. } => {
+                unreachable!("the state machine routes {} elsewhere", command.name())
+            }
         }
     }
 
@@ -535,26 +526,6 @@ impl Coordination {
         self.agents.values()
     }
 
-    pub fn decision(&self, id: DecisionId) -> Option<&Decision> {
-        self.decisions.get(&id)
-    }
-
-    /// Decisions with ids after `after_id` in one of `statuses` (empty: any), at most `limit`,
-    /// and whether more follow.
-    pub fn list_decisions(
-        &self,
-        statuses: &[DecisionStatus],
-        after_id: DecisionId,
-        limit: usize,
-    ) -> (Vec<&Decision>, bool) {
-        let matching = self
-            .decisions
-            .range(after_id.saturating_add(1)..)
-            .map(|(_, decision)| decision)
-            .filter(|decision| statuses.is_empty() || statuses.contains(&decision.status));
-        page(matching, limit)
-    }
-
     /// Tasks whose lease is held by `session_id`, in id order.
     pub fn assignments(&self, session_id: SessionId) -> Vec<&Task> {
         let Some(agent) = self.agent_by_session(session_id) else {
@@ -569,15 +540,6 @@ impl Coordination {
                     .as_ref()
                     .is_some_and(|l| l.session_id == session_id)
             })
-            .collect()
-    }
-
-    /// Open decisions that have `agent` among their voters and no vote from it yet.
-    pub fn open_ballots(&self, agent: &str) -> Vec<&Decision> {
-        self.open_decisions
-            .iter()
-            .filter_map(|id| self.decisions.get(id))
-            .filter(|decision| decision.is_voter(agent) && !decision.has_voted(agent))
             .collect()
     }
 
@@ -601,7 +563,7 @@ impl Coordination {
             assigned: count(TaskState::Assigned),
             dead_letters: count(TaskState::DeadLettered) + count(TaskState::Expired),
             agents_live: self.agents.values().filter(|a| a.live).count() as u64,
-            decisions_open: self.open_decisions.len() as u64,
+            decisions_open: 0,
         }
     }
 
@@ -615,7 +577,7 @@ impl Coordination {
             TimerKind::LeaseExpiry => self.lease_expired(ctx, id),
             TimerKind::SessionExpiry => self.session_expired(ctx, id),
             TimerKind::TaskReady => self.task_ready(ctx, id),
-            TimerKind::DecisionDeadline => self.decision_deadline_passed(ctx, id),
+            TimerKind::DecisionDeadline => unreachable!("decisions fire their own timers"),
             TimerKind::BreakerReopen => self.breaker_half_open(ctx.now_ms, id),
         }
     }
@@ -681,13 +643,6 @@ impl Coordination {
                 break;
             }
             self.forget_agent(&name);
-        }
-        while let Some(&(closed_ms, decision_id)) = self.closed_decisions.first() {
-            if !aged(closed_ms, retention.finished_age_ms) {
-                break;
-            }
-            self.closed_decisions.pop_first();
-            self.decisions.remove(&decision_id);
         }
     }
 
@@ -831,10 +786,6 @@ impl Coordination {
         });
     }
 
-    fn decision_event(&mut self, ctx: &mut Ctx, decision_id: DecisionId, kind: DecisionEventKind) {
-        ctx.event(CoordEventKind::Decision { decision_id, kind });
-    }
-
     /// Recomputes the task digest from scratch (tests compare it with the running one).
     #[cfg(test)]
     fn tasks_digest_recomputed(&self) -> u64 {
@@ -868,6 +819,18 @@ impl Primitive for Coordination {
         self.refresh_deadlines(ctx.now_ms);
     }
 
+    /// A closed decision resolves the tasks gated on it.
+    fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
+        if let Effect::DecisionClosed {
+            decision_id,
+            status,
+            outcome,
+        } = effect
+        {
+            self.decision_closed(ctx, *decision_id, *status, outcome.as_deref());
+        }
+    }
+
     /// The first timer, or the first retention bound (by the last Tick's retention) that
     /// garbage collection would act on.
     fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
@@ -888,10 +851,6 @@ impl Primitive for Coordination {
                 self.finished.first().map(|f| f.0),
             ),
             age_due(
-                retention.finished_age_ms,
-                self.closed_decisions.first().map(|c| c.0),
-            ),
-            age_due(
                 retention.idempotency_ms,
                 self.idempotency_by_time.first().map(|i| i.0),
             ),
@@ -905,23 +864,14 @@ impl Primitive for Coordination {
         .min()
     }
 
-    /// Tasks are digested as they change; agents (at most AGENTS_MAX) and decisions are
-    /// digested here.
+    /// Tasks are digested as they change; agents (at most AGENTS_MAX) are digested here.
     fn digest(&self) -> u64 {
         let mut digest = self.tasks_digest;
         for agent in self.agents.values() {
             digest ^= agent_digest(agent);
         }
-        for decision in self.decisions.values() {
-            digest ^= decision_digest(decision);
-        }
         let mut counters = Fnv::default();
-        for n in [
-            self.last_task_id,
-            self.last_session_id,
-            self.last_decision_id,
-            self.last_token,
-        ] {
+        for n in [self.last_task_id, self.last_session_id, self.last_token] {
             counters.write(&n.to_be_bytes());
         }
         digest ^ counters.finish()
@@ -1044,18 +994,6 @@ fn agent_digest(agent: &Agent) -> u64 {
     for id in &agent.running {
         hash.write(&id.to_be_bytes());
     }
-    hash.finish()
-}
-
-fn decision_digest(decision: &Decision) -> u64 {
-    let mut hash = Fnv::default();
-    hash.write(&decision.id.to_be_bytes());
-    hash.write(&[decision.status as u8]);
-    if let Some(outcome) = &decision.outcome {
-        hash.write(&(outcome.len() as u64).to_be_bytes());
-        hash.write(outcome.as_bytes());
-    }
-    hash.write(&(decision.votes.len() as u64).to_be_bytes());
     hash.finish()
 }
 

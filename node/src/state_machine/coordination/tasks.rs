@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 
 use super::agents::Agent;
+use super::decisions::{gate_outcome, DecisionStatus};
 use super::{CoordResponse, Coordination, Revoked, TaskEventKind};
 use super::{DecisionId, FencingToken, SessionId, TaskId};
 use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
@@ -381,7 +382,7 @@ impl Coordination {
         let mut keys_in_batch = BTreeSet::new();
         let mut new_tasks = 0u64;
         for (i, spec) in specs.iter().enumerate() {
-            if let Err(reason) = self.check_task_spec(spec) {
+            if let Err(reason) = check_task_spec(ctx, spec) {
                 return CoordResponse::Invalid {
                     reason: format!("tasks[{i}].{reason}"),
                 };
@@ -406,27 +407,6 @@ impl Coordination {
             .map(|spec| self.submit_one(ctx, spec))
             .collect();
         CoordResponse::Submitted { results }
-    }
-
-    fn check_task_spec(&self, spec: &TaskSpec) -> Result<(), String> {
-        if spec.queue.is_empty() {
-            return Err("queue: must not be empty".into());
-        }
-        if spec.max_attempts == 0 {
-            return Err("max_attempts: must be positive".into());
-        }
-        if spec.lease_ms == 0 {
-            return Err("lease_ms: must be positive".into());
-        }
-        if let Some(gate) = &spec.requires {
-            if !self.decisions.contains_key(&gate.decision_id) {
-                return Err(format!(
-                    "requires.decision_id: decision {} does not exist",
-                    gate.decision_id
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn submit_one(&mut self, ctx: &mut Ctx, spec: &TaskSpec) -> (TaskId, bool) {
@@ -459,9 +439,9 @@ impl Coordination {
         match &spec.requires {
             None => make_ready(&mut task, now_ms),
             Some(gate) => {
-                let decision = self
-                    .decisions
-                    .get(&gate.decision_id)
+                let decision = ctx
+                    .decisions()
+                    .decision(gate.decision_id)
                     .expect("checked by check_task_spec");
                 if decision.is_open() {
                     task.state = TaskState::Blocked;
@@ -907,6 +887,45 @@ impl Coordination {
         self.put_task(task);
     }
 
+    /// A decision closed: every task gated on it becomes ready (its option won) or is canceled.
+    pub(super) fn decision_closed(
+        &mut self,
+        ctx: &mut Ctx,
+        decision_id: DecisionId,
+        status: DecisionStatus,
+        outcome: Option<&str>,
+    ) {
+        let now_ms = ctx.now_ms;
+        let gated: Vec<_> = self
+            .gates
+            .get(&decision_id)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        for task_id in gated {
+            let mut task = self.take_task(task_id).expect("the gate index lists tasks");
+            debug_assert_eq!(task.state, TaskState::Blocked);
+            let option = task
+                .spec
+                .requires
+                .as_ref()
+                .map_or("", |g| g.option.as_str());
+            let kind = match gate_outcome(decision_id, status, outcome, option) {
+                Ok(()) => {
+                    make_ready(&mut task, now_ms);
+                    TaskEventKind::Unblocked
+                }
+                Err(reason) => {
+                    task.state = TaskState::Canceled;
+                    task.updated_ms = now_ms;
+                    task.cancel_reason = reason;
+                    TaskEventKind::Canceled
+                }
+            };
+            self.task_event(ctx, &task, kind, None);
+            self.put_task(task);
+        }
+    }
+
     /// The ready timer of a DELAYED or RETRY_WAIT task.
     pub(super) fn task_ready(&mut self, ctx: &mut Ctx, task_id: TaskId) {
         let now_ms = ctx.now_ms;
@@ -922,6 +941,27 @@ impl Coordination {
         self.task_event(ctx, &task, TaskEventKind::Requeued, None);
         self.put_task(task);
     }
+}
+
+fn check_task_spec(ctx: &Ctx, spec: &TaskSpec) -> Result<(), String> {
+    if spec.queue.is_empty() {
+        return Err("queue: must not be empty".into());
+    }
+    if spec.max_attempts == 0 {
+        return Err("max_attempts: must be positive".into());
+    }
+    if spec.lease_ms == 0 {
+        return Err("lease_ms: must be positive".into());
+    }
+    if let Some(gate) = &spec.requires {
+        if ctx.decisions().decision(gate.decision_id).is_none() {
+            return Err(format!(
+                "requires.decision_id: decision {} does not exist",
+                gate.decision_id
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// PENDING now, or DELAYED until `not_before_ms`.

@@ -47,7 +47,7 @@ impl Harness {
                 command,
             },
         );
-        check_invariants(self.c());
+        check_invariants(&self.sm);
         response
     }
 
@@ -118,7 +118,7 @@ impl Harness {
     }
 
     fn decision(&self, id: DecisionId) -> &Decision {
-        self.c().decision(id).expect("decision exists")
+        self.sm.decisions().decision(id).expect("decision exists")
     }
 
     fn propose(&mut self, spec: DecisionSpec) -> DecisionId {
@@ -233,7 +233,10 @@ fn decision_spec(voters: &[&str], rule: Rule) -> DecisionSpec {
 }
 
 /// Recomputes every index and counter from the primary data and compares.
-fn check_invariants(c: &Coordination) {
+fn check_invariants(sm: &StateMachine) {
+    let c = sm.coordination();
+    let (_, decisions, open_decisions, closed_decisions, decision_timers) =
+        sm.decisions().indexes();
     let mut counts = [0u64; 9];
     let mut by_queue_state: BTreeMap<(String, TaskState), BTreeSet<TaskId>> = BTreeMap::new();
     let mut ready: BTreeMap<String, BTreeSet<ReadyKey>> = BTreeMap::new();
@@ -343,7 +346,7 @@ fn check_invariants(c: &Coordination) {
     );
     let mut open = BTreeSet::new();
     let mut closed = BTreeSet::new();
-    for (id, decision) in &c.decisions {
+    for (id, decision) in decisions {
         if decision.is_open() {
             open.insert(*id);
             timers.insert((decision.spec.deadline_ms, TimerKind::DecisionDeadline, *id));
@@ -359,14 +362,15 @@ fn check_invariants(c: &Coordination) {
     assert_eq!(c.state_counts, counts, "state counts");
     assert_eq!(c.by_queue_state, by_queue_state, "(queue, state) index");
     assert_eq!(c.ready, ready, "ready index");
-    assert_eq!(c.timers, timers, "timers");
+    let armed: BTreeSet<Timer> = c.timers.union(decision_timers).copied().collect();
+    assert_eq!(armed, timers, "timers");
     assert_eq!(c.finished, finished, "finished index");
     assert_eq!(c.dead_letters, dead, "dead letters");
     let by_queue: BTreeSet<TaskId> = c.dead_by_queue.values().flatten().copied().collect();
     assert_eq!(by_queue, dead, "dead letters by queue");
     assert_eq!(c.gates, gates, "gates");
-    assert_eq!(c.open_decisions, open, "open decisions");
-    assert_eq!(c.closed_decisions, closed, "closed decisions");
+    assert_eq!(open_decisions, &open, "open decisions");
+    assert_eq!(closed_decisions, &closed, "closed decisions");
     assert_eq!(
         c.tasks_digest,
         c.tasks_digest_recomputed(),
@@ -679,7 +683,7 @@ fn plan_stays_bounded_with_100k_pending_tasks() {
         );
     }
     let reachable = h.submit(task_spec("small"));
-    assert_eq!(h.c().stats().pending, 100_001);
+    assert_eq!(h.sm.coord_stats().pending, 100_001);
     let started = std::time::Instant::now();
     let plan = h.c().plan_assignments(h.now_ms, 1024);
     eprintln!(
@@ -1027,7 +1031,7 @@ fn failures_retry_after_backoff_then_dead_letter() {
     );
     assert!(h.c().dead_letters("q", 0, 1).1);
     assert_eq!(h.c().dead_letters("other", 0, 10).0.len(), 0);
-    assert_eq!(h.c().stats().dead_letters, 2);
+    assert_eq!(h.sm.coord_stats().dead_letters, 2);
 }
 
 #[test]
@@ -1266,7 +1270,7 @@ fn idempotency_keys_return_the_original_task_within_the_window() {
             ]
         }
     );
-    assert_eq!(h.c().stats().tasks, 3);
+    assert_eq!(h.sm.coord_stats().tasks, 3);
     // After the window the key is forgotten and the same key makes a new task.
     let retention = Retention {
         idempotency_ms: 60_000,
@@ -1978,9 +1982,9 @@ fn votes_are_refused_or_invalid_when_they_must_be() {
         CoordResponse::UnknownDecision { decision_id: 99 }
     );
     assert_eq!(h.decision(d).votes.len(), 1);
-    assert_eq!(h.c().open_ballots("a"), Vec::<&Decision>::new());
+    assert_eq!(h.sm.decisions().open_ballots("a"), Vec::<&Decision>::new());
     assert_eq!(
-        h.c().open_ballots("c").len(),
+        h.sm.decisions().open_ballots("c").len(),
         1,
         "named voters need not be registered"
     );
@@ -2052,7 +2056,7 @@ fn propose_fixes_the_electorate_and_validates() {
             "{spec:?}"
         );
     }
-    assert_eq!(h.c().stats().decisions_open, 2);
+    assert_eq!(h.sm.coord_stats().decisions_open, 2);
 }
 
 #[test]
@@ -2061,9 +2065,8 @@ fn open_decisions_are_bounded() {
     let s = h.register("a", &[], 1);
     for _ in 0..crate::limits::OPEN_DECISIONS_MAX {
         let command = CoordCommand::Propose(decision_spec(&["a"], Rule::Majority));
-        let response =
-            h.sm.coordination
-                .apply(&mut Ctx::new(T0, &mut h.sm.events), &command);
+        let mut ctx = Ctx::new(T0, &mut h.sm.events).with_agents(&h.sm.coordination);
+        let response = h.sm.decisions.apply(&mut ctx, &command);
         assert!(
             matches!(response, CoordResponse::Proposed { .. }),
             "{response:?}"
@@ -2077,7 +2080,7 @@ fn open_decisions_are_bounded() {
     assert_eq!(h.vote(s, 1, "yes"), CoordResponse::Voted { decision_id: 1 });
     h.propose(decision_spec(&["a"], Rule::Majority));
     assert_eq!(
-        h.c().stats().decisions_open as usize,
+        h.sm.coord_stats().decisions_open as usize,
         crate::limits::OPEN_DECISIONS_MAX
     );
 }
@@ -2186,7 +2189,7 @@ fn gated_tasks_follow_their_decision() {
             reason: "tasks[1].requires.decision_id: decision 5 does not exist".into()
         }
     );
-    assert_eq!(h.c().stats().tasks, 0, "a batch is all or nothing");
+    assert_eq!(h.sm.coord_stats().tasks, 0, "a batch is all or nothing");
 }
 
 // ---- Retention, events, queries ----
@@ -2268,12 +2271,12 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
     }
     assert!(h.c().agent("v").is_none(), "gone agents are forgotten");
     assert!(
-        h.c().decision(d).is_none(),
+        h.sm.decisions().decision(d).is_none(),
         "closed decisions are forgotten"
     );
     assert!(h.c().task(finished[3]).is_none() && h.c().task(canceled).is_none());
     assert_eq!(h.state(dead), TaskState::DeadLettered);
-    assert_eq!(h.c().stats().tasks, 1);
+    assert_eq!(h.sm.coord_stats().tasks, 1);
 }
 
 #[test]
@@ -2474,7 +2477,7 @@ fn queries_list_filter_and_page() {
         vec![ids[3]]
     );
     assert!(h.c().assignments(999).is_empty());
-    let stats = h.c().stats();
+    let stats = h.sm.coord_stats();
     assert_eq!(
         (
             stats.tasks,
@@ -2488,14 +2491,14 @@ fn queries_list_filter_and_page() {
     let d2 = h.propose(decision_spec(&["a"], Rule::Majority));
     h.vote(s, d1, "yes");
     let listed = |statuses: &[DecisionStatus]| {
-        let (page, more) = h.c().list_decisions(statuses, 0, 10);
+        let (page, more) = h.sm.decisions().list_decisions(statuses, 0, 10);
         (page.iter().map(|d| d.id).collect::<Vec<_>>(), more)
     };
     assert_eq!(listed(&[]), (vec![d1, d2], false));
     assert_eq!(listed(&[DecisionStatus::Open]), (vec![d2], false));
     assert_eq!(listed(&[DecisionStatus::Decided]), (vec![d1], false));
     assert_eq!(
-        h.c()
+        h.sm.decisions()
             .open_ballots("a")
             .iter()
             .map(|d| d.id)
@@ -2647,9 +2650,9 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
                         } else {
                             String::new()
                         },
-                        requires: (rng.one_in(6) && h.c().last_decision_id > 0).then(|| {
+                        requires: (rng.one_in(6) && h.sm.decisions().indexes().0 > 0).then(|| {
                             DecisionGate {
-                                decision_id: 1 + rng.below(h.c().last_decision_id),
+                                decision_id: 1 + rng.below(h.sm.decisions().indexes().0),
                                 option: if rng.one_in(2) { "yes" } else { "no" }.into(),
                             }
                         }),
@@ -2734,7 +2737,7 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
             }),
             13 => CoordCommand::Vote {
                 session_id: 1 + rng.below(h.c().last_session_id + 1),
-                decision_id: 1 + rng.below(h.c().last_decision_id + 1),
+                decision_id: 1 + rng.below(h.sm.decisions().indexes().0 + 1),
                 choice: ["yes", "no", "veto"][rng.below(3) as usize].into(),
                 rationale: String::new(),
             },
@@ -2791,10 +2794,10 @@ fn the_same_log_gives_the_same_state() {
         eprintln!("scenario seed {seed}");
         let mut h = Harness::new();
         let log = drive(&mut h, seed, 600);
-        let stats = h.c().stats();
+        let stats = h.sm.coord_stats();
         let c = h.c();
         assert!(
-            c.last_token > 20 && c.last_task_id > 50 && c.last_decision_id > 5,
+            c.last_token > 20 && c.last_task_id > 50 && h.sm.decisions().indexes().0 > 5,
             "seed {seed}: the scenario exercises the machine: {stats:?}"
         );
         let (one, responses_one) = replay(&log);
@@ -2817,7 +2820,7 @@ fn a_snapshot_round_trip_keeps_the_state() {
     let restored: StateMachine = crate::raft::decode(&bytes).expect("decodes");
     assert_eq!(restored.digest(), h.sm.digest());
     assert!(restored == h.sm, "every field, indexes included, survives");
-    check_invariants(restored.coordination());
+    check_invariants(&restored);
     // And it goes on identically.
     let mut copy = Harness {
         sm: restored,
@@ -2857,7 +2860,7 @@ fn snapshot_bytes_per_pending_task() {
         );
     }
     let tasks = (tasks_per_batch * batches) as u64;
-    assert_eq!(h.c().stats().pending, tasks);
+    assert_eq!(h.sm.coord_stats().pending, tasks);
     let with_events = crate::raft::encode(&h.sm).len() as u64;
     h.sm.events.set_max(1);
     let without_events = crate::raft::encode(&h.sm).len() as u64;
@@ -2899,8 +2902,8 @@ fn a_deadline_cluster_time_has_reached_is_refused() {
             other => panic!("deadline {deadline_ms}: {other:?}"),
         }
     }
-    assert_eq!(h.c().stats().decisions_open, 0);
-    assert!(h.c().decision(1).is_none());
+    assert_eq!(h.sm.coord_stats().decisions_open, 0);
+    assert!(h.sm.decisions().decision(1).is_none());
     let spec = DecisionSpec {
         deadline_ms: T0 + 30_001,
         ..decision_spec(&["a", "b"], Rule::Majority)
