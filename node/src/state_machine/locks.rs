@@ -258,6 +258,7 @@ impl Locks {
         self.locks.len()
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of LockCommand::Acquire
     fn acquire(
         &mut self,
         ctx: &mut Ctx,
