@@ -410,7 +410,7 @@ impl Agents for AgentsService {
                             header: self.gateway.header(revision, Consistency::Linearizable),
                             decision: state
                                 .machine
-                                .coordination()
+                                .decisions()
                                 .decision(decision_id)
                                 .map(convert::decision),
                         }))

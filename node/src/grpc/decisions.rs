@@ -65,7 +65,7 @@ impl Decisions for DecisionsService {
                             header: self.gateway.header(revision, Consistency::Linearizable),
                             decision: state
                                 .machine
-                                .coordination()
+                                .decisions()
                                 .decision(decision_id)
                                 .map(convert::decision),
                         }))
@@ -95,7 +95,7 @@ impl Decisions for DecisionsService {
         let state = self.gateway.node.state.read();
         let decision = state
             .machine
-            .coordination()
+            .decisions()
             .decision(req.decision_id)
             .ok_or_else(|| to_status(Error::unknown_decision(req.decision_id)))?;
         Ok(Response::new(pb::GetDecisionResponse {
@@ -124,7 +124,7 @@ impl Decisions for DecisionsService {
         let (decisions, more) =
             state
                 .machine
-                .coordination()
+                .decisions()
                 .list_decisions(&statuses, req.after_id, limit);
         let (decisions, more) = bounded_page(decisions.into_iter().map(convert::decision), more);
         Ok(Response::new(pb::ListDecisionsResponse {

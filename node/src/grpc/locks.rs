@@ -748,11 +748,10 @@ fn watch(
             let caught_up = {
                 events.borrow_and_update();
                 let state = node.state.read();
-                let coordination = state.machine.coordination();
                 let lock = state.machine.locks().get(kind, &name).map(lock_to_pb);
-                match cursor.map(|seq| coordination.events_after(seq)) {
+                match cursor.map(|seq| state.machine.events_after(seq)) {
                     None | Some(Err(_)) => {
-                        let seq = coordination.last_event_seq();
+                        let seq = state.machine.last_event_seq();
                         cursor = Some(seq);
                         messages.push(pb::LockEvent {
                             kind: pb::lock_event::Kind::Current as i32,

@@ -33,6 +33,7 @@ use crate::state_machine::coordination::{
     TaskEventKind, TaskFilter, TaskId, TaskState,
 };
 use crate::state_machine::locks::{LockEventKind, LockKind};
+use crate::state_machine::StateMachine;
 
 /// Most events one stream takes from the ring per read of the state, so a stream far behind
 /// does not hold the state's read lock (and so apply) for long.
@@ -56,14 +57,14 @@ pub(crate) fn shutting_down() -> Status {
 /// what a client just wrote through the leader, and cannot prove that something does not exist
 /// without the leader: the leader answers after one ReadIndex, a follower after it has waited
 /// up to the leader wait for its state to catch up.
-pub async fn await_visible(gateway: &Gateway, present: impl Fn(&Coordination) -> bool) -> bool {
+pub async fn await_visible(gateway: &Gateway, present: impl Fn(&StateMachine) -> bool) -> bool {
     let node = &gateway.node;
     let mut changes = node.state.subscribe_coordination();
     let deadline = Instant::now() + node.leader_wait();
     let mut linearized = false;
     loop {
         changes.borrow_and_update();
-        if present(node.state.read().machine.coordination()) {
+        if present(&node.state.read().machine) {
             return true;
         }
         if linearized {
@@ -105,7 +106,10 @@ pub async fn session(
         }
     };
     super::validation::non_zero("open.session_id", session_id)?;
-    await_visible(gateway, |c| c.agent_by_session(session_id).is_some()).await;
+    await_visible(gateway, |m| {
+        m.coordination().agent_by_session(session_id).is_some()
+    })
+    .await;
     let agent = {
         let state = gateway.node.state.read();
         match state.machine.coordination().agent_by_session(session_id) {
@@ -193,8 +197,8 @@ async fn serve_session(
                 .map_or(0, |agent| agent.spec.ttl_ms),
             node_id: node.id,
         }))];
-        let ended = session_snapshot(coordination, session_id, &agent, &mut messages);
-        (messages, ended, coordination.last_event_seq())
+        let ended = session_snapshot(&state.machine, session_id, &agent, &mut messages);
+        (messages, ended, state.machine.last_event_seq())
     };
     loop {
         for message in messages.drain(..) {
@@ -210,15 +214,14 @@ async fn serve_session(
         {
             events.borrow_and_update();
             let state = node.state.read();
-            let coordination = state.machine.coordination();
-            (ended, caught_up) = match coordination.events_after(cursor) {
+            (ended, caught_up) = match state.machine.events_after(cursor) {
                 Ok(new) => {
                     let caught_up = new.len() <= EVENTS_PER_READ;
                     let mut ended = false;
                     let mut new = new.into_iter().take(EVENTS_PER_READ);
                     while let Some(e) = new.by_ref().next() {
                         cursor = e.seq;
-                        if session_event(coordination, session_id, &agent, e, &mut messages) {
+                        if session_event(&state.machine, session_id, &agent, e, &mut messages) {
                             // The session's holdings are lost by the same entry that ended it,
                             // in the events right after: tell them before `closed`.
                             let closed = messages.pop();
@@ -236,9 +239,9 @@ async fn serve_session(
                     // The ring moved past the cursor: send the current state again (the agent
                     // treats a repeated assignment as one).
                     tracing::debug!(session_id, cursor, oldest, "session stream resyncs");
-                    cursor = coordination.last_event_seq();
+                    cursor = state.machine.last_event_seq();
                     (
-                        session_snapshot(coordination, session_id, &agent, &mut messages),
+                        session_snapshot(&state.machine, session_id, &agent, &mut messages),
                         true,
                     )
                 }
@@ -267,11 +270,12 @@ fn event(kind: EventKind) -> pb::SessionEvent {
 /// Every current assignment and open ballot of the session, or `closed` when it is no longer
 /// live (then returns true: the stream ends).
 fn session_snapshot(
-    coordination: &Coordination,
+    machine: &StateMachine,
     session_id: SessionId,
     agent: &str,
     messages: &mut Vec<pb::SessionEvent>,
 ) -> bool {
+    let coordination = machine.coordination();
     let live = coordination
         .agent_by_session(session_id)
         .is_some_and(|a| a.live && a.session_id == session_id);
@@ -284,7 +288,7 @@ fn session_snapshot(
     for task in coordination.assignments(session_id) {
         messages.extend(convert::assignment(task).map(|a| event(EventKind::Assignment(a))));
     }
-    for decision in coordination.open_ballots(agent) {
+    for decision in machine.decisions().open_ballots(agent) {
         messages.push(event(EventKind::Ballot(pb::Ballot {
             decision: Some(convert::decision(decision)),
         })));
@@ -294,12 +298,13 @@ fn session_snapshot(
 
 /// What one event means to one session; true when the session ended.
 fn session_event(
-    coordination: &Coordination,
+    machine: &StateMachine,
     session_id: SessionId,
     agent: &str,
     event_: &CoordEvent,
     messages: &mut Vec<pb::SessionEvent>,
 ) -> bool {
+    let coordination = machine.coordination();
     match &event_.kind {
         CoordEventKind::Task {
             task_id,
@@ -339,7 +344,8 @@ fn session_event(
             decision_id,
             kind: DecisionEventKind::Proposed,
         } => {
-            let ballot = coordination
+            let ballot = machine
+                .decisions()
                 .decision(*decision_id)
                 .filter(|d| d.is_open() && d.is_voter(agent) && !d.has_voted(agent));
             if let Some(decision) = ballot {
@@ -407,8 +413,9 @@ pub async fn watch_tasks(
     let resume = req.after_sequence;
     // A resumed watch of a task purged while the watcher was away still gets the events up to
     // PURGED, which are in the history although the task is gone.
-    let known = |c: &Coordination| {
-        c.task(task_id).is_some() || resume.is_some_and(|after| task_in_history(c, after, task_id))
+    let known = |m: &StateMachine| {
+        m.coordination().task(task_id).is_some()
+            || resume.is_some_and(|after| task_in_history(m, after, task_id))
     };
     if task_id != 0 && !await_visible(gateway, known).await {
         return Err(to_status(Error::unknown_task(task_id)));
@@ -424,7 +431,7 @@ pub async fn watch_tasks(
         // the events as they are applied, exactly as for a watcher that is up to date.
         let cursor = match resume {
             Some(after) => {
-                if let Err(oldest) = coordination.events_after(after) {
+                if let Err(oldest) = state.machine.events_after(after) {
                     return Err(to_status(Error::EventsGone {
                         message: format!(
                             "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); watch again with initial_state",
@@ -435,7 +442,7 @@ pub async fn watch_tasks(
                 }
                 after
             }
-            None => coordination.last_event_seq(),
+            None => state.machine.last_event_seq(),
         };
         let mut messages = vec![pb::TaskEvent {
             sequence: cursor,
@@ -486,7 +493,7 @@ pub async fn watch_tasks(
                 events.borrow_and_update();
                 let state = node.state.read();
                 let coordination = state.machine.coordination();
-                match coordination.events_after(cursor) {
+                match state.machine.events_after(cursor) {
                     Ok(new) => {
                         let caught_up = new.len() <= EVENTS_PER_READ;
                         let mut ended = false;
@@ -576,8 +583,8 @@ pub async fn watch_tasks(
 }
 
 /// True when the kept events after `after` include one of task `task_id`.
-fn task_in_history(coordination: &Coordination, after: u64, task_id: TaskId) -> bool {
-    coordination.events_after(after).is_ok_and(|events| {
+fn task_in_history(machine: &StateMachine, after: u64, task_id: TaskId) -> bool {
+    machine.events_after(after).is_ok_and(|events| {
         events
             .iter()
             .any(|e| matches!(e.kind, CoordEventKind::Task { task_id: id, .. } if id == task_id))
@@ -662,7 +669,7 @@ pub async fn watch_decision(
     decision_id: u64,
 ) -> Result<EventStream<pb::DecisionEvent>, Status> {
     let permit = gateway.watch_slot()?;
-    if !await_visible(gateway, |c| c.decision(decision_id).is_some()).await {
+    if !await_visible(gateway, |m| m.decisions().decision(decision_id).is_some()).await {
         return Err(to_status(Error::unknown_decision(decision_id)));
     }
     let node = gateway.node.clone();
@@ -678,15 +685,14 @@ pub async fn watch_decision(
             let (message, ended, caught_up) = {
                 events.borrow_and_update();
                 let state = node.state.read();
-                let coordination = state.machine.coordination();
                 let mut caught_up = true;
-                let last_event_seq = coordination.last_event_seq();
+                let last_event_seq = state.machine.last_event_seq();
                 let changed = match cursor {
                     None => {
                         cursor = Some(last_event_seq);
                         true
                     }
-                    Some(seq) => match coordination.events_after(seq) {
+                    Some(seq) => match state.machine.events_after(seq) {
                         Ok(new) => {
                             caught_up = new.len() <= EVENTS_PER_READ;
                             let mut changed = false;
@@ -705,7 +711,7 @@ pub async fn watch_decision(
                         }
                     },
                 };
-                match coordination.decision(decision_id) {
+                match state.machine.decisions().decision(decision_id) {
                     // Forgotten after its retention: it was closed long ago.
                     None => (None, true, true),
                     Some(decision) => {

@@ -200,7 +200,7 @@ impl Primitive for Barriers {
         }
     }
 
-    fn next_due_ms(&self) -> Option<u64> {
+    fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
         let deadline = self.deadlines.first().map(|d| d.0);
         let forget = self
             .closed

@@ -45,7 +45,12 @@ pub const LOG_FORMAT: u32 = 1;
 /// - 1: the first tagged format.
 /// - 2: `Backoff` holds its multiplier and jitter in thousandths (u32), not as doubles; the
 ///   `locks` and `barriers` sections.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// - 3: the coordination primitive split up: the event ring (`events`) and cluster time leave
+///   `Coordination` (the ring is a section of `StateMachine`, after `now_ms`; `Coordination`'s own
+///   copy of cluster time is gone), and decisions are their own section (`decisions`: the
+///   `Decisions` primitive, after `coordination`, with the last decision id, the open and closed
+///   indexes and the decision deadline timers, which leave `Coordination`'s timers).
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other

@@ -607,7 +607,9 @@ impl Primitive for Locks {
     }
 
     fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
-        let Effect::SessionEnded { session_id } = effect;
+        let Effect::SessionEnded { session_id } = effect else {
+            return;
+        };
         let Some(held) = self.by_session.remove(session_id) else {
             return;
         };
@@ -632,7 +634,7 @@ impl Primitive for Locks {
         }
     }
 
-    fn next_due_ms(&self) -> Option<u64> {
+    fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
         self.timers.first().map(|timer| timer.0)
     }
 

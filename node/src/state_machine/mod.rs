@@ -14,11 +14,14 @@ pub mod locks;
 pub mod primitive;
 pub mod sessions;
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 pub use barriers::{BarrierCommand, BarrierResponse, Barriers};
 pub use command::{Command, Compare, Fence, Request, RequestId, Response, TxnOp};
 pub use coordination::{CoordCommand, CoordResponse, Coordination};
+use coordination::{CoordEvent, CoordStats, Decisions, EventRing};
 pub use history::{Change, Event, EventKind, History};
 pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
@@ -45,10 +48,14 @@ pub struct StateMachine {
     revision: u64,
     /// The greatest leader time seen; cluster time never goes backwards here.
     now_ms: u64,
+    /// The coordination events streams follow, every primitive's, numbered in apply order.
+    events: EventRing,
     kv: KvStore,
     sessions: Sessions,
     history: History,
+    /// Agents and tasks.
     coordination: Coordination,
+    decisions: Decisions,
     locks: Locks,
     barriers: Barriers,
 }
@@ -139,7 +146,7 @@ impl StateMachine {
     pub fn set_retention(&mut self, retention: Retention) {
         self.history
             .set_revisions_max(retention.history_revisions_max);
-        self.coordination.set_events_max(retention.coord_events_max);
+        self.events.set_max(retention.coord_events_max);
     }
 
     pub fn key_count(&self) -> u64 {
@@ -150,14 +157,37 @@ impl StateMachine {
         self.sessions.client_count()
     }
 
-    /// Agents, tasks and decisions.
+    /// Agents and tasks.
     pub fn coordination(&self) -> &Coordination {
         &self.coordination
+    }
+
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// Counts over agents, tasks and decisions.
+    pub fn coord_stats(&self) -> CoordStats {
+        CoordStats {
+            decisions_open: self.decisions.open_count() as u64,
+            ..self.coordination.stats()
+        }
     }
 
     /// Cluster time: the greatest leader stamp applied so far.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The sequence of the last coordination event (0 before any).
+    pub fn last_event_seq(&self) -> u64 {
+        self.events.last_seq()
+    }
+
+    /// Every coordination event after `seq`, or `Err(oldest seq still kept)` when `seq + 1` fell
+    /// out of the ring.
+    pub fn events_after(&self, seq: u64) -> Result<Vec<&CoordEvent>, u64> {
+        self.events.after(seq)
     }
 
     /// A digest of the key-value content, the revision and the coordination state: equal on
@@ -166,8 +196,10 @@ impl StateMachine {
         self.kv.digest()
             ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ self.coordination.digest().rotate_left(17)
+            ^ self.decisions.digest().rotate_left(23)
             ^ self.locks.digest().rotate_left(29)
             ^ self.barriers.digest().rotate_left(41)
+            ^ self.events.last_seq().wrapping_mul(0xff51_afd7_ed55_8ccd)
     }
 
     fn execute(&mut self, command: &Command) -> Response {
@@ -186,14 +218,22 @@ impl StateMachine {
             Command::Txn { compares, ops } => self.txn(compares, ops),
             Command::Coordination(command) => self.coordinate(command),
             Command::Locks(command) => {
-                let response = self.with_ctx(|sm, ctx| sm.locks.apply(ctx, command));
+                let mut ctx =
+                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let response = self.locks.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
                 Response::Locks {
                     revision: self.revision,
                     response,
                 }
             }
             Command::Barriers(command) => {
-                let response = self.with_ctx(|sm, ctx| sm.barriers.apply(ctx, command));
+                let mut ctx =
+                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let response = self.barriers.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
                 Response::Barriers {
                     revision: self.revision,
                     response,
@@ -202,61 +242,144 @@ impl StateMachine {
         }
     }
 
-    /// Runs `f` with the context the primitives share, then routes the effects it raised.
-    fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Primitives, &mut Ctx) -> R) -> R {
-        let mut events = self.coordination.take_events();
-        let coordination = &self.coordination;
-        let live = |session_id| coordination.session_live(session_id);
-        let mut ctx = Ctx::new(self.now_ms, &mut events, &live);
-        let mut primitives = Primitives {
-            locks: &mut self.locks,
-            barriers: &mut self.barriers,
+    /// Routes effects to every primitive: to the coordination primitives first (and what they
+    /// raise in turn), then all of them to the others.
+    fn route(&mut self, effects: Vec<Effect>) {
+        let mut routed = Vec::new();
+        self.route_coordination(effects, &mut routed);
+        self.route_others(routed);
+    }
+
+    /// Routes effects, in the order raised, to the coordination primitives, and what they raise
+    /// reacting to them too. Every effect routed is appended to `routed`, for the others.
+    fn route_coordination(&mut self, effects: Vec<Effect>, routed: &mut Vec<Effect>) {
+        let mut queue = VecDeque::from(effects);
+        while let Some(effect) = queue.pop_front() {
+            let mut parts = self.parts();
+            for primitive in parts.coordination.iter_mut() {
+                primitive.on_effect(&mut parts.ctx, &effect);
+            }
+            queue.extend(parts.ctx.take_effects());
+            routed.push(effect);
+        }
+    }
+
+    /// Routes effects to the keys, locks and barriers. The keys of every session that ended go
+    /// in one revision (none when there were none).
+    fn route_others(&mut self, effects: Vec<Effect>) {
+        let mut deleted = Vec::new();
+        let mut raised = Vec::new();
+        for effect in &effects {
+            self.kv_on_effect(effect, &mut deleted);
+            let mut parts = self.parts();
+            for primitive in parts.others.iter_mut() {
+                primitive.on_effect(&mut parts.ctx, effect);
+            }
+            raised.extend(parts.ctx.take_effects());
+        }
+        if !deleted.is_empty() {
+            self.commit_revision(deleted);
+        }
+        if !raised.is_empty() {
+            self.route(raised);
+        }
+    }
+
+    /// The keys' reaction to an effect: a session's end deletes the keys attached to it, adding
+    /// their delete events to `deleted` for the next revision.
+    fn kv_on_effect(&mut self, effect: &Effect, deleted: &mut Vec<Event>) {
+        let Effect::SessionEnded { session_id } = effect else {
+            return;
         };
-        let result = f(&mut primitives, &mut ctx);
-        let mut effects = ctx.take_effects();
-        while !effects.is_empty() {
-            for effect in std::mem::take(&mut effects) {
-                for primitive in primitives.all() {
-                    primitive.on_effect(&mut ctx, &effect);
-                }
-                effects.extend(ctx.take_effects());
+        let revision = self.revision + 1;
+        for key in self.kv.session_keys(*session_id) {
+            if self.kv.remove(&key).is_some() {
+                deleted.push(delete_event(&key, revision));
             }
         }
-        drop(ctx);
-        self.coordination.put_events(events);
-        result
     }
 
-    /// Fires the other primitives' due timers (a `Tick`), after a new leader's refresh if asked.
-    fn tick_primitives(&mut self, refresh: bool) {
-        self.with_ctx(|primitives, ctx| {
-            for primitive in primitives.all() {
-                if refresh {
-                    primitive.refresh(ctx);
-                }
-                primitive.tick(ctx);
+    /// The state machine borrowed apart: a context for one call, and the primitives in their
+    /// two tiers.
+    fn parts(&mut self) -> Parts<'_> {
+        Parts {
+            ctx: Ctx::new(self.now_ms, &mut self.events),
+            coordination: [&mut self.coordination, &mut self.decisions],
+            others: [&mut self.locks, &mut self.barriers],
+        }
+    }
+
+    /// A `Tick`. First the coordination primitives: a new leader's refresh if asked, then every
+    /// due timer of theirs in one order (each timer's effects routed among them at once), then
+    /// garbage collection. Their effects then reach the others, which then refresh and tick.
+    fn tick(&mut self, refresh: bool, retention: &coordination::Retention) -> CoordResponse {
+        let mut routed = Vec::new();
+        if refresh {
+            let mut parts = self.parts();
+            for primitive in parts.coordination.iter_mut() {
+                primitive.refresh(&mut parts.ctx);
             }
-        });
+            let effects = parts.ctx.take_effects();
+            self.route_coordination(effects, &mut routed);
+        }
+        let fired = self.fire_coordination_timers(&mut routed);
+        let mut parts = self.parts();
+        let mut ctx = parts.ctx.with_retention(retention);
+        for primitive in parts.coordination.iter_mut() {
+            primitive.tick(&mut ctx);
+        }
+        let effects = ctx.take_effects();
+        self.route_coordination(effects, &mut routed);
+        self.route_others(routed);
+        let mut parts = self.parts();
+        let mut ctx = parts.ctx.with_retention(retention);
+        for primitive in parts.others.iter_mut() {
+            if refresh {
+                primitive.refresh(&mut ctx);
+            }
+            primitive.tick(&mut ctx);
+        }
+        let effects = ctx.take_effects();
+        self.route(effects);
+        CoordResponse::Ticked { fired }
     }
 
-    /// Sessions that ended: their keys are deleted, and the other primitives are told.
-    fn sessions_ended(&mut self, ended_sessions: &[u64]) {
-        self.delete_session_keys(ended_sessions);
-        for &session_id in ended_sessions {
-            self.with_ctx(|_, ctx| ctx.raise(Effect::SessionEnded { session_id }));
+    /// Fires the coordination primitives' due timers, earliest first over all of them, routing
+    /// each one's effects among them before the next. Returns how many fired.
+    fn fire_coordination_timers(&mut self, routed: &mut Vec<Effect>) -> u64 {
+        let mut fired = 0;
+        loop {
+            let mut parts = self.parts();
+            let now_ms = parts.ctx.now_ms;
+            let due = parts
+                .coordination
+                .iter()
+                .enumerate()
+                .filter_map(|(i, primitive)| primitive.first_timer().map(|timer| (timer, i)))
+                .min()
+                .filter(|(timer, _)| timer.0 <= now_ms);
+            let Some((timer, i)) = due else {
+                return fired;
+            };
+            parts.coordination[i].fire_timer(&mut parts.ctx, timer);
+            fired += 1;
+            let effects = parts.ctx.take_effects();
+            self.route_coordination(effects, routed);
         }
     }
 
     /// The earliest cluster time at which a `Tick` would change something, over every primitive.
     pub fn next_due_ms(&self) -> Option<u64> {
-        [
-            self.coordination.next_due_ms(),
-            self.locks.next_due_ms(),
-            self.barriers.next_due_ms(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let primitives: [&dyn Primitive; 4] = [
+            &self.coordination,
+            &self.decisions,
+            &self.locks,
+            &self.barriers,
+        ];
+        primitives
+            .into_iter()
+            .filter_map(|primitive| primitive.next_due_ms(self.now_ms))
+            .min()
     }
 
     pub fn locks(&self) -> &Locks {
@@ -267,35 +390,31 @@ impl StateMachine {
         &self.barriers
     }
 
+    /// A coordination command: `Tick` drives every primitive, `Propose` and `Vote` are the
+    /// decisions', the others the agents' and tasks'.
     fn coordinate(&mut self, command: &CoordCommand) -> Response {
-        let mut ended_sessions = Vec::new();
-        let response = self
-            .coordination
-            .apply(self.now_ms, command, &mut ended_sessions);
-        self.sessions_ended(&ended_sessions);
-        if let CoordCommand::Tick { refresh, .. } = command {
-            self.tick_primitives(*refresh);
-        }
+        let response = match command {
+            CoordCommand::Tick { refresh, retention } => self.tick(*refresh, retention),
+            CoordCommand::Propose(_) | CoordCommand::Vote { .. } => {
+                let mut ctx =
+                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let response = self.decisions.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                response
+            }
+            command => {
+                let mut ctx =
+                    Ctx::new(self.now_ms, &mut self.events).with_decisions(&self.decisions);
+                let response = self.coordination.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                response
+            }
+        };
         Response::Coordination {
             revision: self.revision,
             response,
-        }
-    }
-
-    /// Deletes every key attached to the ended sessions, all in one new revision (none when
-    /// they had no keys).
-    fn delete_session_keys(&mut self, ended_sessions: &[u64]) {
-        let revision = self.revision + 1;
-        let mut events = Vec::new();
-        for session_id in ended_sessions {
-            for key in self.kv.session_keys(*session_id) {
-                if self.kv.remove(&key).is_some() {
-                    events.push(delete_event(&key, revision));
-                }
-            }
-        }
-        if !events.is_empty() {
-            self.commit_revision(events);
         }
     }
 
@@ -461,16 +580,14 @@ impl StateMachine {
     }
 }
 
-/// The primitives driven through the `Primitive` trait, borrowed together for one call.
-struct Primitives<'a> {
-    locks: &'a mut Locks,
-    barriers: &'a mut Barriers,
-}
-
-impl Primitives<'_> {
-    fn all(&mut self) -> [&mut dyn Primitive; 2] {
-        [&mut *self.locks, &mut *self.barriers]
-    }
+/// The state machine borrowed apart for one call (`StateMachine::parts`).
+struct Parts<'a> {
+    ctx: Ctx<'a>,
+    /// Agents and tasks, decisions: their timers fire in one order, and their effects reach
+    /// each other at once.
+    coordination: [&'a mut dyn Primitive; 2],
+    /// Locks and barriers.
+    others: [&'a mut dyn Primitive; 2],
 }
 
 fn put_event(kv: KeyValue) -> Event {

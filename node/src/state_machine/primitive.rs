@@ -8,31 +8,55 @@
 //! primitives' effects to it, asks when it is next due, and mixes its digest into the state
 //! digest. Its serde encoding is its snapshot section. Nothing here may read a clock, draw
 //! randomness or do I/O (see `state_machine`).
+//!
+//! A primitive never reads another's fields: what it needs to know of another comes through a
+//! read-only view in the context, lent for one command ([`AgentView`], [`DecisionView`]), and
+//! what it does to another goes back as an [`Effect`].
 
-use super::coordination::{CoordEventKind, EventRing, SessionId};
+use super::coordination::{
+    CoordEventKind, Decision, DecisionId, DecisionStatus, EventRing, Retention, SessionId, Timer,
+};
 
 /// What primitives share, handed to each call: cluster time, the event ring streams follow, the
-/// effects raised for the others, and a read-only view of the agent sessions.
+/// effects raised for the others, the retention of a `Tick`, and the views lent for a command.
 pub struct Ctx<'a> {
     /// Cluster time: the greatest leader stamp applied so far.
     pub now_ms: u64,
     events: &'a mut EventRing,
     effects: Vec<Effect>,
-    live_session: &'a dyn Fn(SessionId) -> bool,
+    retention: Option<&'a Retention>,
+    agents: Option<&'a dyn AgentView>,
+    decisions: Option<&'a dyn DecisionView>,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(
-        now_ms: u64,
-        events: &'a mut EventRing,
-        live_session: &'a dyn Fn(SessionId) -> bool,
-    ) -> Self {
+    pub fn new(now_ms: u64, events: &'a mut EventRing) -> Self {
         Ctx {
             now_ms,
             events,
             effects: Vec::new(),
-            live_session,
+            retention: None,
+            agents: None,
+            decisions: None,
         }
+    }
+
+    /// Lends the agents' view (for a command of another primitive).
+    pub fn with_agents(mut self, agents: &'a dyn AgentView) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    /// Lends the decisions' view (for a command of another primitive).
+    pub fn with_decisions(mut self, decisions: &'a dyn DecisionView) -> Self {
+        self.decisions = Some(decisions);
+        self
+    }
+
+    /// The retention a `Tick` carries (node options): what garbage collection goes by.
+    pub fn with_retention(mut self, retention: &'a Retention) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// Appends an event to the ring, numbered and stamped with cluster time.
@@ -50,15 +74,49 @@ impl<'a> Ctx<'a> {
         self.effects.push(effect);
     }
 
-    /// Whether `session_id` is the live session of an agent.
-    pub fn session_live(&self, session_id: SessionId) -> bool {
-        (self.live_session)(session_id)
-    }
-
     /// The effects raised so far, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }
+
+    /// The retention of the `Tick` being applied (None outside a `Tick`).
+    pub fn retention(&self) -> Option<&Retention> {
+        self.retention
+    }
+
+    /// The agents, read-only. Lent to the commands of the primitives that are not the agents'.
+    pub fn agents(&self) -> &'a dyn AgentView {
+        self.agents
+            .expect("the agents' view is lent to other primitives' commands only")
+    }
+
+    /// The decisions, read-only. Lent to the commands of the primitives that are not decisions.
+    pub fn decisions(&self) -> &'a dyn DecisionView {
+        self.decisions
+            .expect("the decisions' view is lent to other primitives' commands only")
+    }
+
+    /// Whether `session_id` is the live session of an agent.
+    pub fn session_live(&self, session_id: SessionId) -> bool {
+        self.agents().session_live(session_id)
+    }
+}
+
+/// What other primitives may read of the agents and their sessions.
+pub trait AgentView {
+    /// Whether `session_id` is the live session of an agent.
+    fn session_live(&self, session_id: SessionId) -> bool;
+
+    /// The name of the agent whose live session is `session_id`.
+    fn live_agent(&self, session_id: SessionId) -> Option<&str>;
+
+    /// The live agents that have `capability`, in name order.
+    fn live_agents_with(&self, capability: &str) -> Vec<String>;
+}
+
+/// What other primitives may read of the decisions.
+pub trait DecisionView {
+    fn decision(&self, id: DecisionId) -> Option<&Decision>;
 }
 
 /// What one primitive does to the others, routed by the state machine in the order raised.
@@ -67,12 +125,36 @@ pub enum Effect {
     /// An agent session ended (expired, closed or replaced): the keys attached to it go, and its
     /// locks, permits and leaderships are lost.
     SessionEnded { session_id: SessionId },
+    /// A decision closed with `status` (and, when DECIDED, the winning `outcome`): the tasks
+    /// gated on it become ready or are canceled.
+    DecisionClosed {
+        decision_id: DecisionId,
+        status: DecisionStatus,
+        outcome: Option<String>,
+    },
 }
 
 /// The part of a primitive that the state machine drives the same way for every primitive.
+///
+/// A `Tick` runs in two rounds. First the coordination primitives (agents and tasks, decisions):
+/// `refresh` if asked, then their due timers in one order over all of them (`first_timer`,
+/// `fire_timer`; by due time, then kind, then id, as when they shared one timer set), each
+/// timer's effects routed among them at once, then `tick` (garbage collection). The effects of
+/// that round then reach the other primitives (keys, locks, barriers), which then `refresh` and
+/// `tick` in turn. The `fired` count of the `Tick` counts the first round's timers.
 pub trait Primitive {
-    /// Fires every timer due at `ctx.now_ms` and forgets what retention allows.
+    /// Fires every timer due at `ctx.now_ms` that `first_timer` does not list, and forgets what
+    /// retention allows (`ctx.retention()`).
     fn tick(&mut self, ctx: &mut Ctx);
+
+    /// The earliest timer armed, for the first round of a `Tick` (None: none, or the primitive
+    /// fires its timers in `tick`).
+    fn first_timer(&self) -> Option<Timer> {
+        None
+    }
+
+    /// Disarms and fires `timer`, the one `first_timer` answered.
+    fn fire_timer(&mut self, _ctx: &mut Ctx, _timer: Timer) {}
 
     /// A new leader's first tick: deadlines that the election kept from being renewed (TTL
     /// holders) are pushed to at least now + their TTL.
@@ -81,9 +163,10 @@ pub trait Primitive {
     /// Reacts to another primitive's effect.
     fn on_effect(&mut self, _ctx: &mut Ctx, _effect: &Effect) {}
 
-    /// The earliest cluster time at which a `Tick` would change something; never a time at which
-    /// a tick would leave the same thing due.
-    fn next_due_ms(&self) -> Option<u64>;
+    /// The earliest cluster time at which a `Tick` would change something (`now_ms`, cluster
+    /// time, when something is due already); never a time at which a tick would leave the same
+    /// thing due.
+    fn next_due_ms(&self, now_ms: u64) -> Option<u64>;
 
     /// Order-independent: equal state, equal digest.
     fn digest(&self) -> u64;

@@ -66,7 +66,7 @@ impl SharedState {
 
     fn replace(&self, state: AppliedState) {
         let revision = state.machine.revision();
-        let last_event_seq = state.machine.coordination().last_event_seq();
+        let last_event_seq = state.machine.last_event_seq();
         *self.state.write().expect("state lock") = state;
         self.revision.send_replace(revision);
         self.events.send_replace(last_event_seq);
@@ -95,7 +95,7 @@ impl StateMachineStore {
             stats.snapshot(snapshot.snapshot.len());
         }
         let (revision, _) = watch::channel(state.machine.revision());
-        let (events, _) = watch::channel(state.machine.coordination().last_event_seq());
+        let (events, _) = watch::channel(state.machine.last_event_seq());
         let (coordination, _) = watch::channel(0);
         let shared = Arc::new(SharedState {
             state: RwLock::new(state),
@@ -239,7 +239,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         (state.machine.apply_empty(index), false)
                     }
                 };
-                let last_event_seq = state.machine.coordination().last_event_seq();
+                let last_event_seq = state.machine.last_event_seq();
                 (response, coordination_changed, last_event_seq)
             };
             self.shared.revision.send_if_modified(|revision| {

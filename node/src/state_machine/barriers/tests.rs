@@ -97,7 +97,7 @@ fn released_when_the_quorum_has_entered() {
 #[test]
 fn times_out_at_the_deadline_with_who_arrived_then_is_forgotten() {
     let mut h = harness();
-    h.enter(T0, "b", "p1", 3, 0.max(3));
+    h.enter(T0, "b", "p1", 3, 3);
     assert_eq!(h.sm.next_due_ms(), Some(T0 + 10_000));
     h.tick(T0 + 9_999);
     assert_eq!(h.status("b"), Some(BarrierStatus::Waiting));

@@ -9,6 +9,7 @@ use super::{
     CoordEventKind, CoordResponse, Coordination, Revoked, TaskEventKind, TaskState, TimerKind,
 };
 use crate::limits::AGENTS_MAX;
+use crate::state_machine::primitive::{Ctx, Effect};
 
 /// What an agent registers with. The gRPC layer fills in the defaults; values here are concrete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,12 +141,8 @@ impl SessionEnd {
 }
 
 impl Coordination {
-    pub(super) fn register(
-        &mut self,
-        now_ms: u64,
-        spec: &AgentSpec,
-        ended_sessions: &mut Vec<SessionId>,
-    ) -> CoordResponse {
+    pub(super) fn register(&mut self, ctx: &mut Ctx, spec: &AgentSpec) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if spec.name.is_empty() {
             return invalid("name: must not be empty");
         }
@@ -163,7 +160,7 @@ impl Coordination {
             }
             Some(agent) if agent.live => {
                 let session_id = agent.session_id;
-                self.end_session(now_ms, session_id, SessionEnd::Replaced, ended_sessions);
+                self.end_session(ctx, session_id, SessionEnd::Replaced);
             }
             Some(_) => {}
             None if self.agents.len() < AGENTS_MAX => {}
@@ -241,16 +238,11 @@ impl Coordination {
         CoordResponse::Ok
     }
 
-    pub(super) fn close_session(
-        &mut self,
-        now_ms: u64,
-        session_id: SessionId,
-        ended_sessions: &mut Vec<SessionId>,
-    ) -> CoordResponse {
+    pub(super) fn close_session(&mut self, ctx: &mut Ctx, session_id: SessionId) -> CoordResponse {
         if !self.session_live(session_id) {
             return CoordResponse::UnknownSession { session_id };
         }
-        let released = self.end_session(now_ms, session_id, SessionEnd::Closed, ended_sessions);
+        let released = self.end_session(ctx, session_id, SessionEnd::Closed);
         CoordResponse::Closed { released }
     }
 
@@ -267,17 +259,13 @@ impl Coordination {
     }
 
     /// The session expiry timer: ends the session if it is still live and due.
-    pub(super) fn session_expired(
-        &mut self,
-        now_ms: u64,
-        session_id: SessionId,
-        ended_sessions: &mut Vec<SessionId>,
-    ) {
+    pub(super) fn session_expired(&mut self, ctx: &mut Ctx, session_id: SessionId) {
+        let now_ms = ctx.now_ms;
         let due = self
             .agent_by_session(session_id)
             .is_some_and(|a| a.live && a.expires_at_ms <= now_ms);
         if due {
-            self.end_session(now_ms, session_id, SessionEnd::Expired, ended_sessions);
+            self.end_session(ctx, session_id, SessionEnd::Expired);
         }
     }
 
@@ -285,11 +273,11 @@ impl Coordination {
     /// the session itself), and the caller deletes its keys. Returns the leases revoked.
     pub(super) fn end_session(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         session_id: SessionId,
         how: SessionEnd,
-        ended_sessions: &mut Vec<SessionId>,
     ) -> u32 {
+        let now_ms = ctx.now_ms;
         let name = self
             .sessions
             .get(&session_id)
@@ -347,18 +335,15 @@ impl Coordination {
                 canceled: false,
                 reason: how.reason().to_string(),
             };
-            self.task_event(now_ms, &task, kind, Some(revoked));
+            self.task_event(ctx, &task, kind, Some(revoked));
             self.put_task(task);
         }
-        ended_sessions.push(session_id);
-        self.events.push(
-            now_ms,
-            CoordEventKind::SessionClosed {
-                session_id,
-                agent: name,
-                reason: how.reason().to_string(),
-            },
-        );
+        ctx.raise(Effect::SessionEnded { session_id });
+        ctx.event(CoordEventKind::SessionClosed {
+            session_id,
+            agent: name,
+            reason: how.reason().to_string(),
+        });
         released
     }
 

@@ -4,12 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::tasks::make_ready;
-use super::DecisionId;
-use super::{
-    CoordResponse, Coordination, DecisionEventKind, SessionId, TaskEventKind, TaskState, TimerKind,
-};
+use super::{CoordEventKind, CoordResponse, DecisionEventKind, DecisionId, SessionId};
+use super::{Retention, Timer, TimerKind};
 use crate::limits::OPEN_DECISIONS_MAX;
+use crate::state_machine::kv::Fnv;
+use crate::state_machine::primitive::{Ctx, DecisionView, Effect, Primitive};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rule {
@@ -170,21 +169,96 @@ impl Decision {
     /// Whether a task gated on `option` may run (Ok) or is canceled (Err(reason)); the decision
     /// must be closed.
     pub fn gate_outcome(&self, option: &str) -> Result<(), String> {
-        let id = self.id;
-        match (self.status, &self.outcome) {
-            (DecisionStatus::Decided, Some(outcome)) if outcome == option => Ok(()),
-            (DecisionStatus::Decided, Some(outcome)) => {
-                Err(format!("decision {id}: outcome {outcome}"))
-            }
-            (DecisionStatus::Rejected, _) => Err(format!("decision {id} rejected")),
-            (DecisionStatus::NoQuorum, _) => Err(format!("decision {id}: no quorum")),
-            (status, _) => Err(format!("decision {id} is {status:?}")),
-        }
+        gate_outcome(self.id, self.status, self.outcome.as_deref(), option)
     }
 }
 
-impl Coordination {
-    pub(super) fn propose(&mut self, now_ms: u64, spec: &DecisionSpec) -> CoordResponse {
+/// Whether a task gated on `option` of decision `id`, closed with `status` (and `outcome`), may
+/// run (Ok) or is canceled (Err(reason)).
+pub fn gate_outcome(
+    id: DecisionId,
+    status: DecisionStatus,
+    outcome: Option<&str>,
+    option: &str,
+) -> Result<(), String> {
+    match (status, outcome) {
+        (DecisionStatus::Decided, Some(outcome)) if outcome == option => Ok(()),
+        (DecisionStatus::Decided, Some(outcome)) => {
+            Err(format!("decision {id}: outcome {outcome}"))
+        }
+        (DecisionStatus::Rejected, _) => Err(format!("decision {id} rejected")),
+        (DecisionStatus::NoQuorum, _) => Err(format!("decision {id}: no quorum")),
+        (status, _) => Err(format!("decision {id} is {status:?}")),
+    }
+}
+
+/// The decisions primitive: every decision kept, the open ones, the closed ones by age, and
+/// their deadline timers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Decisions {
+    /// The last id issued (the sequence starts at 1).
+    last_decision_id: DecisionId,
+    decisions: BTreeMap<DecisionId, Decision>,
+    open_decisions: BTreeSet<DecisionId>,
+    /// Closed decisions by (closed at, id), for retention.
+    closed_decisions: BTreeSet<(u64, DecisionId)>,
+    /// The deadline timers of open decisions.
+    timers: BTreeSet<Timer>,
+    /// The retention of the last Tick: what `next_due_ms` plans garbage collection by.
+    retention: Retention,
+}
+
+impl Decisions {
+    /// Applies `Propose` and `Vote` (the agents are read through `ctx.agents()`); a decision that
+    /// closes raises `Effect::DecisionClosed`.
+    pub fn apply(&mut self, ctx: &mut Ctx, command: &super::CoordCommand) -> CoordResponse {
+        match command {
+            super::CoordCommand::Propose(spec) => self.propose(ctx, spec),
+            super::CoordCommand::Vote {
+                session_id,
+                decision_id,
+                choice,
+                rationale,
+            } => self.vote(ctx, *session_id, *decision_id, choice, rationale),
+            other => unreachable!("{} is not a decisions command", other.name()),
+        }
+    }
+
+    pub fn decision(&self, id: DecisionId) -> Option<&Decision> {
+        self.decisions.get(&id)
+    }
+
+    /// Decisions with ids after `after_id` in one of `statuses` (empty: any), at most `limit`,
+    /// and whether more follow.
+    pub fn list_decisions(
+        &self,
+        statuses: &[DecisionStatus],
+        after_id: DecisionId,
+        limit: usize,
+    ) -> (Vec<&Decision>, bool) {
+        let matching = self
+            .decisions
+            .range(after_id.saturating_add(1)..)
+            .map(|(_, decision)| decision)
+            .filter(|decision| statuses.is_empty() || statuses.contains(&decision.status));
+        super::page(matching, limit)
+    }
+
+    /// Open decisions that have `agent` among their voters and no vote from it yet.
+    pub fn open_ballots(&self, agent: &str) -> Vec<&Decision> {
+        self.open_decisions
+            .iter()
+            .filter_map(|id| self.decisions.get(id))
+            .filter(|decision| decision.is_voter(agent) && !decision.has_voted(agent))
+            .collect()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open_decisions.len()
+    }
+
+    fn propose(&mut self, ctx: &mut Ctx, spec: &DecisionSpec) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let invalid = |reason: String| CoordResponse::Invalid { reason };
         // The deadline runs on cluster time, which can be ahead of the clock the API checked it
         // against: after a leader whose clock was ahead, cluster time stays ahead (it never goes
@@ -212,11 +286,7 @@ impl Coordination {
             let names: BTreeSet<&String> = spec.electorate.agents.iter().collect();
             names.into_iter().cloned().collect()
         } else if !spec.electorate.capability.is_empty() {
-            self.agents
-                .values()
-                .filter(|a| a.live && a.spec.capabilities.contains(&spec.electorate.capability))
-                .map(|a| a.name.clone())
-                .collect()
+            ctx.agents().live_agents_with(&spec.electorate.capability)
         } else {
             return invalid("electorate: name agents or a capability".into());
         };
@@ -261,25 +331,28 @@ impl Coordination {
         self.open_decisions.insert(id);
         self.timers
             .insert((spec.deadline_ms, TimerKind::DecisionDeadline, id));
-        self.decision_event(now_ms, id, DecisionEventKind::Proposed);
+        ctx.event(CoordEventKind::Decision {
+            decision_id: id,
+            kind: DecisionEventKind::Proposed,
+        });
         CoordResponse::Proposed { decision_id: id }
     }
 
-    pub(super) fn vote(
+    fn vote(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         session_id: SessionId,
         decision_id: DecisionId,
         choice: &str,
         rationale: &str,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let refused = |reason: String| CoordResponse::VoteRefused { reason };
         let Some(decision) = self.decisions.get(&decision_id) else {
             return CoordResponse::UnknownDecision { decision_id };
         };
-        let voter = match self.agent_by_session(session_id) {
-            Some(agent) if agent.live => agent.name.clone(),
-            _ => return refused(format!("session {session_id} is not live")),
+        let Some(voter) = ctx.agents().live_agent(session_id).map(str::to_string) else {
+            return refused(format!("session {session_id} is not live"));
         };
         if !decision.spec.options.iter().any(|o| o == choice) {
             return CoordResponse::Invalid {
@@ -307,32 +380,36 @@ impl Coordination {
             cast_ms: now_ms,
         });
         let tally = decision.tally();
-        self.decision_event(now_ms, decision_id, DecisionEventKind::Voted);
+        ctx.event(CoordEventKind::Decision {
+            decision_id,
+            kind: DecisionEventKind::Voted,
+        });
         match tally {
             Tally::Open => {}
             Tally::Decided(outcome) => self.close_decision(
-                now_ms,
+                ctx,
                 decision_id,
                 DecisionStatus::Decided,
                 Some(outcome),
                 String::new(),
             ),
             Tally::Rejected(reason) => {
-                self.close_decision(now_ms, decision_id, DecisionStatus::Rejected, None, reason)
+                self.close_decision(ctx, decision_id, DecisionStatus::Rejected, None, reason)
             }
         }
         CoordResponse::Voted { decision_id }
     }
 
     /// The decision deadline timer: an open decision ends NO_QUORUM.
-    pub(super) fn decision_deadline_passed(&mut self, now_ms: u64, decision_id: DecisionId) {
+    fn decision_deadline_passed(&mut self, ctx: &mut Ctx, decision_id: DecisionId) {
+        let now_ms = ctx.now_ms;
         let due = self
             .decisions
             .get(&decision_id)
             .is_some_and(|d| d.is_open() && d.spec.deadline_ms <= now_ms);
         if due {
             self.close_decision(
-                now_ms,
+                ctx,
                 decision_id,
                 DecisionStatus::NoQuorum,
                 None,
@@ -341,16 +418,17 @@ impl Coordination {
         }
     }
 
-    /// Fixes the outcome (once: the decision never changes status again) and resolves every
-    /// task gated on it.
+    /// Fixes the outcome (once: the decision never changes status again) and raises
+    /// `Effect::DecisionClosed` for the tasks gated on it.
     fn close_decision(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         decision_id: DecisionId,
         status: DecisionStatus,
         outcome: Option<String>,
         reason: String,
     ) {
+        let now_ms = ctx.now_ms;
         let decision = self
             .decisions
             .get_mut(&decision_id)
@@ -361,40 +439,112 @@ impl Coordination {
         decision.reason = reason;
         decision.closed_ms = now_ms;
         let deadline_ms = decision.spec.deadline_ms;
-        let decision = decision.clone();
+        let effect = Effect::DecisionClosed {
+            decision_id,
+            status: decision.status,
+            outcome: decision.outcome.clone(),
+        };
         self.timers
             .remove(&(deadline_ms, TimerKind::DecisionDeadline, decision_id));
         self.open_decisions.remove(&decision_id);
         self.closed_decisions.insert((now_ms, decision_id));
-        self.decision_event(now_ms, decision_id, DecisionEventKind::Closed);
+        ctx.event(CoordEventKind::Decision {
+            decision_id,
+            kind: DecisionEventKind::Closed,
+        });
+        ctx.raise(effect);
+    }
+}
 
-        let gated: Vec<_> = self
-            .gates
-            .get(&decision_id)
-            .map(|ids| ids.iter().copied().collect())
-            .unwrap_or_default();
-        for task_id in gated {
-            let mut task = self.take_task(task_id).expect("the gate index lists tasks");
-            debug_assert_eq!(task.state, TaskState::Blocked);
-            let option = task
-                .spec
-                .requires
-                .as_ref()
-                .map_or("", |g| g.option.as_str());
-            let kind = match decision.gate_outcome(option) {
-                Ok(()) => {
-                    make_ready(&mut task, now_ms);
-                    TaskEventKind::Unblocked
-                }
-                Err(reason) => {
-                    task.state = TaskState::Canceled;
-                    task.updated_ms = now_ms;
-                    task.cancel_reason = reason;
-                    TaskEventKind::Canceled
-                }
-            };
-            self.task_event(now_ms, &task, kind, None);
-            self.put_task(task);
+impl Primitive for Decisions {
+    /// Forgets closed decisions older than the retention's `finished_age_ms`.
+    fn tick(&mut self, ctx: &mut Ctx) {
+        if let Some(retention) = ctx.retention() {
+            self.retention = retention.clone();
         }
+        let age_ms = self.retention.finished_age_ms;
+        while let Some(&(closed_ms, decision_id)) = self.closed_decisions.first() {
+            if age_ms == 0 || closed_ms.saturating_add(age_ms) > ctx.now_ms {
+                break;
+            }
+            self.closed_decisions.pop_first();
+            self.decisions.remove(&decision_id);
+        }
+    }
+
+    fn first_timer(&self) -> Option<Timer> {
+        self.timers.first().copied()
+    }
+
+    fn fire_timer(&mut self, ctx: &mut Ctx, timer: Timer) {
+        self.timers.remove(&timer);
+        let (_, kind, decision_id) = timer;
+        debug_assert_eq!(kind, TimerKind::DecisionDeadline);
+        self.decision_deadline_passed(ctx, decision_id);
+    }
+
+    fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
+        let age_ms = self.retention.finished_age_ms;
+        let aged = (age_ms > 0)
+            .then(|| self.closed_decisions.first())
+            .flatten()
+            .map(|closed| closed.0.saturating_add(age_ms));
+        [self.timers.first().map(|timer| timer.0), aged]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn digest(&self) -> u64 {
+        let mut digest = self
+            .decisions
+            .values()
+            .fold(0, |d, x| d ^ decision_digest(x));
+        let mut counter = Fnv::default();
+        counter.write(&self.last_decision_id.to_be_bytes());
+        digest ^= counter.finish();
+        digest
+    }
+}
+
+impl DecisionView for Decisions {
+    fn decision(&self, id: DecisionId) -> Option<&Decision> {
+        Decisions::decision(self, id)
+    }
+}
+
+fn decision_digest(decision: &Decision) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(&decision.id.to_be_bytes());
+    hash.write(&[decision.status as u8]);
+    if let Some(outcome) = &decision.outcome {
+        hash.write(&(outcome.len() as u64).to_be_bytes());
+        hash.write(outcome.as_bytes());
+    }
+    hash.write(&(decision.votes.len() as u64).to_be_bytes());
+    hash.finish()
+}
+
+/// What the checks of `coordination::tests` read: the last id, every decision, the open ones,
+/// the closed ones by age, and the timers.
+#[cfg(test)]
+pub(super) type Indexes<'a> = (
+    DecisionId,
+    &'a BTreeMap<DecisionId, Decision>,
+    &'a BTreeSet<DecisionId>,
+    &'a BTreeSet<(u64, DecisionId)>,
+    &'a BTreeSet<Timer>,
+);
+
+#[cfg(test)]
+impl Decisions {
+    pub(super) fn indexes(&self) -> Indexes<'_> {
+        (
+            self.last_decision_id,
+            &self.decisions,
+            &self.open_decisions,
+            &self.closed_decisions,
+            &self.timers,
+        )
     }
 }

@@ -17,9 +17,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use serde::{Deserialize, Serialize};
 
 use super::kv::Fnv;
+use super::primitive::{AgentView, Ctx, Effect, Primitive};
 
 pub use agents::{Agent, AgentSpec, Beat, BreakerState};
-pub use decisions::{Decision, DecisionSpec, DecisionStatus, Electorate, Rule, Tally, Vote};
+pub use decisions::{
+    Decision, DecisionSpec, DecisionStatus, Decisions, Electorate, Rule, Tally, Vote,
+};
 pub use events::EventRing;
 pub use tasks::{
     Attempt, AttemptOutcome, Backoff, DeadLetterReason, DeadLetterSelector, DecisionGate, Lease,
@@ -299,7 +302,7 @@ pub struct CoordStats {
 /// What a timer does when it fires. The order breaks ties between timers due at the same time.
 /// Stored in the snapshot: codes in `state_machine/format.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub(crate) enum TimerKind {
+pub enum TimerKind {
     TaskDeadline,
     LeaseExpiry,
     SessionExpiry,
@@ -308,15 +311,15 @@ pub(crate) enum TimerKind {
     BreakerReopen,
 }
 
-/// (due at, what, task / session / decision id).
-type Timer = (u64, TimerKind, u64);
+/// (due at, what, task / session / decision id): the order in which a `Tick` fires the
+/// coordination primitives' timers.
+pub type Timer = (u64, TimerKind, u64);
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Coordination {
     /// The last ids and token issued (each sequence starts at 1).
     last_task_id: TaskId,
     last_session_id: SessionId,
-    last_decision_id: DecisionId,
     last_token: FencingToken,
 
     tasks: BTreeMap<TaskId, Task>,
@@ -346,57 +349,42 @@ pub struct Coordination {
     /// Agents whose session is gone, by (gone at, name), for retention.
     gone_agents: BTreeSet<(u64, String)>,
 
-    decisions: BTreeMap<DecisionId, Decision>,
-    open_decisions: BTreeSet<DecisionId>,
-    /// Closed decisions by (closed at, id), for retention.
-    closed_decisions: BTreeSet<(u64, DecisionId)>,
-
-    /// Cluster time as of the last command (the greatest stamp).
-    now_ms: u64,
     /// The retention of the last Tick: what `next_due_ms` plans garbage collection by.
     retention: Retention,
     /// The queue of the last assignment: the next plan starts after it (fairness across plans).
     last_assigned_queue: String,
-    events: EventRing,
 }
 
 impl Coordination {
-    /// Applies one coordination command at cluster time `now_ms`. Sessions that ended (expired,
-    /// closed or replaced) are appended to `ended_sessions`: the caller deletes their keys.
-    pub fn apply(
-        &mut self,
-        now_ms: u64,
-        command: &CoordCommand,
-        ended_sessions: &mut Vec<SessionId>,
-    ) -> CoordResponse {
-        self.now_ms = self.now_ms.max(now_ms);
-        let now_ms = self.now_ms;
+    /// Applies one coordination command (not `Tick`: the state machine drives timers through
+    /// `Primitive`). A session that ends (expired, closed or replaced) raises
+    /// `Effect::SessionEnded`.
+    pub fn apply(&mut self, ctx: &mut Ctx, command: &CoordCommand) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         match command {
-            CoordCommand::RegisterAgent(spec) => self.register(now_ms, spec, ended_sessions),
+            CoordCommand::RegisterAgent(spec) => self.register(ctx, spec),
             CoordCommand::Heartbeats { beats } => self.heartbeats(now_ms, beats),
-            CoordCommand::CloseSession { session_id } => {
-                self.close_session(now_ms, *session_id, ended_sessions)
-            }
+            CoordCommand::CloseSession { session_id } => self.close_session(ctx, *session_id),
             CoordCommand::SetDrained { name, drained } => self.set_drained(name, *drained),
-            CoordCommand::Submit { tasks } => self.submit(now_ms, tasks),
-            CoordCommand::Assign { assignments } => self.assign(now_ms, assignments),
+            CoordCommand::Submit { tasks } => self.submit(ctx, tasks),
+            CoordCommand::Assign { assignments } => self.assign(ctx, assignments),
             CoordCommand::Complete {
                 task_id,
                 token,
                 result,
-            } => self.complete(now_ms, *task_id, *token, result),
+            } => self.complete(ctx, *task_id, *token, result),
             CoordCommand::Fail {
                 task_id,
                 token,
                 error,
                 retryable,
                 retry_after_ms,
-            } => self.fail(now_ms, *task_id, *token, error, *retryable, *retry_after_ms),
+            } => self.fail(ctx, *task_id, *token, error, *retryable, *retry_after_ms),
             CoordCommand::ExtendLease {
                 task_id,
                 token,
                 lease_ms,
-            } => self.extend_lease(now_ms, *task_id, *token, *lease_ms),
+            } => self.extend_lease(ctx, *task_id, *token, *lease_ms),
             CoordCommand::Progress {
                 task_id,
                 token,
@@ -405,7 +393,7 @@ impl Coordination {
                 checkpoint,
                 extend_lease,
             } => self.progress(
-                now_ms,
+                ctx,
                 *task_id,
                 *token,
                 Progress {
@@ -416,19 +404,12 @@ impl Coordination {
                 },
                 *extend_lease,
             ),
-            CoordCommand::Release { task_id, token } => self.release(now_ms, *task_id, *token),
-            CoordCommand::Cancel { task_id, reason } => self.cancel(now_ms, *task_id, reason),
-            CoordCommand::Redrive { selector } => self.redrive(now_ms, selector),
-            CoordCommand::Purge { selector } => self.purge(now_ms, selector),
-            CoordCommand::Propose(spec) => self.propose(now_ms, spec),
-            CoordCommand::Vote {
-                session_id,
-                decision_id,
-                choice,
-                rationale,
-            } => self.vote(now_ms, *session_id, *decision_id, choice, rationale),
-            CoordCommand::Tick { refresh, retention } => {
-                self.tick(now_ms, *refresh, retention, ended_sessions)
+            CoordCommand::Release { task_id, token } => self.release(ctx, *task_id, *token),
+            CoordCommand::Cancel { task_id, reason } => self.cancel(ctx, *task_id, reason),
+            CoordCommand::Redrive { selector } => self.redrive(ctx, selector),
+            CoordCommand::Purge { selector } => self.purge(ctx, selector),
+            CoordCommand::Propose(_) | CoordCommand::Vote { .. } | CoordCommand::Tick { .. } => {
+                unreachable!("the state machine routes {} elsewhere", command.name())
             }
         }
     }
@@ -546,26 +527,6 @@ impl Coordination {
         self.agents.values()
     }
 
-    pub fn decision(&self, id: DecisionId) -> Option<&Decision> {
-        self.decisions.get(&id)
-    }
-
-    /// Decisions with ids after `after_id` in one of `statuses` (empty: any), at most `limit`,
-    /// and whether more follow.
-    pub fn list_decisions(
-        &self,
-        statuses: &[DecisionStatus],
-        after_id: DecisionId,
-        limit: usize,
-    ) -> (Vec<&Decision>, bool) {
-        let matching = self
-            .decisions
-            .range(after_id.saturating_add(1)..)
-            .map(|(_, decision)| decision)
-            .filter(|decision| statuses.is_empty() || statuses.contains(&decision.status));
-        page(matching, limit)
-    }
-
     /// Tasks whose lease is held by `session_id`, in id order.
     pub fn assignments(&self, session_id: SessionId) -> Vec<&Task> {
         let Some(agent) = self.agent_by_session(session_id) else {
@@ -583,26 +544,6 @@ impl Coordination {
             .collect()
     }
 
-    /// Open decisions that have `agent` among their voters and no vote from it yet.
-    pub fn open_ballots(&self, agent: &str) -> Vec<&Decision> {
-        self.open_decisions
-            .iter()
-            .filter_map(|id| self.decisions.get(id))
-            .filter(|decision| decision.is_voter(agent) && !decision.has_voted(agent))
-            .collect()
-    }
-
-    /// 0 before any event.
-    pub fn last_event_seq(&self) -> u64 {
-        self.events.last_seq()
-    }
-
-    /// Every event after `seq`, or `Err(oldest seq still kept)` when `seq + 1` fell out of the
-    /// ring.
-    pub fn events_after(&self, seq: u64) -> Result<Vec<&CoordEvent>, u64> {
-        self.events.after(seq)
-    }
-
     /// The assignments the leader should propose now, at most `max` (see `tasks::plan`).
     pub fn plan_assignments(&self, now_ms: u64, max: usize) -> Vec<(TaskId, SessionId)> {
         tasks::plan(
@@ -615,67 +556,6 @@ impl Coordination {
         )
     }
 
-    /// The earliest cluster time at which a Tick would change something: the first timer, or
-    /// the first retention bound (by the last Tick's retention) that garbage collection would
-    /// act on. Never a time at which a Tick would leave the same thing due (no tick storms).
-    pub fn next_due_ms(&self) -> Option<u64> {
-        let retention = &self.retention;
-        let age_due = |age_ms: u64, first: Option<u64>| {
-            (age_ms > 0)
-                .then_some(first)
-                .flatten()
-                .map(|at| at.saturating_add(age_ms))
-        };
-        let over_count =
-            retention.finished_max > 0 && self.finished.len() as u64 > retention.finished_max;
-        [
-            self.timers.first().map(|timer| timer.0),
-            over_count.then_some(self.now_ms),
-            age_due(
-                retention.finished_age_ms,
-                self.finished.first().map(|f| f.0),
-            ),
-            age_due(
-                retention.finished_age_ms,
-                self.closed_decisions.first().map(|c| c.0),
-            ),
-            age_due(
-                retention.idempotency_ms,
-                self.idempotency_by_time.first().map(|i| i.0),
-            ),
-            age_due(
-                retention.gone_agents_ms,
-                self.gone_agents.first().map(|g| g.0),
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Order-independent: equal state, equal digest. Tasks are digested as they change; agents
-    /// (at most AGENTS_MAX) and decisions are digested here.
-    pub fn digest(&self) -> u64 {
-        let mut digest = self.tasks_digest;
-        for agent in self.agents.values() {
-            digest ^= agent_digest(agent);
-        }
-        for decision in self.decisions.values() {
-            digest ^= decision_digest(decision);
-        }
-        let mut counters = Fnv::default();
-        for n in [
-            self.last_task_id,
-            self.last_session_id,
-            self.last_decision_id,
-            self.last_token,
-            self.events.last_seq(),
-        ] {
-            counters.write(&n.to_be_bytes());
-        }
-        digest ^ counters.finish()
-    }
-
     pub fn stats(&self) -> CoordStats {
         let count = |state: TaskState| self.state_counts[state.index()];
         CoordStats {
@@ -684,66 +564,28 @@ impl Coordination {
             assigned: count(TaskState::Assigned),
             dead_letters: count(TaskState::DeadLettered) + count(TaskState::Expired),
             agents_live: self.agents.values().filter(|a| a.live).count() as u64,
-            decisions_open: self.open_decisions.len() as u64,
+            decisions_open: 0,
         }
-    }
-
-    /// The event ring, lent to the other primitives' context (`primitive::Ctx`) for one call and
-    /// given back with `put_events`.
-    pub(crate) fn take_events(&mut self) -> EventRing {
-        std::mem::take(&mut self.events)
-    }
-
-    pub(crate) fn put_events(&mut self, events: EventRing) {
-        self.events = events;
-    }
-
-    /// Sets the length of the event ring (tests use a short one).
-    pub fn set_events_max(&mut self, max: usize) {
-        self.events.set_max(max);
     }
 
     // ---- Tick: timers and garbage collection ----
 
-    fn tick(
-        &mut self,
-        now_ms: u64,
-        refresh: bool,
-        retention: &Retention,
-        ended_sessions: &mut Vec<SessionId>,
-    ) -> CoordResponse {
-        self.retention = retention.clone();
-        if refresh {
-            self.refresh(now_ms);
+    /// Fires one timer (`Primitive::fire_timer` once it is disarmed).
+    fn fire(&mut self, ctx: &mut Ctx, timer: Timer) {
+        let (_, kind, id) = timer;
+        match kind {
+            TimerKind::TaskDeadline => self.task_deadline_passed(ctx, id),
+            TimerKind::LeaseExpiry => self.lease_expired(ctx, id),
+            TimerKind::SessionExpiry => self.session_expired(ctx, id),
+            TimerKind::TaskReady => self.task_ready(ctx, id),
+            TimerKind::DecisionDeadline => unreachable!("decisions fire their own timers"),
+            TimerKind::BreakerReopen => self.breaker_half_open(ctx.now_ms, id),
         }
-        let mut fired = 0;
-        while let Some(&timer) = self.timers.first() {
-            if timer.0 > now_ms {
-                break;
-            }
-            self.timers.remove(&timer);
-            fired += 1;
-            let (_, kind, id) = timer;
-            match kind {
-                TimerKind::TaskDeadline => self.task_deadline_passed(now_ms, id),
-                TimerKind::LeaseExpiry => self.lease_expired(now_ms, id),
-                TimerKind::SessionExpiry => self.session_expired(now_ms, id, ended_sessions),
-                TimerKind::TaskReady => self.task_ready(now_ms, id),
-                TimerKind::DecisionDeadline => self.decision_deadline_passed(now_ms, id),
-                TimerKind::BreakerReopen => self.breaker_half_open(now_ms, id),
-            }
-            debug_assert!(
-                !self.timers.contains(&timer),
-                "a fired timer must not be rearmed at the same time: {timer:?}"
-            );
-        }
-        self.collect_garbage(now_ms);
-        CoordResponse::Ticked { fired }
     }
 
     /// A new leader's first tick: the heartbeats and extensions that could not reach anyone
     /// during the election must not cost agents their sessions or their work.
-    fn refresh(&mut self, now_ms: u64) {
+    fn refresh_deadlines(&mut self, now_ms: u64) {
         let live: Vec<String> = self
             .agents
             .values()
@@ -802,13 +644,6 @@ impl Coordination {
                 break;
             }
             self.forget_agent(&name);
-        }
-        while let Some(&(closed_ms, decision_id)) = self.closed_decisions.first() {
-            if !aged(closed_ms, retention.finished_age_ms) {
-                break;
-            }
-            self.closed_decisions.pop_first();
-            self.decisions.remove(&decision_id);
         }
     }
 
@@ -936,28 +771,20 @@ impl Coordination {
 
     fn task_event(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task: &Task,
         kind: TaskEventKind,
         revoked: Option<Revoked>,
     ) {
-        self.events.push(
-            now_ms,
-            CoordEventKind::Task {
-                task_id: task.id,
-                queue: task.spec.queue.clone(),
-                kind,
-                state: task.state,
-                attempts: task.attempts,
-                lease: task.lease.clone(),
-                revoked,
-            },
-        );
-    }
-
-    fn decision_event(&mut self, now_ms: u64, decision_id: DecisionId, kind: DecisionEventKind) {
-        self.events
-            .push(now_ms, CoordEventKind::Decision { decision_id, kind });
+        ctx.event(CoordEventKind::Task {
+            task_id: task.id,
+            queue: task.spec.queue.clone(),
+            kind,
+            state: task.state,
+            attempts: task.attempts,
+            lease: task.lease.clone(),
+            revoked,
+        });
     }
 
     /// Every field encoded on its own, named, in declaration order: the snapshot's sections,
@@ -968,7 +795,6 @@ impl Coordination {
         let Coordination {
             last_task_id,
             last_session_id,
-            last_decision_id,
             last_token,
             tasks,
             state_counts,
@@ -985,18 +811,12 @@ impl Coordination {
             agents,
             sessions,
             gone_agents,
-            decisions,
-            open_decisions,
-            closed_decisions,
-            now_ms,
             retention,
             last_assigned_queue,
-            events,
         } = self;
         vec![
             ("last_task_id", encode(last_task_id)),
             ("last_session_id", encode(last_session_id)),
-            ("last_decision_id", encode(last_decision_id)),
             ("last_token", encode(last_token)),
             ("tasks", encode(tasks)),
             ("state_counts", encode(state_counts)),
@@ -1013,13 +833,8 @@ impl Coordination {
             ("agents", encode(agents)),
             ("sessions", encode(sessions)),
             ("gone_agents", encode(gone_agents)),
-            ("decisions", encode(decisions)),
-            ("open_decisions", encode(open_decisions)),
-            ("closed_decisions", encode(closed_decisions)),
-            ("now_ms", encode(now_ms)),
             ("retention", encode(retention)),
             ("last_assigned_queue", encode(last_assigned_queue)),
-            ("events", encode(events)),
         ]
     }
 
@@ -1027,6 +842,111 @@ impl Coordination {
     #[cfg(test)]
     fn tasks_digest_recomputed(&self) -> u64 {
         self.tasks.values().fold(0, |d, t| d ^ task_digest(t))
+    }
+}
+
+impl Primitive for Coordination {
+    /// Garbage collection by the `Tick`'s retention (the timers fire through `fire_timer`).
+    fn tick(&mut self, ctx: &mut Ctx) {
+        if let Some(retention) = ctx.retention() {
+            self.retention = retention.clone();
+        }
+        self.collect_garbage(ctx.now_ms);
+    }
+
+    fn first_timer(&self) -> Option<Timer> {
+        self.timers.first().copied()
+    }
+
+    fn fire_timer(&mut self, ctx: &mut Ctx, timer: Timer) {
+        self.timers.remove(&timer);
+        self.fire(ctx, timer);
+        debug_assert!(
+            !self.timers.contains(&timer),
+            "a fired timer must not be rearmed at the same time: {timer:?}"
+        );
+    }
+
+    fn refresh(&mut self, ctx: &mut Ctx) {
+        self.refresh_deadlines(ctx.now_ms);
+    }
+
+    /// A closed decision resolves the tasks gated on it.
+    fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
+        if let Effect::DecisionClosed {
+            decision_id,
+            status,
+            outcome,
+        } = effect
+        {
+            self.decision_closed(ctx, *decision_id, *status, outcome.as_deref());
+        }
+    }
+
+    /// The first timer, or the first retention bound (by the last Tick's retention) that
+    /// garbage collection would act on.
+    fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
+        let retention = &self.retention;
+        let age_due = |age_ms: u64, first: Option<u64>| {
+            (age_ms > 0)
+                .then_some(first)
+                .flatten()
+                .map(|at| at.saturating_add(age_ms))
+        };
+        let over_count =
+            retention.finished_max > 0 && self.finished.len() as u64 > retention.finished_max;
+        [
+            self.timers.first().map(|timer| timer.0),
+            over_count.then_some(now_ms),
+            age_due(
+                retention.finished_age_ms,
+                self.finished.first().map(|f| f.0),
+            ),
+            age_due(
+                retention.idempotency_ms,
+                self.idempotency_by_time.first().map(|i| i.0),
+            ),
+            age_due(
+                retention.gone_agents_ms,
+                self.gone_agents.first().map(|g| g.0),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Tasks are digested as they change; agents (at most AGENTS_MAX) are digested here.
+    fn digest(&self) -> u64 {
+        let mut digest = self.tasks_digest;
+        for agent in self.agents.values() {
+            digest ^= agent_digest(agent);
+        }
+        let mut counters = Fnv::default();
+        for n in [self.last_task_id, self.last_session_id, self.last_token] {
+            counters.write(&n.to_be_bytes());
+        }
+        digest ^ counters.finish()
+    }
+}
+
+impl AgentView for Coordination {
+    fn session_live(&self, session_id: SessionId) -> bool {
+        Coordination::session_live(self, session_id)
+    }
+
+    fn live_agent(&self, session_id: SessionId) -> Option<&str> {
+        self.agent_by_session(session_id)
+            .filter(|agent| agent.live)
+            .map(|agent| agent.name.as_str())
+    }
+
+    fn live_agents_with(&self, capability: &str) -> Vec<String> {
+        self.agents
+            .values()
+            .filter(|a| a.live && a.spec.capabilities.contains(capability))
+            .map(|a| a.name.clone())
+            .collect()
     }
 }
 
@@ -1126,18 +1046,6 @@ fn agent_digest(agent: &Agent) -> u64 {
     for id in &agent.running {
         hash.write(&id.to_be_bytes());
     }
-    hash.finish()
-}
-
-fn decision_digest(decision: &Decision) -> u64 {
-    let mut hash = Fnv::default();
-    hash.write(&decision.id.to_be_bytes());
-    hash.write(&[decision.status as u8]);
-    if let Some(outcome) = &decision.outcome {
-        hash.write(&(outcome.len() as u64).to_be_bytes());
-        hash.write(outcome.as_bytes());
-    }
-    hash.write(&(decision.votes.len() as u64).to_be_bytes());
     hash.finish()
 }
 

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 
 use super::agents::Agent;
+use super::decisions::{gate_outcome, DecisionStatus};
 use super::{CoordResponse, Coordination, Revoked, TaskEventKind};
 use super::{DecisionId, FencingToken, SessionId, TaskId};
 use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
+use crate::state_machine::primitive::Ctx;
 
 /// Retry backoff after a failed attempt (tasks.proto, `Backoff`). The wire's `multiplier` and
 /// `jitter` are doubles; validation rounds them once to whole thousandths (`grpc/validation.rs`),
@@ -416,12 +418,12 @@ pub(super) fn plan(
 }
 
 impl Coordination {
-    pub(super) fn submit(&mut self, now_ms: u64, specs: &[TaskSpec]) -> CoordResponse {
+    pub(super) fn submit(&mut self, ctx: &mut Ctx, specs: &[TaskSpec]) -> CoordResponse {
         // Validate everything first: the batch is all or nothing.
         let mut keys_in_batch = BTreeSet::new();
         let mut new_tasks = 0u64;
         for (i, spec) in specs.iter().enumerate() {
-            if let Err(reason) = self.check_task_spec(spec) {
+            if let Err(reason) = check_task_spec(ctx, spec) {
                 return CoordResponse::Invalid {
                     reason: format!("tasks[{i}].{reason}"),
                 };
@@ -443,33 +445,13 @@ impl Coordination {
         }
         let results = specs
             .iter()
-            .map(|spec| self.submit_one(now_ms, spec))
+            .map(|spec| self.submit_one(ctx, spec))
             .collect();
         CoordResponse::Submitted { results }
     }
 
-    fn check_task_spec(&self, spec: &TaskSpec) -> Result<(), String> {
-        if spec.queue.is_empty() {
-            return Err("queue: must not be empty".into());
-        }
-        if spec.max_attempts == 0 {
-            return Err("max_attempts: must be positive".into());
-        }
-        if spec.lease_ms == 0 {
-            return Err("lease_ms: must be positive".into());
-        }
-        if let Some(gate) = &spec.requires {
-            if !self.decisions.contains_key(&gate.decision_id) {
-                return Err(format!(
-                    "requires.decision_id: decision {} does not exist",
-                    gate.decision_id
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn submit_one(&mut self, now_ms: u64, spec: &TaskSpec) -> (TaskId, bool) {
+    fn submit_one(&mut self, ctx: &mut Ctx, spec: &TaskSpec) -> (TaskId, bool) {
+        let now_ms = ctx.now_ms;
         let key = (spec.queue.clone(), spec.idempotency_key.clone());
         if !spec.idempotency_key.is_empty() {
             if let Some(&(existing, _)) = self.idempotency.get(&key) {
@@ -498,9 +480,9 @@ impl Coordination {
         match &spec.requires {
             None => make_ready(&mut task, now_ms),
             Some(gate) => {
-                let decision = self
-                    .decisions
-                    .get(&gate.decision_id)
+                let decision = ctx
+                    .decisions()
+                    .decision(gate.decision_id)
                     .expect("checked by check_task_spec");
                 if decision.is_open() {
                     task.state = TaskState::Blocked;
@@ -520,19 +502,19 @@ impl Coordination {
                 .insert((now_ms, key.0.clone(), key.1.clone()));
             self.idempotency.insert(key, (id, now_ms));
         }
-        self.task_event(now_ms, &task, TaskEventKind::Submitted, None);
+        self.task_event(ctx, &task, TaskEventKind::Submitted, None);
         self.put_task(task);
         (id, false)
     }
 
     pub(super) fn assign(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         assignments: &[(TaskId, SessionId)],
     ) -> CoordResponse {
         let tokens = assignments
             .iter()
-            .map(|&(task_id, session_id)| self.assign_one(now_ms, task_id, session_id))
+            .map(|&(task_id, session_id)| self.assign_one(ctx, task_id, session_id))
             .collect();
         CoordResponse::Assigned { tokens }
     }
@@ -540,10 +522,11 @@ impl Coordination {
     /// Leases one task to one session if that is still valid; the plan may be stale by now.
     fn assign_one(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         session_id: SessionId,
     ) -> Option<FencingToken> {
+        let now_ms = ctx.now_ms;
         let task = self.tasks.get(&task_id)?;
         let agent = self.agent_by_session(session_id)?;
         let valid = task.state == TaskState::Pending
@@ -587,7 +570,7 @@ impl Coordination {
             .running
             .insert(task_id);
         self.last_assigned_queue.clone_from(&task.spec.queue);
-        self.task_event(now_ms, &task, TaskEventKind::Assigned, None);
+        self.task_event(ctx, &task, TaskEventKind::Assigned, None);
         self.put_task(task);
         Some(token)
     }
@@ -607,11 +590,12 @@ impl Coordination {
 
     pub(super) fn complete(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         result: &[u8],
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -623,7 +607,7 @@ impl Coordination {
         task.updated_ms = now_ms;
         task.result = result.to_vec();
         self.agent_succeeded(&lease.agent, lease.session_id);
-        self.task_event(now_ms, &task, TaskEventKind::Succeeded, None);
+        self.task_event(ctx, &task, TaskEventKind::Succeeded, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Succeeded,
@@ -633,13 +617,14 @@ impl Coordination {
 
     pub(super) fn fail(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         error: &str,
         retryable: bool,
         retry_after_ms: u64,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -664,8 +649,8 @@ impl Coordination {
             task.ready_at_ms = now_ms.saturating_add(retry_after_ms.max(backoff));
             TaskEventKind::RetryScheduled
         };
-        self.task_event(now_ms, &task, TaskEventKind::Failed, None);
-        self.task_event(now_ms, &task, kind, None);
+        self.task_event(ctx, &task, TaskEventKind::Failed, None);
+        self.task_event(ctx, &task, kind, None);
         let state = task.state;
         self.put_task(task);
         CoordResponse::Verb {
@@ -676,11 +661,12 @@ impl Coordination {
 
     pub(super) fn extend_lease(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         lease_ms: u64,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -693,7 +679,7 @@ impl Coordination {
         let lease = task.lease.as_mut().expect("checked");
         lease.deadline_ms = now_ms.saturating_add(lease_ms);
         let lease_deadline_ms = lease.deadline_ms;
-        self.task_event(now_ms, &task, TaskEventKind::LeaseExtended, None);
+        self.task_event(ctx, &task, TaskEventKind::LeaseExtended, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Assigned,
@@ -703,12 +689,13 @@ impl Coordination {
 
     pub(super) fn progress(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
         progress: Progress,
         extend_lease: bool,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -720,7 +707,7 @@ impl Coordination {
             lease.deadline_ms = now_ms.saturating_add(lease_ms);
         }
         let lease_deadline_ms = lease.deadline_ms;
-        self.task_event(now_ms, &task, TaskEventKind::Progress, None);
+        self.task_event(ctx, &task, TaskEventKind::Progress, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Assigned,
@@ -730,10 +717,11 @@ impl Coordination {
 
     pub(super) fn release(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task_id: TaskId,
         token: FencingToken,
     ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         if let Err(response) = self.check_token(task_id, token) {
             return response;
         }
@@ -743,7 +731,7 @@ impl Coordination {
         task.state = TaskState::Pending;
         task.ready_at_ms = now_ms;
         task.updated_ms = now_ms;
-        self.task_event(now_ms, &task, TaskEventKind::Requeued, None);
+        self.task_event(ctx, &task, TaskEventKind::Requeued, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Pending,
@@ -751,7 +739,8 @@ impl Coordination {
         }
     }
 
-    pub(super) fn cancel(&mut self, now_ms: u64, task_id: TaskId, reason: &str) -> CoordResponse {
+    pub(super) fn cancel(&mut self, ctx: &mut Ctx, task_id: TaskId, reason: &str) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let Some(task) = self.tasks.get(&task_id) else {
             return CoordResponse::UnknownTask { task_id };
         };
@@ -774,7 +763,7 @@ impl Coordination {
         task.state = TaskState::Canceled;
         task.updated_ms = now_ms;
         task.cancel_reason = reason.to_string();
-        self.task_event(now_ms, &task, TaskEventKind::Canceled, revoked);
+        self.task_event(ctx, &task, TaskEventKind::Canceled, revoked);
         self.put_task(task);
         CoordResponse::Canceled {
             canceled: true,
@@ -806,7 +795,12 @@ impl Coordination {
         }
     }
 
-    pub(super) fn redrive(&mut self, now_ms: u64, selector: &DeadLetterSelector) -> CoordResponse {
+    pub(super) fn redrive(
+        &mut self,
+        ctx: &mut Ctx,
+        selector: &DeadLetterSelector,
+    ) -> CoordResponse {
+        let now_ms = ctx.now_ms;
         let ids = self.select_dead_letters(selector);
         for &id in &ids {
             let mut task = self.take_task(id).expect("selected from the index");
@@ -816,7 +810,7 @@ impl Coordination {
             task.attempts = 0;
             task.dead_letter_reason = None;
             make_ready(&mut task, now_ms);
-            self.task_event(now_ms, &task, TaskEventKind::Redriven, None);
+            self.task_event(ctx, &task, TaskEventKind::Redriven, None);
             self.put_task(task);
         }
         CoordResponse::DeadLetters {
@@ -824,11 +818,11 @@ impl Coordination {
         }
     }
 
-    pub(super) fn purge(&mut self, now_ms: u64, selector: &DeadLetterSelector) -> CoordResponse {
+    pub(super) fn purge(&mut self, ctx: &mut Ctx, selector: &DeadLetterSelector) -> CoordResponse {
         let ids = self.select_dead_letters(selector);
         for &id in &ids {
             let task = self.forget_task(id).expect("selected from the index");
-            self.task_event(now_ms, &task, TaskEventKind::Purged, None);
+            self.task_event(ctx, &task, TaskEventKind::Purged, None);
         }
         CoordResponse::DeadLetters {
             count: ids.len() as u64,
@@ -880,7 +874,8 @@ impl Coordination {
 
     /// The task deadline timer: a task not yet terminal becomes EXPIRED; a lease on it is
     /// revoked.
-    pub(super) fn task_deadline_passed(&mut self, now_ms: u64, task_id: TaskId) {
+    pub(super) fn task_deadline_passed(&mut self, ctx: &mut Ctx, task_id: TaskId) {
+        let now_ms = ctx.now_ms;
         let due = self
             .tasks
             .get(&task_id)
@@ -901,13 +896,14 @@ impl Coordination {
         task.state = TaskState::Expired;
         task.updated_ms = now_ms;
         task.dead_letter_reason = Some(DeadLetterReason::DeadlineExceeded);
-        self.task_event(now_ms, &task, TaskEventKind::Expired, revoked);
+        self.task_event(ctx, &task, TaskEventKind::Expired, revoked);
         self.put_task(task);
     }
 
     /// The lease timer: the attempt counts as failed (breaker included) and the task goes back
     /// to its queue, or to the dead letters when it was the last attempt.
-    pub(super) fn lease_expired(&mut self, now_ms: u64, task_id: TaskId) {
+    pub(super) fn lease_expired(&mut self, ctx: &mut Ctx, task_id: TaskId) {
+        let now_ms = ctx.now_ms;
         let due = self.tasks.get(&task_id).is_some_and(|t| {
             t.state == TaskState::Assigned
                 && t.lease.as_ref().is_some_and(|l| l.deadline_ms <= now_ms)
@@ -928,12 +924,52 @@ impl Coordination {
             canceled: false,
             reason: "the lease expired".to_string(),
         };
-        self.task_event(now_ms, &task, kind, Some(revoked));
+        self.task_event(ctx, &task, kind, Some(revoked));
         self.put_task(task);
     }
 
+    /// A decision closed: every task gated on it becomes ready (its option won) or is canceled.
+    pub(super) fn decision_closed(
+        &mut self,
+        ctx: &mut Ctx,
+        decision_id: DecisionId,
+        status: DecisionStatus,
+        outcome: Option<&str>,
+    ) {
+        let now_ms = ctx.now_ms;
+        let gated: Vec<_> = self
+            .gates
+            .get(&decision_id)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        for task_id in gated {
+            let mut task = self.take_task(task_id).expect("the gate index lists tasks");
+            debug_assert_eq!(task.state, TaskState::Blocked);
+            let option = task
+                .spec
+                .requires
+                .as_ref()
+                .map_or("", |g| g.option.as_str());
+            let kind = match gate_outcome(decision_id, status, outcome, option) {
+                Ok(()) => {
+                    make_ready(&mut task, now_ms);
+                    TaskEventKind::Unblocked
+                }
+                Err(reason) => {
+                    task.state = TaskState::Canceled;
+                    task.updated_ms = now_ms;
+                    task.cancel_reason = reason;
+                    TaskEventKind::Canceled
+                }
+            };
+            self.task_event(ctx, &task, kind, None);
+            self.put_task(task);
+        }
+    }
+
     /// The ready timer of a DELAYED or RETRY_WAIT task.
-    pub(super) fn task_ready(&mut self, now_ms: u64, task_id: TaskId) {
+    pub(super) fn task_ready(&mut self, ctx: &mut Ctx, task_id: TaskId) {
+        let now_ms = ctx.now_ms;
         let due = self.tasks.get(&task_id).is_some_and(|t| {
             matches!(t.state, TaskState::Delayed | TaskState::RetryWait) && t.ready_at_ms <= now_ms
         });
@@ -943,9 +979,30 @@ impl Coordination {
         let mut task = self.take_task(task_id).expect("checked");
         task.state = TaskState::Pending;
         task.updated_ms = now_ms;
-        self.task_event(now_ms, &task, TaskEventKind::Requeued, None);
+        self.task_event(ctx, &task, TaskEventKind::Requeued, None);
         self.put_task(task);
     }
+}
+
+fn check_task_spec(ctx: &Ctx, spec: &TaskSpec) -> Result<(), String> {
+    if spec.queue.is_empty() {
+        return Err("queue: must not be empty".into());
+    }
+    if spec.max_attempts == 0 {
+        return Err("max_attempts: must be positive".into());
+    }
+    if spec.lease_ms == 0 {
+        return Err("lease_ms: must be positive".into());
+    }
+    if let Some(gate) = &spec.requires {
+        if ctx.decisions().decision(gate.decision_id).is_none() {
+            return Err(format!(
+                "requires.decision_id: decision {} does not exist",
+                gate.decision_id
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// PENDING now, or DELAYED until `not_before_ms`.

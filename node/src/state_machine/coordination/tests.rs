@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::state_machine::primitive::Ctx;
 use crate::state_machine::{Command, Request, Response, StateMachine};
 
 const T0: u64 = 1_000_000;
@@ -46,7 +47,7 @@ impl Harness {
                 command,
             },
         );
-        check_invariants(self.c());
+        check_invariants(&self.sm);
         response
     }
 
@@ -117,7 +118,7 @@ impl Harness {
     }
 
     fn decision(&self, id: DecisionId) -> &Decision {
-        self.c().decision(id).expect("decision exists")
+        self.sm.decisions().decision(id).expect("decision exists")
     }
 
     fn propose(&mut self, spec: DecisionSpec) -> DecisionId {
@@ -151,7 +152,7 @@ impl Harness {
 
     /// Task events since `seq`, as (task, kind, state).
     fn task_events_since(&self, seq: u64) -> Vec<(TaskId, TaskEventKind, TaskState)> {
-        self.c()
+        self.sm
             .events_after(seq)
             .expect("kept")
             .into_iter()
@@ -232,7 +233,10 @@ fn decision_spec(voters: &[&str], rule: Rule) -> DecisionSpec {
 }
 
 /// Recomputes every index and counter from the primary data and compares.
-fn check_invariants(c: &Coordination) {
+fn check_invariants(sm: &StateMachine) {
+    let c = sm.coordination();
+    let (_, decisions, open_decisions, closed_decisions, decision_timers) =
+        sm.decisions().indexes();
     let mut counts = [0u64; 9];
     let mut by_queue_state: BTreeMap<(String, TaskState), BTreeSet<TaskId>> = BTreeMap::new();
     let mut ready: BTreeMap<String, BTreeSet<ReadyKey>> = BTreeMap::new();
@@ -342,7 +346,7 @@ fn check_invariants(c: &Coordination) {
     );
     let mut open = BTreeSet::new();
     let mut closed = BTreeSet::new();
-    for (id, decision) in &c.decisions {
+    for (id, decision) in decisions {
         if decision.is_open() {
             open.insert(*id);
             timers.insert((decision.spec.deadline_ms, TimerKind::DecisionDeadline, *id));
@@ -358,14 +362,15 @@ fn check_invariants(c: &Coordination) {
     assert_eq!(c.state_counts, counts, "state counts");
     assert_eq!(c.by_queue_state, by_queue_state, "(queue, state) index");
     assert_eq!(c.ready, ready, "ready index");
-    assert_eq!(c.timers, timers, "timers");
+    let armed: BTreeSet<Timer> = c.timers.union(decision_timers).copied().collect();
+    assert_eq!(armed, timers, "timers");
     assert_eq!(c.finished, finished, "finished index");
     assert_eq!(c.dead_letters, dead, "dead letters");
     let by_queue: BTreeSet<TaskId> = c.dead_by_queue.values().flatten().copied().collect();
     assert_eq!(by_queue, dead, "dead letters by queue");
     assert_eq!(c.gates, gates, "gates");
-    assert_eq!(c.open_decisions, open, "open decisions");
-    assert_eq!(c.closed_decisions, closed, "closed decisions");
+    assert_eq!(open_decisions, &open, "open decisions");
+    assert_eq!(closed_decisions, &closed, "closed decisions");
     assert_eq!(
         c.tasks_digest,
         c.tasks_digest_recomputed(),
@@ -678,7 +683,7 @@ fn plan_stays_bounded_with_100k_pending_tasks() {
         );
     }
     let reachable = h.submit(task_spec("small"));
-    assert_eq!(h.c().stats().pending, 100_001);
+    assert_eq!(h.sm.coord_stats().pending, 100_001);
     let started = std::time::Instant::now();
     let plan = h.c().plan_assignments(h.now_ms, 1024);
     eprintln!(
@@ -1007,7 +1012,7 @@ fn failures_retry_after_backoff_then_dead_letter() {
     h.at(T0 + 6_000).tick();
     // Attempt 3 of 3 fails: dead-lettered, attempts exhausted.
     let token = h.assigned(t, s);
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     h.run(fail(t, token, true));
     let task = h.task(t);
     assert_eq!(
@@ -1044,7 +1049,7 @@ fn failures_retry_after_backoff_then_dead_letter() {
     );
     assert!(h.c().dead_letters("q", 0, 1).1);
     assert_eq!(h.c().dead_letters("other", 0, 10).0.len(), 0);
-    assert_eq!(h.c().stats().dead_letters, 2);
+    assert_eq!(h.sm.coord_stats().dead_letters, 2);
 }
 
 #[test]
@@ -1058,10 +1063,10 @@ fn lease_expiry_counts_the_attempt_and_requeues_or_dead_letters() {
     for attempt in 1..=2u32 {
         let token = h.assigned(t, s);
         let deadline = h.task(t).lease.as_ref().expect("leased").deadline_ms;
-        assert_eq!(h.c().next_due_ms(), Some(deadline));
+        assert_eq!(h.sm.next_due_ms(), Some(deadline));
         h.at(deadline - 1).tick();
         assert_eq!(h.state(t), TaskState::Assigned);
-        let seq = h.c().last_event_seq();
+        let seq = h.sm.last_event_seq();
         h.at(deadline).tick();
         let expected = if attempt == 1 {
             TaskState::Pending
@@ -1069,15 +1074,14 @@ fn lease_expiry_counts_the_attempt_and_requeues_or_dead_letters() {
             TaskState::DeadLettered
         };
         assert_eq!(h.state(t), expected, "after attempt {attempt}");
-        let revoked = h
-            .c()
-            .events_after(seq)
-            .expect("kept")
-            .into_iter()
-            .find_map(|e| match &e.kind {
-                CoordEventKind::Task { revoked, .. } => revoked.clone(),
-                _ => None,
-            });
+        let revoked =
+            h.sm.events_after(seq)
+                .expect("kept")
+                .into_iter()
+                .find_map(|e| match &e.kind {
+                    CoordEventKind::Task { revoked, .. } => revoked.clone(),
+                    _ => None,
+                });
         assert_eq!(
             revoked,
             Some(Revoked {
@@ -1181,7 +1185,7 @@ fn deadlines_expire_tasks_in_every_live_state() {
     });
     assert_eq!(h.state(delayed), TaskState::Delayed);
     assert_eq!(h.state(blocked), TaskState::Blocked);
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     h.at(T0 + 1_000).tick();
     for t in [pending, assigned, delayed, blocked] {
         let task = h.task(t);
@@ -1201,16 +1205,15 @@ fn deadlines_expire_tasks_in_every_live_state() {
         h.task(assigned).history[0].outcome,
         AttemptOutcome::DeadlineExceeded
     );
-    let revoked: Vec<Revoked> = h
-        .c()
-        .events_after(seq)
-        .expect("kept")
-        .into_iter()
-        .filter_map(|e| match &e.kind {
-            CoordEventKind::Task { revoked, .. } => revoked.clone(),
-            _ => None,
-        })
-        .collect();
+    let revoked: Vec<Revoked> =
+        h.sm.events_after(seq)
+            .expect("kept")
+            .into_iter()
+            .filter_map(|e| match &e.kind {
+                CoordEventKind::Task { revoked, .. } => revoked.clone(),
+                _ => None,
+            })
+            .collect();
     assert_eq!(
         revoked,
         vec![Revoked {
@@ -1246,13 +1249,13 @@ fn delayed_tasks_become_pending_at_not_before() {
         (TaskState::Delayed, T0 + 500)
     );
     assert_eq!(h.state(past), TaskState::Pending);
-    assert_eq!(h.c().next_due_ms(), Some(T0 + 500));
+    assert_eq!(h.sm.next_due_ms(), Some(T0 + 500));
     h.at(T0 + 499).tick();
     assert_eq!(h.state(t), TaskState::Delayed);
     assert_eq!(h.at(T0 + 500).tick(), 1);
     assert_eq!(h.state(t), TaskState::Pending);
     assert_eq!(
-        h.c().next_due_ms(),
+        h.sm.next_due_ms(),
         None,
         "nothing else is due: no tick storm"
     );
@@ -1285,16 +1288,16 @@ fn idempotency_keys_return_the_original_task_within_the_window() {
             ]
         }
     );
-    assert_eq!(h.c().stats().tasks, 3);
+    assert_eq!(h.sm.coord_stats().tasks, 3);
     // After the window the key is forgotten and the same key makes a new task.
     let retention = Retention {
         idempotency_ms: 60_000,
         ..Retention::default()
     };
     h.tick_with(false, retention.clone());
-    assert_eq!(h.c().next_due_ms(), Some(T0 + 60_000));
+    assert_eq!(h.sm.next_due_ms(), Some(T0 + 60_000));
     h.at(T0 + 60_000).tick_with(false, retention);
-    assert_eq!(h.c().next_due_ms(), None);
+    assert_eq!(h.sm.next_due_ms(), None);
     assert_eq!(
         h.run(CoordCommand::Submit {
             tasks: vec![keyed("q", "k")]
@@ -1345,7 +1348,7 @@ fn cancel_pending_assigned_blocked_and_terminal_tasks() {
             (TaskState::Canceled, "operator")
         );
     }
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     assert_eq!(
         h.run(cancel(assigned)),
         CoordResponse::Canceled {
@@ -1353,7 +1356,7 @@ fn cancel_pending_assigned_blocked_and_terminal_tasks() {
             previous: TaskState::Assigned
         }
     );
-    let event = &h.c().events_after(seq).expect("kept")[0].kind;
+    let event = &h.sm.events_after(seq).expect("kept")[0].kind;
     assert_eq!(
         event,
         &CoordEventKind::Task {
@@ -1497,18 +1500,17 @@ fn session_expiry_revokes_leases_requeues_and_deletes_ephemeral_keys() {
         }],
     });
     assert!(!h.agent("a").live);
-    let closed = h
-        .c()
-        .events_after(0)
-        .expect("kept")
-        .into_iter()
-        .filter_map(|e| match &e.kind {
-            CoordEventKind::SessionClosed {
-                session_id, reason, ..
-            } => Some((*session_id, reason.clone())),
-            _ => None,
-        })
-        .collect::<Vec<_>>();
+    let closed =
+        h.sm.events_after(0)
+            .expect("kept")
+            .into_iter()
+            .filter_map(|e| match &e.kind {
+                CoordEventKind::SessionClosed {
+                    session_id, reason, ..
+                } => Some((*session_id, reason.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
     assert_eq!(closed, vec![(s, "session expired".to_string())]);
     assert_eq!(h.c().agent_by_session(s).map(|a| a.live), Some(false));
 }
@@ -1524,7 +1526,7 @@ fn refresh_tick_extends_sessions_and_leases() {
     h.assigned(t, s);
     // A new leader takes over late: everything would be due, but the refresh comes first.
     h.at(T0 + 40_000);
-    let seq = h.c().last_event_seq();
+    let seq = h.sm.last_event_seq();
     assert_eq!(h.tick_with(true, Retention::default()), 0);
     assert!(h.agent("a").live);
     assert_eq!(h.agent("a").expires_at_ms, T0 + 50_000);
@@ -1532,7 +1534,7 @@ fn refresh_tick_extends_sessions_and_leases() {
         h.task(t).lease.as_ref().map(|l| l.deadline_ms),
         Some(T0 + 70_000)
     );
-    assert_eq!(h.c().last_event_seq(), seq);
+    assert_eq!(h.sm.last_event_seq(), seq);
     // A refresh never shortens anything.
     h.at(T0 + 40_001).tick_with(true, Retention::default());
     assert_eq!(
@@ -1669,9 +1671,10 @@ fn agents_quota_makes_room_by_forgetting_gone_agents() {
     let mut agents = Vec::new();
     for i in 0..max {
         let spec = agent_spec(&format!("agent-{i:05}"), &[], 1);
-        let response =
-            h.sm.coordination
-                .apply(T0, &CoordCommand::RegisterAgent(spec), &mut Vec::new());
+        let response = h.sm.coordination.apply(
+            &mut Ctx::new(T0, &mut h.sm.events),
+            &CoordCommand::RegisterAgent(spec),
+        );
         let CoordResponse::Registered { session_id, .. } = response else {
             panic!("{response:?}");
         };
@@ -1997,14 +2000,14 @@ fn votes_are_refused_or_invalid_when_they_must_be() {
         CoordResponse::UnknownDecision { decision_id: 99 }
     );
     assert_eq!(h.decision(d).votes.len(), 1);
-    assert_eq!(h.c().open_ballots("a"), Vec::<&Decision>::new());
+    assert_eq!(h.sm.decisions().open_ballots("a"), Vec::<&Decision>::new());
     assert_eq!(
-        h.c().open_ballots("c").len(),
+        h.sm.decisions().open_ballots("c").len(),
         1,
         "named voters need not be registered"
     );
     // The deadline passes undecided: NO_QUORUM.
-    assert_eq!(h.c().next_due_ms(), Some(T0 + 60_000));
+    assert_eq!(h.sm.next_due_ms(), Some(T0 + 60_000));
     h.at(T0 + 60_000).tick();
     let decision = h.decision(d);
     assert_eq!(
@@ -2071,7 +2074,7 @@ fn propose_fixes_the_electorate_and_validates() {
             "{spec:?}"
         );
     }
-    assert_eq!(h.c().stats().decisions_open, 2);
+    assert_eq!(h.sm.coord_stats().decisions_open, 2);
 }
 
 #[test]
@@ -2080,7 +2083,8 @@ fn open_decisions_are_bounded() {
     let s = h.register("a", &[], 1);
     for _ in 0..crate::limits::OPEN_DECISIONS_MAX {
         let command = CoordCommand::Propose(decision_spec(&["a"], Rule::Majority));
-        let response = h.sm.coordination.apply(T0, &command, &mut Vec::new());
+        let mut ctx = Ctx::new(T0, &mut h.sm.events).with_agents(&h.sm.coordination);
+        let response = h.sm.decisions.apply(&mut ctx, &command);
         assert!(
             matches!(response, CoordResponse::Proposed { .. }),
             "{response:?}"
@@ -2094,7 +2098,7 @@ fn open_decisions_are_bounded() {
     assert_eq!(h.vote(s, 1, "yes"), CoordResponse::Voted { decision_id: 1 });
     h.propose(decision_spec(&["a"], Rule::Majority));
     assert_eq!(
-        h.c().stats().decisions_open as usize,
+        h.sm.coord_stats().decisions_open as usize,
         crate::limits::OPEN_DECISIONS_MAX
     );
 }
@@ -2203,7 +2207,7 @@ fn gated_tasks_follow_their_decision() {
             reason: "tasks[1].requires.decision_id: decision 5 does not exist".into()
         }
     );
-    assert_eq!(h.c().stats().tasks, 0, "a batch is all or nothing");
+    assert_eq!(h.sm.coord_stats().tasks, 0, "a batch is all or nothing");
 }
 
 // ---- Retention, events, queries ----
@@ -2245,7 +2249,7 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
     // Over the count: due at once, the oldest go first.
     h.tick();
     assert_eq!(
-        h.c().next_due_ms(),
+        h.sm.next_due_ms(),
         Some(T0 + 1_000_000),
         "retention unknown yet: only timers (a's session)"
     );
@@ -2265,7 +2269,7 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
     });
     // Then by age, each at its own due time.
     let mut now = h.now_ms;
-    while let Some(due) = h.c().next_due_ms() {
+    while let Some(due) = h.sm.next_due_ms() {
         assert!(
             due >= now,
             "never due in the past after a tick: {due} < {now}"
@@ -2285,29 +2289,28 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
     }
     assert!(h.c().agent("v").is_none(), "gone agents are forgotten");
     assert!(
-        h.c().decision(d).is_none(),
+        h.sm.decisions().decision(d).is_none(),
         "closed decisions are forgotten"
     );
     assert!(h.c().task(finished[3]).is_none() && h.c().task(canceled).is_none());
     assert_eq!(h.state(dead), TaskState::DeadLettered);
-    assert_eq!(h.c().stats().tasks, 1);
+    assert_eq!(h.sm.coord_stats().tasks, 1);
 }
 
 #[test]
 fn events_after_reports_compaction() {
     let mut h = Harness::new();
-    h.sm.coordination.set_events_max(5);
-    assert_eq!(h.c().last_event_seq(), 0);
-    assert_eq!(h.c().events_after(0).map(|e| e.len()), Ok(0));
+    h.sm.events.set_max(5);
+    assert_eq!(h.sm.last_event_seq(), 0);
+    assert_eq!(h.sm.events_after(0).map(|e| e.len()), Ok(0));
     for _ in 0..8 {
         h.submit(task_spec("q"));
     }
-    assert_eq!(h.c().last_event_seq(), 8);
-    assert_eq!(h.c().events_after(0), Err(4));
-    assert_eq!(h.c().events_after(2), Err(4));
+    assert_eq!(h.sm.last_event_seq(), 8);
+    assert_eq!(h.sm.events_after(0), Err(4));
+    assert_eq!(h.sm.events_after(2), Err(4));
     let seqs = |seq| -> Vec<u64> {
-        h.c()
-            .events_after(seq)
+        h.sm.events_after(seq)
             .expect("kept")
             .iter()
             .map(|e| e.seq)
@@ -2325,16 +2328,15 @@ fn events_after_reports_compaction() {
 #[test]
 fn events_after_a_sequence_not_applied_yet_come_once_applied() {
     let mut h = Harness::new();
-    h.sm.coordination.set_events_max(5);
+    h.sm.events.set_max(5);
     let seqs = |h: &Harness, seq| -> Result<Vec<u64>, u64> {
-        h.c()
-            .events_after(seq)
+        h.sm.events_after(seq)
             .map(|events| events.iter().map(|e| e.seq).collect())
     };
     assert_eq!(seqs(&h, 3), Ok(vec![]), "an empty ring, nothing applied");
     h.submit(task_spec("q"));
     h.submit(task_spec("q"));
-    assert_eq!(h.c().last_event_seq(), 2);
+    assert_eq!(h.sm.last_event_seq(), 2);
     assert_eq!(seqs(&h, 3), Ok(vec![]), "still behind");
     for _ in 0..3 {
         h.submit(task_spec("q"));
@@ -2343,7 +2345,7 @@ fn events_after_a_sequence_not_applied_yet_come_once_applied() {
     for _ in 0..4 {
         h.submit(task_spec("q"));
     }
-    assert_eq!(h.c().last_event_seq(), 9);
+    assert_eq!(h.sm.last_event_seq(), 9);
     assert_eq!(seqs(&h, 3), Err(5), "the ring moved past it");
     assert_eq!(seqs(&h, 4), Ok(vec![5, 6, 7, 8, 9]));
 }
@@ -2493,7 +2495,7 @@ fn queries_list_filter_and_page() {
         vec![ids[3]]
     );
     assert!(h.c().assignments(999).is_empty());
-    let stats = h.c().stats();
+    let stats = h.sm.coord_stats();
     assert_eq!(
         (
             stats.tasks,
@@ -2507,14 +2509,14 @@ fn queries_list_filter_and_page() {
     let d2 = h.propose(decision_spec(&["a"], Rule::Majority));
     h.vote(s, d1, "yes");
     let listed = |statuses: &[DecisionStatus]| {
-        let (page, more) = h.c().list_decisions(statuses, 0, 10);
+        let (page, more) = h.sm.decisions().list_decisions(statuses, 0, 10);
         (page.iter().map(|d| d.id).collect::<Vec<_>>(), more)
     };
     assert_eq!(listed(&[]), (vec![d1, d2], false));
     assert_eq!(listed(&[DecisionStatus::Open]), (vec![d2], false));
     assert_eq!(listed(&[DecisionStatus::Decided]), (vec![d1], false));
     assert_eq!(
-        h.c()
+        h.sm.decisions()
             .open_ballots("a")
             .iter()
             .map(|d| d.id)
@@ -2666,9 +2668,9 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
                         } else {
                             String::new()
                         },
-                        requires: (rng.one_in(6) && h.c().last_decision_id > 0).then(|| {
+                        requires: (rng.one_in(6) && h.sm.decisions().indexes().0 > 0).then(|| {
                             DecisionGate {
-                                decision_id: 1 + rng.below(h.c().last_decision_id),
+                                decision_id: 1 + rng.below(h.sm.decisions().indexes().0),
                                 option: if rng.one_in(2) { "yes" } else { "no" }.into(),
                             }
                         }),
@@ -2753,7 +2755,7 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
             }),
             13 => CoordCommand::Vote {
                 session_id: 1 + rng.below(h.c().last_session_id + 1),
-                decision_id: 1 + rng.below(h.c().last_decision_id + 1),
+                decision_id: 1 + rng.below(h.sm.decisions().indexes().0 + 1),
                 choice: ["yes", "no", "veto"][rng.below(3) as usize].into(),
                 rationale: String::new(),
             },
@@ -2810,10 +2812,10 @@ fn the_same_log_gives_the_same_state() {
         eprintln!("scenario seed {seed}");
         let mut h = Harness::new();
         let log = drive(&mut h, seed, 600);
-        let stats = h.c().stats();
+        let stats = h.sm.coord_stats();
         let c = h.c();
         assert!(
-            c.last_token > 20 && c.last_task_id > 50 && c.last_decision_id > 5,
+            c.last_token > 20 && c.last_task_id > 50 && h.sm.decisions().indexes().0 > 5,
             "seed {seed}: the scenario exercises the machine: {stats:?}"
         );
         let (one, responses_one) = replay(&log);
@@ -2836,7 +2838,7 @@ fn a_snapshot_round_trip_keeps_the_state() {
     let restored: StateMachine = crate::raft::decode(&bytes).expect("decodes");
     assert_eq!(restored.digest(), h.sm.digest());
     assert!(restored == h.sm, "every field, indexes included, survives");
-    check_invariants(restored.coordination());
+    check_invariants(&restored);
     // And it goes on identically.
     let mut copy = Harness {
         sm: restored,
@@ -2876,9 +2878,9 @@ fn snapshot_bytes_per_pending_task() {
         );
     }
     let tasks = (tasks_per_batch * batches) as u64;
-    assert_eq!(h.c().stats().pending, tasks);
+    assert_eq!(h.sm.coord_stats().pending, tasks);
     let with_events = crate::raft::encode(&h.sm).len() as u64;
-    h.sm.coordination.set_events_max(1);
+    h.sm.events.set_max(1);
     let without_events = crate::raft::encode(&h.sm).len() as u64;
     eprintln!(
         "snapshot of {tasks} pending tasks with 100-byte payloads: {with_events} bytes, {} per task \
@@ -2918,8 +2920,8 @@ fn a_deadline_cluster_time_has_reached_is_refused() {
             other => panic!("deadline {deadline_ms}: {other:?}"),
         }
     }
-    assert_eq!(h.c().stats().decisions_open, 0);
-    assert!(h.c().decision(1).is_none());
+    assert_eq!(h.sm.coord_stats().decisions_open, 0);
+    assert!(h.sm.decisions().decision(1).is_none());
     let spec = DecisionSpec {
         deadline_ms: T0 + 30_001,
         ..decision_spec(&["a", "b"], Rule::Majority)

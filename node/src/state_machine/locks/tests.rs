@@ -381,13 +381,12 @@ fn a_session_end_loses_its_grants_and_its_places_in_queues() {
     granted(&h.acquire(LockKind::Lock, "m", lease("x"), 1, 1, 0));
     queued(&h.acquire(LockKind::Lock, "m", session(s1), 1, 1, 60_000));
     let next = queued(&h.acquire(LockKind::Lock, "l", session(s2), 1, 1, 60_000));
-    let seq = h.sm.coordination().last_event_seq();
+    let seq = h.sm.last_event_seq();
     h.coord(CoordCommand::CloseSession { session_id: s1 });
     assert!(h.holders(LockKind::Lock, "l").is_empty());
     assert_eq!(h.get(LockKind::Lock, "m").unwrap().waiters.len(), 0);
     let lost: Vec<_> =
-        h.sm.coordination()
-            .events_after(seq)
+        h.sm.events_after(seq)
             .unwrap()
             .into_iter()
             .filter_map(|e| match &e.kind {
