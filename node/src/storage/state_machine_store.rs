@@ -120,15 +120,17 @@ impl StateMachineStore {
 /// session deadlines, which the ticker reads when it wakes anyway.
 /// Whether the leader's loop should look again: what it plans on or when it is next due may have
 /// changed (every command but heartbeats and KV writes, which arm no timer).
+///
+/// Any other primitive's command counts (it may arm a timer), so a new primitive needs nothing here.
 fn changes_coordination(command: &Command) -> bool {
-    match command {
-        Command::Coordination(c) => !matches!(c, CoordCommand::Heartbeats { .. }),
-        Command::Locks(_) | Command::Barriers(_) => true,
+    !matches!(
+        command,
         Command::Put { .. }
-        | Command::Delete { .. }
-        | Command::CompareAndSwap { .. }
-        | Command::Txn { .. } => false,
-    }
+            | Command::Delete { .. }
+            | Command::CompareAndSwap { .. }
+            | Command::Txn { .. }
+            | Command::Coordination(CoordCommand::Heartbeats { .. })
+    )
 }
 
 /// Snapshot data starts with this tag and a format version (SNAPSHOT_FORMAT, in
