@@ -116,12 +116,10 @@ impl StateMachineStore {
     }
 }
 
-/// Whether applying `command` may change what the scheduler plans on. Heartbeats only move
-/// session deadlines, which the ticker reads when it wakes anyway.
 /// Whether the leader's loop should look again: what it plans on or when it is next due may have
-/// changed (every command but heartbeats and KV writes, which arm no timer).
-///
-/// Any other primitive's command counts (it may arm a timer), so a new primitive needs nothing here.
+/// changed. Every command but KV writes (which arm no timer) and heartbeats (which only move
+/// session deadlines, read when the ticker wakes anyway) counts, so a new primitive's timers need
+/// nothing here.
 fn changes_coordination(command: &Command) -> bool {
     !matches!(
         command,
