@@ -5,6 +5,7 @@
 //! Run `cargo build --workspace --bins` first: the tests spawn `target/debug/conclave-node`.
 
 mod bad_input;
+mod barriers;
 mod compare_and_swap;
 mod election;
 mod forward_pause;
