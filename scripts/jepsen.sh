@@ -53,7 +53,7 @@ export CONCLAVE_JEPSEN_LONG=1
 out=${CONCLAVE_JEPSEN_DIR:-${TMPDIR:-/tmp}/conclave-jepsen}
 rm -f "$out/campaign-summary.txt"
 echo "jepsen.sh: building the node and the test binary"
-cargo build --workspace --bins
+cargo build --workspace --all-targets
 cargo test -p conclave-tests --test jepsen --no-run
 
 echo "jepsen.sh: running the campaign; run folders go to $out"
