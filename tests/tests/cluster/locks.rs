@@ -421,3 +421,50 @@ async fn an_election_observer_sees_every_leader_once() -> anyhow::Result<()> {
     );
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_holder_is_told_it_lost_its_lock_when_the_session_ends() -> anyhow::Result<()> {
+    use conclave_client::{AcquireOptions, AgentConfig, AgentEvent, AgentSession, Client};
+
+    let mut cluster = TestCluster::start_initialized(ClusterConfig::new(3)).await?;
+    cluster.leader().await?;
+    let endpoints: Vec<String> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| cluster.api_addr(id).to_string())
+        .collect();
+    let client = Client::connect(endpoints)?;
+    let mut config = AgentConfig::new("holder");
+    config.replace = true;
+    let (session, mut events) = AgentSession::register(&client, &config).await?;
+    let held = client
+        .acquire_lock("by-session", &AcquireOptions::session(session.session_id()))
+        .await?;
+    ensure!(held.acquired, "the session holds the lock: {held:?}");
+    session.close().await?;
+    let mut lost = None;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+        match event {
+            AgentEvent::HoldLost(hold) => lost = Some(hold),
+            AgentEvent::Closed { .. } => break,
+            _ => {}
+        }
+    }
+    let lost = lost.context("HoldLost arrived before the session's Closed")?;
+    ensure!(
+        lost.name == "by-session" && lost.token == held.token,
+        "the lost grant is named: {lost:?}"
+    );
+    let refused = put_fenced(
+        &cluster,
+        &mut RequestIds::new(),
+        "locks/by-session",
+        fence("by-session", held.token),
+    )
+    .await;
+    ensure!(
+        matches!(&refused, Err(status) if is_lock_lost(status)),
+        "the ended session's token fences nothing: {refused:?}"
+    );
+    cluster.shutdown().await
+}
