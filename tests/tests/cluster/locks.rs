@@ -441,7 +441,9 @@ async fn a_session_holder_is_told_it_lost_its_lock_when_the_session_ends() -> an
         .acquire_lock("by-session", &AcquireOptions::session(session.session_id()))
         .await?;
     ensure!(held.acquired, "the session holds the lock: {held:?}");
-    session.close().await?;
+    // Closed through the client, not `session.close()`, which stops following the stream at once:
+    // the session's own stream then carries the loss and the close, in that order.
+    client.close_session(session.session_id()).await?;
     let mut lost = None;
     while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
         match event {
