@@ -197,6 +197,17 @@ fn outcome(response: SmResponse) -> Result<(u64, LockResponse), Error> {
     }
 }
 
+/// The answer to a lock write for [`Gateway::write_or_forward`], made by `answer` from the store
+/// revision and the (successful) lock response, as `gateway::coordination` does for coordination.
+fn answered<Resp>(
+    answer: impl FnOnce(u64, LockResponse) -> Result<Response<Resp>, Status>,
+) -> impl FnOnce(SmResponse) -> Result<Response<Resp>, Status> {
+    move |response| {
+        let (revision, response) = outcome(response).map_err(to_status)?;
+        answer(revision, response)
+    }
+}
+
 fn grant_to_pb(grant: &Grant) -> pb::Grant {
     pb::Grant {
         token: grant.token,
@@ -434,23 +445,20 @@ impl LocksApi for LocksService {
             name: req.name.clone(),
             token,
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                answered(|revision, _| {
+                    Ok(Response::new(pb::ReleaseLockResponse {
+                        header: self.gateway.header(revision, Consistency::Linearizable),
+                    }))
+                }),
+                |c, r| async move { locks_client(c).release(r).await },
+            )
             .await
-            .and_then(outcome)
-        {
-            Ok((revision, _)) => Ok(Response::new(pb::ReleaseLockResponse {
-                header: self.gateway.header(revision, Consistency::Linearizable),
-            })),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        locks_client(c).release(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn keep_alive(
@@ -467,27 +475,24 @@ impl LocksApi for LocksService {
             name: req.name.clone(),
             token,
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                answered(|revision, response| match response {
+                    LockResponse::KeptAlive { expires_at_ms } => {
+                        Ok(Response::new(pb::KeepAliveResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            expires_at_ms,
+                        }))
+                    }
+                    other => Err(Status::internal(format!("unexpected {other:?}"))),
+                }),
+                |c, r| async move { locks_client(c).keep_alive(r).await },
+            )
             .await
-            .and_then(outcome)
-        {
-            Ok((revision, LockResponse::KeptAlive { expires_at_ms })) => {
-                Ok(Response::new(pb::KeepAliveResponse {
-                    header: self.gateway.header(revision, Consistency::Linearizable),
-                    expires_at_ms,
-                }))
-            }
-            Ok((_, other)) => Err(Status::internal(format!("unexpected {other:?}"))),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        locks_client(c).keep_alive(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn get_lock(
@@ -619,23 +624,20 @@ impl Elections for ElectionsService {
             token: token(req.token)?,
             value: req.value.clone(),
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                answered(|revision, _| {
+                    Ok(Response::new(pb::ProclaimResponse {
+                        header: self.gateway.header(revision, Consistency::Linearizable),
+                    }))
+                }),
+                |c, r| async move { elections_client(c).proclaim(r).await },
+            )
             .await
-            .and_then(outcome)
-        {
-            Ok((revision, _)) => Ok(Response::new(pb::ProclaimResponse {
-                header: self.gateway.header(revision, Consistency::Linearizable),
-            })),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        elections_client(c).proclaim(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn resign(
@@ -650,23 +652,20 @@ impl Elections for ElectionsService {
             name: req.election.clone(),
             token: token(req.token)?,
         });
-        match self
-            .gateway
-            .write(request_id, command)
+        self.gateway
+            .write_or_forward(
+                forwarded,
+                req,
+                request_id,
+                command,
+                answered(|revision, _| {
+                    Ok(Response::new(pb::ResignResponse {
+                        header: self.gateway.header(revision, Consistency::Linearizable),
+                    }))
+                }),
+                |c, r| async move { elections_client(c).resign(r).await },
+            )
             .await
-            .and_then(outcome)
-        {
-            Ok((revision, _)) => Ok(Response::new(pb::ResignResponse {
-                header: self.gateway.header(revision, Consistency::Linearizable),
-            })),
-            Err(e) => {
-                self.gateway
-                    .forward(e, forwarded, req, |c, r| async move {
-                        elections_client(c).resign(r).await
-                    })
-                    .await
-            }
-        }
     }
 
     async fn leader(
