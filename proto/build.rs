@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/decisions.proto",
         "proto/conclave/v1/locks.proto",
         "proto/conclave/v1/barriers.proto",
+        "proto/conclave/v1/workflows.proto",
     ];
     tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     // The directory too, so that a new .proto file reruns this script.

@@ -127,4 +127,21 @@ pub mod limits {
     pub const MAX_BARRIER_PARTIES: u32 = 1000;
     /// Longest barrier timeout.
     pub const MAX_BARRIER_TIMEOUT_MS: u64 = 24 * 3_600_000;
+
+    /// Workflows (workflows.proto): most steps in one definition.
+    pub const WORKFLOW_STEPS_MAX: usize = 64;
+    /// Longest step name, in bytes (characters `[A-Za-z0-9_-]`).
+    pub const WORKFLOW_STEP_NAME_BYTES_MAX: usize = 64;
+    /// Most branches of one fan-out step, fixed (`count`) or from a result list (`over`).
+    pub const FAN_OUT_WIDTH_MAX: u32 = 256;
+    /// Largest `params` of one step (JSON text), in bytes.
+    pub const WORKFLOW_PARAMS_BYTES_MAX: usize = 64 * 1024;
+    /// Longest workflow, step task or join deadline, relative to its start.
+    pub const WORKFLOW_DEADLINE_MS_MAX: u64 = 30 * 24 * 3_600_000;
+    /// Largest result of one step: a task's result (the task limit) or a fan-out's joined result.
+    pub const WORKFLOW_RESULT_BYTES_MAX: usize = MAX_PAYLOAD_BYTES;
+    /// Most bytes one workflow instance records: its input and every result.
+    pub const WORKFLOW_BYTES_MAX: usize = 8 * 1024 * 1024;
+    /// Deepest manager-worker tree of tasks submitting child tasks (a root task is depth 0).
+    pub const WORKFLOW_DEPTH_MAX: u32 = 8;
 }

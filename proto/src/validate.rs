@@ -219,6 +219,8 @@ pub fn value(field: &str, value: &[u8]) -> Result {
     Ok(())
 }
 
+pub mod workflow;
+
 #[cfg(test)]
 mod tests {
     use super::*;
