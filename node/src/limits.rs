@@ -78,3 +78,5 @@ pub const LOCK_WAITERS_MAX: usize = 1_000;
 pub const BARRIERS_MAX: usize = 10_000;
 /// How long a closed barrier stays readable before it is forgotten (barriers.proto).
 pub const BARRIER_KEEP_MS: u64 = 10 * 60 * 1000;
+/// Most workflows running, waiting or compensating at once (workflows.proto, RESOURCE_EXHAUSTED).
+pub const WORKFLOWS_OPEN_MAX: usize = 10_000;

@@ -290,6 +290,7 @@ impl CoordEventKind {
             CoordEventKind::SessionClosed { .. } => 2,
             CoordEventKind::Lock(_) => 3,
             CoordEventKind::Barrier(_) => 4,
+            CoordEventKind::Workflow(_) => 5,
         }
     }
 }

@@ -26,6 +26,11 @@ use super::coordination::{
     TaskState, TimerKind,
 };
 use super::locks::{Holder, LockCommand, LockEvent, LockEventKind, LockKind, LockResponse, Timer};
+use super::workflows::definition::{FanOutSource, JoinPolicy, StepKind, TaskTemplate};
+use super::workflows::{
+    BranchState, Definition, StepState, WorkflowCommand, WorkflowEvent, WorkflowEventKind,
+    WorkflowResponse, WorkflowState, WorkflowTimer,
+};
 use super::{
     Command, Compare, EventKind, Fence, KeyValue, Request, RequestId, Response, StateMachine, TxnOp,
 };
@@ -572,6 +577,13 @@ fn coord_event_kinds() -> Vec<CoordEventKind> {
         CoordEventKind::Barrier(BarrierEvent {
             kind: BarrierEventKind::Released,
             name: "stage-1".into(),
+        }),
+        CoordEventKind::Workflow(WorkflowEvent {
+            workflow_id: 7,
+            kind: WorkflowEventKind::StepSucceeded,
+            step: "research".into(),
+            state: WorkflowState::Running,
+            reason: String::new(),
         }),
     ]
 }
@@ -1594,4 +1606,132 @@ snapshot_goldens! {
          73026f6bfd7f68e5cf8b010000fd7e68e5cf8b010000fd7f68e5cf8b01000000\
          010101fd7f68e5cf8b0100000201fddb52e6cf8b0100000401fbe803fc005c26\
          05fc80ee3600fcc0270900",
+}
+
+/// The workflow enums (not in the log or the snapshot until `Command::Workflows` and the
+/// `workflows` section are registered; pinned now so their codes are right from the start).
+#[test]
+fn golden_tags_of_workflow_enums_are_their_codes() {
+    assert_tags(
+        &[
+            WorkflowCommand::Start {
+                definition: Definition::default(),
+                input: "null".into(),
+                idempotency_key: String::new(),
+                deadline_ms: 0,
+            },
+            WorkflowCommand::Cancel {
+                workflow_id: 1,
+                reason: "stop".into(),
+            },
+            WorkflowCommand::Retry { workflow_id: 1 },
+        ],
+        WorkflowCommand::code,
+    );
+    let state = WorkflowState::Failed;
+    assert_tags(
+        &[
+            WorkflowResponse::Started {
+                workflow_id: 1,
+                existing: false,
+            },
+            WorkflowResponse::Canceled {
+                canceled: true,
+                state,
+            },
+            WorkflowResponse::Retried { state },
+            WorkflowResponse::UnknownWorkflow { workflow_id: 1 },
+            WorkflowResponse::NotRetryable { state },
+            WorkflowResponse::Invalid {
+                reason: "input".into(),
+            },
+            WorkflowResponse::QuotaExceeded {
+                reason: "full".into(),
+            },
+        ],
+        WorkflowResponse::code,
+    );
+    assert_tags(
+        &[
+            WorkflowState::Running,
+            WorkflowState::Waiting,
+            WorkflowState::Compensating,
+            WorkflowState::Succeeded,
+            WorkflowState::Failed,
+            WorkflowState::Canceled,
+            WorkflowState::TimedOut,
+        ],
+        WorkflowState::code,
+    );
+    assert_tags(
+        &[
+            StepState::Waiting,
+            StepState::Running,
+            StepState::Succeeded,
+            StepState::Failed,
+            StepState::Skipped,
+            StepState::Canceled,
+            StepState::TimedOut,
+        ],
+        StepState::code,
+    );
+    assert_tags(
+        &[
+            BranchState::Pending,
+            BranchState::Running,
+            BranchState::Succeeded,
+            BranchState::Failed,
+            BranchState::Canceled,
+            BranchState::TimedOut,
+        ],
+        BranchState::code,
+    );
+    assert_tags(
+        &[
+            WorkflowEventKind::Started,
+            WorkflowEventKind::StepStarted,
+            WorkflowEventKind::StepSucceeded,
+            WorkflowEventKind::StepFailed,
+            WorkflowEventKind::StepSkipped,
+            WorkflowEventKind::StepCanceled,
+            WorkflowEventKind::StepTimedOut,
+            WorkflowEventKind::Joined,
+            WorkflowEventKind::Waiting,
+            WorkflowEventKind::Compensating,
+            WorkflowEventKind::Finished,
+            WorkflowEventKind::Retried,
+        ],
+        WorkflowEventKind::code,
+    );
+    assert_tags(
+        &[WorkflowTimer::Deadline, WorkflowTimer::JoinDeadline],
+        WorkflowTimer::code,
+    );
+    assert_tags(
+        &[
+            StepKind::Task {
+                template: TaskTemplate::default(),
+                fan_out: None,
+            },
+            StepKind::Decision(super::workflows::definition::DecisionTemplate {
+                question: "q".into(),
+                options: vec!["a".into(), "b".into()],
+                electorate: Electorate::default(),
+                rule: Rule::Majority,
+                weights: BTreeMap::new(),
+                veto_option: None,
+                deadline_ms: 0,
+                labels: BTreeMap::new(),
+            }),
+        ],
+        StepKind::code,
+    );
+    assert_tags(
+        &[FanOutSource::Count(3), FanOutSource::Over(0)],
+        FanOutSource::code,
+    );
+    assert_tags(
+        &[JoinPolicy::All, JoinPolicy::Any, JoinPolicy::AtLeast(2)],
+        JoinPolicy::code,
+    );
 }

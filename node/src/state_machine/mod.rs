@@ -13,6 +13,7 @@ pub mod kv;
 pub mod locks;
 pub mod primitive;
 pub mod sessions;
+pub mod workflows;
 
 use std::collections::VecDeque;
 

@@ -14,8 +14,10 @@
 //! what it does to another goes back as an [`Effect`].
 
 use super::coordination::{
-    CoordEventKind, Decision, DecisionId, DecisionStatus, EventRing, Retention, SessionId, Timer,
+    CoordEventKind, DeadLetterReason, Decision, DecisionId, DecisionSpec, DecisionStatus,
+    EventRing, Retention, SessionId, TaskId, TaskSpec, Timer,
 };
+use super::workflows::WorkflowId;
 
 /// What primitives share, handed to each call: cluster time, the event ring streams follow, the
 /// effects raised for the others, the retention of a `Tick`, and the views lent for a command.
@@ -120,18 +122,88 @@ pub trait DecisionView {
 }
 
 /// What one primitive does to the others, routed by the state machine in the order raised.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Not stored (an effect lives within the apply of one entry), so it has no code table; it is
+/// not `Eq` because a `TaskSpec` is not.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// An agent session ended (expired, closed or replaced): the keys attached to it go, and its
     /// locks, permits and leaderships are lost.
     SessionEnded { session_id: SessionId },
     /// A decision closed with `status` (and, when DECIDED, the winning `outcome`): the tasks
-    /// gated on it become ready or are canceled.
+    /// gated on it become ready or are canceled, and a workflow's decision step waiting on it
+    /// completes.
     DecisionClosed {
         decision_id: DecisionId,
         status: DecisionStatus,
         outcome: Option<String>,
     },
+    /// Workflows: a step became runnable (or a compensation is due). Tasks submits each spec,
+    /// remembering its origin (workflow, step, branch) in the task, and answers each with
+    /// `StepTaskSubmitted`; a spec it refuses (a quota) is answered with `StepTaskFinished`,
+    /// task id 0, outcome `Failed`. The workflow checked its own limits; these are not all or
+    /// nothing. For a compensation task `step` is the compensation step and `branch` the index
+    /// of the step it undoes.
+    SubmitStepTasks {
+        workflow_id: WorkflowId,
+        step: u32,
+        specs: Vec<(u32, TaskSpec)>,
+    },
+    /// Tasks: the task of a workflow step's branch was submitted with this id.
+    StepTaskSubmitted {
+        workflow_id: WorkflowId,
+        step: u32,
+        branch: u32,
+        task_id: TaskId,
+    },
+    /// Tasks: a task with a workflow origin reached a terminal state (SUCCEEDED, DEAD_LETTERED,
+    /// EXPIRED, CANCELED), in the same entry as the verb or timer that ended it; so a result
+    /// reaches its workflow exactly once, from the attempt whose token was current.
+    StepTaskFinished {
+        workflow_id: WorkflowId,
+        step: u32,
+        branch: u32,
+        task_id: TaskId,
+        outcome: StepTaskOutcome,
+    },
+    /// Workflows: cancel these tasks (a workflow canceled, failed or timed out, or a join met
+    /// early). Tasks cancels each that is not terminal, as a CancelTask would (its agent is told
+    /// on its stream), and reports each as `StepTaskFinished` (which the workflow then ignores).
+    CancelTasks {
+        task_ids: Vec<TaskId>,
+        reason: String,
+    },
+    /// Workflows: a decision step started. Decisions opens the decision (its electorate fixed
+    /// now) and answers with `StepDecisionProposed`.
+    ProposeStepDecision {
+        workflow_id: WorkflowId,
+        step: u32,
+        spec: DecisionSpec,
+    },
+    /// Decisions: the decision of a workflow step was opened with this id, or refused (no live
+    /// agent has the capability, the open decisions quota): why, in words.
+    StepDecisionProposed {
+        workflow_id: WorkflowId,
+        step: u32,
+        decision: Result<DecisionId, String>,
+    },
+}
+
+/// How the task of a workflow step ended (`Effect::StepTaskFinished`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepTaskOutcome {
+    /// SUCCEEDED, with the agent's result.
+    Succeeded { result: Vec<u8> },
+    /// DEAD_LETTERED (attempts exhausted, a failure that is not retryable), or not submitted at
+    /// all (task id 0: `reason` None).
+    Failed {
+        error: String,
+        reason: Option<DeadLetterReason>,
+    },
+    /// CANCELED, by a client or by the workflow.
+    Canceled { reason: String },
+    /// EXPIRED: its deadline passed before it succeeded.
+    Expired,
 }
 
 /// The part of a primitive that the state machine drives the same way for every primitive.

@@ -240,6 +240,8 @@ pub enum CoordEventKind {
     Lock(super::locks::LockEvent),
     /// A barrier changed (`state_machine::barriers`).
     Barrier(super::barriers::BarrierEvent),
+    /// A workflow or one of its steps changed (`state_machine::workflows`).
+    Workflow(super::workflows::WorkflowEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
