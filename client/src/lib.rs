@@ -101,6 +101,7 @@ mod stream;
 mod tasks;
 mod time;
 mod watch;
+mod workflows;
 
 pub use agents::{
     AgentConfig, AgentList, AgentListOptions, AgentRead, CloseResult, Failure, ProgressReport,
@@ -130,6 +131,9 @@ pub use kv::{
     MAX_REQUEST_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS, MAX_VALUE_BYTES,
 };
 pub use watch::{WatchOptions, WatchStream};
+pub use workflows::{
+    human_millis, load_definition, parse_definition, parse_millis, step_summaries, DefinitionFormat,
+};
 
 /// The request limits of the wire contract (queue names, payloads, leases, ...).
 pub use conclave_proto::limits;
@@ -141,7 +145,7 @@ pub use conclave_proto::v1::{
     DecisionSpec, DecisionStatus, Electorate, Event, EventType, Fence, FenceKind, Grant, HoldLost,
     Holder, KeyValue, Lease, Lock, LockEvent, LockKind, Member, MembershipResponse, Progress,
     ReadConsistency, ReplicationProgress, Revocation, Role, StatusResponse, Task, TaskEvent,
-    TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse,
+    TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse, WorkflowDefinition, WorkflowStep,
 };
 /// gRPC status codes, as carried by [`Error::Rejected`].
 pub use tonic::Code;

@@ -21,6 +21,7 @@ mod render;
 mod task;
 mod txn_script;
 mod when;
+mod workflow;
 
 use std::time::Duration;
 
@@ -187,6 +188,9 @@ pub enum Command {
     /// Load generators that print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Workflows of tasks and decisions: check (a definition file, locally).
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
 }
 
 /// Runs one parsed command line.
@@ -203,6 +207,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Election(command) => election::run(command, &cli.globals).await,
         Command::Barrier(command) => barrier::run(command, &cli.globals).await,
         Command::Bench(command) => bench::run(command, &cli.globals).await,
+        Command::Workflow(command) => workflow::run(command, &cli.globals).await,
     }
 }
 
