@@ -414,9 +414,9 @@ impl<'a, 'c> Run<'a, 'c> {
         let count = |state| branches.iter().filter(|b| b.state == state).count();
         let (succeeded, running) = (count(BranchState::Succeeded), count(BranchState::Running));
         let needed = policy.needed(width);
-        if succeeded >= needed {
-            self.join(i, Ok(()));
-        } else if running == 0 && partial && succeeded >= 1 {
+        // Met; or, with a partial deadline, nothing left to wait for and something succeeded.
+        let partial_results = running == 0 && partial && succeeded >= 1;
+        if succeeded >= needed || partial_results {
             self.join(i, Ok(()));
         } else if running == 0 || (!partial && succeeded + running < needed) {
             let reason = if self.def(i).fan_out().is_none() {
