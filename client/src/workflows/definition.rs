@@ -24,7 +24,9 @@ use crate::error::{Error, Result};
 /// How a definition file is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefinitionFormat {
+    /// YAML 1.2 (which reads JSON too).
     Yaml,
+    /// JSON, exactly.
     Json,
 }
 

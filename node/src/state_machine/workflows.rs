@@ -27,8 +27,10 @@ use crate::limits::{WORKFLOWS_OPEN_MAX, WORKFLOW_BYTES_MAX};
 pub use definition::Definition;
 use run::Run;
 
+/// Assigned at start, increasing, never reused.
 pub type WorkflowId = u64;
 
+/// Where a workflow instance is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WorkflowState {
     /// Steps are running.
@@ -44,6 +46,7 @@ pub enum WorkflowState {
 }
 
 impl WorkflowState {
+    /// SUCCEEDED, FAILED, CANCELED or TIMED_OUT: kept for the retention, then forgotten.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -60,6 +63,7 @@ impl WorkflowState {
     }
 }
 
+/// Where one step of an instance is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepState {
     /// Not started: waits for the steps it follows.
@@ -75,6 +79,7 @@ pub enum StepState {
     TimedOut,
 }
 
+/// Where one task of a step (or one compensation) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BranchState {
     /// A compensation not submitted yet.
@@ -166,6 +171,7 @@ pub struct Workflow {
     pub ending: WorkflowState,
 }
 
+/// The workflow commands the log will carry (inside `Command::Workflows`, once registered).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkflowCommand {
     /// Idempotent by `idempotency_key` (when not empty) while the workflow is kept.
@@ -186,6 +192,7 @@ pub enum WorkflowCommand {
     Retry { workflow_id: WorkflowId },
 }
 
+/// What a workflow command answers; a refusal is a value, never an error of apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkflowResponse {
     Started {
@@ -216,6 +223,7 @@ pub enum WorkflowResponse {
     },
 }
 
+/// What changed, in a `WorkflowEvent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkflowEventKind {
     Started,
@@ -267,6 +275,8 @@ pub struct Index {
     pub finished: BTreeSet<(u64, WorkflowId)>,
 }
 
+/// The workflows primitive: every instance kept, its indexes, and the retention of the last
+/// Tick. Its serde encoding is its (future) snapshot section.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Workflows {
     last_id: WorkflowId,
@@ -279,6 +289,7 @@ pub struct Workflows {
 }
 
 impl Workflows {
+    /// Applies one workflow command; what it asks of tasks and decisions goes out as effects.
     pub fn apply(&mut self, ctx: &mut Ctx, command: &WorkflowCommand) -> WorkflowResponse {
         match command {
             WorkflowCommand::Start {
@@ -295,6 +306,7 @@ impl Workflows {
         }
     }
 
+    /// One instance (None: unknown, or forgotten after its retention).
     pub fn get(&self, id: WorkflowId) -> Option<&Workflow> {
         self.workflows.get(&id)
     }

@@ -41,6 +41,7 @@ pub struct When {
     pub outcome: String,
 }
 
+/// What a step does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepKind {
     /// One task, or with `fan_out` one per branch.
@@ -68,6 +69,7 @@ pub struct TaskTemplate {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A task step expanded into branches, and how they are joined.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FanOut {
     pub source: FanOutSource,
@@ -76,6 +78,7 @@ pub struct FanOut {
     pub join_deadline_ms: u64,
 }
 
+/// Where a fan-out's branches come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FanOutSource {
     /// A fixed number of branches.
@@ -84,6 +87,7 @@ pub enum FanOutSource {
     Over(u32),
 }
 
+/// How many branches must succeed (workflows.proto, `Join`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinPolicy {
     All,
@@ -158,6 +162,7 @@ impl Definition {
 }
 
 impl StepDef {
+    /// A decision step (else a task step).
     pub fn is_decision(&self) -> bool {
         matches!(self.kind, StepKind::Decision(_))
     }

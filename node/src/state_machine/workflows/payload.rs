@@ -55,6 +55,7 @@ pub struct Envelope<'a> {
 }
 
 impl Envelope<'_> {
+    /// The payload's JSON text, fields in a fixed order.
     pub fn to_json(&self) -> String {
         let mut out = format!(
             "{{\"workflow_id\":{},\"workflow\":{},\"step\":{},\"input\":{},\"params\":{},\"results\":{{",
