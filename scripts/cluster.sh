@@ -293,9 +293,12 @@ initialize() {
     local marker=$home_dir/initialized output deadline
     [[ -e $marker ]] && return 0
     say "initializing the cluster (nodes 1-3) through node 1"
+    # The members by their addresses: the CLI's default is the default ports.
+    local id members=()
+    for id in "${NODE_IDS[@]}"; do members+=(--member "$id=$(api_addr "$id")/$(peer_addr "$id")"); done
     deadline=$((SECONDS + up_timeout_secs))
     while true; do
-        if output=$(cli cluster init 2>&1); then
+        if output=$(cli cluster init "${members[@]}" 2>&1); then
             [[ -n $output ]] && echo "$output"
             break
         fi
