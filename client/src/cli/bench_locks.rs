@@ -69,6 +69,8 @@ enum StepKind {
 /// The hand-offs and cycles [`pair_steps`] found in the measured window, in microseconds.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Pairing {
+    /// Grants returned in the window.
+    grants: u64,
     handoffs_us: Vec<u64>,
     cycles_us: Vec<u64>,
     /// Grants in the window that were no hand-off: the lock was free, or retaken by the contender
@@ -104,6 +106,9 @@ fn pair_steps(steps: &mut [Step], (from_us, to_us): (u64, u64)) -> Pairing {
         match step.kind {
             StepKind::ReleaseSent => released = Some((step.contender, step.at_us)),
             StepKind::Granted { sent_us } => {
+                if in_window(step.at_us, step.at_us) {
+                    pairing.grants += 1;
+                }
                 if let Some(previous) = last_grant_us.filter(|&p| in_window(p, step.at_us)) {
                     pairing.cycles_us.push(step.at_us - previous);
                 }
@@ -242,7 +247,7 @@ pub async fn run(args: BenchLock, globals: &Globals) -> CliResult {
     let window = (since_start(measure_from), since_start(end));
     let pairing = pair_steps(&mut total.steps, window);
     print_report(&args, &total, &pairing, globals.json)?;
-    if total.acquire_us.count() == 0 {
+    if pairing.grants == 0 {
         return Err(CliError::failed(format!(
             "no acquisition succeeded{}",
             total
@@ -260,7 +265,9 @@ fn contenders_per_lock(args: &BenchLock) -> u32 {
 }
 
 fn print_report(args: &BenchLock, total: &Report, pairing: &Pairing, json: bool) -> CliResult {
-    let acquisitions = total.acquire_us.count();
+    // Grants returned in the window, also to Acquires sent before it (those are left out of the
+    // acquire latency, which needs the send in the window too).
+    let acquisitions = pairing.grants;
     let throughput = acquisitions as f64 / args.duration as f64;
     let acquire = &total.acquire_us;
     let histogram = |values: &[u64]| {
@@ -310,8 +317,13 @@ fn print_report(args: &BenchLock, total: &Report, pairing: &Pairing, json: bool)
     }
     let ms = |us: u64| format!("{:.2}ms", us as f64 / 1000.0);
     output::line(&format!(
-        "bench lock: clients={} locks={} ({} contenders per lock) ttl={:?} duration={}s (after {}s warm-up, not counted)",
-        args.clients, args.locks, contenders, args.ttl, args.duration, args.warmup
+        "bench lock: clients={} locks={} ({contenders} contender{} per lock) ttl={:?} duration={}s (after {}s warm-up, not counted)",
+        args.clients,
+        args.locks,
+        if contenders == 1 { "" } else { "s" },
+        args.ttl,
+        args.duration,
+        args.warmup
     ))?;
     output::line(&format!("acquisitions  {acquisitions}"))?;
     output::line(&format!("throughput    {throughput:.1} acquisitions/s"))?;
@@ -411,6 +423,7 @@ mod tests {
         assert_eq!(pairing.handoffs_us, vec![50, 60, 5]);
         assert_eq!(pairing.cycles_us, vec![100, 110, 85]);
         assert_eq!(pairing.grants_not_handed_off, 2);
+        assert_eq!(pairing.grants, 5);
     }
 
     #[test]
@@ -477,5 +490,6 @@ mod tests {
         assert_eq!(pairing.handoffs_us, vec![30]);
         assert_eq!(pairing.cycles_us, vec![110]);
         assert_eq!(pairing.grants_not_handed_off, 0);
+        assert_eq!(pairing.grants, 2, "the grants at 120 and 230");
     }
 }
