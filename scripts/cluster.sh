@@ -16,7 +16,9 @@
 #   clean            down, then delete the cluster's data and logs.
 #   help             this text.
 #
-# Nodes listen on 127.0.0.1: API ports 7001-7003, peer ports 7101-7103. Everything a node has lives
+# Nodes listen on 127.0.0.1: API ports 7001-7003, peer ports 7101-7103 (moved by
+# CONCLAVE_API_PORT_BASE and CONCLAVE_PEER_PORT_BASE, to run beside another cluster; give every
+# command of that cluster the same values and its own CONCLAVE_HOME). Everything a node has lives
 # under $CONCLAVE_HOME (default: .conclave in the checkout):
 #   nodeN/data       the node's data directory (RocksDB: Raft log, vote, snapshots)
 #   nodeN/node.log   the node's stderr and stdout, appended across restarts
@@ -29,6 +31,8 @@
 #   CONCLAVE_PROFILE     cargo profile to build and run: release (default) or debug
 #   CARGO_TARGET_DIR     cargo's target directory (default: <checkout>/target)
 #   CONCLAVE_NODE_ARGS   extra flags for every node, split on spaces, e.g. "--heartbeat-ms 100"
+#   CONCLAVE_API_PORT_BASE      node N's API port is this + N (default 7000)
+#   CONCLAVE_PEER_PORT_BASE     node N's peer port is this + N (default 7100)
 #   CONCLAVE_UP_TIMEOUT_SECS    how long `up` waits for a serving leader (default 30)
 #   CONCLAVE_STOP_GRACE_SECS    how long stop/down wait after SIGTERM before SIGKILL (default 10)
 #   Node settings can also be given as the node's own variables (CONCLAVE_LOG, CONCLAVE_HEARTBEAT_MS...).
@@ -38,8 +42,8 @@
 set -euo pipefail
 
 readonly NODE_IDS=(1 2 3)
-readonly API_PORT_BASE=7000
-readonly PEER_PORT_BASE=7100
+readonly API_PORT_BASE=${CONCLAVE_API_PORT_BASE:-7000}
+readonly PEER_PORT_BASE=${CONCLAVE_PEER_PORT_BASE:-7100}
 readonly HOST=127.0.0.1
 # A key no one writes: reading it linearizably proves that a leader serves.
 readonly PROBE_KEY=__cluster_sh_probe
@@ -55,6 +59,11 @@ die() {
     echo "cluster.sh: $*" >&2
     exit 1
 }
+
+for base in "$API_PORT_BASE" "$PEER_PORT_BASE"; do
+    [[ $base =~ ^[0-9]+$ ]] && ((base >= 1024 && base <= 65000)) ||
+        die "a port base must be a number from 1024 to 65000, got '$base'"
+done
 
 say() {
     echo "cluster.sh: $*"
@@ -284,9 +293,12 @@ initialize() {
     local marker=$home_dir/initialized output deadline
     [[ -e $marker ]] && return 0
     say "initializing the cluster (nodes 1-3) through node 1"
+    # The members by their addresses: the CLI's default is the default ports.
+    local id members=()
+    for id in "${NODE_IDS[@]}"; do members+=(--member "$id=$(api_addr "$id")/$(peer_addr "$id")"); done
     deadline=$((SECONDS + up_timeout_secs))
     while true; do
-        if output=$(cli cluster init 2>&1); then
+        if output=$(cli cluster init "${members[@]}" 2>&1); then
             [[ -n $output ]] && echo "$output"
             break
         fi

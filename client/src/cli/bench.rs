@@ -38,9 +38,18 @@ pub enum BenchCommand {
     /// acknowledgement. --idle submits one task at a time, so the agents are idle when it arrives.
     Tasks(super::bench_tasks::BenchTasks),
     /// Contend for locks: --clients contenders each loop acquire (waiting) -> release on one of
-    /// --locks locks (1: all on one lock), and report acquisitions/s, acquire latency and hand-off
-    /// latency (a release acknowledged -> the next grant of that lock acknowledged to another
-    /// contender, measured in this process on one monotonic clock).
+    /// --locks locks (contender i on lock i mod --locks; 1: all on one lock), and report
+    /// acquisitions/s, acquire latency, hand-off latency and the cycle per lock, p50 and p99.
+    ///
+    /// Every instant is read in this process, on one monotonic clock. Acquire latency: an
+    /// Acquire sent -> its grant returned (queueing included). Hand-off latency: a holder sends
+    /// its Release -> the next grant of that lock returns to another contender that was already
+    /// waiting (its Acquire sent before that Release); the cluster grants the waiter in the log
+    /// entry that applies the release, so this is the Release's trip to the leader, one commit
+    /// and the grant's trip back. Grants to a free lock, or back to the contender that released
+    /// it, are not hand-offs (counted apart; with one contender per lock no grant is one). Cycle: one
+    /// grant of a lock -> the next grant of the same lock; its mean is the duration divided by
+    /// the grants per lock, the rate one contended lock sustains.
     Lock(super::bench_locks::BenchLock),
 }
 

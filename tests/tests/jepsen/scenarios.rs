@@ -257,3 +257,69 @@ async fn unsafe_skip_fence_is_caught() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// How many writes of a run's `workload` came after a newer token's write to the same key was
+/// acknowledged: the stale writes the fence had to refuse (`writes_after_a_newer_token`).
+fn writes_after_a_newer_token(results: &jepsen::Results, workload: &str) -> u64 {
+    results
+        .checks
+        .iter()
+        .filter(|check| check.workload == workload)
+        .filter_map(|check| check.stats["writes_after_a_newer_token"].as_u64())
+        .sum()
+}
+
+/// The elections checker can fail, and not by chance: the elections workload's scripted
+/// deposals (`elections.rs`, `deposal`) elect a leader, let its term run out while it says
+/// nothing, elect a successor, have the successor's fenced write acknowledged, and only then let
+/// the deposed leader write under its old token. With `--unsafe-test-mode skip-fence` that write
+/// is applied after the successor's, so every round that got that far (one every ~2 s; the run
+/// has ~15 s of clients, no faults) puts a smaller token behind a larger one on the key, and
+/// `tokens_never_decrease` must say so. The order is the script's, not a race's, so the catch
+/// does not depend on timing; the assertion on `writes_after_a_newer_token` shows rounds ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_skip_fence_is_caught_by_elections() -> anyhow::Result<()> {
+    let mut config = RunConfig::short("unsafe-skip-fence-elections", &["elections"], &[]);
+    config.unsafe_mode = Some("skip-fence".to_string());
+    config.faults = std::time::Duration::from_secs(10);
+    let results = jepsen::run(config).await?;
+    let exposed = writes_after_a_newer_token(&results, "elections");
+    assert!(
+        exposed > 0,
+        "no deposed leader wrote after its successor (seed {}): the scenario proves nothing; {:?}",
+        results.seed,
+        results.problems
+    );
+    assert_eq!(
+        results.verdict,
+        RunVerdict::Invalid,
+        "{exposed} deposed leaders' writes went unnoticed (seed {}): {:?}; report: {}",
+        results.seed,
+        results.problems,
+        results.dir.join("report.html").display()
+    );
+    assert!(
+        results
+            .problems
+            .iter()
+            .any(|p| p.contains("elections") && p.contains("stale holder wrote")),
+        "{:?}",
+        results.problems
+    );
+    Ok(())
+}
+
+/// The same run with the fence in place: every deposed leader's write, sent after its
+/// successor's was acknowledged, is refused as lock-lost, and the run is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposed_leaders_are_refused_by_the_fence() -> anyhow::Result<()> {
+    let mut config = RunConfig::short("elections-deposals", &["elections"], &[]);
+    config.faults = std::time::Duration::from_secs(10);
+    let results = run_and_expect_valid(config).await?;
+    let exposed = writes_after_a_newer_token(&results, "elections");
+    assert!(
+        exposed > 0,
+        "no deposed leader wrote after its successor: the scenario proves less than it claims"
+    );
+    Ok(())
+}

@@ -4,6 +4,16 @@
 //! (a deposed leader that does not know it), and resign; observers stream every election
 //! (Observe) from every node, and readers ask who leads (Leader, linearizable).
 //!
+//! Besides the candidates, one pair of clients plays scripted deposals on an election of their
+//! own, [`DEPOSAL_ELECTION`], round after round ([`deposal`]): the first is elected with the
+//! shortest TTL and then says nothing (a paused process), the second campaigns, is elected once
+//! that term ran out, writes under its token and is acknowledged; only then does the deposed
+//! leader write under its old token. The order of the two writes is the script's, not a race's:
+//! every round is a stale write after a newer token's acknowledged write, which the fence must
+//! refuse (`writes_after_a_newer_token` counts them). Without the fence (`--unsafe-test-mode
+//! skip-fence`) each one lands behind its successor's and `tokens_never_decrease` fails
+//! (`scenarios::unsafe_skip_fence_is_caught_by_elections`), however the run is timed.
+//!
 //! Recorded operations (f: invocation value -> ok value), besides the fenced `write`s, the end
 //! marker and the replays of `fenced.rs` (keys `jepsen/elections/<name>`):
 //! - `campaign`: `{"name", "owner", "value", "ttl_ms", "wait_ms"}` -> the same with `"token"` and
@@ -67,6 +77,11 @@ pub const PREFIX: &str = "jepsen/elections/";
 pub const END_KEY: &str = "jepsen/elections/~end";
 /// Longest stretch of an Observe stream one `observe` operation covers.
 pub const CHECKPOINT: Duration = Duration::from_secs(1);
+/// The election of the scripted deposals; the candidates never campaign in it.
+pub const DEPOSAL_ELECTION: &str = "deposal";
+/// How much longer than the deposed term (and the lock-delay) the successor may wait to be
+/// elected: room for the leader's ticker to expire the term, kept under the op timeout.
+const SUCCESSOR_WAIT_SLACK_MS: u64 = 1_500;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -82,6 +97,8 @@ pub struct Options {
     pub stale_fraction: f64,
     /// A reader's mean pause is this many times the run's `op_interval`.
     pub read_pace: u32,
+    /// Play scripted deposals on [`DEPOSAL_ELECTION`] ([`deposal`]) beside the candidates.
+    pub deposals: bool,
 }
 
 impl Default for Options {
@@ -94,6 +111,7 @@ impl Default for Options {
             proclaims: (0, 2),
             stale_fraction: 0.15,
             read_pace: 5,
+            deposals: true,
         }
     }
 }
@@ -131,6 +149,15 @@ fn election_name(number: usize) -> String {
     format!("election-{number}")
 }
 
+/// Every election observers stream and readers read: the candidates' and the deposals'.
+fn observed_elections(options: &Options) -> Vec<String> {
+    let mut names: Vec<String> = (0..options.elections).map(election_name).collect();
+    if options.deposals {
+        names.push(DEPOSAL_ELECTION.to_string());
+    }
+    names
+}
+
 impl Workload for ElectionsWorkload {
     fn name(&self) -> &'static str {
         NAME
@@ -152,28 +179,44 @@ impl Workload for ElectionsWorkload {
             }));
         }
         let nodes: Vec<u64> = context.nodes.keys().copied().collect();
+        if self.options.deposals {
+            let context = context.clone();
+            let keys = Arc::clone(&self.keys);
+            let values = Arc::clone(&self.values);
+            let options = self.options.clone();
+            // On two nodes, so that one's sends are forwarded (or not) independently of the other's.
+            let (deposed_node, successor_node) = (nodes[0], nodes[1 % nodes.len()]);
+            self.candidates.push(tokio::spawn(async move {
+                let mut rng = context.rng(2000);
+                let mut deposed = Actor::new(&context, deposed_node);
+                let mut successor = Actor::new(&context, successor_node);
+                while !context.pace(&mut rng).await {
+                    let actors = (&mut deposed, &mut successor);
+                    deposal(actors, &context, &keys, &values, &options).await;
+                }
+            }));
+        }
+        let observed = observed_elections(&self.options);
         for (position, &node) in nodes.iter().enumerate() {
             let mut order = nodes.clone();
             order.rotate_left(position);
-            for election in 0..self.options.elections {
+            for name in &observed {
                 let context = context.clone();
                 let order = order.clone();
-                self.observers.push(tokio::spawn(observer(
-                    context,
-                    order,
-                    election_name(election),
-                )));
+                self.observers
+                    .push(tokio::spawn(observer(context, order, name.clone())));
             }
             let context = context.clone();
             let options = self.options.clone();
+            let observed = observed.clone();
             self.observers.push(tokio::spawn(async move {
                 let mut rng = context.rng(1000 + position as u64);
                 let mut actor = Actor::new(&context, node);
                 let interval = context.op_interval * options.read_pace;
                 let mut stop = context.stop.clone();
                 while !super::agents::pace(&mut stop, &mut rng, interval).await {
-                    let name = election_name(rng.gen_range(0..options.elections));
-                    read_leader(&mut actor, &context, node, &name).await;
+                    let name = &observed[rng.gen_range(0..observed.len())];
+                    read_leader(&mut actor, &context, node, name).await;
                 }
             }));
         }
@@ -243,6 +286,64 @@ async fn term(
         return;
     }
     resign(actor, context, &name, token).await;
+}
+
+/// One scripted deposal on [`DEPOSAL_ELECTION`], in this order, each step started only once the
+/// one before was answered:
+/// 1. the first client (`deposed`) is elected with the shortest TTL of the options;
+/// 2. the second (`successor`) campaigns, queued behind it, waiting longer than that TTL and the
+///    lock-delay: the leader's ticker ends the term and elects it with a larger token (issued
+///    from the one counter after the first one's, since its campaign was invoked after the first
+///    was answered);
+/// 3. the successor writes under its token, and the write is acknowledged (applied);
+/// 4. only now does the deposed leader, which has said nothing since it was elected (a process
+///    paused past its term, unaware of it), write under its old token (recorded `stale`), then
+///    resigns; the successor resigns.
+///
+/// Step 4's write is invoked after a newer token's write was acknowledged, whatever the timing:
+/// the fence must refuse it (`lock-lost`), and if it were applied it would follow the
+/// successor's in the key's history with a smaller token. A round whose first three steps do not
+/// all succeed (a fault, a slow cluster) ends without the stale write and is simply not counted.
+async fn deposal(
+    (deposed, successor): (&mut Actor, &mut Actor),
+    context: &ClientContext,
+    keys: &FencedKeys,
+    values: &AtomicU64,
+    options: &Options,
+) {
+    let name = DEPOSAL_ELECTION;
+    let deposed_ttl_ms = options.ttl_ms.0;
+    let successor_wait_ms = (deposed_ttl_ms + options.lock_delay_ms + SUCCESSOR_WAIT_SLACK_MS)
+        .min((context.op_timeout.as_millis() as u64).saturating_sub(500));
+    let campaign = |actor: &Actor, ttl_ms: u64, wait_ms: u64| {
+        let owner = format!("p{}", actor.process());
+        let value = format!("{owner}/{}", values.fetch_add(1, Ordering::Relaxed));
+        json!({
+            "name": name, "owner": owner, "value": value, "ttl_ms": ttl_ms, "wait_ms": wait_ms,
+        })
+    };
+    // The election may still be held for a moment (a resign that did not get through).
+    let spec = campaign(deposed, deposed_ttl_ms, options.wait_ms.1);
+    let lock_delay_ms = options.lock_delay_ms;
+    let Some(stale_token) = campaign_for(deposed, context, spec, lock_delay_ms).await else {
+        return;
+    };
+    let spec = campaign(successor, options.ttl_ms.1, successor_wait_ms);
+    let Some(token) = campaign_for(successor, context, spec, lock_delay_ms).await else {
+        return;
+    };
+    let fence = (FenceKind::Election, name, token);
+    let written = keys.write(successor, context, fence, false).await;
+    if matches!(written, Completion::Ok(_)) {
+        let stale_fence = (FenceKind::Election, name, stale_token);
+        let stale = keys.write(deposed, context, stale_fence, true).await;
+        if !matches!(stale, Completion::Info(_)) {
+            resign(deposed, context, name, stale_token).await;
+        }
+    }
+    if !matches!(written, Completion::Info(_)) {
+        resign(successor, context, name, token).await;
+    }
 }
 
 /// Campaigns as `spec` says; the token when elected.

@@ -38,6 +38,8 @@ pub struct Write {
     pub outcome: OpKind,
     /// The revision it was acknowledged with (`ok` only).
     pub revision: Option<u64>,
+    /// Index of its `ok` completion in the history.
+    pub acknowledged: Option<u64>,
     /// `fail` because the grant was not current (`lock-lost`).
     pub lock_lost: bool,
 }
@@ -132,6 +134,10 @@ impl Fenced {
                             .is_ok()
                             .then(|| operation.value()["revision"].as_u64())
                             .flatten(),
+                        acknowledged: operation
+                            .is_ok()
+                            .then(|| operation.complete.map(|event| event.index))
+                            .flatten(),
                         lock_lost,
                     },
                 );
@@ -177,6 +183,34 @@ impl Fenced {
         }
     }
 
+    /// Writes invoked after a write to the same key under a larger token was acknowledged: each
+    /// one comes from a holder that lost its grant to a successor who has written since, so the
+    /// fence must refuse it; had it been applied, it would follow the acknowledged one in the
+    /// history and [`tokens_never_decrease`] would report it. A run that means to show the fence
+    /// at work (or, in `--unsafe-test-mode skip-fence`, the checker catching its absence) counts
+    /// these to prove it had some.
+    pub fn writes_after_a_newer_token(&self) -> usize {
+        // Per key: (history index of the acknowledgement, token) of the acknowledged writes.
+        let mut acknowledged: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+        for write in self.writes.values() {
+            if let Some(at) = write.acknowledged {
+                acknowledged
+                    .entry(write.key.as_str())
+                    .or_default()
+                    .push((at, write.token));
+            }
+        }
+        self.writes
+            .values()
+            .filter(|write| {
+                acknowledged.get(write.key.as_str()).is_some_and(|acks| {
+                    acks.iter()
+                        .any(|&(at, token)| at < write.index && token > write.token)
+                })
+            })
+            .count()
+    }
+
     pub fn stats(&self, reference: &[Applied]) -> Json {
         let count =
             |pick: &dyn Fn(&Write) -> bool| self.writes.values().filter(|w| pick(w)).count();
@@ -188,6 +222,7 @@ impl Fenced {
             "stale_writes": count(&|w| w.stale),
             "stale_writes_ok": count(&|w| w.stale && w.outcome == OpKind::Ok),
             "stale_writes_lock_lost": count(&|w| w.stale && w.lock_lost),
+            "writes_after_a_newer_token": self.writes_after_a_newer_token(),
             "applied": reference.len(),
             "replays": self.replays.len(),
             "end_revision": self.end,

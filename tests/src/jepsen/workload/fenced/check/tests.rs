@@ -92,6 +92,39 @@ fn a_good_history_passes_every_fence_property() {
     let stats = fenced.stats(fenced.reference().unwrap());
     assert_eq!(stats["writes_lock_lost"], 1);
     assert_eq!(stats["writes_info"], 1);
+    assert_eq!(
+        stats["writes_after_a_newer_token"], 1,
+        "write 3 (token 5) came after write 2 (token 7) was acknowledged"
+    );
+}
+
+#[test]
+fn only_writes_invoked_after_a_newer_token_was_acknowledged_count_as_exposed() {
+    // Write 2 (token 5) is invoked while write 1 (token 7) is outstanding: not exposed, its
+    // order against write 1 is the cluster's to choose. Write 3 (token 5) is invoked after write
+    // 1 was acknowledged: exposed. Write 4 (token 3) goes to another key: not exposed. Write 5
+    // (token 8) follows write 6 (token 9), which failed: not exposed.
+    let other = "jepsen/test/lock-1";
+    let writes = Script::new(W)
+        .invoke(1, "write", Some(K), write(1, 7))
+        .invoke(2, "write", Some(K), write(2, 5))
+        .ok(1, acked(1, 7, 1))
+        .fail_with(2, "FailedPrecondition: lock lost [lock-lost]")
+        .invoke(2, "write", Some(K), write(3, 5))
+        .fail_with(2, "FailedPrecondition: lock lost [lock-lost]")
+        .invoke(
+            3,
+            "write",
+            Some(other),
+            json!({"name": "lock-1", "token": 3, "write": 4}),
+        )
+        .fail_with(3, "FailedPrecondition: lock lost [lock-lost]")
+        .invoke(1, "write", Some(K), write(6, 9))
+        .fail_with(1, "FailedPrecondition: lock lost [lock-lost]")
+        .invoke(2, "write", Some(K), write(5, 8))
+        .ok(2, acked(5, 8, 2));
+    let fenced = fenced(&finals(writes, &[change(1, 7, 1), change(2, 8, 5)], 3).events());
+    assert_eq!(fenced.writes_after_a_newer_token(), 1);
 }
 
 #[test]
