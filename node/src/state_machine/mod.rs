@@ -615,3 +615,5 @@ fn delete_event(key: &[u8], revision: u64) -> Event {
 mod golden_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trace_tests;
