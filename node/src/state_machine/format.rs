@@ -50,7 +50,9 @@ pub const LOG_FORMAT: u32 = 1;
 ///   copy of cluster time is gone), and decisions are their own section (`decisions`: the
 ///   `Decisions` primitive, after `coordination`, with the last decision id, the open and closed
 ///   indexes and the decision deadline timers, which leave `Coordination`'s timers).
-pub const SNAPSHOT_FORMAT: u32 = 3;
+/// - 4: the tasks keep their own index of the leases each session holds (`leases`, after
+///   `gates`).
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other

@@ -288,7 +288,7 @@ impl StateMachine {
     /// The keys' reaction to an effect: a session's end deletes the keys attached to it, adding
     /// their delete events to `deleted` for the next revision.
     fn kv_on_effect(&mut self, effect: &Effect, deleted: &mut Vec<Event>) {
-        let Effect::SessionEnded { session_id } = effect else {
+        let Effect::SessionEnded { session_id, .. } = effect else {
             return;
         };
         let revision = self.revision + 1;

@@ -14,7 +14,8 @@
 //! what it does to another goes back as an [`Effect`].
 
 use super::coordination::{
-    CoordEventKind, Decision, DecisionId, DecisionStatus, EventRing, Retention, SessionId, Timer,
+    AttemptOutcome, CoordEventKind, Decision, DecisionId, DecisionStatus, EventRing, Retention,
+    SessionEnd, SessionId, TaskId, Timer,
 };
 
 /// What primitives share, handed to each call: cluster time, the event ring streams follow, the
@@ -122,15 +123,33 @@ pub trait DecisionView {
 /// What one primitive does to the others, routed by the state machine in the order raised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// An agent session ended (expired, closed or replaced): the keys attached to it go, and its
-    /// locks, permits and leaderships are lost.
-    SessionEnded { session_id: SessionId },
+    /// An agent session ended (`end`: expired, closed or replaced): the tasks it holds leases on
+    /// go back to their queues (the attempt counted unless the agent closed the session), the
+    /// agents announce the end, the keys attached to it go, and its locks, permits and
+    /// leaderships are lost.
+    SessionEnded {
+        session_id: SessionId,
+        agent: String,
+        end: SessionEnd,
+    },
     /// A decision closed with `status` (and, when DECIDED, the winning `outcome`): the tasks
     /// gated on it become ready or are canceled.
     DecisionClosed {
         decision_id: DecisionId,
         status: DecisionStatus,
         outcome: Option<String>,
+    },
+    /// A task was leased to an agent's session: the agent runs one more task.
+    LeaseGranted {
+        session_id: SessionId,
+        task_id: TaskId,
+    },
+    /// A task's lease ended with `outcome`: the agent runs one task fewer; a success closes its
+    /// breaker, a failed attempt (a FAIL verb, an expired lease) counts towards opening it.
+    LeaseEnded {
+        session_id: SessionId,
+        task_id: TaskId,
+        outcome: AttemptOutcome,
     },
 }
 

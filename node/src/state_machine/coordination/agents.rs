@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{AttemptOutcome, SessionId, TaskId};
-use super::{
-    CoordEventKind, CoordResponse, Coordination, Revoked, TaskEventKind, TaskState, TimerKind,
-};
+use super::{CoordEventKind, CoordResponse, Coordination, TimerKind};
 use crate::limits::AGENTS_MAX;
 use crate::state_machine::primitive::{Ctx, Effect};
 
@@ -55,7 +53,7 @@ pub struct Agent {
     pub registered_ms: u64,
     pub last_heartbeat_ms: u64,
     pub reported_load: u32,
-    /// Tasks it holds a lease on now.
+    /// Tasks it holds a lease on now (`Effect::LeaseGranted` and `LeaseEnded` keep it).
     pub running: BTreeSet<TaskId>,
     pub drained: bool,
     pub breaker: BreakerState,
@@ -68,25 +66,26 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Whether the scheduler may give this agent one more task now (capabilities aside).
-    pub fn accepts_work(&self) -> bool {
+    /// Whether the scheduler may give this agent one more task now (capabilities aside), when
+    /// it holds `running` leases (the tasks' count, which is current within a command).
+    pub fn accepts_work(&self, running: usize) -> bool {
         self.live
             && !self.drained
             && match self.breaker {
-                BreakerState::Closed => self.running.len() < self.spec.max_concurrent as usize,
+                BreakerState::Closed => running < self.spec.max_concurrent as usize,
                 BreakerState::Open => false,
-                BreakerState::HalfOpen => self.running.is_empty(),
+                BreakerState::HalfOpen => running == 0,
             }
     }
 
-    /// How many more tasks the agent can take now.
-    pub fn free_slots(&self) -> usize {
-        if !self.accepts_work() {
+    /// How many more tasks the agent can take now, when it holds `running` leases.
+    pub fn free_slots(&self, running: usize) -> usize {
+        if !self.accepts_work(running) {
             return 0;
         }
         match self.breaker {
             BreakerState::HalfOpen => 1,
-            _ => (self.spec.max_concurrent as usize).saturating_sub(self.running.len()),
+            _ => (self.spec.max_concurrent as usize).saturating_sub(running),
         }
     }
 
@@ -121,7 +120,7 @@ impl Agent {
 
 /// Why a session ended; decides whether its leases count as attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SessionEnd {
+pub enum SessionEnd {
     /// Heartbeats stopped for the TTL: leases revoked, attempts counted.
     Expired,
     /// The agent closed it: leases given back, attempts not counted.
@@ -131,7 +130,12 @@ pub(super) enum SessionEnd {
 }
 
 impl SessionEnd {
-    fn reason(self) -> &'static str {
+    /// Whether the leases the session held count as attempts (all but a close by the agent).
+    pub fn counts_attempts(self) -> bool {
+        self != SessionEnd::Closed
+    }
+
+    pub fn reason(self) -> &'static str {
         match self {
             SessionEnd::Expired => "session expired",
             SessionEnd::Closed => "session closed",
@@ -269,13 +273,14 @@ impl Coordination {
         }
     }
 
-    /// Ends a live session: the agent is gone, its leases are revoked (counted unless it closed
-    /// the session itself), and the caller deletes its keys. Returns the leases revoked.
+    /// Ends a live session: the agent is gone and raises `Effect::SessionEnded`, on which the
+    /// tasks revoke its leases (counted unless it closed the session itself) and the keys and
+    /// locks attached to it go. Returns the leases it held.
     pub(super) fn end_session(
         &mut self,
         ctx: &mut Ctx,
         session_id: SessionId,
-        how: SessionEnd,
+        end: SessionEnd,
     ) -> u32 {
         let now_ms = ctx.now_ms;
         let name = self
@@ -290,7 +295,7 @@ impl Coordination {
         debug_assert!(agent.live && agent.session_id == session_id);
         agent.live = false;
         agent.gone_ms = now_ms;
-        let running = std::mem::take(&mut agent.running);
+        let held = std::mem::take(&mut agent.running).len();
         let expiry = (agent.expires_at_ms, TimerKind::SessionExpiry, session_id);
         let breaker = (agent.breaker == BreakerState::Open).then_some((
             agent.breaker_until_ms,
@@ -302,49 +307,28 @@ impl Coordination {
             self.timers.remove(&breaker);
         }
         self.gone_agents.insert((now_ms, name.clone()));
-
-        let mut released = 0;
-        for task_id in running {
-            let Some(mut task) = self.take_task(task_id) else {
-                continue;
-            };
-            let counted = how != SessionEnd::Closed;
-            let outcome = if counted {
-                AttemptOutcome::SessionLost
-            } else {
-                AttemptOutcome::Released
-            };
-            let Some(lease) = self.end_lease(now_ms, &mut task, outcome, "") else {
-                self.put_task(task);
-                continue;
-            };
-            released += 1;
-            let kind = if counted {
-                task.last_error = format!("attempt {}: {}", lease.attempt, how.reason());
-                self.requeue_or_dead_letter(now_ms, &mut task)
-            } else {
-                task.attempts = task.attempts.saturating_sub(1);
-                task.state = TaskState::Pending;
-                task.ready_at_ms = now_ms;
-                task.updated_ms = now_ms;
-                TaskEventKind::Requeued
-            };
-            let revoked = Revoked {
-                session_id,
-                token: lease.token,
-                canceled: false,
-                reason: how.reason().to_string(),
-            };
-            self.task_event(ctx, &task, kind, Some(revoked));
-            self.put_task(task);
-        }
-        ctx.raise(Effect::SessionEnded { session_id });
-        ctx.event(CoordEventKind::SessionClosed {
+        ctx.raise(Effect::SessionEnded {
             session_id,
             agent: name,
-            reason: how.reason().to_string(),
+            end,
         });
-        released
+        u32::try_from(held).expect("at most max_concurrent leases")
+    }
+
+    /// Announces a session's end (`SessionClosed`), after the tasks revoked its leases: their
+    /// events come first, as streams expect.
+    pub(super) fn session_closed(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: SessionId,
+        agent: &str,
+        end: SessionEnd,
+    ) {
+        ctx.event(CoordEventKind::SessionClosed {
+            session_id,
+            agent: agent.to_string(),
+            reason: end.reason().to_string(),
+        });
     }
 
     /// Drops an agent (and its session mapping) entirely; returns it.
@@ -385,36 +369,56 @@ impl Coordination {
         }
     }
 
-    /// A successful attempt by `agent` (completed counted, breaker closed).
-    pub(super) fn agent_succeeded(&mut self, name: &str, session_id: SessionId) {
-        let Some(agent) = self.agents.get_mut(name) else {
-            return;
-        };
-        if agent.session_id != session_id {
-            return;
+    /// A task leased to `session_id`: its agent runs it.
+    pub(super) fn lease_granted(&mut self, session_id: SessionId, task_id: TaskId) {
+        if let Some(agent) = self.current_agent_mut(session_id) {
+            agent.running.insert(task_id);
         }
-        agent.completed += 1;
-        if agent.breaker == BreakerState::Open {
-            self.timers
-                .remove(&(agent.breaker_until_ms, TimerKind::BreakerReopen, session_id));
-        }
-        agent.breaker_success();
     }
 
-    /// A failed attempt by `agent` (a FAIL verb or a lease expiry): counted, and the breaker
-    /// may open.
-    pub(super) fn agent_failed(&mut self, now_ms: u64, name: &str, session_id: SessionId) {
-        let Some(agent) = self.agents.get_mut(name) else {
+    /// A lease of `session_id` ended with `outcome`: its agent no longer runs the task, and a
+    /// success or a failed attempt is counted (the breaker closes, or may open).
+    pub(super) fn lease_ended(
+        &mut self,
+        now_ms: u64,
+        session_id: SessionId,
+        task_id: TaskId,
+        outcome: AttemptOutcome,
+    ) {
+        let Some(agent) = self.current_agent_mut(session_id) else {
             return;
         };
-        if agent.session_id != session_id {
-            return;
+        agent.running.remove(&task_id);
+        match outcome {
+            AttemptOutcome::Succeeded => {
+                agent.completed += 1;
+                let reopen = (agent.breaker == BreakerState::Open).then_some((
+                    agent.breaker_until_ms,
+                    TimerKind::BreakerReopen,
+                    session_id,
+                ));
+                agent.breaker_success();
+                if let Some(reopen) = reopen {
+                    self.timers.remove(&reopen);
+                }
+            }
+            AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => {
+                agent.failed += 1;
+                if let Some(until_ms) = agent.breaker_failure(now_ms) {
+                    self.timers
+                        .insert((until_ms, TimerKind::BreakerReopen, session_id));
+                }
+            }
+            _ => {}
         }
-        agent.failed += 1;
-        if let Some(until_ms) = agent.breaker_failure(now_ms) {
-            self.timers
-                .insert((until_ms, TimerKind::BreakerReopen, session_id));
-        }
+    }
+
+    /// The agent whose current session (live or gone) is `session_id`, for changing it.
+    fn current_agent_mut(&mut self, session_id: SessionId) -> Option<&mut Agent> {
+        let name = self.sessions.get(&session_id)?;
+        self.agents
+            .get_mut(name)
+            .filter(|agent| agent.session_id == session_id)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::kv::Fnv;
 use super::primitive::{AgentView, Ctx, Effect, Primitive};
 
-pub use agents::{Agent, AgentSpec, Beat, BreakerState};
+pub use agents::{Agent, AgentSpec, Beat, BreakerState, SessionEnd};
 pub use decisions::{
     Decision, DecisionSpec, DecisionStatus, Decisions, Electorate, Rule, Tally, Vote,
 };
@@ -340,6 +340,9 @@ pub struct Coordination {
     idempotency_by_time: BTreeSet<(u64, String, String)>,
     /// BLOCKED tasks per gating decision.
     gates: BTreeMap<DecisionId, BTreeSet<TaskId>>,
+    /// ASSIGNED tasks per session holding their lease: the tasks' own count of what each agent
+    /// runs (current within a command, unlike the agents' `running`, which follows by effects).
+    leases: BTreeMap<SessionId, BTreeSet<TaskId>>,
     /// XOR of `task_digest` over every task, kept as tasks change.
     tasks_digest: u64,
 
@@ -529,18 +532,11 @@ impl Coordination {
 
     /// Tasks whose lease is held by `session_id`, in id order.
     pub fn assignments(&self, session_id: SessionId) -> Vec<&Task> {
-        let Some(agent) = self.agent_by_session(session_id) else {
-            return Vec::new();
-        };
-        agent
-            .running
-            .iter()
+        self.leases
+            .get(&session_id)
+            .into_iter()
+            .flatten()
             .filter_map(|id| self.tasks.get(id))
-            .filter(|task| {
-                task.lease
-                    .as_ref()
-                    .is_some_and(|l| l.session_id == session_id)
-            })
             .collect()
     }
 
@@ -549,6 +545,7 @@ impl Coordination {
         tasks::plan(
             &self.ready,
             &self.tasks,
+            &self.leases,
             &self.agents,
             &self.last_assigned_queue,
             now_ms,
@@ -583,38 +580,35 @@ impl Coordination {
         }
     }
 
-    /// A new leader's first tick: the heartbeats and extensions that could not reach anyone
-    /// during the election must not cost agents their sessions or their work.
-    fn refresh_deadlines(&mut self, now_ms: u64) {
-        let live: Vec<String> = self
-            .agents
-            .values()
-            .filter(|a| a.live)
-            .map(|a| a.name.clone())
-            .collect();
-        for name in live {
-            let agent = self.agents.get_mut(&name).expect("listed above");
+    /// A new leader's first tick: the heartbeats that could not reach anyone during the
+    /// election must not cost agents their sessions.
+    fn refresh_sessions(&mut self, now_ms: u64) {
+        for agent in self.agents.values_mut().filter(|a| a.live) {
             let expires_at_ms = agent
                 .expires_at_ms
                 .max(now_ms.saturating_add(agent.spec.ttl_ms));
             let session_id = agent.session_id;
             let old = agent.expires_at_ms;
             agent.expires_at_ms = expires_at_ms;
-            let running: Vec<TaskId> = agent.running.iter().copied().collect();
             self.timers
                 .remove(&(old, TimerKind::SessionExpiry, session_id));
             self.timers
                 .insert((expires_at_ms, TimerKind::SessionExpiry, session_id));
-            for task_id in running {
-                let Some(mut task) = self.take_task(task_id) else {
-                    continue;
-                };
-                let lease_ms = task.spec.lease_ms;
-                if let Some(lease) = task.lease.as_mut() {
-                    lease.deadline_ms = lease.deadline_ms.max(now_ms.saturating_add(lease_ms));
-                }
-                self.put_task(task);
-            }
+        }
+    }
+
+    /// A new leader's first tick: the lease extensions that could not reach anyone during the
+    /// election must not cost agents their work. Every lease is held by a live session.
+    fn refresh_leases(&mut self, now_ms: u64) {
+        let leased: Vec<TaskId> = self.leases.values().flatten().copied().collect();
+        for task_id in leased {
+            let mut task = self
+                .take_task(task_id)
+                .expect("the lease index lists tasks");
+            let lease_ms = task.spec.lease_ms;
+            let lease = task.lease.as_mut().expect("the lease index lists leases");
+            lease.deadline_ms = lease.deadline_ms.max(now_ms.saturating_add(lease_ms));
+            self.put_task(task);
         }
     }
 
@@ -662,14 +656,11 @@ impl Coordination {
         self.tasks.insert(task.id, task);
     }
 
-    /// Forgets a task for good (retention, purge), with its idempotency key.
+    /// Forgets a task for good (retention, purge: finished and dead letters, never leased),
+    /// with its idempotency key.
     fn forget_task(&mut self, id: TaskId) -> Option<Task> {
         let task = self.take_task(id)?;
-        if let Some(lease) = &task.lease {
-            if let Some(agent) = self.agents.get_mut(&lease.agent) {
-                agent.running.remove(&id);
-            }
-        }
+        debug_assert!(task.lease.is_none(), "a forgotten task holds no lease");
         if !task.spec.idempotency_key.is_empty() {
             let entry = (task.spec.queue.clone(), task.spec.idempotency_key.clone());
             if let Some(&(owner, at_ms)) = self.idempotency.get(&entry) {
@@ -757,6 +748,11 @@ impl Coordination {
                 (lease.deadline_ms, TimerKind::LeaseExpiry, id),
                 insert,
             );
+            let held = self.leases.entry(lease.session_id).or_default();
+            toggle(held, id, insert);
+            if held.is_empty() {
+                self.leases.remove(&lease.session_id);
+            }
         }
         if !task.state.is_terminal() && task.spec.deadline_ms != 0 {
             toggle(
@@ -807,6 +803,7 @@ impl Coordination {
             idempotency,
             idempotency_by_time,
             gates,
+            leases,
             tasks_digest,
             agents,
             sessions,
@@ -829,6 +826,7 @@ impl Coordination {
             ("idempotency", encode(idempotency)),
             ("idempotency_by_time", encode(idempotency_by_time)),
             ("gates", encode(gates)),
+            ("leases", encode(leases)),
             ("tasks_digest", encode(tasks_digest)),
             ("agents", encode(agents)),
             ("sessions", encode(sessions)),
@@ -868,18 +866,36 @@ impl Primitive for Coordination {
     }
 
     fn refresh(&mut self, ctx: &mut Ctx) {
-        self.refresh_deadlines(ctx.now_ms);
+        self.refresh_sessions(ctx.now_ms);
+        self.refresh_leases(ctx.now_ms);
     }
 
-    /// A closed decision resolves the tasks gated on it.
+    /// A session's end revokes its leases and then is announced; a closed decision resolves
+    /// the tasks gated on it; a lease granted or ended is counted for its agent.
     fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
-        if let Effect::DecisionClosed {
-            decision_id,
-            status,
-            outcome,
-        } = effect
-        {
-            self.decision_closed(ctx, *decision_id, *status, outcome.as_deref());
+        match effect {
+            Effect::SessionEnded {
+                session_id,
+                agent,
+                end,
+            } => {
+                self.revoke_session_leases(ctx, *session_id, *end);
+                self.session_closed(ctx, *session_id, agent, *end);
+            }
+            Effect::DecisionClosed {
+                decision_id,
+                status,
+                outcome,
+            } => self.decision_closed(ctx, *decision_id, *status, outcome.as_deref()),
+            Effect::LeaseGranted {
+                session_id,
+                task_id,
+            } => self.lease_granted(*session_id, *task_id),
+            Effect::LeaseEnded {
+                session_id,
+                task_id,
+                outcome,
+            } => self.lease_ended(ctx.now_ms, *session_id, *task_id, *outcome),
         }
     }
 

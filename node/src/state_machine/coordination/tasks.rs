@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use std::ops::Bound;
 
-use super::agents::Agent;
+use super::agents::{Agent, SessionEnd};
 use super::decisions::{gate_outcome, DecisionStatus};
 use super::{CoordResponse, Coordination, Revoked, TaskEventKind};
 use super::{DecisionId, FencingToken, SessionId, TaskId};
 use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
-use crate::state_machine::primitive::Ctx;
+use crate::state_machine::primitive::{Ctx, Effect};
 
 /// Retry backoff after a failed attempt (tasks.proto, `Backoff`). The wire's `multiplier` and
 /// `jitter` are doubles; validation rounds them once to whole thousandths (`grpc/validation.rs`),
@@ -314,6 +314,7 @@ pub const SCAN_PER_QUEUE: usize = 256;
 pub(super) fn plan(
     ready: &BTreeMap<String, BTreeSet<ReadyKey>>,
     tasks: &BTreeMap<TaskId, Task>,
+    leases: &BTreeMap<SessionId, BTreeSet<TaskId>>,
     agents: &BTreeMap<String, Agent>,
     last_queue: &str,
     now_ms: u64,
@@ -339,14 +340,16 @@ pub(super) fn plan(
     }
     let mut candidates: BTreeMap<&str, Candidate> = agents
         .values()
-        .filter(|agent| agent.accepts_work())
-        .map(|agent| {
+        .filter_map(|agent| {
+            let running = leases.get(&agent.session_id).map_or(0, BTreeSet::len);
             let candidate = Candidate {
                 agent,
-                running: agent.running.len(),
-                free: agent.free_slots(),
+                running,
+                free: agent.free_slots(running),
             };
-            (agent.name.as_str(), candidate)
+            agent
+                .accepts_work(running)
+                .then_some((agent.name.as_str(), candidate))
         })
         .collect();
     // Agents with a free slot, least loaded first.
@@ -529,9 +532,10 @@ impl Coordination {
         let now_ms = ctx.now_ms;
         let task = self.tasks.get(&task_id)?;
         let agent = self.agent_by_session(session_id)?;
+        let running = self.leases.get(&session_id).map_or(0, BTreeSet::len);
         let valid = task.state == TaskState::Pending
             && !task.deadline_passed(now_ms)
-            && agent.accepts_work()
+            && agent.accepts_work(running)
             && agent.has_capabilities(&task.spec.capabilities);
         if !valid {
             return None;
@@ -564,11 +568,10 @@ impl Coordination {
             outcome: AttemptOutcome::Running,
             error: String::new(),
         });
-        self.agents
-            .get_mut(&agent_name)
-            .expect("found above")
-            .running
-            .insert(task_id);
+        ctx.raise(Effect::LeaseGranted {
+            session_id,
+            task_id,
+        });
         self.last_assigned_queue.clone_from(&task.spec.queue);
         self.task_event(ctx, &task, TaskEventKind::Assigned, None);
         self.put_task(task);
@@ -600,13 +603,11 @@ impl Coordination {
             return response;
         }
         let mut task = self.take_task(task_id).expect("checked");
-        let lease = self
-            .end_lease(now_ms, &mut task, AttemptOutcome::Succeeded, "")
+        self.end_lease(ctx, &mut task, AttemptOutcome::Succeeded, "")
             .expect("checked");
         task.state = TaskState::Succeeded;
         task.updated_ms = now_ms;
         task.result = result.to_vec();
-        self.agent_succeeded(&lease.agent, lease.session_id);
         self.task_event(ctx, &task, TaskEventKind::Succeeded, None);
         self.put_task(task);
         CoordResponse::Verb {
@@ -629,12 +630,10 @@ impl Coordination {
             return response;
         }
         let mut task = self.take_task(task_id).expect("checked");
-        let lease = self
-            .end_lease(now_ms, &mut task, AttemptOutcome::Failed, error)
+        self.end_lease(ctx, &mut task, AttemptOutcome::Failed, error)
             .expect("checked");
         task.last_error = error.to_string();
         task.updated_ms = now_ms;
-        self.agent_failed(now_ms, &lease.agent, lease.session_id);
         let kind = if !retryable {
             task.state = TaskState::DeadLettered;
             task.dead_letter_reason = Some(DeadLetterReason::NotRetryable);
@@ -726,7 +725,7 @@ impl Coordination {
             return response;
         }
         let mut task = self.take_task(task_id).expect("checked");
-        self.end_lease(now_ms, &mut task, AttemptOutcome::Released, "");
+        self.end_lease(ctx, &mut task, AttemptOutcome::Released, "");
         task.attempts = task.attempts.saturating_sub(1);
         task.state = TaskState::Pending;
         task.ready_at_ms = now_ms;
@@ -753,7 +752,7 @@ impl Coordination {
         }
         let mut task = self.take_task(task_id).expect("found above");
         let revoked = self
-            .end_lease(now_ms, &mut task, AttemptOutcome::Canceled, "")
+            .end_lease(ctx, &mut task, AttemptOutcome::Canceled, "")
             .map(|lease| Revoked {
                 session_id: lease.session_id,
                 token: lease.token,
@@ -829,15 +828,16 @@ impl Coordination {
         }
     }
 
-    /// Ends the task's current lease, if any: the attempt gets its outcome and the agent no
-    /// longer runs the task. Returns the lease that ended.
+    /// Ends the task's current lease, if any: the attempt gets its outcome, and
+    /// `Effect::LeaseEnded` tells the agent. Returns the lease that ended.
     pub(super) fn end_lease(
         &mut self,
-        now_ms: u64,
+        ctx: &mut Ctx,
         task: &mut Task,
         outcome: AttemptOutcome,
         error: &str,
     ) -> Option<Lease> {
+        let now_ms = ctx.now_ms;
         let lease = task.lease.take()?;
         if let Some(attempt) = task
             .history
@@ -849,12 +849,59 @@ impl Coordination {
             attempt.outcome = outcome;
             attempt.error = error.to_string();
         }
-        if let Some(agent) = self.agents.get_mut(&lease.agent) {
-            if agent.session_id == lease.session_id {
-                agent.running.remove(&task.id);
-            }
-        }
+        ctx.raise(Effect::LeaseEnded {
+            session_id: lease.session_id,
+            task_id: task.id,
+            outcome,
+        });
         Some(lease)
+    }
+
+    /// A session ended: every task it holds a lease on goes back to its queue, in id order. The
+    /// attempt counts (and may dead-letter the task) unless the agent closed the session.
+    pub(super) fn revoke_session_leases(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: SessionId,
+        end: SessionEnd,
+    ) {
+        let now_ms = ctx.now_ms;
+        let held: Vec<TaskId> = self
+            .leases
+            .get(&session_id)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        for task_id in held {
+            let mut task = self
+                .take_task(task_id)
+                .expect("the lease index lists tasks");
+            let outcome = if end.counts_attempts() {
+                AttemptOutcome::SessionLost
+            } else {
+                AttemptOutcome::Released
+            };
+            let lease = self
+                .end_lease(ctx, &mut task, outcome, "")
+                .expect("the lease index lists leases");
+            let kind = if end.counts_attempts() {
+                task.last_error = format!("attempt {}: {}", lease.attempt, end.reason());
+                self.requeue_or_dead_letter(now_ms, &mut task)
+            } else {
+                task.attempts = task.attempts.saturating_sub(1);
+                task.state = TaskState::Pending;
+                task.ready_at_ms = now_ms;
+                task.updated_ms = now_ms;
+                TaskEventKind::Requeued
+            };
+            let revoked = Revoked {
+                session_id,
+                token: lease.token,
+                canceled: false,
+                reason: end.reason().to_string(),
+            };
+            self.task_event(ctx, &task, kind, Some(revoked));
+            self.put_task(task);
+        }
     }
 
     /// After an attempt that counts was lost (lease expired, session lost): back to PENDING at
@@ -886,7 +933,7 @@ impl Coordination {
         let mut task = self.take_task(task_id).expect("checked");
         let reason = "the task's deadline passed";
         let revoked = self
-            .end_lease(now_ms, &mut task, AttemptOutcome::DeadlineExceeded, "")
+            .end_lease(ctx, &mut task, AttemptOutcome::DeadlineExceeded, "")
             .map(|lease| Revoked {
                 session_id: lease.session_id,
                 token: lease.token,
@@ -913,9 +960,8 @@ impl Coordination {
         }
         let mut task = self.take_task(task_id).expect("checked");
         let lease = self
-            .end_lease(now_ms, &mut task, AttemptOutcome::LeaseExpired, "")
+            .end_lease(ctx, &mut task, AttemptOutcome::LeaseExpired, "")
             .expect("checked");
-        self.agent_failed(now_ms, &lease.agent, lease.session_id);
         task.last_error = format!("attempt {}: the lease expired", lease.attempt);
         let kind = self.requeue_or_dead_letter(now_ms, &mut task);
         let revoked = Revoked {

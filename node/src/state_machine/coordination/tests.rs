@@ -369,6 +369,13 @@ fn check_invariants(sm: &StateMachine) {
     let by_queue: BTreeSet<TaskId> = c.dead_by_queue.values().flatten().copied().collect();
     assert_eq!(by_queue, dead, "dead letters by queue");
     assert_eq!(c.gates, gates, "gates");
+    let mut leases: BTreeMap<SessionId, BTreeSet<TaskId>> = BTreeMap::new();
+    for task in c.tasks.values() {
+        if let Some(lease) = &task.lease {
+            leases.entry(lease.session_id).or_default().insert(task.id);
+        }
+    }
+    assert_eq!(c.leases, leases, "leases by session");
     assert_eq!(open_decisions, &open, "open decisions");
     assert_eq!(closed_decisions, &closed, "closed decisions");
     assert_eq!(
