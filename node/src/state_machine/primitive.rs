@@ -14,8 +14,8 @@
 //! what it does to another goes back as an [`Effect`].
 
 use super::coordination::{
-    AttemptOutcome, CoordEventKind, Decision, DecisionId, DecisionStatus, EventRing, Retention,
-    SessionEnd, SessionId, TaskId, Timer,
+    Agent, AttemptOutcome, CoordEventKind, Decision, DecisionId, DecisionStatus, EventRing,
+    Retention, SessionEnd, SessionId, TaskId, Timer,
 };
 
 /// What primitives share, handed to each call: cluster time, the event ring streams follow, the
@@ -111,6 +111,9 @@ pub trait AgentView {
     /// The name of the agent whose live session is `session_id`.
     fn live_agent(&self, session_id: SessionId) -> Option<&str>;
 
+    /// The agent whose current session (live or gone) is `session_id`.
+    fn agent_by_session(&self, session_id: SessionId) -> Option<&Agent>;
+
     /// The live agents that have `capability`, in name order.
     fn live_agents_with(&self, capability: &str) -> Vec<String>;
 }
@@ -155,7 +158,7 @@ pub enum Effect {
 
 /// The part of a primitive that the state machine drives the same way for every primitive.
 ///
-/// A `Tick` runs in two rounds. First the coordination primitives (agents and tasks, decisions):
+/// A `Tick` runs in two rounds. First the coordination primitives (tasks, agents, decisions):
 /// `refresh` if asked, then their due timers in one order over all of them (`first_timer`,
 /// `fire_timer`; by due time, then kind, then id, as when they shared one timer set), each
 /// timer's effects routed among them at once, then `tick` (garbage collection). The effects of

@@ -341,7 +341,7 @@ impl Tracer {
             4..=6 => {
                 let max = 1 + self.rng.below(4) as usize;
                 CoordCommand::Assign {
-                    assignments: self.sm.coordination().plan_assignments(self.now_ms, max),
+                    assignments: self.sm.plan_assignments(self.now_ms, max),
                 }
             }
             7..=9 => self.verb(),
@@ -682,9 +682,8 @@ impl Tracer {
     }
 
     fn dump_tasks(&self, out: &mut String) {
-        let coordination = self.sm.coordination();
         for id in 1..=self.known.last_task_id + 1 {
-            let Some(task) = coordination.task(id) else {
+            let Some(task) = self.sm.tasks().task(id) else {
                 writeln!(out, "task {id} none").unwrap();
                 continue;
             };
@@ -745,8 +744,7 @@ impl Tracer {
     }
 
     fn dump_agents(&self, out: &mut String) {
-        let coordination = self.sm.coordination();
-        for agent in coordination.agents() {
+        for agent in self.sm.agents().iter() {
             writeln!(
                 out,
                 "agent {} session {} live {} expires {} registered {} heartbeat {} load {} \
@@ -866,26 +864,23 @@ impl Tracer {
 
     /// The answers of the read queries streams and handlers use.
     fn dump_queries(&self, out: &mut String) {
-        let coordination = self.sm.coordination();
+        let (agents, tasks) = (self.sm.agents(), self.sm.tasks());
         for session_id in 1..=self.known.last_session_id + 1 {
-            let assigned: Vec<TaskId> = coordination
-                .assignments(session_id)
-                .iter()
-                .map(|t| t.id)
-                .collect();
-            let Some(agent) = coordination.agent_by_session(session_id) else {
-                assert!(assigned.is_empty() && !coordination.session_live(session_id));
+            let assigned: Vec<TaskId> =
+                tasks.assignments(session_id).iter().map(|t| t.id).collect();
+            let Some(agent) = agents.agent_by_session(session_id) else {
+                assert!(assigned.is_empty() && !agents.session_live(session_id));
                 continue;
             };
             let agent = (&agent.name, agent.live);
             writeln!(
                 out,
                 "session {session_id} agent {agent:?} live {} assignments {assigned:?}",
-                coordination.session_live(session_id)
+                agents.session_live(session_id)
             )
             .unwrap();
         }
-        for agent in coordination.agents() {
+        for agent in agents.iter() {
             let ballots: Vec<u64> = self
                 .sm
                 .decisions()
@@ -895,7 +890,7 @@ impl Tracer {
                 .collect();
             writeln!(out, "ballots {} {ballots:?}", agent.name).unwrap();
         }
-        let (dead, more) = coordination.dead_letters("", 0, usize::MAX);
+        let (dead, more) = tasks.dead_letters("", 0, usize::MAX);
         let dead: Vec<TaskId> = dead.iter().map(|t| t.id).collect();
         writeln!(out, "dead letters {dead:?} {more}").unwrap();
         let filters = [
@@ -916,7 +911,7 @@ impl Tracer {
             },
         ];
         for filter in &filters {
-            let listing = coordination.list_tasks(filter, 3, 25);
+            let listing = tasks.list_tasks(filter, 3, 25);
             let ids: Vec<TaskId> = listing.tasks.iter().map(|t| t.id).collect();
             writeln!(
                 out,
@@ -929,7 +924,7 @@ impl Tracer {
         writeln!(
             out,
             "plan {:?}",
-            coordination.plan_assignments(self.sm.now_ms(), 64)
+            self.sm.plan_assignments(self.sm.now_ms(), 64)
         )
         .unwrap();
     }
