@@ -83,11 +83,7 @@ impl AgentsService {
         }
         let known = |gateway: &Gateway| {
             let state = gateway.node.state.read();
-            state
-                .machine
-                .coordination()
-                .task(task_id)
-                .map(|t| t.spec.lease_ms)
+            state.machine.tasks().task(task_id).map(|t| t.spec.lease_ms)
         };
         if let Some(lease_ms) = known(&self.gateway) {
             return Ok(lease_ms);
@@ -100,7 +96,7 @@ impl AgentsService {
         let state = self.gateway.node.state.read();
         let agent = state
             .machine
-            .coordination()
+            .agents()
             .agent(name)
             .ok_or_else(|| to_status(Error::unknown_agent(name)))?;
         Ok(pb::DrainResponse {
@@ -445,8 +441,8 @@ impl Agents for AgentsService {
         let state = self.gateway.node.state.read();
         let agents = state
             .machine
-            .coordination()
             .agents()
+            .iter()
             .filter(|a| req.include_gone || a.live)
             .filter(|a| req.capability.is_empty() || a.spec.capabilities.contains(&req.capability))
             .map(convert::agent)
@@ -482,7 +478,7 @@ impl Agents for AgentsService {
         let state = self.gateway.node.state.read();
         let agent = state
             .machine
-            .coordination()
+            .agents()
             .agent(&req.name)
             .ok_or_else(|| to_status(Error::unknown_agent(&req.name)))?;
         Ok(Response::new(pb::GetAgentResponse {

@@ -29,11 +29,11 @@ use crate::error::Error;
 use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
 use crate::node::Node;
 use crate::state_machine::coordination::{
-    CoordEvent, CoordEventKind, Coordination, DecisionEventKind, DecisionStatus, SessionId,
-    TaskEventKind, TaskFilter, TaskId, TaskState,
+    CoordEvent, CoordEventKind, DecisionEventKind, DecisionStatus, SessionId, TaskEventKind,
+    TaskFilter, TaskId, TaskState,
 };
 use crate::state_machine::locks::{LockEventKind, LockKind};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateMachine, Tasks};
 
 /// Most events one stream takes from the ring per read of the state, so a stream far behind
 /// does not hold the state's read lock (and so apply) for long.
@@ -107,12 +107,12 @@ pub async fn session(
     };
     super::validation::non_zero("open.session_id", session_id)?;
     await_visible(gateway, |m| {
-        m.coordination().agent_by_session(session_id).is_some()
+        m.agents().agent_by_session(session_id).is_some()
     })
     .await;
     let agent = {
         let state = gateway.node.state.read();
-        match state.machine.coordination().agent_by_session(session_id) {
+        match state.machine.agents().agent_by_session(session_id) {
             Some(agent) if agent.live && agent.session_id == session_id => agent.name.clone(),
             Some(_) => {
                 return Err(to_status(Error::NotFound(format!(
@@ -188,11 +188,12 @@ async fn serve_session(
     events.borrow_and_update();
     let (mut messages, mut ended, mut cursor) = {
         let state = node.state.read();
-        let coordination = state.machine.coordination();
         let mut messages = vec![event(EventKind::Opened(pb::SessionOpened {
             session_id,
             agent: agent.clone(),
-            ttl_ms: coordination
+            ttl_ms: state
+                .machine
+                .agents()
                 .agent(&agent)
                 .map_or(0, |agent| agent.spec.ttl_ms),
             node_id: node.id,
@@ -275,8 +276,8 @@ fn session_snapshot(
     agent: &str,
     messages: &mut Vec<pb::SessionEvent>,
 ) -> bool {
-    let coordination = machine.coordination();
-    let live = coordination
+    let live = machine
+        .agents()
         .agent_by_session(session_id)
         .is_some_and(|a| a.live && a.session_id == session_id);
     if !live {
@@ -285,7 +286,7 @@ fn session_snapshot(
         })));
         return true;
     }
-    for task in coordination.assignments(session_id) {
+    for task in machine.tasks().assignments(session_id) {
         messages.extend(convert::assignment(task).map(|a| event(EventKind::Assignment(a))));
     }
     for decision in machine.decisions().open_ballots(agent) {
@@ -304,7 +305,6 @@ fn session_event(
     event_: &CoordEvent,
     messages: &mut Vec<pb::SessionEvent>,
 ) -> bool {
-    let coordination = machine.coordination();
     match &event_.kind {
         CoordEventKind::Task {
             task_id,
@@ -331,7 +331,8 @@ fn session_event(
                 // Built from the current task, and only while that assignment is current: an
                 // agent is never sent work whose token is already stale.
                 let token = lease.as_ref().map(|l| l.token);
-                let current = coordination
+                let current = machine
+                    .tasks()
                     .task(*task_id)
                     .filter(|t| t.lease.as_ref().map(|l| l.token) == token);
                 if let Some(assignment) = current.and_then(convert::assignment) {
@@ -414,7 +415,7 @@ pub async fn watch_tasks(
     // A resumed watch of a task purged while the watcher was away still gets the events up to
     // PURGED, which are in the history although the task is gone.
     let known = |m: &StateMachine| {
-        m.coordination().task(task_id).is_some()
+        m.tasks().task(task_id).is_some()
             || resume.is_some_and(|after| task_in_history(m, after, task_id))
     };
     if task_id != 0 && !await_visible(gateway, known).await {
@@ -426,7 +427,7 @@ pub async fn watch_tasks(
     events.borrow_and_update();
     let (mut messages, mut cursor) = {
         let state = node.state.read();
-        let coordination = state.machine.coordination();
+        let tasks = state.machine.tasks();
         // A node that has not applied `after` yet finds nothing after it: the loop below waits for
         // the events as they are applied, exactly as for a watcher that is up to date.
         let cursor = match resume {
@@ -457,7 +458,7 @@ pub async fn watch_tasks(
                 task: Some(convert::task(task, true)),
             };
             if task_id != 0 {
-                messages.extend(coordination.task(task_id).map(snapshot));
+                messages.extend(tasks.task(task_id).map(snapshot));
             } else {
                 // The tasks still in play; finished ones can be listed.
                 let filter = TaskFilter {
@@ -468,7 +469,7 @@ pub async fn watch_tasks(
                         .collect(),
                     ..TaskFilter::default()
                 };
-                let listing = coordination.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
+                let listing = tasks.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
                 messages.extend(listing.tasks.into_iter().map(snapshot));
             }
         }
@@ -492,7 +493,7 @@ pub async fn watch_tasks(
             let step = {
                 events.borrow_and_update();
                 let state = node.state.read();
-                let coordination = state.machine.coordination();
+                let tasks = state.machine.tasks();
                 match state.machine.events_after(cursor) {
                     Ok(new) => {
                         let caught_up = new.len() <= EVENTS_PER_READ;
@@ -517,7 +518,7 @@ pub async fn watch_tasks(
                                 messages.push(pb::TaskEvent {
                                     sequence: e.seq,
                                     kind: convert::task_event_kind(*kind) as i32,
-                                    task: Some(event_task(coordination, e)),
+                                    task: Some(event_task(tasks, e)),
                                 });
                                 // A purged task is gone: nothing more will happen to it.
                                 ended = task_id != 0 && *kind == TaskEventKind::Purged;
@@ -593,7 +594,7 @@ fn task_in_history(machine: &StateMachine, after: u64, task_id: TaskId) -> bool 
 
 /// The task as one event left it: its state, attempts and lease as of the event (the task may
 /// have moved on since), everything else as it is now, without payload and result.
-fn event_task(coordination: &Coordination, event_: &CoordEvent) -> pb::Task {
+fn event_task(tasks: &Tasks, event_: &CoordEvent) -> pb::Task {
     let CoordEventKind::Task {
         task_id,
         queue,
@@ -605,7 +606,7 @@ fn event_task(coordination: &Coordination, event_: &CoordEvent) -> pb::Task {
     else {
         unreachable!("called for task events only");
     };
-    let mut task = match coordination.task(*task_id) {
+    let mut task = match tasks.task(*task_id) {
         Some(task) => convert::task(task, true),
         None => pb::Task {
             id: *task_id,
@@ -641,7 +642,7 @@ pub async fn wait_task(
             let state = node.state.read();
             let task = state
                 .machine
-                .coordination()
+                .tasks()
                 .task(task_id)
                 .ok_or_else(|| to_status(Error::unknown_task(task_id)))?;
             let terminal = task.state.is_terminal();

@@ -150,7 +150,7 @@ impl Tasks for TasksService {
         let state = self.gateway.node.state.read();
         let task = state
             .machine
-            .coordination()
+            .tasks()
             .task(req.task_id)
             .ok_or_else(|| to_status(Error::unknown_task(req.task_id)))?;
         Ok(Response::new(pb::GetTaskResponse {
@@ -184,7 +184,7 @@ impl Tasks for TasksService {
         let state = self.gateway.node.state.read();
         let listing = state
             .machine
-            .coordination()
+            .tasks()
             .list_tasks(&filter, req.after_id, limit);
         let (tasks, more) = bounded_page(
             listing.tasks.iter().map(|t| convert::task(t, req.summary)),
@@ -315,11 +315,10 @@ impl Tasks for TasksService {
                 .await;
         }
         let state = self.gateway.node.state.read();
-        let (tasks, more) =
-            state
-                .machine
-                .coordination()
-                .dead_letters(&req.queue, req.after_id, limit);
+        let (tasks, more) = state
+            .machine
+            .tasks()
+            .dead_letters(&req.queue, req.after_id, limit);
         let (tasks, more) = bounded_page(tasks.into_iter().map(|t| convert::task(t, false)), more);
         let next_after_id = tasks.last().map_or(req.after_id, |t| t.id);
         Ok(Response::new(pb::ListTasksResponse {

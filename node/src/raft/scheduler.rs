@@ -133,10 +133,9 @@ async fn lead(node: &Node, term: u64) {
             // Cluster time never goes backwards: a Tick stamped now applies at the later of
             // this clock and the greatest stamp so far, so plan and compare with that.
             let now = wall_clock_ms().max(state.machine.now_ms());
-            let coordination = state.machine.coordination();
             (
                 now,
-                coordination.plan_assignments(now, MAX_ASSIGN_BATCH),
+                state.machine.plan_assignments(now, MAX_ASSIGN_BATCH),
                 state.machine.next_due_ms(),
             )
         };

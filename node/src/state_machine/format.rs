@@ -50,7 +50,13 @@ pub const LOG_FORMAT: u32 = 1;
 ///   copy of cluster time is gone), and decisions are their own section (`decisions`: the
 ///   `Decisions` primitive, after `coordination`, with the last decision id, the open and closed
 ///   indexes and the decision deadline timers, which leave `Coordination`'s timers).
-pub const SNAPSHOT_FORMAT: u32 = 3;
+/// - 4: agents and tasks split up: `Coordination` leaves `StateMachine` and two primitives take
+///   its place, `agents` (`Agents`: the last session id, agents, sessions, gone agents, the
+///   session expiry and breaker timers, its retention) and then `tasks` (`Tasks`: the last task
+///   id and token, tasks and their indexes, the task deadline, lease expiry and ready timers, a
+///   new index of the leases each session holds (`leases`, after `gates`), its retention, the
+///   last assigned queue). Every other section is unchanged.
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other

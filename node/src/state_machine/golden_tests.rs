@@ -2,8 +2,8 @@
 //!
 //! - Tags: every variant of every stored enum is encoded with the tag its `code()` names.
 //! - Log: the exact bytes of a full `Request` for every command, and of openraft's envelope.
-//! - Snapshot: the exact bytes of each section (each field of `StateMachine` and of
-//!   `Coordination`, encoded on its own) of a small state built by applying commands.
+//! - Snapshot: the exact bytes of each section (each field of `StateMachine`, of `Agents` and of
+//!   `Tasks`, encoded on its own) of a small state built by applying commands.
 //!
 //! A failure means the encoding changed. If on purpose, bump LOG_FORMAT or SNAPSHOT_FORMAT and
 //! update the hex here: the failure shows the new bytes, and
@@ -1406,7 +1406,7 @@ fn check_section(section: &str, golden: &str) {
 }
 
 /// Each field of `StateMachine` (destructured: a new field cannot be left out) and, in place of
-/// `coordination`, each field of `Coordination`.
+/// `agents` and `tasks`, each of their fields.
 fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
     let StateMachine {
         last_index,
@@ -1416,7 +1416,8 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
         kv,
         sessions,
         history,
-        coordination,
+        agents,
+        tasks,
         decisions,
         locks,
         barriers,
@@ -1430,8 +1431,11 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
         ("sessions", encode(sessions)),
         ("history", encode(history)),
     ];
-    for (name, bytes) in coordination.encoded_sections() {
-        sections.push((coordination_section(name), bytes));
+    for (name, bytes) in agents.encoded_sections() {
+        sections.push((agents_section(name), bytes));
+    }
+    for (name, bytes) in tasks.encoded_sections() {
+        sections.push((tasks_section(name), bytes));
     }
     sections.push(("decisions", encode(decisions)));
     sections.push(("locks", encode(locks)));
@@ -1439,10 +1443,21 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
     sections
 }
 
-/// `Coordination`'s field `sessions` shares its name with `StateMachine`'s.
-fn coordination_section(field: &'static str) -> &'static str {
+/// The agents' fields that share their names with `StateMachine`'s or the tasks'.
+fn agents_section(field: &'static str) -> &'static str {
     match field {
-        "sessions" => "coordination_sessions",
+        "sessions" => "agent_sessions",
+        "timers" => "agent_timers",
+        "retention" => "agent_retention",
+        other => other,
+    }
+}
+
+/// The tasks' fields that share their names with the agents'.
+fn tasks_section(field: &'static str) -> &'static str {
+    match field {
+        "timers" => "task_timers",
+        "retention" => "task_retention",
         other => other,
     }
 }
@@ -1520,8 +1535,23 @@ snapshot_goldens! {
     history => "040101000c6c6f636b2f6167656e742d370468656c64010101010201000c636f\
         6e6669672f616c706861026f6e02020100030200016101310303010000016201\
         32030301000401010c636f6e6669672f616c7068610000040000fb1e010064",
-    last_task_id => "07",
     last_session_id => "03",
+    agents => "03076167656e742d37076167656e742d370101076167656e742d370203677075\
+        056c696e757801047a6f6e650465752d310405312e322e330103706964043432\
+        3432fb983a0005fb3075fd22a3e5cf8b010000fd7b68e5cf8b010000fd8a68e5\
+        cf8b010000010001000100010100076167656e742d38076167656e742d380201\
+        076167656e742d380203677075056c696e757801047a6f6e650465752d310405\
+        312e322e3301037069640434323432fb983a0005fb3075fd14a3e5cf8b010000\
+        fd7c68e5cf8b010000fd7c68e5cf8b0100000001070000010000010007616765\
+        6e742d39076167656e742d390300076167656e742d390203677075056c696e75\
+        7801047a6f6e650465752d310405312e322e3301037069640434323432fb983a\
+        0005fb3075fd24a3e5cf8b010000fd8c68e5cf8b010000fd8c68e5cf8b010000\
+        0000000000000000fd8d68e5cf8b010000",
+    agent_sessions => "0301076167656e742d3702076167656e742d3803076167656e742d39",
+    gone_agents => "01fd8d68e5cf8b010000076167656e742d39",
+    agent_timers => "02fd14a3e5cf8b0100000202fd22a3e5cf8b0100000201",
+    agent_retention => "fbe803fc005c2605fc80ee3600fcc0270900",
+    last_task_id => "07",
     last_token => "04",
     tasks => "07010106656d61696c730a7b22746f223a2278227d106170706c69636174696f\
         6e2f6a736f6e000304fbf401fc905f0100fbdc05fafb204e0000056b65792d31\
@@ -1562,9 +1592,8 @@ snapshot_goldens! {
         656d61696c7304010206656d61696c7305010106656d61696c73060103077265\
         706f727473030107",
     ready => "0106656d61696c730101fdffffffffffffffff04",
-    timers => "06fd196ae5cf8b0100000302fd14a3e5cf8b0100000202fd22a3e5cf8b010000\
-         0201fda5b6e5cf8b0100000107fd3b90eecf8b0100000305fd1b24f3cf8b0100\
-         000007",
+    task_timers => "04fd196ae5cf8b0100000302fda5b6e5cf8b0100000107fd3b90eecf8b010000\
+         0305fd1b24f3cf8b0100000007",
     finished => "01fd8268e5cf8b01000001",
     dead_letters => "0103",
     dead_by_queue => "0106656d61696c730103",
@@ -1580,21 +1609,9 @@ snapshot_goldens! {
         000006656d61696c73056b65792d35fd8068e5cf8b01000006656d61696c7305\
         6b65792d36fd8068e5cf8b010000077265706f727473056b65792d37",
     gates => "01010106",
+    leases => "01020107",
     tasks_digest => "fda423585da911df8c",
-    agents => "03076167656e742d37076167656e742d370101076167656e742d370203677075\
-        056c696e757801047a6f6e650465752d310405312e322e330103706964043432\
-        3432fb983a0005fb3075fd22a3e5cf8b010000fd7b68e5cf8b010000fd8a68e5\
-        cf8b010000010001000100010100076167656e742d38076167656e742d380201\
-        076167656e742d380203677075056c696e757801047a6f6e650465752d310405\
-        312e322e3301037069640434323432fb983a0005fb3075fd14a3e5cf8b010000\
-        fd7c68e5cf8b010000fd7c68e5cf8b0100000001070000010000010007616765\
-        6e742d39076167656e742d390300076167656e742d390203677075056c696e75\
-        7801047a6f6e650465752d310405312e322e3301037069640434323432fb983a\
-        0005fb3075fd24a3e5cf8b010000fd8c68e5cf8b010000fd8c68e5cf8b010000\
-        0000000000000000fd8d68e5cf8b010000",
-    coordination_sessions => "0301076167656e742d3702076167656e742d3803076167656e742d39",
-    gone_agents => "01fd8d68e5cf8b010000076167656e742d39",
-    retention => "fbe803fc005c2605fc80ee3600fcc0270900",
+    task_retention => "fbe803fc005c2605fc80ee3600fcc0270900",
     last_assigned_queue => "077265706f727473",
     decisions => "0202010108736869702069743f0303796573026e6f047665746f02076167656e\
          742d37076167656e742d3800000000fddb52e6cf8b01000001047465616d0569\

@@ -607,7 +607,7 @@ impl Primitive for Locks {
     }
 
     fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
-        let Effect::SessionEnded { session_id } = effect else {
+        let Effect::SessionEnded { session_id, .. } = effect else {
             return;
         };
         let Some(held) = self.by_session.remove(session_id) else {

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use barriers::{BarrierCommand, BarrierResponse, Barriers};
 pub use command::{Command, Compare, Fence, Request, RequestId, Response, TxnOp};
-pub use coordination::{CoordCommand, CoordResponse, Coordination};
-use coordination::{CoordEvent, CoordStats, Decisions, EventRing};
+pub use coordination::{Agents, CoordCommand, CoordResponse, Tasks};
+use coordination::{CoordEvent, CoordStats, Decisions, EventRing, SessionId, TaskId};
 pub use history::{Change, Event, EventKind, History};
 pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
@@ -54,8 +54,8 @@ pub struct StateMachine {
     kv: KvStore,
     sessions: Sessions,
     history: History,
-    /// Agents and tasks.
-    coordination: Coordination,
+    agents: Agents,
+    tasks: Tasks,
     decisions: Decisions,
     locks: Locks,
     barriers: Barriers,
@@ -158,9 +158,12 @@ impl StateMachine {
         self.sessions.client_count()
     }
 
-    /// Agents and tasks.
-    pub fn coordination(&self) -> &Coordination {
-        &self.coordination
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     pub fn decisions(&self) -> &Decisions {
@@ -170,9 +173,16 @@ impl StateMachine {
     /// Counts over agents, tasks and decisions.
     pub fn coord_stats(&self) -> CoordStats {
         CoordStats {
+            agents_live: self.agents.live_count() as u64,
             decisions_open: self.decisions.open_count() as u64,
-            ..self.coordination.stats()
+            ..self.tasks.stats()
         }
+    }
+
+    /// The assignments the leader should propose now, at most `max` (`Tasks::plan_assignments`
+    /// over every agent).
+    pub fn plan_assignments(&self, now_ms: u64, max: usize) -> Vec<(TaskId, SessionId)> {
+        self.tasks.plan_assignments(self.agents.iter(), now_ms, max)
     }
 
     /// Cluster time: the greatest leader stamp applied so far.
@@ -194,9 +204,13 @@ impl StateMachine {
     /// A digest of the key-value content, the revision and the coordination state: equal on
     /// replicas with equal state.
     pub fn digest(&self) -> u64 {
+        let (last_task_id, last_token) = self.tasks.last_ids();
+        let counters =
+            coordination::counters_digest(last_task_id, self.agents.last_session_id(), last_token);
+        let agents_and_tasks = self.agents.digest() ^ self.tasks.digest() ^ counters;
         self.kv.digest()
             ^ self.revision.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ self.coordination.digest().rotate_left(17)
+            ^ agents_and_tasks.rotate_left(17)
             ^ self.decisions.digest().rotate_left(23)
             ^ self.locks.digest().rotate_left(29)
             ^ self.barriers.digest().rotate_left(41)
@@ -219,8 +233,7 @@ impl StateMachine {
             Command::Txn { compares, ops } => self.txn(compares, ops),
             Command::Coordination(command) => self.coordinate(command),
             Command::Locks(command) => {
-                let mut ctx =
-                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events).with_agents(&self.agents);
                 let response = self.locks.apply(&mut ctx, command);
                 let effects = ctx.take_effects();
                 self.route(effects);
@@ -230,8 +243,7 @@ impl StateMachine {
                 }
             }
             Command::Barriers(command) => {
-                let mut ctx =
-                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events).with_agents(&self.agents);
                 let response = self.barriers.apply(&mut ctx, command);
                 let effects = ctx.take_effects();
                 self.route(effects);
@@ -289,7 +301,7 @@ impl StateMachine {
     /// The keys' reaction to an effect: a session's end deletes the keys attached to it, adding
     /// their delete events to `deleted` for the next revision.
     fn kv_on_effect(&mut self, effect: &Effect, deleted: &mut Vec<Event>) {
-        let Effect::SessionEnded { session_id } = effect else {
+        let Effect::SessionEnded { session_id, .. } = effect else {
             return;
         };
         let revision = self.revision + 1;
@@ -305,7 +317,7 @@ impl StateMachine {
     fn parts(&mut self) -> Parts<'_> {
         Parts {
             ctx: Ctx::new(self.now_ms, &mut self.events),
-            coordination: [&mut self.coordination, &mut self.decisions],
+            coordination: [&mut self.tasks, &mut self.agents, &mut self.decisions],
             others: [&mut self.locks, &mut self.barriers],
         }
     }
@@ -371,8 +383,9 @@ impl StateMachine {
 
     /// The earliest cluster time at which a `Tick` would change something, over every primitive.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let primitives: [&dyn Primitive; 4] = [
-            &self.coordination,
+        let primitives: [&dyn Primitive; 5] = [
+            &self.agents,
+            &self.tasks,
             &self.decisions,
             &self.locks,
             &self.barriers,
@@ -391,23 +404,42 @@ impl StateMachine {
         &self.barriers
     }
 
-    /// A coordination command: `Tick` drives every primitive, `Propose` and `Vote` are the
-    /// decisions', the others the agents' and tasks'.
+    /// A coordination command: `Tick` drives every primitive; any other goes to the primitive
+    /// that owns it, and the effects it raised are routed.
     fn coordinate(&mut self, command: &CoordCommand) -> Response {
         let response = match command {
             CoordCommand::Tick { refresh, retention } => self.tick(*refresh, retention),
+            CoordCommand::RegisterAgent(_)
+            | CoordCommand::Heartbeats { .. }
+            | CoordCommand::CloseSession { .. }
+            | CoordCommand::SetDrained { .. } => {
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events);
+                let response = self.agents.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                response
+            }
             CoordCommand::Propose(_) | CoordCommand::Vote { .. } => {
-                let mut ctx =
-                    Ctx::new(self.now_ms, &mut self.events).with_agents(&self.coordination);
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events).with_agents(&self.agents);
                 let response = self.decisions.apply(&mut ctx, command);
                 let effects = ctx.take_effects();
                 self.route(effects);
                 response
             }
-            command => {
-                let mut ctx =
-                    Ctx::new(self.now_ms, &mut self.events).with_decisions(&self.decisions);
-                let response = self.coordination.apply(&mut ctx, command);
+            CoordCommand::Submit { .. }
+            | CoordCommand::Assign { .. }
+            | CoordCommand::Complete { .. }
+            | CoordCommand::Fail { .. }
+            | CoordCommand::ExtendLease { .. }
+            | CoordCommand::Progress { .. }
+            | CoordCommand::Release { .. }
+            | CoordCommand::Cancel { .. }
+            | CoordCommand::Redrive { .. }
+            | CoordCommand::Purge { .. } => {
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events)
+                    .with_agents(&self.agents)
+                    .with_decisions(&self.decisions);
+                let response = self.tasks.apply(&mut ctx, command);
                 let effects = ctx.take_effects();
                 self.route(effects);
                 response
@@ -420,7 +452,7 @@ impl StateMachine {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8], session_id: u64) -> Response {
-        if session_id != 0 && !self.coordination.session_live(session_id) {
+        if session_id != 0 && !self.agents.session_live(session_id) {
             return Response::SessionNotLive {
                 revision: self.revision,
                 session_id,
@@ -584,9 +616,11 @@ impl StateMachine {
 /// The state machine borrowed apart for one call (`StateMachine::parts`).
 struct Parts<'a> {
     ctx: Ctx<'a>,
-    /// Agents and tasks, decisions: their timers fire in one order, and their effects reach
-    /// each other at once.
-    coordination: [&'a mut dyn Primitive; 2],
+    /// Tasks, agents, decisions: their timers fire in one order, and their effects reach each
+    /// other at once, in this order. The tasks come before the agents: a session's end revokes
+    /// its leases (task events) before the agents announce it (`SessionClosed`), as streams
+    /// expect.
+    coordination: [&'a mut dyn Primitive; 3],
     /// Locks and barriers.
     others: [&'a mut dyn Primitive; 2],
 }
@@ -616,3 +650,5 @@ fn delete_event(key: &[u8], revision: u64) -> Event {
 mod golden_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trace_tests;

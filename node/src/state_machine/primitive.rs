@@ -14,8 +14,8 @@
 //! what it does to another goes back as an [`Effect`].
 
 use super::coordination::{
-    CoordEventKind, DeadLetterReason, Decision, DecisionId, DecisionSpec, DecisionStatus,
-    EventRing, Retention, SessionId, TaskId, TaskSpec, Timer,
+    Agent, AttemptOutcome, CoordEventKind, DeadLetterReason, Decision, DecisionId, DecisionSpec,
+    DecisionStatus, EventRing, Retention, SessionEnd, SessionId, TaskId, TaskSpec, Timer,
 };
 use super::workflows::WorkflowId;
 
@@ -112,6 +112,9 @@ pub trait AgentView {
     /// The name of the agent whose live session is `session_id`.
     fn live_agent(&self, session_id: SessionId) -> Option<&str>;
 
+    /// The agent whose current session (live or gone) is `session_id`.
+    fn agent_by_session(&self, session_id: SessionId) -> Option<&Agent>;
+
     /// The live agents that have `capability`, in name order.
     fn live_agents_with(&self, capability: &str) -> Vec<String>;
 }
@@ -127,9 +130,15 @@ pub trait DecisionView {
 /// not `Eq` because a `TaskSpec` is not.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// An agent session ended (expired, closed or replaced): the keys attached to it go, and its
-    /// locks, permits and leaderships are lost.
-    SessionEnded { session_id: SessionId },
+    /// An agent session ended (`end`: expired, closed or replaced): the tasks it holds leases on
+    /// go back to their queues (the attempt counted unless the agent closed the session), the
+    /// agents announce the end, the keys attached to it go, and its locks, permits and
+    /// leaderships are lost.
+    SessionEnded {
+        session_id: SessionId,
+        agent: String,
+        end: SessionEnd,
+    },
     /// A decision closed with `status` (and, when DECIDED, the winning `outcome`): the tasks
     /// gated on it become ready or are canceled, and a workflow's decision step waiting on it
     /// completes.
@@ -137,6 +146,18 @@ pub enum Effect {
         decision_id: DecisionId,
         status: DecisionStatus,
         outcome: Option<String>,
+    },
+    /// A task was leased to an agent's session: the agent runs one more task.
+    LeaseGranted {
+        session_id: SessionId,
+        task_id: TaskId,
+    },
+    /// A task's lease ended with `outcome`: the agent runs one task fewer; a success closes its
+    /// breaker, a failed attempt (a FAIL verb, an expired lease) counts towards opening it.
+    LeaseEnded {
+        session_id: SessionId,
+        task_id: TaskId,
+        outcome: AttemptOutcome,
     },
     /// Workflows: a step became runnable (or a compensation is due). Tasks submits each spec,
     /// remembering its origin (workflow, step, branch) in the task, and answers each with
@@ -208,7 +229,7 @@ pub enum StepTaskOutcome {
 
 /// The part of a primitive that the state machine drives the same way for every primitive.
 ///
-/// A `Tick` runs in two rounds. First the coordination primitives (agents and tasks, decisions):
+/// A `Tick` runs in two rounds. First the coordination primitives (tasks, agents, decisions):
 /// `refresh` if asked, then their due timers in one order over all of them (`first_timer`,
 /// `fire_timer`; by due time, then kind, then id, as when they shared one timer set), each
 /// timer's effects routed among them at once, then `tick` (garbage collection). The effects of

@@ -428,12 +428,10 @@ fn state_machine_imports_nothing_nondeterministic() {
                 dirs.push(path);
                 continue;
             }
-            // Test code (`tests.rs`, `golden_tests.rs`, whose hex may spell "f64") is exempt.
-            if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with("tests.rs"))
-            {
+            // Test code (`tests.rs`, `golden_tests.rs`, whose hex may spell "f64") and test data
+            // (`testdata/`) are exempt.
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with("tests.rs") || !name.ends_with(".rs") {
                 continue;
             }
             let source = std::fs::read_to_string(&path).expect("source file");

@@ -1,15 +1,22 @@
-//! Agents: who is registered, whether its session is live, what it holds, and its breaker.
+//! Agents: the agents primitive. Who is registered, whether its session is live, what it runs,
+//! its breaker, and the session expiry and breaker timers.
+//!
+//! What an agent runs is the tasks' business: `Effect::LeaseGranted` and `Effect::LeaseEnded`
+//! keep `Agent::running` and the success and failure counts (and so the breaker). A session that
+//! ends (expired, closed or replaced) raises `Effect::SessionEnded`, on which the tasks revoke
+//! its leases, and then this primitive announces it (`SessionClosed`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttemptOutcome, SessionId, TaskId};
 use super::{
-    CoordEventKind, CoordResponse, Coordination, Revoked, TaskEventKind, TaskState, TimerKind,
+    AttemptOutcome, CoordCommand, CoordEventKind, CoordResponse, Retention, SessionId, TaskId,
+    Timer, TimerKind,
 };
 use crate::limits::AGENTS_MAX;
-use crate::state_machine::primitive::{Ctx, Effect};
+use crate::state_machine::kv::Fnv;
+use crate::state_machine::primitive::{AgentView, Ctx, Effect, Primitive};
 
 /// What an agent registers with. The gRPC layer fills in the defaults; values here are concrete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +62,7 @@ pub struct Agent {
     pub registered_ms: u64,
     pub last_heartbeat_ms: u64,
     pub reported_load: u32,
-    /// Tasks it holds a lease on now.
+    /// Tasks it holds a lease on now (`Effect::LeaseGranted` and `LeaseEnded` keep it).
     pub running: BTreeSet<TaskId>,
     pub drained: bool,
     pub breaker: BreakerState,
@@ -68,25 +75,26 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Whether the scheduler may give this agent one more task now (capabilities aside).
-    pub fn accepts_work(&self) -> bool {
+    /// Whether the scheduler may give this agent one more task now (capabilities aside), when
+    /// it holds `running` leases (the tasks' count, which is current within a command).
+    pub fn accepts_work(&self, running: usize) -> bool {
         self.live
             && !self.drained
             && match self.breaker {
-                BreakerState::Closed => self.running.len() < self.spec.max_concurrent as usize,
+                BreakerState::Closed => running < self.spec.max_concurrent as usize,
                 BreakerState::Open => false,
-                BreakerState::HalfOpen => self.running.is_empty(),
+                BreakerState::HalfOpen => running == 0,
             }
     }
 
-    /// How many more tasks the agent can take now.
-    pub fn free_slots(&self) -> usize {
-        if !self.accepts_work() {
+    /// How many more tasks the agent can take now, when it holds `running` leases.
+    pub fn free_slots(&self, running: usize) -> usize {
+        if !self.accepts_work(running) {
             return 0;
         }
         match self.breaker {
             BreakerState::HalfOpen => 1,
-            _ => (self.spec.max_concurrent as usize).saturating_sub(self.running.len()),
+            _ => (self.spec.max_concurrent as usize).saturating_sub(running),
         }
     }
 
@@ -95,14 +103,14 @@ impl Agent {
     }
 
     /// A success closes the breaker (agents.proto, "Circuit breaker").
-    pub(super) fn breaker_success(&mut self) {
+    fn breaker_success(&mut self) {
         self.consecutive_failures = 0;
         self.breaker = BreakerState::Closed;
         self.breaker_until_ms = 0;
     }
 
     /// Counts a failed attempt. Returns the time the breaker reopens when this failure opened it.
-    pub(super) fn breaker_failure(&mut self, now_ms: u64) -> Option<u64> {
+    fn breaker_failure(&mut self, now_ms: u64) -> Option<u64> {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         let threshold = self.spec.breaker_failures.max(1);
         let opens = match self.breaker {
@@ -121,7 +129,7 @@ impl Agent {
 
 /// Why a session ended; decides whether its leases count as attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SessionEnd {
+pub enum SessionEnd {
     /// Heartbeats stopped for the TTL: leases revoked, attempts counted.
     Expired,
     /// The agent closed it: leases given back, attempts not counted.
@@ -131,7 +139,12 @@ pub(super) enum SessionEnd {
 }
 
 impl SessionEnd {
-    fn reason(self) -> &'static str {
+    /// Whether the leases the session held count as attempts (all but a close by the agent).
+    pub fn counts_attempts(self) -> bool {
+        self != SessionEnd::Closed
+    }
+
+    pub fn reason(self) -> &'static str {
         match self {
             SessionEnd::Expired => "session expired",
             SessionEnd::Closed => "session closed",
@@ -140,8 +153,67 @@ impl SessionEnd {
     }
 }
 
-impl Coordination {
-    pub(super) fn register(&mut self, ctx: &mut Ctx, spec: &AgentSpec) -> CoordResponse {
+/// The agents primitive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Agents {
+    /// The last session id issued (the sequence starts at 1).
+    last_session_id: SessionId,
+    agents: BTreeMap<String, Agent>,
+    /// Each agent's current session -> its name (live or gone).
+    sessions: BTreeMap<SessionId, String>,
+    /// Agents whose session is gone, by (gone at, name), for retention.
+    gone_agents: BTreeSet<(u64, String)>,
+    /// Session expiries of live agents, and the end of open breakers' cool-down.
+    timers: BTreeSet<Timer>,
+    /// The retention of the last Tick: what `next_due_ms` plans garbage collection by.
+    retention: Retention,
+}
+
+impl Agents {
+    /// Applies one agent command.
+    pub fn apply(&mut self, ctx: &mut Ctx, command: &CoordCommand) -> CoordResponse {
+        match command {
+            CoordCommand::RegisterAgent(spec) => self.register(ctx, spec),
+            CoordCommand::Heartbeats { beats } => self.heartbeats(ctx.now_ms, beats),
+            CoordCommand::CloseSession { session_id } => self.close_session(ctx, *session_id),
+            CoordCommand::SetDrained { name, drained } => self.set_drained(name, *drained),
+            other => unreachable!("{} is not an agents command", other.name()),
+        }
+    }
+
+    /// Whether `session_id` is the live session of an agent (ephemeral keys may attach to it).
+    pub fn session_live(&self, session_id: SessionId) -> bool {
+        self.agent_by_session(session_id).is_some_and(|a| a.live)
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.get(name)
+    }
+
+    /// The agent whose current session (live or gone) is `session_id`.
+    pub fn agent_by_session(&self, session_id: SessionId) -> Option<&Agent> {
+        let name = self.sessions.get(&session_id)?;
+        self.agents
+            .get(name)
+            .filter(|agent| agent.session_id == session_id)
+    }
+
+    /// Every agent, live or gone, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
+    }
+
+    /// How many agents have a live session.
+    pub fn live_count(&self) -> usize {
+        self.agents.values().filter(|a| a.live).count()
+    }
+
+    /// The last session id issued (0 before any).
+    pub fn last_session_id(&self) -> SessionId {
+        self.last_session_id
+    }
+
+    fn register(&mut self, ctx: &mut Ctx, spec: &AgentSpec) -> CoordResponse {
         let now_ms = ctx.now_ms;
         if spec.name.is_empty() {
             return invalid("name: must not be empty");
@@ -152,29 +224,8 @@ impl Coordination {
         if spec.max_concurrent == 0 {
             return invalid("max_concurrent: must be positive");
         }
-        match self.agents.get(&spec.name) {
-            Some(agent) if agent.live && !spec.replace => {
-                return CoordResponse::AgentExists {
-                    name: spec.name.clone(),
-                }
-            }
-            Some(agent) if agent.live => {
-                let session_id = agent.session_id;
-                self.end_session(ctx, session_id, SessionEnd::Replaced);
-            }
-            Some(_) => {}
-            None if self.agents.len() < AGENTS_MAX => {}
-            None => {
-                // Make room by forgetting the agent gone longest; only live agents are refused.
-                let Some((_, oldest)) = self.gone_agents.first().cloned() else {
-                    return CoordResponse::QuotaExceeded {
-                        reason: format!(
-                            "the cluster holds its maximum of {AGENTS_MAX} live agents (AGENTS_MAX)"
-                        ),
-                    };
-                };
-                self.forget_agent(&oldest);
-            }
+        if let Err(refused) = self.make_room(ctx, spec) {
+            return refused;
         }
         // A gone agent of that name is overwritten; its counters and drain survive.
         let previous = self.forget_agent(&spec.name);
@@ -213,8 +264,37 @@ impl Coordination {
         }
     }
 
+    /// Clears the way for registering `spec`: a live session of that name is replaced (or the
+    /// registration refused without `replace`), and at AGENTS_MAX the agent gone longest is
+    /// forgotten (only live agents are refused).
+    fn make_room(&mut self, ctx: &mut Ctx, spec: &AgentSpec) -> Result<(), CoordResponse> {
+        match self.agents.get(&spec.name) {
+            Some(agent) if agent.live && !spec.replace => Err(CoordResponse::AgentExists {
+                name: spec.name.clone(),
+            }),
+            Some(agent) if agent.live => {
+                let session_id = agent.session_id;
+                self.end_session(ctx, session_id, SessionEnd::Replaced);
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None if self.agents.len() < AGENTS_MAX => Ok(()),
+            None => {
+                let Some((_, oldest)) = self.gone_agents.first().cloned() else {
+                    return Err(CoordResponse::QuotaExceeded {
+                        reason: format!(
+                            "the cluster holds its maximum of {AGENTS_MAX} live agents (AGENTS_MAX)"
+                        ),
+                    });
+                };
+                self.forget_agent(&oldest);
+                Ok(())
+            }
+        }
+    }
+
     /// Extends each live session by its TTL; unknown and gone sessions are ignored.
-    pub(super) fn heartbeats(&mut self, now_ms: u64, beats: &[Beat]) -> CoordResponse {
+    fn heartbeats(&mut self, now_ms: u64, beats: &[Beat]) -> CoordResponse {
         for beat in beats {
             let Some(name) = self.sessions.get(&beat.session_id) else {
                 continue;
@@ -238,7 +318,7 @@ impl Coordination {
         CoordResponse::Ok
     }
 
-    pub(super) fn close_session(&mut self, ctx: &mut Ctx, session_id: SessionId) -> CoordResponse {
+    fn close_session(&mut self, ctx: &mut Ctx, session_id: SessionId) -> CoordResponse {
         if !self.session_live(session_id) {
             return CoordResponse::UnknownSession { session_id };
         }
@@ -246,7 +326,7 @@ impl Coordination {
         CoordResponse::Closed { released }
     }
 
-    pub(super) fn set_drained(&mut self, name: &str, drained: bool) -> CoordResponse {
+    fn set_drained(&mut self, name: &str, drained: bool) -> CoordResponse {
         match self.agents.get_mut(name) {
             Some(agent) => {
                 agent.drained = drained;
@@ -259,7 +339,7 @@ impl Coordination {
     }
 
     /// The session expiry timer: ends the session if it is still live and due.
-    pub(super) fn session_expired(&mut self, ctx: &mut Ctx, session_id: SessionId) {
+    fn session_expired(&mut self, ctx: &mut Ctx, session_id: SessionId) {
         let now_ms = ctx.now_ms;
         let due = self
             .agent_by_session(session_id)
@@ -269,14 +349,10 @@ impl Coordination {
         }
     }
 
-    /// Ends a live session: the agent is gone, its leases are revoked (counted unless it closed
-    /// the session itself), and the caller deletes its keys. Returns the leases revoked.
-    pub(super) fn end_session(
-        &mut self,
-        ctx: &mut Ctx,
-        session_id: SessionId,
-        how: SessionEnd,
-    ) -> u32 {
+    /// Ends a live session: the agent is gone and raises `Effect::SessionEnded`, on which the
+    /// tasks revoke its leases (counted unless it closed the session itself) and the keys and
+    /// locks attached to it go. Returns the leases it held.
+    fn end_session(&mut self, ctx: &mut Ctx, session_id: SessionId, end: SessionEnd) -> u32 {
         let now_ms = ctx.now_ms;
         let name = self
             .sessions
@@ -290,7 +366,7 @@ impl Coordination {
         debug_assert!(agent.live && agent.session_id == session_id);
         agent.live = false;
         agent.gone_ms = now_ms;
-        let running = std::mem::take(&mut agent.running);
+        let held = std::mem::take(&mut agent.running).len();
         let expiry = (agent.expires_at_ms, TimerKind::SessionExpiry, session_id);
         let breaker = (agent.breaker == BreakerState::Open).then_some((
             agent.breaker_until_ms,
@@ -302,53 +378,32 @@ impl Coordination {
             self.timers.remove(&breaker);
         }
         self.gone_agents.insert((now_ms, name.clone()));
-
-        let mut released = 0;
-        for task_id in running {
-            let Some(mut task) = self.take_task(task_id) else {
-                continue;
-            };
-            let counted = how != SessionEnd::Closed;
-            let outcome = if counted {
-                AttemptOutcome::SessionLost
-            } else {
-                AttemptOutcome::Released
-            };
-            let Some(lease) = self.end_lease(now_ms, &mut task, outcome, "") else {
-                self.put_task(task);
-                continue;
-            };
-            released += 1;
-            let kind = if counted {
-                task.last_error = format!("attempt {}: {}", lease.attempt, how.reason());
-                self.requeue_or_dead_letter(now_ms, &mut task)
-            } else {
-                task.attempts = task.attempts.saturating_sub(1);
-                task.state = TaskState::Pending;
-                task.ready_at_ms = now_ms;
-                task.updated_ms = now_ms;
-                TaskEventKind::Requeued
-            };
-            let revoked = Revoked {
-                session_id,
-                token: lease.token,
-                canceled: false,
-                reason: how.reason().to_string(),
-            };
-            self.task_event(ctx, &task, kind, Some(revoked));
-            self.put_task(task);
-        }
-        ctx.raise(Effect::SessionEnded { session_id });
-        ctx.event(CoordEventKind::SessionClosed {
+        ctx.raise(Effect::SessionEnded {
             session_id,
             agent: name,
-            reason: how.reason().to_string(),
+            end,
         });
-        released
+        u32::try_from(held).expect("at most max_concurrent leases")
+    }
+
+    /// Announces a session's end (`SessionClosed`), after the tasks revoked its leases: their
+    /// events come first, as streams expect.
+    fn session_closed(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: SessionId,
+        agent: &str,
+        end: SessionEnd,
+    ) {
+        ctx.event(CoordEventKind::SessionClosed {
+            session_id,
+            agent: agent.to_string(),
+            reason: end.reason().to_string(),
+        });
     }
 
     /// Drops an agent (and its session mapping) entirely; returns it.
-    pub(super) fn forget_agent(&mut self, name: &str) -> Option<Agent> {
+    fn forget_agent(&mut self, name: &str) -> Option<Agent> {
         let agent = self.agents.remove(name)?;
         self.sessions.remove(&agent.session_id);
         self.gone_agents
@@ -371,7 +426,7 @@ impl Coordination {
     }
 
     /// The breaker timer: OPEN -> HALF_OPEN once the cool-down is over.
-    pub(super) fn breaker_half_open(&mut self, now_ms: u64, session_id: SessionId) {
+    fn breaker_half_open(&mut self, now_ms: u64, session_id: SessionId) {
         let Some(name) = self.sessions.get(&session_id) else {
             return;
         };
@@ -385,37 +440,266 @@ impl Coordination {
         }
     }
 
-    /// A successful attempt by `agent` (completed counted, breaker closed).
-    pub(super) fn agent_succeeded(&mut self, name: &str, session_id: SessionId) {
-        let Some(agent) = self.agents.get_mut(name) else {
-            return;
-        };
-        if agent.session_id != session_id {
-            return;
+    /// A task leased to `session_id`: its agent runs it.
+    fn lease_granted(&mut self, session_id: SessionId, task_id: TaskId) {
+        if let Some(agent) = self.current_agent_mut(session_id) {
+            agent.running.insert(task_id);
         }
-        agent.completed += 1;
-        if agent.breaker == BreakerState::Open {
-            self.timers
-                .remove(&(agent.breaker_until_ms, TimerKind::BreakerReopen, session_id));
-        }
-        agent.breaker_success();
     }
 
-    /// A failed attempt by `agent` (a FAIL verb or a lease expiry): counted, and the breaker
-    /// may open.
-    pub(super) fn agent_failed(&mut self, now_ms: u64, name: &str, session_id: SessionId) {
-        let Some(agent) = self.agents.get_mut(name) else {
+    /// A lease of `session_id` ended with `outcome`: its agent no longer runs the task, and a
+    /// success or a failed attempt is counted (the breaker closes, or may open).
+    fn lease_ended(
+        &mut self,
+        now_ms: u64,
+        session_id: SessionId,
+        task_id: TaskId,
+        outcome: AttemptOutcome,
+    ) {
+        let Some(agent) = self.current_agent_mut(session_id) else {
             return;
         };
-        if agent.session_id != session_id {
-            return;
-        }
-        agent.failed += 1;
-        if let Some(until_ms) = agent.breaker_failure(now_ms) {
-            self.timers
-                .insert((until_ms, TimerKind::BreakerReopen, session_id));
+        agent.running.remove(&task_id);
+        match outcome {
+            AttemptOutcome::Succeeded => {
+                agent.completed += 1;
+                let reopen = (agent.breaker == BreakerState::Open).then_some((
+                    agent.breaker_until_ms,
+                    TimerKind::BreakerReopen,
+                    session_id,
+                ));
+                agent.breaker_success();
+                if let Some(reopen) = reopen {
+                    self.timers.remove(&reopen);
+                }
+            }
+            AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => {
+                agent.failed += 1;
+                if let Some(until_ms) = agent.breaker_failure(now_ms) {
+                    self.timers
+                        .insert((until_ms, TimerKind::BreakerReopen, session_id));
+                }
+            }
+            _ => {}
         }
     }
+
+    /// The agent whose current session (live or gone) is `session_id`, for changing it.
+    fn current_agent_mut(&mut self, session_id: SessionId) -> Option<&mut Agent> {
+        let name = self.sessions.get(&session_id)?;
+        self.agents
+            .get_mut(name)
+            .filter(|agent| agent.session_id == session_id)
+    }
+
+    /// Fires one timer (`Primitive::fire_timer` once it is disarmed).
+    fn fire(&mut self, ctx: &mut Ctx, timer: Timer) {
+        let (_, kind, session_id) = timer;
+        match kind {
+            TimerKind::SessionExpiry => self.session_expired(ctx, session_id),
+            TimerKind::BreakerReopen => self.breaker_half_open(ctx.now_ms, session_id),
+            other => unreachable!("{other:?} is not an agent timer"),
+        }
+    }
+
+    /// A new leader's first tick: the heartbeats that could not reach anyone during the
+    /// election must not cost agents their sessions.
+    fn refresh_sessions(&mut self, now_ms: u64) {
+        for agent in self.agents.values_mut().filter(|a| a.live) {
+            let expires_at_ms = agent
+                .expires_at_ms
+                .max(now_ms.saturating_add(agent.spec.ttl_ms));
+            let session_id = agent.session_id;
+            let old = agent.expires_at_ms;
+            agent.expires_at_ms = expires_at_ms;
+            self.timers
+                .remove(&(old, TimerKind::SessionExpiry, session_id));
+            self.timers
+                .insert((expires_at_ms, TimerKind::SessionExpiry, session_id));
+        }
+    }
+
+    /// Forgets agents gone longer than the retention's `gone_agents_ms`.
+    fn collect_garbage(&mut self, now_ms: u64) {
+        let age_ms = self.retention.gone_agents_ms;
+        while let Some((gone_ms, name)) = self.gone_agents.first().cloned() {
+            if age_ms == 0 || gone_ms.saturating_add(age_ms) > now_ms {
+                break;
+            }
+            self.forget_agent(&name);
+        }
+    }
+
+    /// Every field encoded on its own, named, in declaration order: the snapshot's sections,
+    /// which the golden tests pin one by one. Destructured, so a new field cannot be left out.
+    #[cfg(test)]
+    pub(crate) fn encoded_sections(&self) -> Vec<(&'static str, Vec<u8>)> {
+        use crate::raft::encode;
+        let Agents {
+            last_session_id,
+            agents,
+            sessions,
+            gone_agents,
+            timers,
+            retention,
+        } = self;
+        vec![
+            ("last_session_id", encode(last_session_id)),
+            ("agents", encode(agents)),
+            ("sessions", encode(sessions)),
+            ("gone_agents", encode(gone_agents)),
+            ("timers", encode(timers)),
+            ("retention", encode(retention)),
+        ]
+    }
+}
+
+#[cfg(test)]
+impl Agents {
+    /// Recomputes the timers and the session and gone indexes from the agents and compares (for
+    /// `coordination::tests`).
+    pub(in crate::state_machine) fn check_invariants(&self) {
+        let mut timers = BTreeSet::new();
+        for agent in self.agents.values() {
+            let session_id = agent.session_id;
+            if agent.live {
+                timers.insert((agent.expires_at_ms, TimerKind::SessionExpiry, session_id));
+                if agent.breaker == BreakerState::Open {
+                    timers.insert((agent.breaker_until_ms, TimerKind::BreakerReopen, session_id));
+                }
+            } else {
+                assert!(agent.running.is_empty(), "a gone agent runs nothing");
+                assert!(self
+                    .gone_agents
+                    .contains(&(agent.gone_ms, agent.name.clone())));
+            }
+            assert_eq!(
+                self.sessions.get(&session_id),
+                Some(&agent.name),
+                "agent {}: session index",
+                agent.name
+            );
+        }
+        let gone = self.agents.values().filter(|a| !a.live).count();
+        assert_eq!(self.gone_agents.len(), gone);
+        assert_eq!(self.timers, timers, "agent timers");
+    }
+}
+
+impl Primitive for Agents {
+    /// Garbage collection by the `Tick`'s retention (the timers fire through `fire_timer`).
+    fn tick(&mut self, ctx: &mut Ctx) {
+        if let Some(retention) = ctx.retention() {
+            self.retention = retention.clone();
+        }
+        self.collect_garbage(ctx.now_ms);
+    }
+
+    fn first_timer(&self) -> Option<Timer> {
+        self.timers.first().copied()
+    }
+
+    fn fire_timer(&mut self, ctx: &mut Ctx, timer: Timer) {
+        self.timers.remove(&timer);
+        self.fire(ctx, timer);
+        debug_assert!(
+            !self.timers.contains(&timer),
+            "a fired timer must not be rearmed at the same time: {timer:?}"
+        );
+    }
+
+    fn refresh(&mut self, ctx: &mut Ctx) {
+        self.refresh_sessions(ctx.now_ms);
+    }
+
+    /// A lease granted or ended counts for its agent; a session's end, once the tasks have
+    /// revoked its leases, is announced.
+    fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
+        match effect {
+            Effect::SessionEnded {
+                session_id,
+                agent,
+                end,
+            } => self.session_closed(ctx, *session_id, agent, *end),
+            Effect::LeaseGranted {
+                session_id,
+                task_id,
+            } => self.lease_granted(*session_id, *task_id),
+            Effect::LeaseEnded {
+                session_id,
+                task_id,
+                outcome,
+            } => self.lease_ended(ctx.now_ms, *session_id, *task_id, *outcome),
+            _ => {}
+        }
+    }
+
+    /// The first timer, or when the agent gone longest is to be forgotten.
+    fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
+        let age_ms = self.retention.gone_agents_ms;
+        let forget = (age_ms > 0)
+            .then(|| self.gone_agents.first())
+            .flatten()
+            .map(|gone| gone.0.saturating_add(age_ms));
+        [self.timers.first().map(|timer| timer.0), forget]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Agents (at most AGENTS_MAX) are digested here. The session counter is not: the state
+    /// machine hashes it together with the tasks' (`coordination::counters_digest`).
+    fn digest(&self) -> u64 {
+        self.agents
+            .values()
+            .fold(0, |digest, agent| digest ^ agent_digest(agent))
+    }
+}
+
+impl AgentView for Agents {
+    fn session_live(&self, session_id: SessionId) -> bool {
+        Agents::session_live(self, session_id)
+    }
+
+    fn live_agent(&self, session_id: SessionId) -> Option<&str> {
+        self.agent_by_session(session_id)
+            .filter(|agent| agent.live)
+            .map(|agent| agent.name.as_str())
+    }
+
+    fn agent_by_session(&self, session_id: SessionId) -> Option<&Agent> {
+        Agents::agent_by_session(self, session_id)
+    }
+
+    fn live_agents_with(&self, capability: &str) -> Vec<String> {
+        self.agents
+            .values()
+            .filter(|a| a.live && a.spec.capabilities.contains(capability))
+            .map(|a| a.name.clone())
+            .collect()
+    }
+}
+
+fn agent_digest(agent: &Agent) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(&(agent.name.len() as u64).to_be_bytes());
+    hash.write(agent.name.as_bytes());
+    for n in [
+        agent.session_id,
+        u64::from(agent.live),
+        agent.expires_at_ms,
+        u64::from(agent.drained),
+        agent.breaker as u64,
+        u64::from(agent.consecutive_failures),
+        agent.completed,
+        agent.failed,
+    ] {
+        hash.write(&n.to_be_bytes());
+    }
+    for id in &agent.running {
+        hash.write(&id.to_be_bytes());
+    }
+    hash.finish()
 }
 
 fn invalid(reason: &str) -> CoordResponse {

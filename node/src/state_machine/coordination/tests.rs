@@ -27,8 +27,17 @@ impl Harness {
         }
     }
 
-    fn c(&self) -> &Coordination {
-        self.sm.coordination()
+    fn agents(&self) -> &Agents {
+        self.sm.agents()
+    }
+
+    fn tasks(&self) -> &Tasks {
+        self.sm.tasks()
+    }
+
+    /// Tasks and agents, for comparing before and after.
+    fn coordination(&self) -> (Agents, Tasks) {
+        (self.agents().clone(), self.tasks().clone())
     }
 
     fn at(&mut self, now_ms: u64) -> &mut Self {
@@ -106,7 +115,7 @@ impl Harness {
     }
 
     fn task(&self, id: TaskId) -> &Task {
-        self.c().task(id).expect("task exists")
+        self.tasks().task(id).expect("task exists")
     }
 
     fn state(&self, id: TaskId) -> TaskState {
@@ -114,7 +123,7 @@ impl Harness {
     }
 
     fn agent(&self, name: &str) -> &Agent {
-        self.c().agent(name).expect("agent exists")
+        self.agents().agent(name).expect("agent exists")
     }
 
     fn decision(&self, id: DecisionId) -> &Decision {
@@ -232,107 +241,55 @@ fn decision_spec(voters: &[&str], rule: Rule) -> DecisionSpec {
     }
 }
 
-/// Recomputes every index and counter from the primary data and compares.
+/// Recomputes every index and counter from the primary data and compares: each primitive its
+/// own, and here what ties them together (the agents' running sets are the tasks' leases; a
+/// closed decision gates nothing).
 fn check_invariants(sm: &StateMachine) {
-    let c = sm.coordination();
-    let (_, decisions, open_decisions, closed_decisions, decision_timers) =
-        sm.decisions().indexes();
-    let mut counts = [0u64; 9];
-    let mut by_queue_state: BTreeMap<(String, TaskState), BTreeSet<TaskId>> = BTreeMap::new();
-    let mut ready: BTreeMap<String, BTreeSet<ReadyKey>> = BTreeMap::new();
-    let mut timers = BTreeSet::new();
-    let mut finished = BTreeSet::new();
-    let mut dead = BTreeSet::new();
-    let mut gates: BTreeMap<DecisionId, BTreeSet<TaskId>> = BTreeMap::new();
+    sm.tasks().check_invariants();
+    sm.agents().check_invariants();
+    check_running(sm);
+    check_decisions(sm);
+}
+
+/// Every task holding a lease, in id order (through the listing API).
+fn leased(sm: &StateMachine) -> Vec<&Task> {
+    let filter = TaskFilter {
+        states: vec![TaskState::Assigned],
+        ..TaskFilter::default()
+    };
+    let listing = sm.tasks().list_tasks(&filter, 0, usize::MAX);
+    assert!(
+        !listing.more,
+        "a test holds fewer leases than a listing scans"
+    );
+    listing.tasks
+}
+
+/// Each agent runs exactly the tasks its current session holds leases on, and every lease is
+/// held by an agent's current session.
+fn check_running(sm: &StateMachine) {
     let mut running: BTreeMap<(String, SessionId), BTreeSet<TaskId>> = BTreeMap::new();
-    for (id, task) in &c.tasks {
-        assert_eq!(*id, task.id);
-        counts[task.state.index()] += 1;
-        by_queue_state
-            .entry((task.spec.queue.clone(), task.state))
+    for task in leased(sm) {
+        let lease = task.lease.as_ref().expect("an assigned task holds a lease");
+        running
+            .entry((lease.agent.clone(), lease.session_id))
             .or_default()
-            .insert(*id);
-        assert_eq!(
-            task.lease.is_some(),
-            task.state == TaskState::Assigned,
-            "task {id}: a lease exactly while assigned"
-        );
-        match task.state {
-            TaskState::Pending => {
-                ready
-                    .entry(task.spec.queue.clone())
-                    .or_default()
-                    .insert(task.ready_key());
-            }
-            TaskState::Delayed | TaskState::RetryWait => {
-                timers.insert((task.ready_at_ms, TimerKind::TaskReady, *id));
-            }
-            TaskState::Blocked => {
-                let gate = task
-                    .spec
-                    .requires
-                    .as_ref()
-                    .expect("blocked tasks have a gate");
-                gates.entry(gate.decision_id).or_default().insert(*id);
-            }
-            TaskState::Succeeded | TaskState::Canceled => {
-                finished.insert((task.updated_ms, *id));
-            }
-            TaskState::DeadLettered | TaskState::Expired => {
-                dead.insert(*id);
-            }
-            TaskState::Assigned => {}
-        }
-        if let Some(lease) = &task.lease {
-            timers.insert((lease.deadline_ms, TimerKind::LeaseExpiry, *id));
-            running
-                .entry((lease.agent.clone(), lease.session_id))
-                .or_default()
-                .insert(*id);
-            assert_eq!(
-                lease.token, task.last_token,
-                "task {id}: the lease has the last token"
-            );
-            let attempt = task
-                .history
-                .last()
-                .expect("an assigned task has an attempt");
-            assert_eq!(
-                (attempt.token, attempt.outcome),
-                (lease.token, AttemptOutcome::Running)
-            );
-        }
-        if !task.state.is_terminal() && task.spec.deadline_ms != 0 {
-            timers.insert((task.spec.deadline_ms, TimerKind::TaskDeadline, *id));
-        }
-        assert!(task.history.len() <= crate::limits::ATTEMPT_HISTORY_MAX);
+            .insert(task.id);
     }
-    for agent in c.agents.values() {
-        if agent.live {
-            timers.insert((
-                agent.expires_at_ms,
-                TimerKind::SessionExpiry,
-                agent.session_id,
-            ));
-            if agent.breaker == BreakerState::Open {
-                timers.insert((
-                    agent.breaker_until_ms,
-                    TimerKind::BreakerReopen,
-                    agent.session_id,
-                ));
-            }
-        } else {
-            assert!(agent.running.is_empty(), "a gone agent runs nothing");
-            assert!(c.gone_agents.contains(&(agent.gone_ms, agent.name.clone())));
-        }
+    for agent in sm.agents().iter() {
         let expected = running
             .remove(&(agent.name.clone(), agent.session_id))
             .unwrap_or_default();
         assert_eq!(agent.running, expected, "agent {}: running", agent.name);
+        let held: BTreeSet<TaskId> = sm
+            .tasks()
+            .assignments(agent.session_id)
+            .iter()
+            .map(|task| task.id)
+            .collect();
         assert_eq!(
-            c.sessions.get(&agent.session_id),
-            Some(&agent.name),
-            "agent {}: session index",
+            held, expected,
+            "agent {}: the tasks' lease index",
             agent.name
         );
     }
@@ -340,12 +297,26 @@ fn check_invariants(sm: &StateMachine) {
         running.is_empty(),
         "leases held by unknown sessions: {running:?}"
     );
-    assert_eq!(
-        c.gone_agents.len(),
-        c.agents.values().filter(|a| !a.live).count()
-    );
+}
+
+/// The decisions' indexes and timers, and no task gated on a closed decision.
+fn check_decisions(sm: &StateMachine) {
+    let (_, decisions, open_decisions, closed_decisions, decision_timers) =
+        sm.decisions().indexes();
+    let blocked = TaskFilter {
+        states: vec![TaskState::Blocked],
+        ..TaskFilter::default()
+    };
+    let gating: BTreeSet<DecisionId> = sm
+        .tasks()
+        .list_tasks(&blocked, 0, usize::MAX)
+        .tasks
+        .iter()
+        .filter_map(|task| task.spec.requires.as_ref().map(|gate| gate.decision_id))
+        .collect();
     let mut open = BTreeSet::new();
     let mut closed = BTreeSet::new();
+    let mut timers = BTreeSet::new();
     for (id, decision) in decisions {
         if decision.is_open() {
             open.insert(*id);
@@ -354,38 +325,14 @@ fn check_invariants(sm: &StateMachine) {
         } else {
             closed.insert((decision.closed_ms, *id));
             assert!(
-                !gates.contains_key(id),
+                !gating.contains(id),
                 "decision {id} is closed but gates tasks"
             );
         }
     }
-    assert_eq!(c.state_counts, counts, "state counts");
-    assert_eq!(c.by_queue_state, by_queue_state, "(queue, state) index");
-    assert_eq!(c.ready, ready, "ready index");
-    let armed: BTreeSet<Timer> = c.timers.union(decision_timers).copied().collect();
-    assert_eq!(armed, timers, "timers");
-    assert_eq!(c.finished, finished, "finished index");
-    assert_eq!(c.dead_letters, dead, "dead letters");
-    let by_queue: BTreeSet<TaskId> = c.dead_by_queue.values().flatten().copied().collect();
-    assert_eq!(by_queue, dead, "dead letters by queue");
-    assert_eq!(c.gates, gates, "gates");
     assert_eq!(open_decisions, &open, "open decisions");
     assert_eq!(closed_decisions, &closed, "closed decisions");
-    assert_eq!(
-        c.tasks_digest,
-        c.tasks_digest_recomputed(),
-        "running task digest"
-    );
-    for ((queue, key), (task_id, at_ms)) in &c.idempotency {
-        assert!(c
-            .idempotency_by_time
-            .contains(&(*at_ms, queue.clone(), key.clone())));
-        let task = c
-            .tasks
-            .get(task_id)
-            .expect("an idempotency key names a kept task");
-        assert_eq!((&task.spec.queue, &task.spec.idempotency_key), (queue, key));
-    }
+    assert_eq!(decision_timers, &timers, "decision timers");
 }
 
 // ---- Assignment ----
@@ -552,7 +499,7 @@ fn plan_prefers_the_least_loaded_agent_and_counts_capacity() {
     h.assigned(busy, big);
     let tasks = h.submit_all((0..6).map(|_| task_spec("q")).collect());
     // big runs 1/4, small 0/1: small first (0), then big (1/4, 2/4, 3/4), then nobody.
-    let plan = h.c().plan_assignments(h.now_ms, 100);
+    let plan = h.sm.plan_assignments(h.now_ms, 100);
     assert_eq!(
         plan,
         vec![
@@ -568,11 +515,11 @@ fn plan_prefers_the_least_loaded_agent_and_counts_capacity() {
     let a = h.register("a", &[], 1);
     let tasks = h.submit_all(vec![task_spec("q"), task_spec("q")]);
     assert_eq!(
-        h.c().plan_assignments(h.now_ms, 100),
+        h.sm.plan_assignments(h.now_ms, 100),
         vec![(tasks[0], a), (tasks[1], b)]
     );
-    assert_eq!(h.c().plan_assignments(h.now_ms, 1), vec![(tasks[0], a)]);
-    assert_eq!(h.c().plan_assignments(h.now_ms, 0), vec![]);
+    assert_eq!(h.sm.plan_assignments(h.now_ms, 1), vec![(tasks[0], a)]);
+    assert_eq!(h.sm.plan_assignments(h.now_ms, 0), vec![]);
 }
 
 #[test]
@@ -592,15 +539,14 @@ fn plan_orders_by_priority_then_deadline_then_arrival() {
         spec(5, T0 + 5_000),
         spec(0, 0),
     ]);
-    let order: Vec<TaskId> = h
-        .c()
-        .plan_assignments(h.now_ms, 100)
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+    let order: Vec<TaskId> =
+        h.sm.plan_assignments(h.now_ms, 100)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
     assert_eq!(order, vec![ids[4], ids[2], ids[1], ids[0], ids[5], ids[3]]);
     assert!(h
-        .c()
+        .sm
         .plan_assignments(h.now_ms, 100)
         .iter()
         .all(|p| p.1 == s));
@@ -613,22 +559,20 @@ fn plan_is_fair_across_queues() {
     let a = h.submit_all((0..5).map(|_| task_spec("a")).collect());
     let b = h.submit_all((0..2).map(|_| task_spec("b")).collect());
     let c = h.submit_all((0..1).map(|_| task_spec("c")).collect());
-    let order: Vec<TaskId> = h
-        .c()
-        .plan_assignments(h.now_ms, 100)
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+    let order: Vec<TaskId> =
+        h.sm.plan_assignments(h.now_ms, 100)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
     // Round-robin: one per queue per round, queues in name order.
     assert_eq!(order, vec![a[0], b[0], c[0], a[1], b[1], a[2], a[3], a[4]]);
     // Across plans: the next plan starts after the queue of the last assignment.
     h.assigned(a[0], s);
-    let next: Vec<TaskId> = h
-        .c()
-        .plan_assignments(h.now_ms, 3)
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+    let next: Vec<TaskId> =
+        h.sm.plan_assignments(h.now_ms, 3)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
     assert_eq!(next, vec![b[0], c[0], a[1]]);
 }
 
@@ -642,7 +586,7 @@ fn plan_skips_what_no_agent_can_take_and_scans_a_bounded_prefix() {
         ..needing("q", &["gpu"])
     });
     let cpu = h.submit(needing("q", &["cpu"]));
-    assert_eq!(h.c().plan_assignments(h.now_ms, 10), vec![(cpu, s)]);
+    assert_eq!(h.sm.plan_assignments(h.now_ms, 10), vec![(cpu, s)]);
     // But only SCAN_PER_QUEUE ready tasks are looked at per queue and plan.
     let blockers: Vec<TaskSpec> = (0..SCAN_PER_QUEUE)
         .map(|_| TaskSpec {
@@ -651,9 +595,9 @@ fn plan_skips_what_no_agent_can_take_and_scans_a_bounded_prefix() {
         })
         .collect();
     h.submit_all(blockers);
-    assert_eq!(h.c().plan_assignments(h.now_ms, 10), vec![]);
+    assert_eq!(h.sm.plan_assignments(h.now_ms, 10), vec![]);
     let other = h.submit(task_spec("r"));
-    assert_eq!(h.c().plan_assignments(h.now_ms, 10), vec![(other, s)]);
+    assert_eq!(h.sm.plan_assignments(h.now_ms, 10), vec![(other, s)]);
     assert_eq!(h.state(gpu), TaskState::Pending);
 }
 
@@ -685,7 +629,7 @@ fn plan_stays_bounded_with_100k_pending_tasks() {
     let reachable = h.submit(task_spec("small"));
     assert_eq!(h.sm.coord_stats().pending, 100_001);
     let started = std::time::Instant::now();
-    let plan = h.c().plan_assignments(h.now_ms, 1024);
+    let plan = h.sm.plan_assignments(h.now_ms, 1024);
     eprintln!(
         "plan over 100,001 pending tasks took {:?} (debug build)",
         started.elapsed()
@@ -799,7 +743,7 @@ fn every_verb_is_fenced_by_the_current_token() {
             ),
         ];
         for (token, reason) in stale_cases {
-            let before = h.c().clone();
+            let before = h.coordination();
             let digest = h.sm.digest();
             assert_eq!(
                 h.run(verb(t, token)),
@@ -811,7 +755,10 @@ fn every_verb_is_fenced_by_the_current_token() {
                 digest,
                 "{name}: a stale verb changes nothing"
             );
-            assert!(*h.c() == before, "{name}: a stale verb changes nothing");
+            assert!(
+                h.coordination() == before,
+                "{name}: a stale verb changes nothing"
+            );
         }
         let canceled = h.submit(task_spec("q"));
         let token = h.assigned(canceled, s);
@@ -1042,13 +989,13 @@ fn failures_retry_after_backoff_then_dead_letter() {
         )
     );
     assert_eq!(h.agent("a").failed, 4);
-    let (listed, more) = h.c().dead_letters("q", 0, 10);
+    let (listed, more) = h.tasks().dead_letters("q", 0, 10);
     assert_eq!(
         (listed.iter().map(|t| t.id).collect::<Vec<_>>(), more),
         (vec![t, u], false)
     );
-    assert!(h.c().dead_letters("q", 0, 1).1);
-    assert_eq!(h.c().dead_letters("other", 0, 10).0.len(), 0);
+    assert!(h.tasks().dead_letters("q", 0, 1).1);
+    assert_eq!(h.tasks().dead_letters("other", 0, 10).0.len(), 0);
     assert_eq!(h.sm.coord_stats().dead_letters, 2);
 }
 
@@ -1141,7 +1088,7 @@ fn redrive_and_purge_dead_letters_by_ids_and_by_queue() {
         }),
         CoordResponse::DeadLetters { count: 2 }
     );
-    assert!(h.c().task(b1).is_none() && h.c().task(a3).is_none());
+    assert!(h.tasks().task(b1).is_none() && h.tasks().task(a3).is_none());
     assert_eq!(
         h.run(CoordCommand::Purge {
             selector: DeadLetterSelector::Ids(vec![a1])
@@ -1452,7 +1399,7 @@ fn session_expiry_revokes_leases_requeues_and_deletes_ephemeral_keys() {
     let agent = h.agent("a");
     assert!(!agent.live && agent.running.is_empty());
     assert_eq!(agent.gone_ms, T0 + 14_000);
-    assert!(!h.c().session_live(s));
+    assert!(!h.agents().session_live(s));
     assert_eq!(h.state(requeued), TaskState::Pending);
     assert_eq!(
         h.task(requeued).attempts,
@@ -1512,7 +1459,7 @@ fn session_expiry_revokes_leases_requeues_and_deletes_ephemeral_keys() {
             })
             .collect::<Vec<_>>();
     assert_eq!(closed, vec![(s, "session expired".to_string())]);
-    assert_eq!(h.c().agent_by_session(s).map(|a| a.live), Some(false));
+    assert_eq!(h.agents().agent_by_session(s).map(|a| a.live), Some(false));
 }
 
 #[test]
@@ -1614,7 +1561,7 @@ fn register_replace_and_reregister() {
         "counters and the drain survive"
     );
     assert!(
-        h.c().agent_by_session(s1).is_none(),
+        h.agents().agent_by_session(s1).is_none(),
         "the old session is gone"
     );
     assert_eq!(
@@ -1671,7 +1618,7 @@ fn agents_quota_makes_room_by_forgetting_gone_agents() {
     let mut agents = Vec::new();
     for i in 0..max {
         let spec = agent_spec(&format!("agent-{i:05}"), &[], 1);
-        let response = h.sm.coordination.apply(
+        let response = h.sm.agents.apply(
             &mut Ctx::new(T0, &mut h.sm.events),
             &CoordCommand::RegisterAgent(spec),
         );
@@ -1688,8 +1635,8 @@ fn agents_quota_makes_room_by_forgetting_gone_agents() {
         session_id: agents[7],
     });
     h.register("one-more", &[], 1);
-    assert!(h.c().agent("agent-00007").is_none());
-    assert_eq!(h.c().agents().count(), max);
+    assert!(h.agents().agent("agent-00007").is_none());
+    assert_eq!(h.agents().iter().count(), max);
 }
 
 // ---- Breaker ----
@@ -1731,7 +1678,7 @@ fn breaker_opens_half_opens_and_closes_or_reopens() {
     );
     let waiting = h.submit(task_spec("q"));
     assert_eq!(h.assign(waiting, s), None, "quarantined");
-    assert!(h.c().plan_assignments(h.now_ms, 10).is_empty());
+    assert!(h.sm.plan_assignments(h.now_ms, 10).is_empty());
     h.at(T0 + 39_999).tick();
     assert_eq!(h.agent("a").breaker, BreakerState::Open);
     h.run(CoordCommand::Heartbeats {
@@ -1743,7 +1690,7 @@ fn breaker_opens_half_opens_and_closes_or_reopens() {
     h.at(T0 + 40_000).tick();
     assert_eq!(h.agent("a").breaker, BreakerState::HalfOpen);
     // Half-open: exactly one trial task.
-    assert_eq!(h.c().plan_assignments(h.now_ms, 10).len(), 1);
+    assert_eq!(h.sm.plan_assignments(h.now_ms, 10).len(), 1);
     let trial = h.assigned(waiting, s);
     let second = h.submit(task_spec("q"));
     assert_eq!(h.assign(second, s), None, "one trial task only");
@@ -1774,7 +1721,7 @@ fn breaker_opens_half_opens_and_closes_or_reopens() {
         (BreakerState::Closed, 0)
     );
     assert_eq!(
-        h.c().plan_assignments(h.now_ms, 10).len(),
+        h.sm.plan_assignments(h.now_ms, 10).len(),
         3,
         "closed: no longer one trial task at a time"
     );
@@ -2083,7 +2030,7 @@ fn open_decisions_are_bounded() {
     let s = h.register("a", &[], 1);
     for _ in 0..crate::limits::OPEN_DECISIONS_MAX {
         let command = CoordCommand::Propose(decision_spec(&["a"], Rule::Majority));
-        let mut ctx = Ctx::new(T0, &mut h.sm.events).with_agents(&h.sm.coordination);
+        let mut ctx = Ctx::new(T0, &mut h.sm.events).with_agents(&h.sm.agents);
         let response = h.sm.decisions.apply(&mut ctx, &command);
         assert!(
             matches!(response, CoordResponse::Proposed { .. }),
@@ -2163,7 +2110,7 @@ fn gated_tasks_follow_their_decision() {
             let early = (!submit_after_close).then(|| h.submit(gated.clone()));
             if let Some(t) = early {
                 assert_eq!(h.state(t), TaskState::Blocked);
-                assert!(h.c().plan_assignments(h.now_ms, 10).is_empty());
+                assert!(h.sm.plan_assignments(h.now_ms, 10).is_empty());
             }
             for (session, choice) in [a, b].into_iter().zip(case.votes) {
                 h.vote(session, d, choice);
@@ -2254,8 +2201,8 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
         "retention unknown yet: only timers (a's session)"
     );
     h.tick_with(false, retention.clone());
-    assert!(h.c().task(finished[0]).is_none() && h.c().task(finished[1]).is_none());
-    assert!(h.c().task(finished[2]).is_some() && h.c().task(canceled).is_some());
+    assert!(h.tasks().task(finished[0]).is_none() && h.tasks().task(finished[1]).is_none());
+    assert!(h.tasks().task(finished[2]).is_some() && h.tasks().task(canceled).is_some());
     assert_eq!(
         h.state(dead),
         TaskState::DeadLettered,
@@ -2287,12 +2234,12 @@ fn retention_forgets_finished_tasks_gone_agents_and_closed_decisions() {
         });
         h.tick_with(false, retention.clone());
     }
-    assert!(h.c().agent("v").is_none(), "gone agents are forgotten");
+    assert!(h.agents().agent("v").is_none(), "gone agents are forgotten");
     assert!(
         h.sm.decisions().decision(d).is_none(),
         "closed decisions are forgotten"
     );
-    assert!(h.c().task(finished[3]).is_none() && h.c().task(canceled).is_none());
+    assert!(h.tasks().task(finished[3]).is_none() && h.tasks().task(canceled).is_none());
     assert_eq!(h.state(dead), TaskState::DeadLettered);
     assert_eq!(h.sm.coord_stats().tasks, 1);
 }
@@ -2364,7 +2311,7 @@ fn listings_use_the_queue_state_index_and_bound_their_scan() {
     h.assigned(ids[2], s);
     h.assigned(ids[3], s);
     let list = |h: &Harness, filter: &TaskFilter, after, limit| {
-        let listing = h.c().list_tasks(filter, after, limit);
+        let listing = h.tasks().list_tasks(filter, after, limit);
         (
             listing.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
             listing.more,
@@ -2456,7 +2403,7 @@ fn queries_list_filter_and_page() {
     ]);
     h.assigned(ids[3], s);
     let list = |h: &Harness, filter: TaskFilter, after, limit| {
-        let listing = h.c().list_tasks(&filter, after, limit);
+        let listing = h.tasks().list_tasks(&filter, after, limit);
         (
             listing.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
             listing.more,
@@ -2487,14 +2434,14 @@ fn queries_list_filter_and_page() {
     };
     assert_eq!(list(&h, assigned_children, 0, 10), (vec![ids[3]], false));
     assert_eq!(
-        h.c()
+        h.tasks()
             .assignments(s)
             .iter()
             .map(|t| t.id)
             .collect::<Vec<_>>(),
         vec![ids[3]]
     );
-    assert!(h.c().assignments(999).is_empty());
+    assert!(h.tasks().assignments(999).is_empty());
     let stats = h.sm.coord_stats();
     assert_eq!(
         (
@@ -2524,7 +2471,10 @@ fn queries_list_filter_and_page() {
         vec![d2]
     );
     assert_eq!(
-        h.c().agents().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        h.agents()
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["a"]
     );
 }
@@ -2619,17 +2569,17 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
     let mut log = Vec::new();
     for _ in 0..steps {
         let now_ms = h.now_ms + rng.below(3_000);
-        let assigned: Vec<(TaskId, FencingToken)> = h
-            .c()
-            .tasks
-            .values()
-            .filter_map(|t| t.lease.as_ref().map(|l| (t.id, l.token)))
+        let assigned: Vec<(TaskId, FencingToken)> = leased(&h.sm)
+            .into_iter()
+            .map(|task| (task.id, task.last_token))
             .collect();
+        let (last_task_id, last_token) = h.tasks().last_ids();
+        let last_session_id = h.agents().last_session_id();
         let verb_target = |rng: &mut Rng| -> (TaskId, FencingToken) {
             if assigned.is_empty() || rng.one_in(5) {
                 (
-                    1 + rng.below(h.c().last_task_id + 1),
-                    1 + rng.below(h.c().last_token + 1),
+                    1 + rng.below(last_task_id + 1),
+                    1 + rng.below(last_token + 1),
                 )
             } else {
                 assigned[rng.below(assigned.len() as u64) as usize]
@@ -2682,7 +2632,7 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
                     .collect(),
             },
             4..=6 => CoordCommand::Assign {
-                assignments: h.c().plan_assignments(now_ms, 1 + rng.below(4) as usize),
+                assignments: h.sm.plan_assignments(now_ms, 1 + rng.below(4) as usize),
             },
             7 => {
                 let (task_id, token) = verb_target(&mut rng);
@@ -2722,7 +2672,7 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
                 }
             }
             10 => CoordCommand::Heartbeats {
-                beats: (1..=h.c().last_session_id)
+                beats: (1..=last_session_id)
                     .filter(|_| !rng.one_in(4))
                     .map(|session_id| Beat {
                         session_id,
@@ -2754,24 +2704,24 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
                 )
             }),
             13 => CoordCommand::Vote {
-                session_id: 1 + rng.below(h.c().last_session_id + 1),
+                session_id: 1 + rng.below(last_session_id + 1),
                 decision_id: 1 + rng.below(h.sm.decisions().indexes().0 + 1),
                 choice: ["yes", "no", "veto"][rng.below(3) as usize].into(),
                 rationale: String::new(),
             },
             14 => match rng.below(4) {
                 0 => CoordCommand::Cancel {
-                    task_id: 1 + rng.below(h.c().last_task_id + 1),
+                    task_id: 1 + rng.below(last_task_id + 1),
                     reason: "r".into(),
                 },
                 1 => CoordCommand::Redrive {
                     selector: DeadLetterSelector::Queue(String::new()),
                 },
                 2 => CoordCommand::Purge {
-                    selector: DeadLetterSelector::Ids(vec![1 + rng.below(h.c().last_task_id + 1)]),
+                    selector: DeadLetterSelector::Ids(vec![1 + rng.below(last_task_id + 1)]),
                 },
                 _ => CoordCommand::CloseSession {
-                    session_id: 1 + rng.below(h.c().last_session_id + 1),
+                    session_id: 1 + rng.below(last_session_id + 1),
                 },
             },
             _ => CoordCommand::SetDrained {
@@ -2784,7 +2734,7 @@ fn drive(h: &mut Harness, seed: u64, steps: usize) -> Vec<(u64, Command)> {
             commands.push(Command::Put {
                 key: format!("key/{}", rng.below(20)).into_bytes(),
                 value: b"v".to_vec(),
-                session_id: rng.below(h.c().last_session_id + 2),
+                session_id: rng.below(last_session_id + 2),
             });
         }
         h.at(now_ms);
@@ -2813,9 +2763,9 @@ fn the_same_log_gives_the_same_state() {
         let mut h = Harness::new();
         let log = drive(&mut h, seed, 600);
         let stats = h.sm.coord_stats();
-        let c = h.c();
+        let (last_task_id, last_token) = h.tasks().last_ids();
         assert!(
-            c.last_token > 20 && c.last_task_id > 50 && h.sm.decisions().indexes().0 > 5,
+            last_token > 20 && last_task_id > 50 && h.sm.decisions().indexes().0 > 5,
             "seed {seed}: the scenario exercises the machine: {stats:?}"
         );
         let (one, responses_one) = replay(&log);
