@@ -3,7 +3,8 @@
 
 use crate::raft::NodeId;
 use crate::state_machine::coordination::{CoordResponse, DecisionId, TaskId};
-use crate::state_machine::{BarrierResponse, LockResponse, RequestId, Response};
+use crate::state_machine::workflows::WorkflowId;
+use crate::state_machine::{BarrierResponse, LockResponse, RequestId, Response, WorkflowResponse};
 
 /// The leader a node knows of, as a hint for clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,13 @@ impl Error {
     pub fn unknown_decision(decision_id: DecisionId) -> Error {
         Error::NotFound(format!("decision {decision_id} does not exist"))
     }
+
+    /// A workflow id that names no workflow (never started, or forgotten after its retention).
+    pub fn unknown_workflow(workflow_id: WorkflowId) -> Error {
+        Error::NotFound(format!(
+            "workflow_id: workflow {workflow_id} does not exist (or was forgotten after its retention)"
+        ))
+    }
 }
 
 /// An applied write's answer with the state machine's domain refusals as node errors, each one
@@ -115,7 +123,29 @@ pub fn refused(response: Response, request_id: Option<RequestId>) -> Result<Resp
         Response::Barriers { revision, response } => {
             barrier_refused(response).map(|response| Response::Barriers { revision, response })
         }
+        Response::Workflows { revision, response } => {
+            workflow_refused(response).map(|response| Response::Workflows { revision, response })
+        }
         success => Ok(success),
+    }
+}
+
+/// The workflows half of [`refused`]. A cancel of a workflow that is no longer running or
+/// waiting is not a refusal: it answers `Canceled { canceled: false }` with the state, as a
+/// task's cancel does, so a retried cancel succeeds.
+fn workflow_refused(response: WorkflowResponse) -> Result<WorkflowResponse> {
+    match response {
+        WorkflowResponse::UnknownWorkflow { workflow_id } => {
+            Err(Error::unknown_workflow(workflow_id))
+        }
+        WorkflowResponse::NotRetryable { state } => Err(Error::FailedPrecondition(format!(
+            "workflow_id: the workflow is {state:?}; only a FAILED or TIMED_OUT workflow can be retried"
+        ))),
+        WorkflowResponse::Invalid { reason } => Err(Error::InvalidArgument(reason)),
+        WorkflowResponse::QuotaExceeded { reason } => Err(Error::ResourceExhausted(reason)),
+        success @ (WorkflowResponse::Started { .. }
+        | WorkflowResponse::Canceled { .. }
+        | WorkflowResponse::Retried { .. }) => Ok(success),
     }
 }
 
@@ -212,6 +242,49 @@ mod tests {
             Ok(Response::Coordination {
                 revision: 4,
                 response: CoordResponse::Ok
+            })
+        ));
+    }
+
+    #[test]
+    fn workflow_refusals_map_to_their_errors() {
+        let workflows = |response| {
+            refused(
+                Response::Workflows {
+                    revision: 4,
+                    response,
+                },
+                None,
+            )
+        };
+        use crate::state_machine::workflows::WorkflowState;
+        assert!(matches!(
+            workflows(WorkflowResponse::UnknownWorkflow { workflow_id: 7 }),
+            Err(Error::NotFound(m)) if m.starts_with("workflow_id: workflow 7 does not exist")
+        ));
+        assert!(matches!(
+            workflows(WorkflowResponse::NotRetryable { state: WorkflowState::Running }),
+            Err(Error::FailedPrecondition(m)) if m.starts_with("workflow_id: the workflow is Running")
+        ));
+        assert!(matches!(
+            workflows(WorkflowResponse::Invalid { reason: "input: not JSON".into() }),
+            Err(Error::InvalidArgument(m)) if m == "input: not JSON"
+        ));
+        assert!(matches!(
+            workflows(WorkflowResponse::QuotaExceeded { reason: "WORKFLOWS_OPEN_MAX".into() }),
+            Err(Error::ResourceExhausted(m)) if m == "WORKFLOWS_OPEN_MAX"
+        ));
+        assert!(matches!(
+            workflows(WorkflowResponse::Canceled {
+                canceled: false,
+                state: WorkflowState::Succeeded
+            }),
+            Ok(Response::Workflows {
+                revision: 4,
+                response: WorkflowResponse::Canceled {
+                    canceled: false,
+                    ..
+                }
             })
         ));
     }

@@ -8,6 +8,7 @@ use super::barriers::{BarrierCommand, BarrierResponse};
 use super::coordination::{CoordCommand, CoordResponse};
 use super::kv::KeyValue;
 use super::locks::{LockCommand, LockKind, LockResponse, Token};
+use super::workflows::{WorkflowCommand, WorkflowResponse};
 
 /// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,8 @@ pub enum Command {
     Locks(LockCommand),
     /// Barriers (`barriers`).
     Barriers(BarrierCommand),
+    /// Workflows (`workflows`).
+    Workflows(WorkflowCommand),
 }
 
 impl Command {
@@ -85,6 +88,7 @@ impl Command {
             Command::Coordination(command) => command.name(),
             Command::Locks(command) => command.name(),
             Command::Barriers(_) => "barrier_enter",
+            Command::Workflows(command) => command.name(),
         }
     }
 }
@@ -159,6 +163,10 @@ pub enum Response {
     },
     /// The request's fence no longer holds: nothing was applied.
     FenceLost { revision: u64, reason: String },
+    Workflows {
+        revision: u64,
+        response: WorkflowResponse,
+    },
 }
 
 impl Response {
@@ -176,7 +184,8 @@ impl Response {
             | Response::Coordination { revision, .. }
             | Response::Locks { revision, .. }
             | Response::Barriers { revision, .. }
-            | Response::FenceLost { revision, .. } => *revision,
+            | Response::FenceLost { revision, .. }
+            | Response::Workflows { revision, .. } => *revision,
         }
     }
 }
@@ -211,7 +220,9 @@ impl fmt::Display for Request {
                 write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
             }
             Command::Coordination(command) => write!(f, "{}", command.name()),
-            Command::Locks(_) | Command::Barriers(_) => write!(f, "{}", self.command.name()),
+            Command::Locks(_) | Command::Barriers(_) | Command::Workflows(_) => {
+                write!(f, "{}", self.command.name())
+            }
         }
     }
 }

@@ -56,7 +56,11 @@ pub const LOG_FORMAT: u32 = 1;
 ///   id and token, tasks and their indexes, the task deadline, lease expiry and ready timers, a
 ///   new index of the leases each session holds (`leases`, after `gates`), its retention, the
 ///   last assigned queue). Every other section is unchanged.
-pub const SNAPSHOT_FORMAT: u32 = 4;
+/// - 5: workflows registered: a `workflows` section after `barriers` (`Workflows`: the last
+///   workflow id, the instances with their definitions, the idempotency keys, the decision,
+///   timer and finished indexes, its retention); a task remembers the workflow step it runs
+///   (`Task.origin`, after `last_token`); a remembered result may be a `Response::Workflows`.
+pub const SNAPSHOT_FORMAT: u32 = 5;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other
@@ -70,6 +74,7 @@ impl Command {
             Command::Coordination(_) => 4,
             Command::Locks(_) => 5,
             Command::Barriers(_) => 6,
+            Command::Workflows(_) => 7,
         }
     }
 }
@@ -152,6 +157,7 @@ impl Response {
             Response::Locks { .. } => 9,
             Response::Barriers { .. } => 10,
             Response::FenceLost { .. } => 11,
+            Response::Workflows { .. } => 12,
         }
     }
 }

@@ -26,7 +26,9 @@ use super::coordination::{
     TaskState, TimerKind,
 };
 use super::locks::{Holder, LockCommand, LockEvent, LockEventKind, LockKind, LockResponse, Timer};
-use super::workflows::definition::{FanOutSource, JoinPolicy, StepKind, TaskTemplate};
+use super::workflows::definition::{
+    DecisionTemplate, FanOut, FanOutSource, JoinPolicy, StepDef, StepKind, TaskTemplate, When,
+};
 use super::workflows::{
     BranchState, Definition, StepState, WorkflowCommand, WorkflowEvent, WorkflowEventKind,
     WorkflowResponse, WorkflowState, WorkflowTimer,
@@ -345,6 +347,110 @@ fn commands() -> Vec<Command> {
         Command::Coordination(coord_commands().swap_remove(0)),
         Command::Locks(lock_commands().swap_remove(0)),
         Command::Barriers(barrier_enter()),
+        Command::Workflows(workflow_commands().swap_remove(0)),
+    ]
+}
+
+/// A definition with every kind of step: a fan-out of two joined at least one, a vote, a step
+/// run only when the vote says yes and undone by a compensation step.
+fn workflow_definition() -> Definition {
+    let template = |queue: &str| TaskTemplate {
+        queue: queue.into(),
+        capabilities: strings(&["gpu"]),
+        params: "{\"depth\":2}".into(),
+        priority: 3,
+        max_attempts: 4,
+        backoff: Backoff::default(),
+        lease_ms: 30_000,
+        deadline_ms: 600_000,
+        labels: pairs(&[("team", "infra")]),
+    };
+    let step = |name: &str, after: &[u32], kind: StepKind| StepDef {
+        name: name.into(),
+        after: after.to_vec(),
+        when: None,
+        kind,
+        compensate: None,
+        compensation: false,
+    };
+    Definition {
+        name: "research".into(),
+        version: 2,
+        deadline_ms: 3_600_000,
+        steps: vec![
+            step(
+                "fetch",
+                &[],
+                StepKind::Task {
+                    template: template("emails"),
+                    fan_out: Some(FanOut {
+                        source: FanOutSource::Count(2),
+                        policy: JoinPolicy::AtLeast(1),
+                        join_deadline_ms: 60_000,
+                    }),
+                },
+            ),
+            step(
+                "approve",
+                &[0],
+                StepKind::Decision(DecisionTemplate {
+                    question: "send?".into(),
+                    options: vec!["yes".into(), "no".into()],
+                    electorate: Electorate {
+                        agents: Vec::new(),
+                        capability: "gpu".into(),
+                    },
+                    rule: Rule::Majority,
+                    weights: BTreeMap::new(),
+                    veto_option: None,
+                    deadline_ms: 120_000,
+                    labels: BTreeMap::new(),
+                }),
+            ),
+            StepDef {
+                when: Some(When {
+                    step: 1,
+                    outcome: "yes".into(),
+                }),
+                compensate: Some(3),
+                ..step(
+                    "send",
+                    &[1],
+                    StepKind::Task {
+                        template: template("reports"),
+                        fan_out: None,
+                    },
+                )
+            },
+            StepDef {
+                compensation: true,
+                ..step(
+                    "unsend",
+                    &[],
+                    StepKind::Task {
+                        template: template("reports"),
+                        fan_out: None,
+                    },
+                )
+            },
+        ],
+    }
+}
+
+/// One of each workflow command, in declaration order.
+fn workflow_commands() -> Vec<WorkflowCommand> {
+    vec![
+        WorkflowCommand::Start {
+            definition: workflow_definition(),
+            input: "{\"topic\":\"raft\"}".into(),
+            idempotency_key: "wf-1".into(),
+            deadline_ms: 0,
+        },
+        WorkflowCommand::Cancel {
+            workflow_id: 1,
+            reason: "stop".into(),
+        },
+        WorkflowCommand::Retry { workflow_id: 1 },
     ]
 }
 
@@ -453,6 +559,13 @@ fn responses() -> Vec<Response> {
         Response::FenceLost {
             revision: 8,
             reason: "lock lost".into(),
+        },
+        Response::Workflows {
+            revision: 8,
+            response: WorkflowResponse::Started {
+                workflow_id: 1,
+                existing: false,
+            },
         },
     ]
 }
@@ -1043,6 +1156,40 @@ mod log {
         );
     }
 
+    #[test]
+    fn golden_workflow_start() {
+        check_request(
+            Command::Workflows(workflow_commands().swap_remove(0)),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100070008726573\
+         656172636802fc80ee36000405666574636800000006656d61696c7301036770\
+         750b7b226465707468223a327d060400000000fb3075fcc02709000104746561\
+         6d05696e6672610100020201fb60ea000007617070726f766501000001057365\
+         6e643f0203796573026e6f0003677075000000fcc0d401000000000473656e64\
+         010101010379657300077265706f72747301036770750b7b226465707468223a\
+         327d060400000000fb3075fcc027090001047465616d05696e66726100010300\
+         06756e73656e64000000077265706f72747301036770750b7b22646570746822\
+         3a327d060400000000fb3075fcc027090001047465616d05696e667261000001\
+         107b22746f706963223a2272616674227d0477662d3100",
+        );
+    }
+
+    #[test]
+    fn golden_workflow_cancel() {
+        check_request(
+            Command::Workflows(workflow_commands().swap_remove(1)),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100070101047374\
+         6f70",
+        );
+    }
+
+    #[test]
+    fn golden_workflow_retry() {
+        check_request(
+            Command::Workflows(workflow_commands().swap_remove(2)),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100070201",
+        );
+    }
+
     /// A request without a request id (the leader's Assign and Tick are proposed so).
     #[test]
     fn golden_request_without_id() {
@@ -1391,6 +1538,8 @@ fn snapshot_state() -> &'static StateMachine {
                 retention: tick_retention(),
             },
         );
+        // A workflow whose fan-out has submitted its two branch tasks (their origin in `tasks`).
+        d.apply(20, Command::Workflows(workflow_commands().swap_remove(0)));
         d.sm
     })
 }
@@ -1421,6 +1570,7 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
         decisions,
         locks,
         barriers,
+        workflows,
     } = snapshot_state();
     let mut sections = vec![
         ("last_index", encode(last_index)),
@@ -1440,6 +1590,7 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
     sections.push(("decisions", encode(decisions)));
     sections.push(("locks", encode(locks)));
     sections.push(("barriers", encode(barriers)));
+    sections.push(("workflows", encode(workflows)));
     sections
 }
 
@@ -1497,13 +1648,27 @@ snapshot_goldens! {
          0b01010100fb10270663726f6e2d3102fd9d8fe5cf8b010000fd8d68e5cf8b01\
          0000017600000102fd9d8fe5cf8b0100000101046770757301fded52e6cf8b01\
          00000200067265706f72740301010100067265706f727402",
+    workflows => "0101010108726573656172636802fc80ee36000405666574636800000006656d\
+         61696c7301036770750b7b226465707468223a327d060400000000fb3075fcc0\
+         27090001047465616d05696e6672610100020201fb60ea000007617070726f76\
+         65010000010573656e643f0203796573026e6f0003677075000000fcc0d40100\
+         0000000473656e64010101010379657300077265706f72747301036770750b7b\
+         226465707468223a327d060400000000fb3075fcc027090001047465616d0569\
+         6e6672610001030006756e73656e64000000077265706f72747301036770750b\
+         7b226465707468223a327d060400000000fb3075fcc027090001047465616d05\
+         696e667261000001107b22746f706963223a2272616674227d00040102080100\
+         000009010000000000fd8f68e5cf8b0100000000000001000000000000000000\
+         0000000000000000000000000000000000000000000000000000fd8f68e5cf8b\
+         010000fd8f68e5cf8b01000000fd0f571cd08b010000fc80ee36000477662d31\
+         0010000004010477662d31010002fdef52e6cf8b010000010100fd0f571cd08b\
+         01000000010000fbe803fc005c2605fc80ee3600fcc0270900",
     barriers => "010773746167652d310773746167652d310504000108776f726b65722d33fd8d\
          68e5cf8b010000fd8d68e5cf8b010000fded52e6cf8b0100000001fded52e6cf\
          8b0100000773746167652d3100",
-    last_index => "011b",
+    last_index => "011c",
     revision => "04",
-    now_ms => "fd8e68e5cf8b010000",
-    events => "1b01fd7d68e5cf8b01000001010002fd7e68e5cf8b01000001020003fd7f68e5\
+    now_ms => "fd8f68e5cf8b010000",
+    events => "1f01fd7d68e5cf8b01000001010002fd7e68e5cf8b01000001020003fd7f68e5\
          cf8b01000001020104fd7f68e5cf8b01000001020105fd7f68e5cf8b01000001\
          020206fd8068e5cf8b010000000106656d61696c73000000000007fd8068e5cf\
          8b010000000206656d61696c73000000000008fd8068e5cf8b01000000030665\
@@ -1526,7 +1691,10 @@ snapshot_goldens! {
          01000018fd8d68e5cf8b010000030000067265706f727402010019fd8d68e5cf\
          8b010000030300067265706f727403000777616974696e671afd8d68e5cf8b01\
          000004000773746167652d311bfd8d68e5cf8b0100000203076167656e742d39\
-         0e73657373696f6e20636c6f7365641bfca0860100",
+         0e73657373696f6e20636c6f7365641cfd8f68e5cf8b0100000501000000001d\
+         fd8f68e5cf8b01000005010105666574636800001efd8f68e5cf8b0100000008\
+         06656d61696c7300000000001ffd8f68e5cf8b010000000906656d61696c7300\
+         000000001ffca0860100",
     kv => "03016101310303010001620132030301000c6c6f636b2f6167656e742d370468\
         656c640101010114fdc15431953496e4070101010c6c6f636b2f6167656e742d\
         37",
@@ -1551,49 +1719,68 @@ snapshot_goldens! {
     gone_agents => "01fd8d68e5cf8b010000076167656e742d39",
     agent_timers => "02fd14a3e5cf8b0100000202fd22a3e5cf8b0100000201",
     agent_retention => "fbe803fc005c2605fc80ee3600fcc0270900",
-    last_task_id => "07",
+    last_task_id => "09",
     last_token => "04",
-    tasks => "07010106656d61696c730a7b22746f223a2278227d106170706c69636174696f\
-        6e2f6a736f6e000304fbf401fc905f0100fbdc05fafb204e0000056b65792d31\
-        06636f72722d3903010674656e616e740461636d650005fd8068e5cf8b010000\
-        fd8268e5cf8b010000fd8068e5cf8b01000001000101076167656e742d3701fd\
-        8168e5cf8b010000fd8268e5cf8b010000010000026f6b00000001020206656d\
-        61696c730a7b22746f223a2278227d106170706c69636174696f6e2f6a736f6e\
-        000104fbf401fc905f0100fbdc05fafb204e0000056b65792d3206636f72722d\
-        3903010674656e616e740461636d650004fd8068e5cf8b010000fd8368e5cf8b\
-        010000fd196ae5cf8b01000001000101076167656e742d3702fd8168e5cf8b01\
-        0000fd8368e5cf8b010000020974727920616761696e00000974727920616761\
-        696e000002030306656d61696c730a7b22746f223a2278227d106170706c6963\
-        6174696f6e2f6a736f6e000004fbf401fc905f0100fbdc05fafb204e0000056b\
-        65792d3306636f72722d3903010674656e616e740461636d650006fd8068e5cf\
-        8b010000fd8468e5cf8b010000fd8068e5cf8b01000001000101076167656e74\
-        2d3803fd8168e5cf8b010000fd8468e5cf8b010000020962616420696e707574\
-        00000962616420696e70757401010003040406656d61696c730a7b22746f223a\
-        2278227d106170706c69636174696f6e2f6a736f6e000204fbf401fc905f0100\
-        fbdc05fafb204e0000056b65792d3406636f72722d3903010674656e616e7404\
-        61636d650000fd8068e5cf8b010000fd8068e5cf8b010000fd8068e5cf8b0100\
-        00000000000000000000050506656d61696c730a7b22746f223a2278227d1061\
-        70706c69636174696f6e2f6a736f6e000404fbf401fc905f0100fbdc05fafb20\
-        4e00fd3b90eecf8b010000056b65792d3506636f72722d3903010674656e616e\
-        740461636d650001fd8068e5cf8b010000fd8068e5cf8b010000fd3b90eecf8b\
-        010000000000000000000000060606656d61696c730a7b22746f223a2278227d\
-        106170706c69636174696f6e2f6a736f6e000604fbf401fc905f0100fbdc05fa\
-        fb204e0000056b65792d3606636f72722d3903010674656e616e740461636d65\
-        01010379657302fd8068e5cf8b010000fd8068e5cf8b010000fd8068e5cf8b01\
-        00000000000000000000000707077265706f7274730a7b22746f223a2278227d\
-        106170706c69636174696f6e2f6a736f6e000804fbf401fc905f0100fbdc05fa\
-        fb204efd1b24f3cf8b01000000056b65792d3706636f72722d3903010674656e\
-        616e740461636d650003fd8068e5cf8b010000fd8168e5cf8b010000fd8068e5\
-        cf8b010000010102076167656e742d380104fd8168e5cf8b010000fda5b6e5cf\
-        8b0100000101076167656e742d3804fd8168e5cf8b010000000000012807776f\
-        726b696e6706706167653d32fd8568e5cf8b0100000000000004",
-    state_counts => "010101010101010000",
-    by_queue_state => "0706656d61696c7300010406656d61696c7301010506656d61696c7302010606\
-        656d61696c7304010206656d61696c7305010106656d61696c73060103077265\
-        706f727473030107",
-    ready => "0106656d61696c730101fdffffffffffffffff04",
-    task_timers => "04fd196ae5cf8b0100000302fda5b6e5cf8b0100000107fd3b90eecf8b010000\
-         0305fd1b24f3cf8b0100000007",
+    tasks => "09010106656d61696c730a7b22746f223a2278227d106170706c69636174696f\
+         6e2f6a736f6e000304fbf401fc905f0100fbdc05fafb204e0000056b65792d31\
+         06636f72722d3903010674656e616e740461636d650005fd8068e5cf8b010000\
+         fd8268e5cf8b010000fd8068e5cf8b01000001000101076167656e742d3701fd\
+         8168e5cf8b010000fd8268e5cf8b010000010000026f6b000000010002020665\
+         6d61696c730a7b22746f223a2278227d106170706c69636174696f6e2f6a736f\
+         6e000104fbf401fc905f0100fbdc05fafb204e0000056b65792d3206636f7272\
+         2d3903010674656e616e740461636d650004fd8068e5cf8b010000fd8368e5cf\
+         8b010000fd196ae5cf8b01000001000101076167656e742d3702fd8168e5cf8b\
+         010000fd8368e5cf8b010000020974727920616761696e000009747279206167\
+         61696e00000200030306656d61696c730a7b22746f223a2278227d106170706c\
+         69636174696f6e2f6a736f6e000004fbf401fc905f0100fbdc05fafb204e0000\
+         056b65792d3306636f72722d3903010674656e616e740461636d650006fd8068\
+         e5cf8b010000fd8468e5cf8b010000fd8068e5cf8b0100000100010107616765\
+         6e742d3803fd8168e5cf8b010000fd8468e5cf8b010000020962616420696e70\
+         757400000962616420696e7075740101000300040406656d61696c730a7b2274\
+         6f223a2278227d106170706c69636174696f6e2f6a736f6e000204fbf401fc90\
+         5f0100fbdc05fafb204e0000056b65792d3406636f72722d3903010674656e61\
+         6e740461636d650000fd8068e5cf8b010000fd8068e5cf8b010000fd8068e5cf\
+         8b01000000000000000000000000050506656d61696c730a7b22746f223a2278\
+         227d106170706c69636174696f6e2f6a736f6e000404fbf401fc905f0100fbdc\
+         05fafb204e00fd3b90eecf8b010000056b65792d3506636f72722d3903010674\
+         656e616e740461636d650001fd8068e5cf8b010000fd8068e5cf8b010000fd3b\
+         90eecf8b01000000000000000000000000060606656d61696c730a7b22746f22\
+         3a2278227d106170706c69636174696f6e2f6a736f6e000604fbf401fc905f01\
+         00fbdc05fafb204e0000056b65792d3606636f72722d3903010674656e616e74\
+         0461636d6501010379657302fd8068e5cf8b010000fd8068e5cf8b010000fd80\
+         68e5cf8b010000000000000000000000000707077265706f7274730a7b22746f\
+         223a2278227d106170706c69636174696f6e2f6a736f6e000804fbf401fc905f\
+         0100fbdc05fafb204efd1b24f3cf8b01000000056b65792d3706636f72722d39\
+         03010674656e616e740461636d650003fd8068e5cf8b010000fd8168e5cf8b01\
+         0000fd8068e5cf8b010000010102076167656e742d380104fd8168e5cf8b0100\
+         00fda5b6e5cf8b0100000101076167656e742d3804fd8168e5cf8b0100000000\
+         00012807776f726b696e6706706167653d32fd8568e5cf8b0100000000000004\
+         00080806656d61696c73867b22776f726b666c6f775f6964223a312c22776f72\
+         6b666c6f77223a227265736561726368222c2273746570223a22666574636822\
+         2c22696e707574223a7b22746f706963223a2272616674227d2c22706172616d\
+         73223a7b226465707468223a327d2c22726573756c7473223a7b7d2c22627261\
+         6e6368223a7b22696e646578223a307d7d106170706c69636174696f6e2f6a73\
+         6f6e0103677075060400000000fb3075fd4f90eecf8b010000000012776f726b\
+         666c6f772f312f66657463682f300001047465616d05696e6672610000fd8f68\
+         e5cf8b010000fd8f68e5cf8b010000fd8f68e5cf8b0100000000000000000000\
+         0001010000090906656d61696c73867b22776f726b666c6f775f6964223a312c\
+         22776f726b666c6f77223a227265736561726368222c2273746570223a226665\
+         746368222c22696e707574223a7b22746f706963223a2272616674227d2c2270\
+         6172616d73223a7b226465707468223a327d2c22726573756c7473223a7b7d2c\
+         226272616e6368223a7b22696e646578223a317d7d106170706c69636174696f\
+         6e2f6a736f6e0103677075060400000000fb3075fd4f90eecf8b010000000012\
+         776f726b666c6f772f312f66657463682f310001047465616d05696e66726100\
+         00fd8f68e5cf8b010000fd8f68e5cf8b010000fd8f68e5cf8b01000000000000\
+         000000000001010001",
+    state_counts => "030101010101010000",
+    by_queue_state => "0706656d61696c73000304080906656d61696c7301010506656d61696c730201\
+         0606656d61696c7304010206656d61696c7305010106656d61696c7306010307\
+         7265706f727473030107",
+    ready => "0106656d61696c730305fd4f90eecf8b0100000805fd4f90eecf8b0100000901\
+         fdffffffffffffffff04",
+    task_timers => "06fd196ae5cf8b0100000302fda5b6e5cf8b0100000107fd3b90eecf8b010000\
+         0305fd4f90eecf8b0100000008fd4f90eecf8b0100000009fd1b24f3cf8b0100\
+         000007",
     finished => "01fd8268e5cf8b01000001",
     dead_letters => "0103",
     dead_by_queue => "0106656d61696c730103",
@@ -1610,7 +1797,7 @@ snapshot_goldens! {
         6b65792d36fd8068e5cf8b010000077265706f727473056b65792d37",
     gates => "01010106",
     leases => "01020107",
-    tasks_digest => "fda423585da911df8c",
+    tasks_digest => "fd334c097abd2aca4a",
     task_retention => "fbe803fc005c2605fc80ee3600fcc0270900",
     last_assigned_queue => "077265706f727473",
     decisions => "0202010108736869702069743f0303796573026e6f047665746f02076167656e\
@@ -1625,26 +1812,11 @@ snapshot_goldens! {
          05fc80ee3600fcc0270900",
 }
 
-/// The workflow enums (not in the log or the snapshot until `Command::Workflows` and the
-/// `workflows` section are registered; pinned now so their codes are right from the start).
+/// The workflow enums: the commands and the definition's in the log (`Command::Workflows`),
+/// the rest in the snapshot (the `workflows` section) and the responses remembered in it.
 #[test]
 fn golden_tags_of_workflow_enums_are_their_codes() {
-    assert_tags(
-        &[
-            WorkflowCommand::Start {
-                definition: Definition::default(),
-                input: "null".into(),
-                idempotency_key: String::new(),
-                deadline_ms: 0,
-            },
-            WorkflowCommand::Cancel {
-                workflow_id: 1,
-                reason: "stop".into(),
-            },
-            WorkflowCommand::Retry { workflow_id: 1 },
-        ],
-        WorkflowCommand::code,
-    );
+    assert_tags(&workflow_commands(), WorkflowCommand::code);
     let state = WorkflowState::Failed;
     assert_tags(
         &[

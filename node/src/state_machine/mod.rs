@@ -28,6 +28,7 @@ pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
 use primitive::{Ctx, Effect, Primitive};
 use sessions::{Lookup, Sessions};
+pub use workflows::{WorkflowCommand, WorkflowResponse, Workflows};
 
 use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
 
@@ -59,6 +60,7 @@ pub struct StateMachine {
     decisions: Decisions,
     locks: Locks,
     barriers: Barriers,
+    workflows: Workflows,
 }
 
 impl StateMachine {
@@ -214,6 +216,7 @@ impl StateMachine {
             ^ self.decisions.digest().rotate_left(23)
             ^ self.locks.digest().rotate_left(29)
             ^ self.barriers.digest().rotate_left(41)
+            ^ self.workflows.digest().rotate_left(47)
             ^ self.events.last_seq().wrapping_mul(0xff51_afd7_ed55_8ccd)
     }
 
@@ -252,6 +255,16 @@ impl StateMachine {
                     response,
                 }
             }
+            Command::Workflows(command) => {
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events);
+                let response = self.workflows.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                Response::Workflows {
+                    revision: self.revision,
+                    response,
+                }
+            }
         }
     }
 
@@ -264,17 +277,45 @@ impl StateMachine {
     }
 
     /// Routes effects, in the order raised, to the coordination primitives, and what they raise
-    /// reacting to them too. Every effect routed is appended to `routed`, for the others.
+    /// reacting to them too, until none is left. Every effect routed is appended to `routed`, for
+    /// the others.
+    ///
+    /// One queue, first in first out, for the whole entry: so a round trip between primitives
+    /// completes within it. A workflow step that starts raises `SubmitStepTasks`; the tasks
+    /// submit and answer `StepTaskSubmitted`, which reaches the workflows later in the same
+    /// loop; a task that ends raises `StepTaskFinished`, and what the workflow starts or cancels
+    /// in response goes round again. Each round is driven by a committed change (a verb, a
+    /// timer, a command), and each step starts at most once per run, so the queue drains.
     fn route_coordination(&mut self, effects: Vec<Effect>, routed: &mut Vec<Effect>) {
         let mut queue = VecDeque::from(effects);
         while let Some(effect) = queue.pop_front() {
-            let mut parts = self.parts();
-            for primitive in parts.coordination.iter_mut() {
-                primitive.on_effect(&mut parts.ctx, &effect);
-            }
-            queue.extend(parts.ctx.take_effects());
+            queue.extend(self.coordination_on_effect(&effect));
             routed.push(effect);
         }
+    }
+
+    /// One effect to each coordination primitive in the tier's order (tasks, agents, decisions,
+    /// workflows; see `Parts`), each lent the views it is lent for its own commands: the tasks
+    /// read the agents and the gating decisions when they submit a workflow's step tasks, the
+    /// decisions the live agents when they open a step's decision. Returns what they raised, in
+    /// order.
+    fn coordination_on_effect(&mut self, effect: &Effect) -> Vec<Effect> {
+        let now_ms = self.now_ms;
+        let mut ctx = Ctx::new(now_ms, &mut self.events)
+            .with_agents(&self.agents)
+            .with_decisions(&self.decisions);
+        self.tasks.on_effect(&mut ctx, effect);
+        let mut raised = ctx.take_effects();
+        let mut ctx = Ctx::new(now_ms, &mut self.events);
+        self.agents.on_effect(&mut ctx, effect);
+        raised.extend(ctx.take_effects());
+        let mut ctx = Ctx::new(now_ms, &mut self.events).with_agents(&self.agents);
+        self.decisions.on_effect(&mut ctx, effect);
+        raised.extend(ctx.take_effects());
+        let mut ctx = Ctx::new(now_ms, &mut self.events);
+        self.workflows.on_effect(&mut ctx, effect);
+        raised.extend(ctx.take_effects());
+        raised
     }
 
     /// Routes effects to the keys, locks and barriers. The keys of every session that ended go
@@ -317,7 +358,12 @@ impl StateMachine {
     fn parts(&mut self) -> Parts<'_> {
         Parts {
             ctx: Ctx::new(self.now_ms, &mut self.events),
-            coordination: [&mut self.tasks, &mut self.agents, &mut self.decisions],
+            coordination: [
+                &mut self.tasks,
+                &mut self.agents,
+                &mut self.decisions,
+                &mut self.workflows,
+            ],
             others: [&mut self.locks, &mut self.barriers],
         }
     }
@@ -383,10 +429,11 @@ impl StateMachine {
 
     /// The earliest cluster time at which a `Tick` would change something, over every primitive.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let primitives: [&dyn Primitive; 5] = [
+        let primitives: [&dyn Primitive; 6] = [
             &self.agents,
             &self.tasks,
             &self.decisions,
+            &self.workflows,
             &self.locks,
             &self.barriers,
         ];
@@ -402,6 +449,10 @@ impl StateMachine {
 
     pub fn barriers(&self) -> &Barriers {
         &self.barriers
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        &self.workflows
     }
 
     /// A coordination command: `Tick` drives every primitive; any other goes to the primitive
@@ -616,11 +667,15 @@ impl StateMachine {
 /// The state machine borrowed apart for one call (`StateMachine::parts`).
 struct Parts<'a> {
     ctx: Ctx<'a>,
-    /// Tasks, agents, decisions: their timers fire in one order, and their effects reach each
-    /// other at once, in this order. The tasks come before the agents: a session's end revokes
-    /// its leases (task events) before the agents announce it (`SessionClosed`), as streams
-    /// expect.
-    coordination: [&'a mut dyn Primitive; 3],
+    /// Tasks, agents, decisions, workflows: their timers fire in one order, and their effects
+    /// reach each other at once, in this order (`coordination_on_effect`). The tasks come before
+    /// the agents: a session's end revokes its leases (task events) before the agents announce
+    /// it (`SessionClosed`), as streams expect. The workflows come last and are in this tier
+    /// because they converse with the tasks and decisions within one entry (`SubmitStepTasks`,
+    /// `StepTaskFinished`, ...): they see a task's or decision's end after the tasks gated on
+    /// the same decision did. Their timers (deadlines, partial joins) fire in their `tick`, after
+    /// the others' timers and garbage collection, and are not counted in `fired`.
+    coordination: [&'a mut dyn Primitive; 4],
     /// Locks and barriers.
     others: [&'a mut dyn Primitive; 2],
 }

@@ -171,7 +171,7 @@ pub struct Workflow {
     pub ending: WorkflowState,
 }
 
-/// The workflow commands the log will carry (inside `Command::Workflows`, once registered).
+/// The workflow commands the log carries (inside `Command::Workflows`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkflowCommand {
     /// Idempotent by `idempotency_key` (when not empty) while the workflow is kept.
@@ -190,6 +190,17 @@ pub enum WorkflowCommand {
     /// A FAILED or TIMED_OUT workflow runs again from its failed, canceled, timed-out and
     /// compensated steps.
     Retry { workflow_id: WorkflowId },
+}
+
+impl WorkflowCommand {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkflowCommand::Start { .. } => "workflow_start",
+            WorkflowCommand::Cancel { .. } => "workflow_cancel",
+            WorkflowCommand::Retry { .. } => "workflow_retry",
+        }
+    }
 }
 
 /// What a workflow command answers; a refusal is a value, never an error of apply.
@@ -276,7 +287,7 @@ pub struct Index {
 }
 
 /// The workflows primitive: every instance kept, its indexes, and the retention of the last
-/// Tick. Its serde encoding is its (future) snapshot section.
+/// Tick. Its serde encoding is its snapshot section (`workflows`, the last of `StateMachine`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Workflows {
     last_id: WorkflowId,
@@ -575,7 +586,12 @@ impl Primitive for Workflows {
         timer.into_iter().chain(forget).min()
     }
 
+    /// 0 until the first workflow starts, so a state without workflows digests as it did before
+    /// they were registered (the behaviour trace pins those digests).
     fn digest(&self) -> u64 {
+        if self.last_id == 0 {
+            return 0;
+        }
         let mut hash = Fnv::default();
         hash.write(&self.last_id.to_be_bytes());
         for workflow in self.workflows.values() {

@@ -630,7 +630,13 @@ impl Primitive for Agents {
                 task_id,
                 outcome,
             } => self.lease_ended(ctx.now_ms, *session_id, *task_id, *outcome),
-            _ => {}
+            Effect::DecisionClosed { .. }
+            | Effect::SubmitStepTasks { .. }
+            | Effect::StepTaskSubmitted { .. }
+            | Effect::StepTaskFinished { .. }
+            | Effect::CancelTasks { .. }
+            | Effect::ProposeStepDecision { .. }
+            | Effect::StepDecisionProposed { .. } => {}
         }
     }
 

@@ -483,6 +483,40 @@ impl Primitive for Decisions {
         self.decision_deadline_passed(ctx, decision_id);
     }
 
+    /// A workflow's decision step opens its decision, checked as a `Propose` is (the agents read
+    /// through `ctx.agents()`), and learns its id or why it was refused.
+    fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
+        match effect {
+            Effect::ProposeStepDecision {
+                workflow_id,
+                step,
+                spec,
+            } => {
+                let decision = match self.propose(ctx, spec) {
+                    CoordResponse::Proposed { decision_id } => Ok(decision_id),
+                    CoordResponse::Invalid { reason } | CoordResponse::QuotaExceeded { reason } => {
+                        Err(reason)
+                    }
+                    other => unreachable!("propose answered {other:?}"),
+                };
+                ctx.raise(Effect::StepDecisionProposed {
+                    workflow_id: *workflow_id,
+                    step: *step,
+                    decision,
+                });
+            }
+            Effect::SessionEnded { .. }
+            | Effect::DecisionClosed { .. }
+            | Effect::LeaseGranted { .. }
+            | Effect::LeaseEnded { .. }
+            | Effect::SubmitStepTasks { .. }
+            | Effect::StepTaskSubmitted { .. }
+            | Effect::StepTaskFinished { .. }
+            | Effect::CancelTasks { .. }
+            | Effect::StepDecisionProposed { .. } => {}
+        }
+    }
+
     fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
         let age_ms = self.retention.finished_age_ms;
         let aged = (age_ms > 0)

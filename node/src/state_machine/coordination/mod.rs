@@ -24,7 +24,8 @@ pub use decisions::{
 pub use events::EventRing;
 pub use tasks::{
     Attempt, AttemptOutcome, Backoff, DeadLetterReason, DeadLetterSelector, DecisionGate, Lease,
-    Progress, ReadyKey, Task, TaskFilter, TaskListing, TaskSpec, TaskState, Tasks, SCAN_PER_QUEUE,
+    Progress, ReadyKey, StepOrigin, Task, TaskFilter, TaskListing, TaskSpec, TaskState, Tasks,
+    SCAN_PER_QUEUE,
 };
 
 pub type TaskId = u64;

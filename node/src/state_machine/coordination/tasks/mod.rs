@@ -26,14 +26,14 @@ use super::{
     Retention, Revoked, SessionId, TaskEventKind, TaskId, Timer, TimerKind,
 };
 use crate::state_machine::kv::Fnv;
-use crate::state_machine::primitive::{Ctx, Effect, Primitive};
+use crate::state_machine::primitive::{Ctx, Effect, Primitive, StepTaskOutcome};
 
 pub use backoff::{jitter_fraction, Backoff};
 pub use listing::{TaskFilter, TaskListing};
 pub use plan::SCAN_PER_QUEUE;
 pub use task::{
     Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, DecisionGate, Lease, Progress,
-    ReadyKey, Task, TaskSpec, TaskState,
+    ReadyKey, StepOrigin, Task, TaskSpec, TaskState,
 };
 
 /// The tasks primitive.
@@ -384,6 +384,9 @@ impl Tasks {
             lease: task.lease.clone(),
             revoked,
         });
+        if ends_task(kind, task.state) {
+            report_step_task_finished(ctx, task);
+        }
     }
 
     /// Every field encoded on its own, named, in declaration order: the snapshot's sections,
@@ -459,7 +462,8 @@ impl Primitive for Tasks {
     }
 
     /// A session's end revokes its leases (before the agents announce it: the state machine
-    /// routes to the tasks first); a closed decision resolves the tasks gated on it.
+    /// routes to the tasks first); a closed decision resolves the tasks gated on it; a workflow
+    /// submits and cancels its step tasks.
     fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
         match effect {
             Effect::SessionEnded {
@@ -470,7 +474,18 @@ impl Primitive for Tasks {
                 status,
                 outcome,
             } => self.decision_closed(ctx, *decision_id, *status, outcome.as_deref()),
-            _ => {}
+            Effect::SubmitStepTasks {
+                workflow_id,
+                step,
+                specs,
+            } => self.submit_step_tasks(ctx, *workflow_id, *step, specs),
+            Effect::CancelTasks { task_ids, reason } => self.cancel_tasks(ctx, task_ids, reason),
+            Effect::LeaseGranted { .. }
+            | Effect::LeaseEnded { .. }
+            | Effect::StepTaskSubmitted { .. }
+            | Effect::StepTaskFinished { .. }
+            | Effect::ProposeStepDecision { .. }
+            | Effect::StepDecisionProposed { .. } => {}
         }
     }
 
@@ -508,6 +523,58 @@ impl Primitive for Tasks {
     fn digest(&self) -> u64 {
         self.tasks_digest
     }
+}
+
+/// Whether an event of `kind` announces that its task just reached `state`, a terminal one:
+/// every way a task ends passes here exactly once (a FAIL that dead-letters is announced by its
+/// `DeadLettered` event, not its `Failed`; a purge forgets a task that had ended already; a
+/// task submitted against a closed decision it lost is `Submitted` already CANCELED).
+fn ends_task(kind: TaskEventKind, state: TaskState) -> bool {
+    match kind {
+        TaskEventKind::Succeeded
+        | TaskEventKind::DeadLettered
+        | TaskEventKind::Canceled
+        | TaskEventKind::Expired => true,
+        TaskEventKind::Submitted => state.is_terminal(),
+        TaskEventKind::Assigned
+        | TaskEventKind::Progress
+        | TaskEventKind::LeaseExtended
+        | TaskEventKind::Failed
+        | TaskEventKind::RetryScheduled
+        | TaskEventKind::Requeued
+        | TaskEventKind::Redriven
+        | TaskEventKind::Unblocked
+        | TaskEventKind::Purged => false,
+    }
+}
+
+/// A task of a workflow step ended: its workflow learns how, in the same apply
+/// (`Effect::StepTaskFinished`). Tasks without an origin end silently.
+fn report_step_task_finished(ctx: &mut Ctx, task: &Task) {
+    let Some(origin) = task.origin else {
+        return;
+    };
+    let outcome = match task.state {
+        TaskState::Succeeded => StepTaskOutcome::Succeeded {
+            result: task.result.clone(),
+        },
+        TaskState::DeadLettered => StepTaskOutcome::Failed {
+            error: task.last_error.clone(),
+            reason: task.dead_letter_reason,
+        },
+        TaskState::Canceled => StepTaskOutcome::Canceled {
+            reason: task.cancel_reason.clone(),
+        },
+        TaskState::Expired => StepTaskOutcome::Expired,
+        other => unreachable!("{other:?} is not terminal"),
+    };
+    ctx.raise(Effect::StepTaskFinished {
+        workflow_id: origin.workflow_id,
+        step: origin.step,
+        branch: origin.branch,
+        task_id: task.id,
+        outcome,
+    });
 }
 
 fn toggle<T: Ord>(set: &mut BTreeSet<T>, item: T, insert: bool) {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Backoff;
 use crate::state_machine::coordination::{DecisionId, FencingToken, SessionId, TaskId};
+use crate::state_machine::workflows::WorkflowId;
 
 /// A task gated on a decision: BLOCKED until it closes; PENDING if the outcome is `option`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +167,19 @@ pub struct Task {
     pub cancel_reason: String,
     /// The highest fencing token ever issued for this task (0: never assigned).
     pub last_token: FencingToken,
+    /// The workflow step (and branch) this task runs, when a workflow submitted it. Kept in the
+    /// task (the snapshot), never in its `TaskSpec`: the log's `Submit` cannot carry one.
+    pub origin: Option<StepOrigin>,
+}
+
+/// Which workflow step's branch a task runs (`Effect::SubmitStepTasks`); its terminal state is
+/// reported back to that workflow (`Effect::StepTaskFinished`). For a compensation task `step`
+/// is the compensation step and `branch` the index of the step it undoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOrigin {
+    pub workflow_id: WorkflowId,
+    pub step: u32,
+    pub branch: u32,
 }
 
 impl Task {

@@ -5,15 +5,16 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, Lease, Progress, Task, TaskSpec,
-    TaskState, Tasks,
+    Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, Lease, Progress, StepOrigin,
+    Task, TaskSpec, TaskState, Tasks,
 };
 use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
 use crate::state_machine::coordination::decisions::{gate_outcome, DecisionStatus};
 use crate::state_machine::coordination::{
     CoordResponse, DecisionId, FencingToken, Revoked, SessionEnd, SessionId, TaskEventKind, TaskId,
 };
-use crate::state_machine::primitive::{Ctx, Effect};
+use crate::state_machine::primitive::{Ctx, Effect, StepTaskOutcome};
+use crate::state_machine::workflows::WorkflowId;
 
 impl Tasks {
     pub(super) fn submit(&mut self, ctx: &mut Ctx, specs: &[TaskSpec]) -> CoordResponse {
@@ -48,7 +49,79 @@ impl Tasks {
         CoordResponse::Submitted { results }
     }
 
+    /// A workflow's step tasks (`Effect::SubmitStepTasks`): each spec is checked and counted
+    /// against TASKS_MAX as a `Submit` of it alone would be (not all or nothing: the workflow
+    /// checked its own limits), submitted with its origin, and answered with
+    /// `StepTaskSubmitted`; a refused one is answered with `StepTaskFinished`, task id 0,
+    /// `Failed` with the refusal as its error.
+    pub(super) fn submit_step_tasks(
+        &mut self,
+        ctx: &mut Ctx,
+        workflow_id: WorkflowId,
+        step: u32,
+        specs: &[(u32, TaskSpec)],
+    ) {
+        for (branch, spec) in specs {
+            let origin = StepOrigin {
+                workflow_id,
+                step,
+                branch: *branch,
+            };
+            let refusal = if spec.requires.is_some() || !spec.idempotency_key.is_empty() {
+                // A workflow never asks for either: a gate or a key hit would give the branch a
+                // task that is not its own.
+                Some("a step task has no decision gate and no idempotency key".to_string())
+            } else if let Err(reason) = check_task_spec(ctx, spec) {
+                Some(reason)
+            } else if self.tasks.len() as u64 >= TASKS_MAX {
+                Some(format!(
+                    "the cluster holds its maximum of {TASKS_MAX} tasks (TASKS_MAX)"
+                ))
+            } else {
+                None
+            };
+            if let Some(error) = refusal {
+                ctx.raise(Effect::StepTaskFinished {
+                    workflow_id,
+                    step,
+                    branch: *branch,
+                    task_id: 0,
+                    outcome: StepTaskOutcome::Failed {
+                        error,
+                        reason: None,
+                    },
+                });
+                continue;
+            }
+            let (task_id, existing) = self.submit_task(ctx, spec, Some(origin));
+            debug_assert!(!existing, "a step task has no idempotency key");
+            ctx.raise(Effect::StepTaskSubmitted {
+                workflow_id,
+                step,
+                branch: *branch,
+                task_id,
+            });
+        }
+    }
+
+    /// A workflow cancels its tasks (`Effect::CancelTasks`): each one not terminal is canceled
+    /// as a `Cancel` would (its agent told on its stream); terminal and unknown ones are left.
+    pub(super) fn cancel_tasks(&mut self, ctx: &mut Ctx, task_ids: &[TaskId], reason: &str) {
+        for &task_id in task_ids {
+            self.cancel(ctx, task_id, reason);
+        }
+    }
+
     fn submit_one(&mut self, ctx: &mut Ctx, spec: &TaskSpec) -> (TaskId, bool) {
+        self.submit_task(ctx, spec, None)
+    }
+
+    fn submit_task(
+        &mut self,
+        ctx: &mut Ctx,
+        spec: &TaskSpec,
+        origin: Option<StepOrigin>,
+    ) -> (TaskId, bool) {
         let now_ms = ctx.now_ms;
         let key = (spec.queue.clone(), spec.idempotency_key.clone());
         if !spec.idempotency_key.is_empty() {
@@ -74,6 +147,7 @@ impl Tasks {
             dead_letter_reason: None,
             cancel_reason: String::new(),
             last_token: 0,
+            origin,
         };
         match &spec.requires {
             None => make_ready(&mut task, now_ms),
