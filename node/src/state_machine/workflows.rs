@@ -742,4 +742,6 @@ impl WorkflowTimer {
 }
 
 #[cfg(test)]
+mod e2e_tests;
+#[cfg(test)]
 mod tests;

@@ -271,7 +271,7 @@ impl Harness {
 
 // ---- Definitions ----
 
-fn template(queue: &str) -> TaskTemplate {
+pub(super) fn template(queue: &str) -> TaskTemplate {
     TaskTemplate {
         queue: queue.into(),
         params: "null".into(),
@@ -281,7 +281,7 @@ fn template(queue: &str) -> TaskTemplate {
     }
 }
 
-fn task(name: &str, after: &[u32]) -> StepDef {
+pub(super) fn task(name: &str, after: &[u32]) -> StepDef {
     StepDef {
         name: name.into(),
         after: after.to_vec(),
@@ -295,7 +295,7 @@ fn task(name: &str, after: &[u32]) -> StepDef {
     }
 }
 
-fn fan(
+pub(super) fn fan(
     name: &str,
     after: &[u32],
     source: FanOutSource,
@@ -315,7 +315,7 @@ fn fan(
     }
 }
 
-fn vote(name: &str, after: &[u32]) -> StepDef {
+pub(super) fn vote(name: &str, after: &[u32]) -> StepDef {
     StepDef {
         kind: StepKind::Decision(DecisionTemplate {
             question: "Publish?".into(),
@@ -334,7 +334,7 @@ fn vote(name: &str, after: &[u32]) -> StepDef {
     }
 }
 
-fn when(step: StepDef, decision: u32, outcome: &str) -> StepDef {
+pub(super) fn when(step: StepDef, decision: u32, outcome: &str) -> StepDef {
     StepDef {
         when: Some(When {
             step: decision,
@@ -344,21 +344,21 @@ fn when(step: StepDef, decision: u32, outcome: &str) -> StepDef {
     }
 }
 
-fn compensated(step: StepDef, by: u32) -> StepDef {
+pub(super) fn compensated(step: StepDef, by: u32) -> StepDef {
     StepDef {
         compensate: Some(by),
         ..step
     }
 }
 
-fn compensation(name: &str) -> StepDef {
+pub(super) fn compensation(name: &str) -> StepDef {
     StepDef {
         compensation: true,
         ..task(name, &[])
     }
 }
 
-fn definition(steps: Vec<StepDef>) -> Definition {
+pub(super) fn definition(steps: Vec<StepDef>) -> Definition {
     Definition {
         name: "wf".into(),
         version: 1,
@@ -367,7 +367,7 @@ fn definition(steps: Vec<StepDef>) -> Definition {
     }
 }
 
-fn pipeline() -> Definition {
+pub(super) fn pipeline() -> Definition {
     definition(vec![
         task("research", &[]),
         task("write", &[0]),
