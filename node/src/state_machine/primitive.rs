@@ -229,7 +229,8 @@ pub enum StepTaskOutcome {
 
 /// The part of a primitive that the state machine drives the same way for every primitive.
 ///
-/// A `Tick` runs in two rounds. First the coordination primitives (tasks, agents, decisions):
+/// A `Tick` runs in two rounds. First the coordination primitives (tasks, agents, decisions,
+/// workflows):
 /// `refresh` if asked, then their due timers in one order over all of them (`first_timer`,
 /// `fire_timer`; by due time, then kind, then id, as when they shared one timer set), each
 /// timer's effects routed among them at once, then `tick` (garbage collection). The effects of
