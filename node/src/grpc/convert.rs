@@ -39,6 +39,12 @@ pub fn task(task: &Task, summary: bool) -> pb::Task {
             as i32,
         cancel_reason: task.cancel_reason.clone(),
         last_fencing_token: task.last_token,
+        origin: task.origin.as_ref().map(|origin| pb::WorkflowOrigin {
+            workflow_id: origin.workflow_id,
+            step: origin.step,
+            branch: origin.branch,
+            step_name: String::new(),
+        }),
     }
 }
 
