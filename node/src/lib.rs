@@ -24,6 +24,7 @@ use conclave_proto::v1::kv_server::KvServer;
 use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
 use conclave_proto::v1::tasks_server::TasksServer;
+use conclave_proto::v1::workflows_server::WorkflowsServer;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
@@ -166,7 +167,12 @@ pub async fn run(
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
         .add_service(
-            BarriersServer::new(grpc::barriers::BarriersService::new(gateway))
+            BarriersServer::new(grpc::barriers::BarriersService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            WorkflowsServer::new(grpc::workflows::WorkflowsService::new(gateway))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )

@@ -80,3 +80,6 @@ pub const BARRIERS_MAX: usize = 10_000;
 pub const BARRIER_KEEP_MS: u64 = 10 * 60 * 1000;
 /// Most workflows running, waiting or compensating at once (workflows.proto, RESOURCE_EXHAUSTED).
 pub const WORKFLOWS_OPEN_MAX: usize = 10_000;
+/// Most workflows one ListWorkflows page examines (workflows.proto): a filter ends the page early
+/// with `more` set, so that no listing holds the state for long.
+pub const WORKFLOW_LIST_SCAN_MAX: usize = 10_000;

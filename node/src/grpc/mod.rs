@@ -16,3 +16,4 @@ pub mod status;
 pub mod streams;
 pub mod tasks;
 pub mod validation;
+pub mod workflows;

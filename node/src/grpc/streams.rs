@@ -750,3 +750,129 @@ pub async fn watch_decision(
     });
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
+
+// --- workflow watches --------------------------------------------------------------------------
+
+/// Watch (workflows.proto): one workflow (workflow_id) or every workflow. Opens with STARTED (the
+/// cursor), then every watched event after it: after the current last event, or after
+/// `after_sequence` for a resume. While nothing watched happens but other events go by, a
+/// BOOKMARK every --watch-progress-ms carries the cursor. The same loop as `watch_tasks`.
+pub async fn watch_workflows(
+    gateway: &Gateway,
+    req: pb::WatchWorkflowsRequest,
+) -> Result<EventStream<pb::WorkflowEvent>, Status> {
+    let permit = gateway.watch_slot()?;
+    let workflow_id = req.workflow_id;
+    let resume = req.after_sequence;
+    let known = |m: &StateMachine| {
+        m.workflows().get(workflow_id).is_some()
+            || resume.is_some_and(|after| {
+                m.events_after(after).is_ok_and(|events| {
+                    events.iter().any(|e| {
+                        matches!(&e.kind, CoordEventKind::Workflow(w) if w.workflow_id == workflow_id)
+                    })
+                })
+            })
+    };
+    if workflow_id != 0 && !await_visible(gateway, known).await {
+        return Err(to_status(Error::unknown_workflow(workflow_id)));
+    }
+    let node = gateway.node.clone();
+    let mut stopping = gateway.stopping.clone();
+    let mut events = node.state.subscribe_events();
+    events.borrow_and_update();
+    let mut cursor = {
+        let state = node.state.read();
+        match resume {
+            Some(after) => {
+                if let Err(oldest) = state.machine.events_after(after) {
+                    return Err(to_status(Error::EventsGone {
+                        message: format!(
+                            "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); get the workflow and watch again from now",
+                            after.saturating_add(1)
+                        ),
+                        oldest_kept: oldest,
+                    }));
+                }
+                after
+            }
+            None => state.machine.last_event_seq(),
+        }
+    };
+    let mut messages = vec![pb::WorkflowEvent {
+        sequence: cursor,
+        kind: pb::WorkflowEventKind::Started as i32,
+        ..pb::WorkflowEvent::default()
+    }];
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
+    let progress_interval = Duration::from_millis(node.config.watch_progress_ms);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut progress = Progress::new(progress_interval, cursor, Instant::now());
+        loop {
+            for message in messages.drain(..) {
+                let sequence = message.sequence;
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+                progress.sent(sequence, Instant::now());
+            }
+            let step = {
+                events.borrow_and_update();
+                let state = node.state.read();
+                match state.machine.events_after(cursor) {
+                    Ok(new) => {
+                        let caught_up = new.len() <= EVENTS_PER_READ;
+                        for e in new.into_iter().take(EVENTS_PER_READ) {
+                            cursor = e.seq;
+                            if let CoordEventKind::Workflow(change) = &e.kind {
+                                if workflow_id == 0 || change.workflow_id == workflow_id {
+                                    messages.push(super::workflows::event(e.seq, change));
+                                }
+                            }
+                        }
+                        Ok(caught_up)
+                    }
+                    Err(oldest) => Err(to_status(Error::EventsGone {
+                        message: format!(
+                            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); get the workflow and watch again from now",
+                            cursor + 1
+                        ),
+                        oldest_kept: oldest,
+                    })),
+                }
+            };
+            let caught_up = match step {
+                Ok(caught_up) => caught_up,
+                Err(status) => {
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
+            };
+            if !messages.is_empty() || !caught_up {
+                continue;
+            }
+            if let Some(cursor) = progress.due(cursor, Instant::now()) {
+                let bookmark = pb::WorkflowEvent {
+                    sequence: cursor,
+                    kind: pb::WorkflowEventKind::Bookmark as i32,
+                    ..pb::WorkflowEvent::default()
+                };
+                if sender.send(Ok(bookmark)).await.is_err() {
+                    return;
+                }
+                progress.sent(cursor, Instant::now());
+            }
+            tokio::select! {
+                changed = events.changed() => if changed.is_err() { return },
+                () = sender.closed() => return,
+                () = progress::until(progress.deadline(cursor)) => {}
+                () = stopped(&mut stopping) => {
+                    let _ = sender.send(Err(shutting_down())).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}

@@ -153,9 +153,13 @@ impl Tasks for TasksService {
             .tasks()
             .task(req.task_id)
             .ok_or_else(|| to_status(Error::unknown_task(req.task_id)))?;
+        let mut task = convert::task(task, false);
+        if let Some(origin) = task.origin.as_mut() {
+            origin.step_name = super::workflows::step_name(&state.machine, origin);
+        }
         Ok(Response::new(pb::GetTaskResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
-            task: Some(convert::task(task, false)),
+            task: Some(task),
         }))
     }
 

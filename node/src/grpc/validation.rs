@@ -187,7 +187,7 @@ pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
     })
 }
 
-fn backoff(field: &str, backoff: Option<&pb::Backoff>) -> Result<Backoff, Status> {
+pub fn backoff(field: &str, backoff: Option<&pb::Backoff>) -> Result<Backoff, Status> {
     let given = backoff.copied().unwrap_or_default();
     let initial_ms = if given.initial_ms == 0 {
         DEFAULT_BACKOFF_INITIAL_MS
