@@ -132,7 +132,9 @@ pub use kv::{
 };
 pub use watch::{WatchOptions, WatchStream};
 pub use workflows::{
-    human_millis, load_definition, parse_definition, parse_millis, step_summaries, DefinitionFormat,
+    human_millis, is_workflow_terminal, load_definition, parse_definition, parse_millis,
+    step_summaries, DefinitionFormat, StartWorkflowOptions, WorkflowChange, WorkflowEventStream,
+    WorkflowListOptions, WorkflowPage, WorkflowRead, WorkflowStarted, WorkflowWatchOptions,
 };
 
 /// The request limits of the wire contract (queue names, payloads, leases, ...).
@@ -145,7 +147,9 @@ pub use conclave_proto::v1::{
     DecisionSpec, DecisionStatus, Electorate, Event, EventType, Fence, FenceKind, Grant, HoldLost,
     Holder, KeyValue, Lease, Lock, LockEvent, LockKind, Member, MembershipResponse, Progress,
     ReadConsistency, ReplicationProgress, Revocation, Role, StatusResponse, Task, TaskEvent,
-    TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse, WorkflowDefinition, WorkflowStep,
+    TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse, Workflow, WorkflowBranch,
+    WorkflowBranchState, WorkflowDefinition, WorkflowEvent, WorkflowEventKind, WorkflowOrigin,
+    WorkflowState, WorkflowStep, WorkflowStepRun, WorkflowStepState,
 };
 /// gRPC status codes, as carried by [`Error::Rejected`].
 pub use tonic::Code;
