@@ -188,7 +188,8 @@ pub enum Command {
     /// Load generators that print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Workflows of tasks and decisions: check (a definition file, locally).
+    /// Workflows of tasks and decisions: check (a definition file, locally), start, get, ls,
+    /// watch, cancel, retry.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
 }
