@@ -241,6 +241,17 @@ pub fn task_json(task: &Task) -> Value {
     );
     object.insert("cancel_reason".into(), task.cancel_reason.clone().into());
     object.insert("last_fencing_token".into(), task.last_fencing_token.into());
+    object.insert(
+        "origin".into(),
+        task.origin.as_ref().map_or(Value::Null, |origin| {
+            json!({
+                "workflow_id": origin.workflow_id,
+                "step": origin.step,
+                "step_name": origin.step_name,
+                "branch": origin.branch,
+            })
+        }),
+    );
     Value::Object(object)
 }
 

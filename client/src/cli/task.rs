@@ -687,6 +687,17 @@ fn print_task(task: &Task) -> CliResult {
     if spec.parent_id != 0 {
         row("parent", spec.parent_id.to_string());
     }
+    if let Some(origin) = &task.origin {
+        let step = if origin.step_name.is_empty() {
+            format!("step #{}", origin.step)
+        } else {
+            format!("step {}", origin.step_name)
+        };
+        row(
+            "workflow",
+            format!("{} {step}, branch {}", origin.workflow_id, origin.branch),
+        );
+    }
     if let Some(gate) = &spec.requires {
         row(
             "requires",
