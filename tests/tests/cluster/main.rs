@@ -18,6 +18,7 @@ mod request_id;
 mod restart;
 mod snapshot;
 mod watch;
+mod workflows;
 
 use std::time::Duration;
 
