@@ -692,3 +692,82 @@ fn definition_to_pb(definition: &Definition) -> pb::WorkflowDefinition {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task_step(name: &str, after: &[&str]) -> pb::WorkflowStep {
+        pb::WorkflowStep {
+            name: name.into(),
+            after: after.iter().map(|s| s.to_string()).collect(),
+            kind: Some(pb::workflow_step::Kind::Task(pb::TaskTemplate {
+                queue: "q".into(),
+                ..pb::TaskTemplate::default()
+            })),
+            ..pb::WorkflowStep::default()
+        }
+    }
+
+    #[test]
+    fn names_become_indexes_and_defaults_are_filled_in() {
+        let mut fan = task_step("fan", &["plan"]);
+        fan.fan_out = Some(pb::FanOut {
+            source: Some(pb::fan_out::Source::Over("plan".into())),
+            join: Some(pb::Join {
+                policy: pb::JoinPolicy::AtLeast as i32,
+                k: 2,
+                deadline_ms: 60_000,
+            }),
+        });
+        fan.compensate = "undo".into();
+        let mut undo = task_step("undo", &[]);
+        undo.compensation = true;
+        let given = pb::WorkflowDefinition {
+            name: "w".into(),
+            version: 2,
+            deadline_ms: 0,
+            steps: vec![task_step("plan", &[]), fan, undo],
+        };
+        let converted = definition(&given).expect("a valid definition");
+        assert!(converted.check_structure().is_ok());
+        let fan = &converted.steps[1];
+        assert_eq!(fan.after, vec![0]);
+        assert_eq!(fan.compensate, Some(2));
+        assert_eq!(
+            fan.fan_out(),
+            Some(&FanOut {
+                source: FanOutSource::Over(0),
+                policy: JoinPolicy::AtLeast(2),
+                join_deadline_ms: 60_000,
+            })
+        );
+        let StepKind::Task { template, .. } = &fan.kind else {
+            panic!("a task step");
+        };
+        assert_eq!(template.max_attempts, DEFAULT_ATTEMPTS);
+        assert_eq!(template.lease_ms, DEFAULT_LEASE_MS);
+        assert_eq!(template.params, "null");
+        assert_eq!(template.backoff.multiplier_permille, 2_000);
+        // And back: the stored definition reads as the one given, defaults filled in.
+        let back = definition_to_pb(&converted);
+        assert_eq!(back.steps[1].after, vec!["plan".to_string()]);
+        assert_eq!(back.steps[1].compensate, "undo");
+    }
+
+    #[test]
+    fn a_broken_definition_names_the_step_and_the_field() {
+        let given = pb::WorkflowDefinition {
+            name: "w".into(),
+            steps: vec![task_step("a", &["later"]), task_step("later", &[])],
+            ..pb::WorkflowDefinition::default()
+        };
+        let status = definition(&given).expect_err("`after` names a later step");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("steps[0] (a).after"),
+            "{}",
+            status.message()
+        );
+    }
+}
