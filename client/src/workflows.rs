@@ -400,11 +400,11 @@ impl WorkflowWatcher {
                 workflow_id: self.workflow_id,
                 after_sequence: self.cursor,
             };
-            let (node, mut stream) = open_stream(&self.client, "workflow watch", |channel| {
-                let request = request.clone();
-                async move { workflows(channel).watch(request).await }
-            })
-            .await?;
+            let (node, mut stream) =
+                open_stream(&self.client, "workflow watch", |channel| async move {
+                    workflows(channel).watch(request).await
+                })
+                .await?;
             let first = tokio::time::timeout(options.request_timeout, stream.message()).await;
             let failure = match first {
                 Ok(Ok(Some(event))) if event.kind() == WorkflowEventKind::Started => {

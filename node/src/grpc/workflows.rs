@@ -147,7 +147,7 @@ fn fan_out(
         }
         None => return Err(invalid(format!("{at}.fan_out: give `over` or `count`"))),
     };
-    let join = fan_out.join.clone().unwrap_or_default();
+    let join = fan_out.join.unwrap_or_default();
     let policy = match pb::JoinPolicy::try_from(join.policy) {
         Ok(pb::JoinPolicy::All) => JoinPolicy::All,
         Ok(pb::JoinPolicy::Any) => JoinPolicy::Any,
