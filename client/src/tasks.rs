@@ -30,7 +30,7 @@ use crate::client::{served_by_header, Backoff, CallKind, CallTimes, Client, MAX_
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::kv::Header;
-use crate::stream::{is_final, open_stream};
+use crate::stream::{is_final, open_stream, pass_over, read_started};
 
 /// How long a task watch may be silent before the client checks that its node still serves.
 const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
@@ -606,45 +606,30 @@ impl TaskWatcher {
                 Err(error) => return Err(error),
             };
             // Every stream opens with STARTED at once, also on a node that has yet to catch up.
-            let first = tokio::time::timeout(options.request_timeout, stream.message()).await;
-            let failure = match first {
-                Ok(Ok(Some(event))) if event.kind() == TaskEventKind::Started => {
-                    self.set_cursor(event.sequence);
+            let started =
+                read_started(
+                    &self.client,
+                    &node,
+                    &mut stream,
+                    "task watch",
+                    |event| match event.kind() {
+                        TaskEventKind::Started => Ok(event.sequence),
+                        kind => Err(kind.as_str_name()),
+                    },
+                )
+                .await?;
+            match started {
+                Ok(sequence) => {
+                    self.set_cursor(sequence);
                     self.history_lost = false;
                     self.stream = Some((node, stream));
                     return Ok(());
                 }
-                Ok(Ok(Some(event))) => {
-                    return Err(Error::Rejected {
-                        code: Code::Unimplemented,
-                        message: format!(
-                            "{}: the task watch began with a {} event instead of STARTED (a node of an older version?)",
-                            node.address,
-                            event.kind().as_str_name()
-                        ),
-                    })
+                Err(failure) => {
+                    let wait = (deadline, &mut backoff);
+                    pass_over(&self.client, &node, "task watch", &failure, wait).await?;
                 }
-                Ok(Ok(None)) => "the stream ended before STARTED".to_string(),
-                Ok(Err(status)) if is_final(&status) => {
-                    return Err(Error::Rejected {
-                        code: status.code(),
-                        message: format!("{}: {}", node.address, describe(&status)),
-                    })
-                }
-                Ok(Err(status)) => describe(&status),
-                Err(_) => "no STARTED in time".to_string(),
-            };
-            tracing::debug!(node = %node.address, %failure, "task watch did not start; moving on");
-            self.client.node_failed(&node);
-            if Instant::now() >= deadline {
-                return Err(Error::Unavailable {
-                    message: format!(
-                        "could not open the task watch within {:?}; last failure: {}: {failure}",
-                        options.deadline, node.address
-                    ),
-                });
             }
-            backoff.wait(deadline).await;
         }
     }
 

@@ -29,7 +29,7 @@ use crate::client::{served_by_header, Backoff, CallKind, Client, MAX_RESPONSE_BY
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::kv::Header;
-use crate::stream::{is_final, open_stream};
+use crate::stream::{is_final, open_stream, pass_over, read_started};
 use crate::tasks::STREAM_END_PAUSE;
 
 pub use definition::{
@@ -405,44 +405,28 @@ impl WorkflowWatcher {
                     workflows(channel).watch(request).await
                 })
                 .await?;
-            let first = tokio::time::timeout(options.request_timeout, stream.message()).await;
-            let failure = match first {
-                Ok(Ok(Some(event))) if event.kind() == WorkflowEventKind::Started => {
-                    self.set_cursor(event.sequence);
+            let started = read_started(
+                &self.client,
+                &node,
+                &mut stream,
+                "workflow watch",
+                |event| match event.kind() {
+                    WorkflowEventKind::Started => Ok(event.sequence),
+                    kind => Err(kind.as_str_name()),
+                },
+            )
+            .await?;
+            match started {
+                Ok(sequence) => {
+                    self.set_cursor(sequence);
                     self.stream = Some((node, stream));
                     return Ok(());
                 }
-                Ok(Ok(Some(event))) => {
-                    return Err(Error::Rejected {
-                        code: Code::Unimplemented,
-                        message: format!(
-                            "{}: the workflow watch began with a {} event instead of STARTED",
-                            node.address,
-                            event.kind().as_str_name()
-                        ),
-                    })
+                Err(failure) => {
+                    let wait = (deadline, &mut backoff);
+                    pass_over(&self.client, &node, "workflow watch", &failure, wait).await?;
                 }
-                Ok(Ok(None)) => "the stream ended before STARTED".to_string(),
-                Ok(Err(status)) if is_final(&status) => {
-                    return Err(Error::Rejected {
-                        code: status.code(),
-                        message: format!("{}: {}", node.address, describe(&status)),
-                    })
-                }
-                Ok(Err(status)) => describe(&status),
-                Err(_) => "no STARTED in time".to_string(),
-            };
-            tracing::debug!(node = %node.address, %failure, "workflow watch did not start; moving on");
-            self.client.node_failed(&node);
-            if Instant::now() >= deadline {
-                return Err(Error::Unavailable {
-                    message: format!(
-                        "could not open the workflow watch within {:?}; last failure: {}: {failure}",
-                        options.deadline, node.address
-                    ),
-                });
             }
-            backoff.wait(deadline).await;
         }
     }
 
