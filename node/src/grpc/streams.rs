@@ -430,21 +430,7 @@ pub async fn watch_tasks(
         let tasks = state.machine.tasks();
         // A node that has not applied `after` yet finds nothing after it: the loop below waits for
         // the events as they are applied, exactly as for a watcher that is up to date.
-        let cursor = match resume {
-            Some(after) => {
-                if let Err(oldest) = state.machine.events_after(after) {
-                    return Err(to_status(Error::EventsGone {
-                        message: format!(
-                            "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); watch again with initial_state",
-                            after.saturating_add(1)
-                        ),
-                        oldest_kept: oldest,
-                    }));
-                }
-                after
-            }
-            None => state.machine.last_event_seq(),
-        };
+        let cursor = start_cursor(&state.machine, resume, "watch again with initial_state")?;
         let mut messages = vec![pb::TaskEvent {
             sequence: cursor,
             kind: pb::TaskEventKind::Started as i32,
@@ -529,13 +515,11 @@ pub async fn watch_tasks(
                         }
                         Ok((caught_up, ended))
                     }
-                    Err(oldest) => Err(to_status(Error::EventsGone {
-                        message: format!(
-                            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); watch again with initial_state",
-                            cursor + 1
-                        ),
-                        oldest_kept: oldest,
-                    })),
+                    Err(oldest) => Err(fell_behind(
+                        cursor,
+                        oldest,
+                        "watch again with initial_state",
+                    )),
                 }
             };
             let (caught_up, ended) = match step {
@@ -783,21 +767,11 @@ pub async fn watch_workflows(
     events.borrow_and_update();
     let mut cursor = {
         let state = node.state.read();
-        match resume {
-            Some(after) => {
-                if let Err(oldest) = state.machine.events_after(after) {
-                    return Err(to_status(Error::EventsGone {
-                        message: format!(
-                            "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); get the workflow and watch again from now",
-                            after.saturating_add(1)
-                        ),
-                        oldest_kept: oldest,
-                    }));
-                }
-                after
-            }
-            None => state.machine.last_event_seq(),
-        }
+        start_cursor(
+            &state.machine,
+            resume,
+            "get the workflow and watch again from now",
+        )?
     };
     let mut messages = vec![pb::WorkflowEvent {
         sequence: cursor,
@@ -833,13 +807,11 @@ pub async fn watch_workflows(
                         }
                         Ok(caught_up)
                     }
-                    Err(oldest) => Err(to_status(Error::EventsGone {
-                        message: format!(
-                            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); get the workflow and watch again from now",
-                            cursor + 1
-                        ),
-                        oldest_kept: oldest,
-                    })),
+                    Err(oldest) => Err(fell_behind(
+                        cursor,
+                        oldest,
+                        "get the workflow and watch again from now",
+                    )),
                 }
             };
             let caught_up = match step {
@@ -875,4 +847,38 @@ pub async fn watch_workflows(
         }
     });
     Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// Where a watch starts: after `resume` while the events after it are still kept (else
+/// EventsGone, telling the client to `then`), or at the last event.
+fn start_cursor(
+    machine: &crate::state_machine::StateMachine,
+    resume: Option<u64>,
+    then: &str,
+) -> Result<u64, Status> {
+    let Some(after) = resume else {
+        return Ok(machine.last_event_seq());
+    };
+    match machine.events_after(after) {
+        Ok(_) => Ok(after),
+        Err(oldest) => Err(to_status(Error::EventsGone {
+            message: format!(
+                "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); {then}",
+                after.saturating_add(1)
+            ),
+            oldest_kept: oldest,
+        })),
+    }
+}
+
+/// A watch at `cursor` whose next event fell out of the event ring (the oldest kept is
+/// `oldest`): EventsGone, telling the client to `then`.
+fn fell_behind(cursor: u64, oldest: u64, then: &str) -> Status {
+    to_status(Error::EventsGone {
+        message: format!(
+            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); {then}",
+            cursor + 1
+        ),
+        oldest_kept: oldest,
+    })
 }
