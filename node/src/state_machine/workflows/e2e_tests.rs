@@ -602,3 +602,77 @@ fn a_leader_change_mid_workflow_only_extends_the_leases() {
         0
     );
 }
+
+/// A manager step delegating work: the workers' results reach the manager, a dead letter
+/// escalates to it, and canceling the workflow cancels what it delegated, in the same entry.
+#[test]
+fn a_managers_step_delegates_escalates_and_is_canceled_with_its_subtree() {
+    let mut c = Cluster::new();
+    c.register("manager", &[], 1);
+    c.register("worker", &["work"], 4);
+    let id = c.start(definition(vec![task("manage", &[])]), "");
+    let manager = c.only(id, "manage");
+    let assigned = c.schedule();
+    assert_eq!(assigned, vec![(manager, c.token(manager))]);
+    let delegate = |specs: usize| CoordCommand::Delegate {
+        parent: manager,
+        token: assigned[0].1,
+        tasks: (0..specs)
+            .map(|i| crate::state_machine::coordination::TaskSpec {
+                queue: "sections".into(),
+                payload: format!("section {i}").into_bytes(),
+                capabilities: ["work".to_string()].into(),
+                max_attempts: 1,
+                lease_ms: 30_000,
+                ..Default::default()
+            })
+            .collect(),
+        escalate_to: String::new(),
+    };
+    let CoordResponse::Submitted { results } = c.run(delegate(3)) else {
+        panic!("delegated")
+    };
+    let children: Vec<TaskId> = results.iter().map(|r| r.0).collect();
+    let workers = c.schedule();
+    assert_eq!(workers.len(), 3);
+    c.complete(children[0], c.token(children[0]), "\"done\"");
+    c.run(CoordCommand::Fail {
+        task_id: children[1],
+        token: c.token(children[1]),
+        error: "cannot".into(),
+        retryable: false,
+        retry_after_ms: 0,
+    });
+    let escalated = c.task(children[1]).delegation.as_ref().unwrap().escalation;
+    assert_eq!(
+        escalated,
+        Some(crate::state_machine::coordination::Escalation::Manager)
+    );
+    assert_eq!(
+        c.step(id, "manage").state,
+        StepState::Running,
+        "the manager decides"
+    );
+
+    let seq = c.sm.last_event_seq();
+    c.workflow(WorkflowCommand::Cancel {
+        workflow_id: id,
+        reason: "stop".into(),
+    });
+    assert_eq!(c.task(manager).state, TaskState::Canceled);
+    assert_eq!(c.task(children[2]).state, TaskState::Canceled);
+    assert_eq!(
+        c.task(children[0]).state,
+        TaskState::Succeeded,
+        "finished stays"
+    );
+    let events = c.events_after(seq);
+    let manager_canceled = format!("task {manager} Canceled revoked");
+    let child_canceled = format!("task {} Canceled revoked", children[2]);
+    let position = |e: &str| events.iter().position(|x| x == e).expect(e);
+    assert!(
+        position(&manager_canceled) < position(&child_canceled),
+        "{events:?}"
+    );
+    assert_eq!(c.wf(id).state, WorkflowState::Canceled);
+}
