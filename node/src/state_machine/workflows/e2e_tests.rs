@@ -676,3 +676,83 @@ fn a_managers_step_delegates_escalates_and_is_canceled_with_its_subtree() {
     );
     assert_eq!(c.wf(id).state, WorkflowState::Canceled);
 }
+
+/// A step's task that fails retryably runs again after its backoff; the step records the result
+/// of the attempt that succeeded, once, and the failed attempt's late completion is refused.
+#[test]
+fn a_step_retries_its_task_and_records_the_attempt_that_succeeded() {
+    let mut c = Cluster::new();
+    c.register("worker", &[], 1);
+    let id = c.start(pipeline(), "");
+    let research = c.only(id, "research");
+    c.schedule();
+    let first = c.token(research);
+    c.run(CoordCommand::Fail {
+        task_id: research,
+        token: first,
+        error: "flaky".into(),
+        retryable: true,
+        retry_after_ms: 0,
+    });
+    assert_eq!(c.task(research).state, TaskState::RetryWait);
+    assert_eq!(
+        c.step(id, "research").state,
+        StepState::Running,
+        "not failed"
+    );
+    c.now_ms = c.task(research).ready_at_ms;
+    c.tick(false, retention());
+    c.schedule();
+    let second = c.token(research);
+    assert!(second > first);
+    let stale = c.complete(research, first, "\"first\"");
+    assert!(
+        matches!(stale, CoordResponse::LeaseLost { .. }),
+        "{stale:?}"
+    );
+    c.complete(research, second, "\"second\"");
+    let step = c.step(id, "research");
+    assert_eq!(
+        (step.state, step.result.as_str()),
+        (StepState::Succeeded, "\"second\"")
+    );
+    assert_eq!(step.runs, 1, "the step ran once; its task twice");
+    assert_eq!(c.tasks_of(id, "write").len(), 1);
+}
+
+/// The workflow deadline is cluster time: a leader change (its refresh) does not move it, and it
+/// fires at the same moment afterwards.
+#[test]
+fn a_workflow_deadline_holds_across_a_leader_change() {
+    let mut c = Cluster::new();
+    c.register("worker", &[], 1);
+    let mut def = pipeline();
+    def.deadline_ms = 60_000;
+    let id = c.start(def, "");
+    let deadline = c.wf(id).deadline_ms;
+    assert_eq!(deadline, T0 + 60_000);
+    c.schedule();
+    c.now_ms += 20_000;
+    c.tick(true, retention());
+    assert_eq!(
+        c.wf(id).deadline_ms,
+        deadline,
+        "a new leader keeps the deadline"
+    );
+    c.now_ms = deadline - 1;
+    c.tick(false, retention());
+    assert_eq!(c.wf(id).state, WorkflowState::Running);
+    c.now_ms = deadline;
+    c.tick(false, retention());
+    assert_eq!(
+        c.wf(id).state,
+        WorkflowState::TimedOut,
+        "{:?}",
+        c.wf(id).error
+    );
+    assert_eq!(c.wf(id).error, "the workflow deadline passed");
+    // Its task's deadline is the workflow's: it expired in the same tick.
+    assert_eq!(c.task(c.only(id, "research")).state, TaskState::Expired);
+    let timers = &c.sm.workflows().index.timers;
+    assert!(timers.is_empty(), "no timer left: {timers:?}");
+}
