@@ -10,8 +10,8 @@ use super::tests::{compensated, compensation, definition, fan, pipeline, task, v
 use super::*;
 use crate::raft::{decode, encode};
 use crate::state_machine::coordination::{
-    AgentSpec, CoordCommand, CoordResponse, FencingToken, SessionId, StepOrigin, Task,
-    TaskEventKind, TaskState,
+    AgentSpec, CoordCommand, CoordResponse, DecisionStatus, FencingToken, SessionId, StepOrigin,
+    Task, TaskEventKind, TaskState,
 };
 use crate::state_machine::{Command, Request, Response, StateMachine};
 
@@ -755,4 +755,33 @@ fn a_workflow_deadline_holds_across_a_leader_change() {
     assert_eq!(c.task(c.only(id, "research")).state, TaskState::Expired);
     let timers = &c.sm.workflows().index.timers;
     assert!(timers.is_empty(), "no timer left: {timers:?}");
+}
+
+/// A workflow stopped while it waits for a vote withdraws the decision in the same entry: it
+/// closes REJECTED with the reason, so no ballot stays open for a workflow that is gone.
+#[test]
+fn a_canceled_workflow_withdraws_its_open_decision() {
+    let mut c = Cluster::new();
+    let voter = c.register("r1", &["reviewer"], 1);
+    let id = c.start(definition(vec![vote("vote", &[])]), "");
+    assert_eq!(c.wf(id).state, WorkflowState::Waiting);
+    let decision_id = c.step(id, "vote").decision_id;
+    c.workflow(WorkflowCommand::Cancel {
+        workflow_id: id,
+        reason: "not needed".into(),
+    });
+    assert_eq!(c.wf(id).state, WorkflowState::Canceled);
+    let decision = c.sm.decisions().decision(decision_id).expect("kept");
+    assert_eq!(decision.status, DecisionStatus::Rejected);
+    assert_eq!(
+        decision.reason,
+        format!("withdrawn by workflow {id}: not needed")
+    );
+    let late = c.run(CoordCommand::Vote {
+        session_id: voter,
+        decision_id,
+        choice: "yes".into(),
+        rationale: String::new(),
+    });
+    assert!(!matches!(late, CoordResponse::Voted { .. }), "{late:?}");
 }

@@ -593,7 +593,12 @@ impl<'a, 'c> Run<'a, 'c> {
             ids.extend(self.stop_branches(i, branch_state, reason));
             self.disarm_join(i);
             let step = &mut self.wf.steps[i];
-            self.index.by_decision.remove(&step.decision_id);
+            if self.index.by_decision.remove(&step.decision_id).is_some() {
+                self.ctx.raise(Effect::WithdrawDecision {
+                    decision_id: step.decision_id,
+                    reason: format!("withdrawn by workflow {}: {reason}", self.wf.id),
+                });
+            }
             step.state = step_state;
             step.finished_ms = self.ctx.now_ms;
             step.error = reason.to_string();

@@ -513,7 +513,8 @@ impl Primitive for Tasks {
             | Effect::StepTaskSubmitted { .. }
             | Effect::StepTaskFinished { .. }
             | Effect::ProposeStepDecision { .. }
-            | Effect::StepDecisionProposed { .. } => {}
+            | Effect::StepDecisionProposed { .. }
+            | Effect::WithdrawDecision { .. } => {}
         }
     }
 
