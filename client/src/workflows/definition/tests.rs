@@ -48,8 +48,12 @@ fn every_example_passes_with_its_summary() {
     let manager = load("manager-worker.yaml");
     assert_eq!(
         step_summaries(&manager)[1],
-        "sections  fan-out of a task per item of plan on work  after plan  join all"
+        "manage  task on manage  after plan"
     );
+    let Some(workflow_step::Kind::Task(manage)) = &manager.steps[1].kind else {
+        panic!("a task");
+    };
+    assert_eq!(manage.deadline_ms, 20 * 60_000, "the deadline its sections inherit");
     let vote = load("vote-publish.yaml");
     let lines = step_summaries(&vote);
     assert_eq!(lines[1], "vote       decision (yes|no)  after draft");
