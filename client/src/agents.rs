@@ -11,18 +11,20 @@ use conclave_proto::limits::{
 };
 use conclave_proto::v1::agents_client::AgentsClient;
 use conclave_proto::v1::{
-    self as proto, Agent, CloseSessionRequest, CompleteRequest, Decision, DrainRequest,
-    ExtendLeaseRequest, FailRequest, GetAgentRequest, ListAgentsRequest, ReadConsistency,
-    RegisterRequest, ReleaseRequest, ReportProgressRequest, TaskState, VoteRequest,
+    self as proto, Agent, CloseSessionRequest, CompleteRequest, Decision, DelegateRequest,
+    DrainRequest, ExtendLeaseRequest, FailRequest, GetAgentRequest, ListAgentsRequest,
+    ReadConsistency, RegisterRequest, ReleaseRequest, ReportProgressRequest, TaskSpec, TaskState,
+    VoteRequest,
 };
 use conclave_proto::validate;
+use prost::Message;
 use tonic::transport::Channel;
 
 use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::decisions::check_decision_id;
 use crate::error::{Error, Result};
 use crate::kv::Header;
-use crate::tasks::{check_task_id, missing};
+use crate::tasks::{check_batch, check_request_size, check_task_id, missing};
 
 /// The shortest attempt of a lease extension (see [`Client::extend_lease`]).
 const EXTEND_ATTEMPT_MIN: Duration = Duration::from_millis(250);
@@ -382,6 +384,52 @@ impl Client {
         Ok(verb_result(response))
     }
 
+    /// Delegates tasks on behalf of the task held under `fencing_token` (a manager-worker tree,
+    /// agents.proto `Delegate`): all or none, each a child of `task_id` that lives as long as this
+    /// lease (it is canceled when the lease ends) and whose dead letter escalates to
+    /// `escalate_to` ("" for the manager). Answers the children's ids in order. A stale token is
+    /// [`Error::LeaseLost`]; the children of a task are listed with
+    /// [`TaskListOptions::parent_id`](crate::TaskListOptions).
+    pub async fn delegate(
+        &self,
+        task_id: u64,
+        fencing_token: u64,
+        specs: Vec<TaskSpec>,
+        escalate_to: &str,
+    ) -> Result<Vec<u64>> {
+        check_verb(task_id, fencing_token)?;
+        check_batch(&specs)?;
+        if !escalate_to.is_empty() {
+            validate::capabilities("escalate_to", &[escalate_to.to_string()])?;
+        }
+        let request = DelegateRequest {
+            request_id: None,
+            task_id,
+            fencing_token,
+            tasks: specs,
+            escalate_to: escalate_to.to_string(),
+        };
+        check_request_size("delegation", request.encoded_len())?;
+        let pending = self.begin_write();
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let mut request = request.clone();
+                request.request_id = Some(pending.request_id());
+                async move { agents(channel).delegate(request).await }
+            })
+            .await?;
+        if response.task_ids.len() != request.tasks.len() {
+            return Err(Error::Indeterminate {
+                message: format!(
+                    "the server answered a delegation of {} with {} ids",
+                    request.tasks.len(),
+                    response.task_ids.len()
+                ),
+            });
+        }
+        Ok(response.task_ids)
+    }
+
     /// Casts the vote of the agent whose live session is `session_id`. A second vote, or a vote
     /// after the outcome is fixed, is `Rejected { code: FailedPrecondition }`; an option that is
     /// not in the decision is `Rejected { code: InvalidArgument }`.
@@ -560,6 +608,7 @@ served_by_header!(
     proto::RegisterResponse,
     proto::CloseSessionResponse,
     proto::TaskVerbResponse,
+    proto::DelegateResponse,
     proto::VoteResponse,
     proto::ListAgentsResponse,
     proto::GetAgentResponse,

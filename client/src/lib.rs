@@ -144,12 +144,13 @@ pub use conclave_proto::limits;
 pub use conclave_proto::v1::{
     lock_event, Agent, AgentStatus, Assignment, Attempt, AttemptOutcome, Backoff, Barrier,
     BarrierStatus, BreakerState, DeadLetterReason, Decision, DecisionGate, DecisionRule,
-    DecisionSpec, DecisionStatus, Electorate, Event, EventType, Fence, FenceKind, Grant, HoldLost,
-    Holder, KeyValue, Lease, Lock, LockEvent, LockKind, Member, MembershipResponse, Progress,
-    ReadConsistency, ReplicationProgress, Revocation, Role, StatusResponse, Task, TaskEvent,
-    TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse, Workflow, WorkflowBranch,
-    WorkflowBranchState, WorkflowDefinition, WorkflowEvent, WorkflowEventKind, WorkflowOrigin,
-    WorkflowState, WorkflowStep, WorkflowStepRun, WorkflowStepState,
+    DecisionSpec, DecisionStatus, Delegation, Electorate, EscalationKind, Event, EventType, Fence,
+    FenceKind, Grant, HoldLost, Holder, KeyValue, Lease, Lock, LockEvent, LockKind, Member,
+    MembershipResponse, Progress, ReadConsistency, ReplicationProgress, Revocation, Role,
+    StatusResponse, Task, TaskEvent, TaskEventKind, TaskSpec, TaskState, Vote, WatchResponse,
+    Workflow, WorkflowBranch, WorkflowBranchState, WorkflowDefinition, WorkflowEvent,
+    WorkflowEventKind, WorkflowOrigin, WorkflowState, WorkflowStep, WorkflowStepRun,
+    WorkflowStepState,
 };
 /// gRPC status codes, as carried by [`Error::Rejected`].
 pub use tonic::Code;

@@ -209,23 +209,7 @@ impl Client {
 
     /// Submits up to 1000 tasks in one replicated entry: all of them or none.
     pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<SubmitBatchResult> {
-        if specs.is_empty() {
-            return Err(Error::invalid_input("an empty batch"));
-        }
-        if specs.len() > MAX_SUBMIT_BATCH {
-            return Err(Error::invalid_input(format!(
-                "{} tasks in one batch; the limit is {MAX_SUBMIT_BATCH}",
-                specs.len()
-            )));
-        }
-        for (index, spec) in specs.iter().enumerate() {
-            check_task_spec(spec).map_err(|error| match error {
-                Error::InvalidInput { message } => Error::InvalidInput {
-                    message: format!("task {index} of the batch: {message}"),
-                },
-                other => other,
-            })?;
-        }
+        check_batch(&specs)?;
         let request = SubmitBatchRequest {
             request_id: None,
             tasks: specs,
@@ -763,6 +747,28 @@ pub(crate) fn tasks(channel: Channel) -> TasksClient<Channel> {
 }
 
 /// Checks a task spec against the limits of tasks.proto.
+/// 1 ..= MAX_SUBMIT_BATCH specs, each valid (a batch, or a delegation).
+pub(crate) fn check_batch(specs: &[TaskSpec]) -> Result<()> {
+    if specs.is_empty() {
+        return Err(Error::invalid_input("an empty batch"));
+    }
+    if specs.len() > MAX_SUBMIT_BATCH {
+        return Err(Error::invalid_input(format!(
+            "{} tasks in one batch; the limit is {MAX_SUBMIT_BATCH}",
+            specs.len()
+        )));
+    }
+    for (index, spec) in specs.iter().enumerate() {
+        check_task_spec(spec).map_err(|error| match error {
+            Error::InvalidInput { message } => Error::InvalidInput {
+                message: format!("task {index} of the batch: {message}"),
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 pub(crate) fn check_task_spec(spec: &TaskSpec) -> Result<()> {
     validate::name("queue", &spec.queue)?;
     validate::max_bytes(
@@ -820,7 +826,7 @@ pub(crate) fn check_task_spec(spec: &TaskSpec) -> Result<()> {
     Ok(())
 }
 
-fn check_request_size(what: &str, encoded_len: usize) -> Result<()> {
+pub(crate) fn check_request_size(what: &str, encoded_len: usize) -> Result<()> {
     if encoded_len > MAX_REQUEST_BYTES {
         return Err(Error::invalid_input(format!(
             "the {what} is {encoded_len} bytes encoded; the limit is {MAX_REQUEST_BYTES}"

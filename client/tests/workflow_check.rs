@@ -16,9 +16,10 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflows")
 }
 
-/// Writes `text` to a file of this test's own in the temporary directory.
+/// Writes `text` to a file of this test's own in cargo's scratch directory for integration tests
+/// (inside the target directory: nothing is left in /tmp).
 fn broken_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("conclave-workflow-check-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workflow-check");
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write the file");

@@ -32,7 +32,8 @@ pub use config::Config;
 use grpc::forward::Forwarder;
 use grpc::gateway::Gateway;
 use limits::{
-    AGENT_LIST_BYTES_MAX, API_CONCURRENCY_PER_CONNECTION, MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES,
+    AGENT_LIST_BYTES_MAX, API_CONCURRENCY_PER_CONNECTION, MAX_PEER_MESSAGE_BYTES,
+    MAX_REQUEST_BYTES, WORKFLOW_RESPONSE_BYTES_MAX,
 };
 use node::Node;
 
@@ -174,7 +175,7 @@ pub async fn run(
         .add_service(
             WorkflowsServer::new(grpc::workflows::WorkflowsService::new(gateway))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
-                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+                .max_encoding_message_size(WORKFLOW_RESPONSE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(accept_nodelay(api_listener), stopped(stop_rx.clone()));
 

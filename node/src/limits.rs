@@ -83,3 +83,12 @@ pub const WORKFLOWS_OPEN_MAX: usize = 10_000;
 /// Most workflows one ListWorkflows page examines (workflows.proto): a filter ends the page early
 /// with `more` set, so that no listing holds the state for long.
 pub const WORKFLOW_LIST_SCAN_MAX: usize = 10_000;
+/// Largest answer of the Workflows service (and what a node forwarding to it accepts): a Get
+/// carries an instance's recorded bytes (WORKFLOW_BYTES_MAX) and its definition (at most
+/// WORKFLOW_STEPS_MAX steps of WORKFLOW_PARAMS_BYTES_MAX params each), plus the framing of each
+/// step and branch; above the 4 MiB (2 x MAX_REQUEST_BYTES) of the other services.
+pub const WORKFLOW_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+const _: () = assert!(
+    WORKFLOW_RESPONSE_BYTES_MAX
+        >= WORKFLOW_BYTES_MAX + WORKFLOW_STEPS_MAX * WORKFLOW_PARAMS_BYTES_MAX + 1024 * 1024
+);

@@ -142,6 +142,9 @@ pub mod limits {
     pub const WORKFLOW_RESULT_BYTES_MAX: usize = MAX_PAYLOAD_BYTES;
     /// Most bytes one workflow instance records: its input and every result.
     pub const WORKFLOW_BYTES_MAX: usize = 8 * 1024 * 1024;
-    /// Deepest manager-worker tree of tasks submitting child tasks (a root task is depth 0).
-    pub const WORKFLOW_DEPTH_MAX: u32 = 8;
+    /// Deepest manager-worker tree of tasks delegating tasks (agents.proto Delegate; a task
+    /// submitted on its own is depth 0, what it delegates depth 1).
+    pub const TASK_TREE_DEPTH_MAX: u32 = 8;
+    /// Most delegated tasks of one manager task that are not finished (agents.proto Delegate).
+    pub const DELEGATED_OPEN_MAX: usize = 1_000;
 }

@@ -9,6 +9,7 @@ mod bench_locks;
 mod bench_tasks;
 mod cluster;
 mod decision;
+mod delegate;
 mod dlq;
 mod election;
 mod histogram;

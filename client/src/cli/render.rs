@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use conclave_client::{
     Agent, AgentStatus, Attempt, AttemptOutcome, BreakerState, DeadLetterReason, Decision,
-    DecisionRule, DecisionStatus, Lease, Task, TaskEventKind, TaskSpec, TaskState,
+    DecisionRule, DecisionStatus, Delegation, EscalationKind, Lease, Task, TaskEventKind, TaskSpec,
+    TaskState,
 };
 use serde_json::{json, Map, Value};
 
@@ -252,7 +253,34 @@ pub fn task_json(task: &Task) -> Value {
             })
         }),
     );
+    object.insert(
+        "delegation".into(),
+        task.delegation
+            .as_ref()
+            .map_or(Value::Null, delegation_json),
+    );
     Value::Object(object)
+}
+
+fn delegation_json(delegation: &Delegation) -> Value {
+    json!({
+        "parent_task_id": delegation.parent_task_id,
+        "fencing_token": delegation.fencing_token,
+        "depth": delegation.depth,
+        "escalate_to": delegation.escalate_to,
+        "escalation": escalation_name(delegation.escalation()),
+        "escalation_task_id": delegation.escalation_task_id,
+    })
+}
+
+/// Where a delegated task's dead letter went, for people and JSON (null: not escalated).
+pub fn escalation_name(kind: EscalationKind) -> Option<&'static str> {
+    match kind {
+        EscalationKind::Unspecified => None,
+        EscalationKind::Manager => Some("manager"),
+        EscalationKind::Task => Some("task"),
+        EscalationKind::Orphaned => Some("orphaned"),
+    }
 }
 
 pub fn agent_json(agent: &Agent) -> Value {

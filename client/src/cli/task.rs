@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use conclave_client::{
-    is_terminal, unix_ms_now, Backoff, Client, DeadLetterReason, DecisionGate, ReadConsistency,
-    Task, TaskEvent, TaskEventKind, TaskListOptions, TaskSpec, TaskState, TaskWatchOptions,
+    is_terminal, unix_ms_now, Backoff, Client, DeadLetterReason, DecisionGate, Delegation,
+    EscalationKind, ReadConsistency, Task, TaskEvent, TaskEventKind, TaskListOptions, TaskSpec,
+    TaskState, TaskWatchOptions,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -105,6 +106,16 @@ pub enum TaskCommand {
     },
     /// Show a task's attempts: agent, fencing token, when, how long, how it ended.
     History { id: u64 },
+    /// Hand work to other agents under the lease of the task you hold (a manager-worker tree).
+    ///
+    /// Run from a task's command under `conclave agent run` (which sets CONCLAVE_TASK_ID and
+    /// CONCLAVE_FENCING_TOKEN). Each PAYLOAD becomes one task on QUEUE, a child of the task held:
+    /// it is canceled when that task's lease ends (however it ends), has its deadline at the
+    /// latest, and if it dead-letters it escalates (to --escalate-to's agents, else to you).
+    /// Prints the new ids; with --wait, one JSON line per task as each finishes (escalation
+    /// tasks included), and exits 1 if any did not succeed.
+    #[command(override_usage = "conclave task delegate [OPTIONS] <QUEUE> <PAYLOAD>... [--wait]")]
+    Delegate(Box<super::delegate::DelegateArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +222,7 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
     let json = globals.json;
     match command {
         TaskCommand::Submit(args) => submit(&client, *args, json).await,
+        TaskCommand::Delegate(args) => super::delegate::run(*args, globals).await,
         TaskCommand::Get {
             id,
             result,
@@ -687,6 +699,9 @@ fn print_task(task: &Task) -> CliResult {
     if spec.parent_id != 0 {
         row("parent", spec.parent_id.to_string());
     }
+    if let Some(delegation) = &task.delegation {
+        row("delegated", delegation_text(delegation));
+    }
     if let Some(origin) = &task.origin {
         let step = if origin.step_name.is_empty() {
             format!("step #{}", origin.step)
@@ -843,6 +858,28 @@ fn print_event(event: &TaskEvent, json: bool) -> CliResult {
 }
 
 /// A NOT_FOUND answer as the CLI says it: exit 1, naming the task.
+/// "by task 7 (token 12), depth 1; escalated to task 9".
+fn delegation_text(delegation: &Delegation) -> String {
+    let mut text = format!(
+        "by task {} (token {}), depth {}",
+        delegation.parent_task_id, delegation.fencing_token, delegation.depth
+    );
+    let to = match delegation.escalation() {
+        EscalationKind::Unspecified => None,
+        EscalationKind::Manager => Some("its manager".to_string()),
+        EscalationKind::Task => Some(format!("task {}", delegation.escalation_task_id)),
+        EscalationKind::Orphaned => Some("nobody (its manager's lease had ended)".to_string()),
+    };
+    match to {
+        Some(to) => text.push_str(&format!("; escalated to {to}")),
+        None if !delegation.escalate_to.is_empty() => {
+            text.push_str(&format!("; escalates to {}", delegation.escalate_to));
+        }
+        None => {}
+    }
+    text
+}
+
 fn not_found_is_failure<T>(result: conclave_client::Result<T>, id: u64) -> CliResult<T> {
     match result {
         Err(error) if error.is_not_found() => Err(CliError::failed(format!("task {id} not found"))),

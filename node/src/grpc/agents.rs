@@ -377,6 +377,40 @@ impl Agents for AgentsService {
         .await
     }
 
+    async fn delegate(
+        &self,
+        request: Request<pb::DelegateRequest>,
+    ) -> Result<Response<pb::DelegateResponse>, Status> {
+        let (forwarded, req) = self.gateway.accept(request)?;
+        check_request_size(&req)?;
+        let request_id = request_id(req.request_id)?;
+        non_zero("task_id", req.task_id)?;
+        let token = fencing_token(req.fencing_token)?;
+        let command = CoordCommand::Delegate {
+            parent: req.task_id,
+            token,
+            tasks: validation::task_specs(&req.tasks)?,
+            escalate_to: validation::escalate_to(&req.escalate_to)?,
+        };
+        self.gateway
+            .write_or_forward_fenced(
+                forwarded,
+                req,
+                (request_id, None, Command::Coordination(command)),
+                coordination(|revision, response| match response {
+                    CoordResponse::Submitted { results } => {
+                        Ok(Response::new(pb::DelegateResponse {
+                            header: self.gateway.header(revision, Consistency::Linearizable),
+                            task_ids: results.into_iter().map(|(task_id, _)| task_id).collect(),
+                        }))
+                    }
+                    other => Err(unexpected_coordination(other)),
+                }),
+                |c, r| async move { client(c).delegate(r).await },
+            )
+            .await
+    }
+
     async fn vote(
         &self,
         request: Request<pb::VoteRequest>,

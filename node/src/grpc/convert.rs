@@ -6,7 +6,7 @@ use conclave_proto::v1 as pb;
 
 use crate::state_machine::coordination::{
     Agent, Attempt, AttemptOutcome, BreakerState, DeadLetterReason, Decision, DecisionStatus,
-    Lease, Rule, Task, TaskEventKind, TaskSpec, TaskState,
+    Delegation, Escalation, Lease, Rule, Task, TaskEventKind, TaskSpec, TaskState,
 };
 
 /// A task as the API shows it. `summary` leaves payload and result out (listings and events).
@@ -45,6 +45,24 @@ pub fn task(task: &Task, summary: bool) -> pb::Task {
             branch: origin.branch,
             step_name: String::new(),
         }),
+        delegation: task.delegation.as_ref().map(delegation),
+    }
+}
+
+fn delegation(delegation: &Delegation) -> pb::Delegation {
+    let (escalation, escalation_task_id) = match delegation.escalation {
+        None => (pb::EscalationKind::Unspecified, 0),
+        Some(Escalation::Manager) => (pb::EscalationKind::Manager, 0),
+        Some(Escalation::Task(id)) => (pb::EscalationKind::Task, id),
+        Some(Escalation::Orphaned) => (pb::EscalationKind::Orphaned, 0),
+    };
+    pb::Delegation {
+        parent_task_id: delegation.parent,
+        fencing_token: delegation.token,
+        depth: delegation.depth,
+        escalate_to: delegation.escalate_to.clone(),
+        escalation: escalation as i32,
+        escalation_task_id,
     }
 }
 
@@ -293,6 +311,7 @@ pub fn task_event_kind(kind: TaskEventKind) -> pb::TaskEventKind {
         TaskEventKind::Unblocked => pb::TaskEventKind::Unblocked,
         TaskEventKind::Purged => pb::TaskEventKind::Purged,
         TaskEventKind::Expired => pb::TaskEventKind::Expired,
+        TaskEventKind::Escalated => pb::TaskEventKind::Escalated,
     }
 }
 

@@ -21,7 +21,7 @@ use super::status::to_status;
 use super::streams;
 use super::validation::{self, non_zero};
 use crate::error::Error;
-use crate::limits::{DEFAULT_WAIT_MS, MAX_REQUEST_BYTES, MAX_SUBMIT_BATCH, MAX_WAIT_MS};
+use crate::limits::{DEFAULT_WAIT_MS, MAX_REQUEST_BYTES, MAX_WAIT_MS};
 use crate::node::Consistency;
 use crate::state_machine::coordination::{CoordCommand, CoordResponse, TaskFilter};
 use crate::state_machine::Command;
@@ -88,21 +88,7 @@ impl Tasks for TasksService {
         let (forwarded, req) = self.gateway.accept(request)?;
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
-        if req.tasks.is_empty() {
-            return Err(invalid("tasks: give at least one task"));
-        }
-        if req.tasks.len() > MAX_SUBMIT_BATCH {
-            return Err(invalid(format!(
-                "tasks: {} tasks exceeds the limit of {MAX_SUBMIT_BATCH} (MAX_SUBMIT_BATCH)",
-                req.tasks.len()
-            )));
-        }
-        let specs = req
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| validation::task_spec(&format!("tasks[{i}]"), spec))
-            .collect::<Result<Vec<_>, _>>()?;
+        let specs = validation::task_specs(&req.tasks)?;
         let command = Command::Coordination(CoordCommand::Submit { tasks: specs });
         self.gateway
             .write_or_forward(

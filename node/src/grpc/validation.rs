@@ -113,6 +113,32 @@ fn defaulted_u32(field: &str, value: u32, default: u32, min: u32, max: u32) -> R
     defaulted_u64(field, value.into(), default.into(), min.into(), max.into()).map(|v| v as u32)
 }
 
+/// The specs of a SubmitBatch or a Delegate: 1 ..= MAX_SUBMIT_BATCH, each named `tasks[i]`.
+pub fn task_specs(specs: &[pb::TaskSpec]) -> Result<Vec<TaskSpec>, Status> {
+    if specs.is_empty() {
+        return Err(invalid("tasks: give at least one task"));
+    }
+    if specs.len() > MAX_SUBMIT_BATCH {
+        return Err(invalid(format!(
+            "tasks: {} tasks exceeds the limit of {MAX_SUBMIT_BATCH} (MAX_SUBMIT_BATCH)",
+            specs.len()
+        )));
+    }
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| task_spec(&format!("tasks[{i}]"), spec))
+        .collect()
+}
+
+/// A Delegate's escalation capability: "" (the manager) or a capability.
+pub fn escalate_to(value: &str) -> Result<String, Status> {
+    if !value.is_empty() {
+        capabilities("escalate_to", &[value.to_string()])?;
+    }
+    Ok(value.to_string())
+}
+
 /// A task spec from a Submit (`field` is `task` or `tasks[i]`).
 pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
     name(&format!("{field}.queue"), &spec.queue)?;

@@ -17,7 +17,7 @@ use super::status::to_status;
 use super::streams::{self, EventStream};
 use super::validation::{self, non_zero, rule};
 use crate::error::Error;
-use crate::limits::{MAX_REQUEST_BYTES, WORKFLOW_LIST_SCAN_MAX};
+use crate::limits::{MAX_REQUEST_BYTES, WORKFLOW_LIST_SCAN_MAX, WORKFLOW_RESPONSE_BYTES_MAX};
 use crate::state_machine::coordination::{Electorate, Rule};
 use crate::state_machine::workflows::definition::{
     DecisionTemplate, FanOut, FanOutSource, JoinPolicy, StepDef, StepKind, TaskTemplate, When,
@@ -40,7 +40,7 @@ impl WorkflowsService {
 
 fn client(channel: Channel) -> WorkflowsClient<Channel> {
     WorkflowsClient::new(channel)
-        .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+        .max_decoding_message_size(WORKFLOW_RESPONSE_BYTES_MAX)
         .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
 }
 

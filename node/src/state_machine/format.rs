@@ -24,8 +24,8 @@
 
 use super::coordination::{
     AttemptOutcome, BreakerState, CoordCommand, CoordEventKind, CoordResponse, DeadLetterReason,
-    DeadLetterSelector, DecisionEventKind, DecisionStatus, Rule, TaskEventKind, TaskState,
-    TimerKind,
+    DeadLetterSelector, DecisionEventKind, DecisionStatus, Escalation, Rule, TaskEventKind,
+    TaskState, TimerKind,
 };
 use super::{Command, EventKind, Response, TxnOp};
 
@@ -60,7 +60,10 @@ pub const LOG_FORMAT: u32 = 1;
 ///   workflow id, the instances with their definitions, the idempotency keys, the decision,
 ///   timer and finished indexes, its retention); a task remembers the workflow step it runs
 ///   (`Task.origin`, after `last_token`); a remembered result may be a `Response::Workflows`.
-pub const SNAPSHOT_FORMAT: u32 = 5;
+/// - 6: manager-worker trees: a task may be delegated by another (`Task.delegation`, after
+///   `origin`), and `Tasks` keeps the delegated tasks not finished per manager (`children`, after
+///   `last_assigned_queue`).
+pub const SNAPSHOT_FORMAT: u32 = 6;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other
@@ -112,6 +115,7 @@ impl CoordCommand {
             CoordCommand::Propose(_) => 14,
             CoordCommand::Vote { .. } => 15,
             CoordCommand::Tick { .. } => 16,
+            CoordCommand::Delegate { .. } => 17,
         }
     }
 }
@@ -250,6 +254,18 @@ impl DeadLetterReason {
     }
 }
 
+impl Escalation {
+    /// The tag of each variant in the snapshot (a delegated task). New variants are appended
+    /// with the next code; any other change bumps SNAPSHOT_FORMAT.
+    pub const fn code(&self) -> u16 {
+        match self {
+            Escalation::Manager => 0,
+            Escalation::Task(_) => 1,
+            Escalation::Orphaned => 2,
+        }
+    }
+}
+
 impl TimerKind {
     /// The tag of each variant in the snapshot (timers); its order also breaks ties between timers
     /// due together. New variants are appended with the next code; any other change bumps
@@ -326,6 +342,7 @@ impl TaskEventKind {
             TaskEventKind::Unblocked => 11,
             TaskEventKind::Purged => 12,
             TaskEventKind::Expired => 13,
+            TaskEventKind::Escalated => 14,
         }
     }
 }

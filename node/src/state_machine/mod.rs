@@ -486,7 +486,8 @@ impl StateMachine {
             | CoordCommand::Release { .. }
             | CoordCommand::Cancel { .. }
             | CoordCommand::Redrive { .. }
-            | CoordCommand::Purge { .. } => {
+            | CoordCommand::Purge { .. }
+            | CoordCommand::Delegate { .. } => {
                 let mut ctx = Ctx::new(self.now_ms, &mut self.events)
                     .with_agents(&self.agents)
                     .with_decisions(&self.decisions);

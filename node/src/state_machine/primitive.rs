@@ -201,6 +201,13 @@ pub enum Effect {
         step: u32,
         spec: DecisionSpec,
     },
+    /// Workflows: a stopped workflow (canceled, failed, timed out) withdraws the open decision
+    /// of its decision step. Decisions closes it REJECTED with `reason` (ballots end; tasks
+    /// gated on it are canceled); a decision already closed is left.
+    WithdrawDecision {
+        decision_id: DecisionId,
+        reason: String,
+    },
     /// Decisions: the decision of a workflow step was opened with this id, or refused (no live
     /// agent has the capability, the open decisions quota): why, in words.
     StepDecisionProposed {

@@ -9,6 +9,7 @@ mod agent_crash;
 mod bad_input;
 mod cancel;
 mod decision;
+mod delegation;
 mod exec_agents;
 mod leader_crash;
 mod watch_resume;

@@ -636,7 +636,8 @@ impl Primitive for Agents {
             | Effect::StepTaskFinished { .. }
             | Effect::CancelTasks { .. }
             | Effect::ProposeStepDecision { .. }
-            | Effect::StepDecisionProposed { .. } => {}
+            | Effect::StepDecisionProposed { .. }
+            | Effect::WithdrawDecision { .. } => {}
         }
     }
 

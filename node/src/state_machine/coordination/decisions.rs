@@ -505,6 +505,19 @@ impl Primitive for Decisions {
                     decision,
                 });
             }
+            Effect::WithdrawDecision {
+                decision_id,
+                reason,
+            } => {
+                if self
+                    .decisions
+                    .get(decision_id)
+                    .is_some_and(Decision::is_open)
+                {
+                    let (status, reason) = (DecisionStatus::Rejected, reason.clone());
+                    self.close_decision(ctx, *decision_id, status, None, reason);
+                }
+            }
             Effect::SessionEnded { .. }
             | Effect::DecisionClosed { .. }
             | Effect::LeaseGranted { .. }

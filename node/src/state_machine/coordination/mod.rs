@@ -23,9 +23,9 @@ pub use decisions::{
 };
 pub use events::EventRing;
 pub use tasks::{
-    Attempt, AttemptOutcome, Backoff, DeadLetterReason, DeadLetterSelector, DecisionGate, Lease,
-    Progress, ReadyKey, StepOrigin, Task, TaskFilter, TaskListing, TaskSpec, TaskState, Tasks,
-    SCAN_PER_QUEUE,
+    Attempt, AttemptOutcome, Backoff, DeadLetterReason, DeadLetterSelector, DecisionGate,
+    Delegation, Escalation, Lease, Progress, ReadyKey, StepOrigin, Task, TaskFilter, TaskListing,
+    TaskSpec, TaskState, Tasks, ESCALATED_FROM_LABEL, SCAN_PER_QUEUE,
 };
 
 pub type TaskId = u64;
@@ -108,6 +108,16 @@ pub enum CoordCommand {
         refresh: bool,
         retention: Retention,
     },
+    /// The agent holding `parent`'s lease (`token`) hands work to other agents: all or nothing,
+    /// each task delegated under that lease (`tasks::Delegation`). Answered as `Submit` is.
+    Delegate {
+        parent: TaskId,
+        token: FencingToken,
+        tasks: Vec<TaskSpec>,
+        /// The capability a delegated task's dead letter escalates to; "" escalates to the
+        /// manager.
+        escalate_to: String,
+    },
 }
 
 impl CoordCommand {
@@ -131,6 +141,7 @@ impl CoordCommand {
             CoordCommand::Propose(_) => "propose",
             CoordCommand::Vote { .. } => "vote",
             CoordCommand::Tick { .. } => "tick",
+            CoordCommand::Delegate { .. } => "delegate",
         }
     }
 }
@@ -259,6 +270,9 @@ pub enum TaskEventKind {
     Unblocked,
     Purged,
     Expired,
+    /// A delegated task dead-lettered or expired and escalated (`tasks::Escalation`): to its
+    /// manager, or to a new task with the escalation capability.
+    Escalated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2879,3 +2879,5 @@ fn a_deadline_cluster_time_has_reached_is_refused() {
     let id = h.propose(spec);
     assert_eq!(h.decision(id).status, DecisionStatus::Open);
 }
+
+mod delegation;

@@ -10,8 +10,8 @@ use super::tests::{compensated, compensation, definition, fan, pipeline, task, v
 use super::*;
 use crate::raft::{decode, encode};
 use crate::state_machine::coordination::{
-    AgentSpec, CoordCommand, CoordResponse, FencingToken, SessionId, StepOrigin, Task,
-    TaskEventKind, TaskState,
+    AgentSpec, CoordCommand, CoordResponse, DecisionStatus, FencingToken, SessionId, StepOrigin,
+    Task, TaskEventKind, TaskState,
 };
 use crate::state_machine::{Command, Request, Response, StateMachine};
 
@@ -601,4 +601,187 @@ fn a_leader_change_mid_workflow_only_extends_the_leases() {
             .count(),
         0
     );
+}
+
+/// A manager step delegating work: the workers' results reach the manager, a dead letter
+/// escalates to it, and canceling the workflow cancels what it delegated, in the same entry.
+#[test]
+fn a_managers_step_delegates_escalates_and_is_canceled_with_its_subtree() {
+    let mut c = Cluster::new();
+    c.register("manager", &[], 1);
+    c.register("worker", &["work"], 4);
+    let id = c.start(definition(vec![task("manage", &[])]), "");
+    let manager = c.only(id, "manage");
+    let assigned = c.schedule();
+    assert_eq!(assigned, vec![(manager, c.token(manager))]);
+    let delegate = |specs: usize| CoordCommand::Delegate {
+        parent: manager,
+        token: assigned[0].1,
+        tasks: (0..specs)
+            .map(|i| crate::state_machine::coordination::TaskSpec {
+                queue: "sections".into(),
+                payload: format!("section {i}").into_bytes(),
+                capabilities: ["work".to_string()].into(),
+                max_attempts: 1,
+                lease_ms: 30_000,
+                ..Default::default()
+            })
+            .collect(),
+        escalate_to: String::new(),
+    };
+    let CoordResponse::Submitted { results } = c.run(delegate(3)) else {
+        panic!("delegated")
+    };
+    let children: Vec<TaskId> = results.iter().map(|r| r.0).collect();
+    let workers = c.schedule();
+    assert_eq!(workers.len(), 3);
+    c.complete(children[0], c.token(children[0]), "\"done\"");
+    c.run(CoordCommand::Fail {
+        task_id: children[1],
+        token: c.token(children[1]),
+        error: "cannot".into(),
+        retryable: false,
+        retry_after_ms: 0,
+    });
+    let escalated = c.task(children[1]).delegation.as_ref().unwrap().escalation;
+    assert_eq!(
+        escalated,
+        Some(crate::state_machine::coordination::Escalation::Manager)
+    );
+    assert_eq!(
+        c.step(id, "manage").state,
+        StepState::Running,
+        "the manager decides"
+    );
+
+    let seq = c.sm.last_event_seq();
+    c.workflow(WorkflowCommand::Cancel {
+        workflow_id: id,
+        reason: "stop".into(),
+    });
+    assert_eq!(c.task(manager).state, TaskState::Canceled);
+    assert_eq!(c.task(children[2]).state, TaskState::Canceled);
+    assert_eq!(
+        c.task(children[0]).state,
+        TaskState::Succeeded,
+        "finished stays"
+    );
+    let events = c.events_after(seq);
+    let manager_canceled = format!("task {manager} Canceled revoked");
+    let child_canceled = format!("task {} Canceled revoked", children[2]);
+    let position = |e: &str| events.iter().position(|x| x == e).expect(e);
+    assert!(
+        position(&manager_canceled) < position(&child_canceled),
+        "{events:?}"
+    );
+    assert_eq!(c.wf(id).state, WorkflowState::Canceled);
+}
+
+/// A step's task that fails retryably runs again after its backoff; the step records the result
+/// of the attempt that succeeded, once, and the failed attempt's late completion is refused.
+#[test]
+fn a_step_retries_its_task_and_records_the_attempt_that_succeeded() {
+    let mut c = Cluster::new();
+    c.register("worker", &[], 1);
+    let id = c.start(pipeline(), "");
+    let research = c.only(id, "research");
+    c.schedule();
+    let first = c.token(research);
+    c.run(CoordCommand::Fail {
+        task_id: research,
+        token: first,
+        error: "flaky".into(),
+        retryable: true,
+        retry_after_ms: 0,
+    });
+    assert_eq!(c.task(research).state, TaskState::RetryWait);
+    assert_eq!(
+        c.step(id, "research").state,
+        StepState::Running,
+        "not failed"
+    );
+    c.now_ms = c.task(research).ready_at_ms;
+    c.tick(false, retention());
+    c.schedule();
+    let second = c.token(research);
+    assert!(second > first);
+    let stale = c.complete(research, first, "\"first\"");
+    assert!(
+        matches!(stale, CoordResponse::LeaseLost { .. }),
+        "{stale:?}"
+    );
+    c.complete(research, second, "\"second\"");
+    let step = c.step(id, "research");
+    assert_eq!(
+        (step.state, step.result.as_str()),
+        (StepState::Succeeded, "\"second\"")
+    );
+    assert_eq!(step.runs, 1, "the step ran once; its task twice");
+    assert_eq!(c.tasks_of(id, "write").len(), 1);
+}
+
+/// The workflow deadline is cluster time: a leader change (its refresh) does not move it, and it
+/// fires at the same moment afterwards.
+#[test]
+fn a_workflow_deadline_holds_across_a_leader_change() {
+    let mut c = Cluster::new();
+    c.register("worker", &[], 1);
+    let mut def = pipeline();
+    def.deadline_ms = 60_000;
+    let id = c.start(def, "");
+    let deadline = c.wf(id).deadline_ms;
+    assert_eq!(deadline, T0 + 60_000);
+    c.schedule();
+    c.now_ms += 20_000;
+    c.tick(true, retention());
+    assert_eq!(
+        c.wf(id).deadline_ms,
+        deadline,
+        "a new leader keeps the deadline"
+    );
+    c.now_ms = deadline - 1;
+    c.tick(false, retention());
+    assert_eq!(c.wf(id).state, WorkflowState::Running);
+    c.now_ms = deadline;
+    c.tick(false, retention());
+    assert_eq!(
+        c.wf(id).state,
+        WorkflowState::TimedOut,
+        "{:?}",
+        c.wf(id).error
+    );
+    assert_eq!(c.wf(id).error, "the workflow deadline passed");
+    // Its task's deadline is the workflow's: it expired in the same tick.
+    assert_eq!(c.task(c.only(id, "research")).state, TaskState::Expired);
+    let timers = &c.sm.workflows().index.timers;
+    assert!(timers.is_empty(), "no timer left: {timers:?}");
+}
+
+/// A workflow stopped while it waits for a vote withdraws the decision in the same entry: it
+/// closes REJECTED with the reason, so no ballot stays open for a workflow that is gone.
+#[test]
+fn a_canceled_workflow_withdraws_its_open_decision() {
+    let mut c = Cluster::new();
+    let voter = c.register("r1", &["reviewer"], 1);
+    let id = c.start(definition(vec![vote("vote", &[])]), "");
+    assert_eq!(c.wf(id).state, WorkflowState::Waiting);
+    let decision_id = c.step(id, "vote").decision_id;
+    c.workflow(WorkflowCommand::Cancel {
+        workflow_id: id,
+        reason: "not needed".into(),
+    });
+    assert_eq!(c.wf(id).state, WorkflowState::Canceled);
+    let decision = c.sm.decisions().decision(decision_id).expect("kept");
+    assert_eq!(decision.status, DecisionStatus::Rejected);
+    assert_eq!(
+        decision.reason,
+        format!("withdrawn by workflow {id}: not needed")
+    );
+    let late = c.run(CoordCommand::Vote {
+        session_id: voter,
+        decision_id,
+        choice: "yes".into(),
+        rationale: String::new(),
+    });
+    assert!(!matches!(late, CoordResponse::Voted { .. }), "{late:?}");
 }

@@ -355,6 +355,13 @@ impl<'a, 'c> Run<'a, 'c> {
         if !running {
             return;
         }
+        if *outcome == StepTaskOutcome::Expired && self.deadline_reached() {
+            // A step's task never outlives its workflow: at the workflow deadline the task's
+            // own timer fires first (the coordination timers go before the workflows' tick).
+            // That is the workflow timing out, not the step failing.
+            self.deadline_passed();
+            return;
+        }
         let (state, result, error) = self.branch_outcome(outcome);
         let b = &mut self.wf.steps[i].branches[branch as usize];
         b.state = state;
@@ -586,7 +593,12 @@ impl<'a, 'c> Run<'a, 'c> {
             ids.extend(self.stop_branches(i, branch_state, reason));
             self.disarm_join(i);
             let step = &mut self.wf.steps[i];
-            self.index.by_decision.remove(&step.decision_id);
+            if self.index.by_decision.remove(&step.decision_id).is_some() {
+                self.ctx.raise(Effect::WithdrawDecision {
+                    decision_id: step.decision_id,
+                    reason: format!("withdrawn by workflow {}: {reason}", self.wf.id),
+                });
+            }
             step.state = step_state;
             step.finished_ms = self.ctx.now_ms;
             step.error = reason.to_string();
@@ -778,8 +790,14 @@ impl<'a, 'c> Run<'a, 'c> {
         self.advance();
     }
 
+    /// Whether the workflow deadline is armed and has come.
+    fn deadline_reached(&self) -> bool {
+        self.wf.deadline_ms != 0 && self.wf.deadline_ms <= self.ctx.now_ms
+    }
+
     /// The workflow deadline passed.
     pub fn deadline_passed(&mut self) {
+        self.disarm_deadline();
         self.wf.deadline_ms = 0;
         self.stop("the workflow deadline passed", WorkflowState::TimedOut);
     }

@@ -17,6 +17,7 @@ struct Derived {
     dead: BTreeSet<TaskId>,
     gates: BTreeMap<DecisionId, BTreeSet<TaskId>>,
     leases: BTreeMap<SessionId, BTreeSet<TaskId>>,
+    children: BTreeMap<TaskId, BTreeSet<TaskId>>,
 }
 
 impl Derived {
@@ -63,6 +64,16 @@ impl Derived {
             self.timers
                 .insert((task.spec.deadline_ms, TimerKind::TaskDeadline, id));
         }
+        if let Some(delegation) = task
+            .delegation
+            .as_ref()
+            .filter(|_| !task.state.is_terminal())
+        {
+            self.children
+                .entry(delegation.parent)
+                .or_default()
+                .insert(id);
+        }
     }
 }
 
@@ -88,9 +99,44 @@ impl Tasks {
         assert_eq!(by_queue, derived.dead, "dead letters by queue");
         assert_eq!(self.gates, derived.gates, "gates");
         assert_eq!(self.leases, derived.leases, "leases by session");
+        assert_eq!(
+            self.children, derived.children,
+            "delegated tasks by manager"
+        );
+        self.check_delegations();
         let digest = self.tasks.values().fold(0, |d, t| d ^ task_digest(t));
         assert_eq!(self.tasks_digest, digest, "running task digest");
         self.check_idempotency();
+    }
+
+    /// A delegated task not finished lives under its manager's current lease, no deeper than
+    /// TASK_TREE_DEPTH_MAX, with a deadline no later than its manager's.
+    fn check_delegations(&self) {
+        for task in self.tasks.values().filter(|t| !t.state.is_terminal()) {
+            let Some(delegation) = &task.delegation else {
+                continue;
+            };
+            let manager = &self.tasks[&delegation.parent];
+            let id = task.id;
+            assert_eq!(
+                manager.lease.as_ref().map(|l| l.token),
+                Some(delegation.token),
+                "task {id}: delegated under its manager's current lease"
+            );
+            assert_eq!(task.spec.parent_id, delegation.parent);
+            assert!(delegation.depth <= crate::limits::TASK_TREE_DEPTH_MAX);
+            let depth = manager.delegation.as_ref().map_or(0, |d| d.depth) + 1;
+            assert_eq!(
+                delegation.depth, depth,
+                "task {id}: one deeper than its manager"
+            );
+            if manager.spec.deadline_ms != 0 {
+                assert!(
+                    task.spec.deadline_ms != 0 && task.spec.deadline_ms <= manager.spec.deadline_ms,
+                    "task {id}: a deadline no later than its manager's"
+                );
+            }
+        }
     }
 
     fn check_idempotency(&self) {

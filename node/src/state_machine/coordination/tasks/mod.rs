@@ -9,6 +9,7 @@
 //! (`Effect::DecisionClosed`) resolves the tasks gated on it.
 
 mod backoff;
+mod delegation;
 #[cfg(test)]
 mod invariants;
 mod listing;
@@ -29,11 +30,12 @@ use crate::state_machine::kv::Fnv;
 use crate::state_machine::primitive::{Ctx, Effect, Primitive, StepTaskOutcome};
 
 pub use backoff::{jitter_fraction, Backoff};
+pub use delegation::ESCALATED_FROM_LABEL;
 pub use listing::{TaskFilter, TaskListing};
 pub use plan::SCAN_PER_QUEUE;
 pub use task::{
-    Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, DecisionGate, Lease, Progress,
-    ReadyKey, StepOrigin, Task, TaskSpec, TaskState,
+    Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, DecisionGate, Delegation,
+    Escalation, Lease, Progress, ReadyKey, StepOrigin, Task, TaskSpec, TaskState,
 };
 
 /// The tasks primitive.
@@ -71,6 +73,8 @@ pub struct Tasks {
     retention: Retention,
     /// The queue of the last assignment: the next plan starts after it (fairness across plans).
     last_assigned_queue: String,
+    /// Delegated tasks not finished, per manager task (`delegation`).
+    children: BTreeMap<TaskId, BTreeSet<TaskId>>,
 }
 
 impl Tasks {
@@ -121,6 +125,12 @@ impl Tasks {
             CoordCommand::Cancel { task_id, reason } => self.cancel(ctx, *task_id, reason),
             CoordCommand::Redrive { selector } => self.redrive(ctx, selector),
             CoordCommand::Purge { selector } => self.purge(ctx, selector),
+            CoordCommand::Delegate {
+                parent,
+                token,
+                tasks,
+                escalate_to,
+            } => self.delegate(ctx, *parent, *token, tasks, escalate_to),
             other => unreachable!("{} is not a tasks command", other.name()),
         }
     }
@@ -319,6 +329,17 @@ impl Tasks {
                 insert,
             );
         }
+        if let Some(delegation) = task
+            .delegation
+            .as_ref()
+            .filter(|_| !task.state.is_terminal())
+        {
+            let open = self.children.entry(delegation.parent).or_default();
+            toggle(open, id, insert);
+            if open.is_empty() {
+                self.children.remove(&delegation.parent);
+            }
+        }
     }
 
     /// The part of `index` that depends on the task's state.
@@ -368,10 +389,12 @@ impl Tasks {
 
     // ---- Events ----
 
+    /// Announces a change of `task` (not yet put back); when it ended, tells its workflow, and
+    /// when it is a delegated task that dead-lettered, escalates it.
     fn task_event(
         &mut self,
         ctx: &mut Ctx,
-        task: &Task,
+        task: &mut Task,
         kind: TaskEventKind,
         revoked: Option<Revoked>,
     ) {
@@ -386,6 +409,9 @@ impl Tasks {
         });
         if ends_task(kind, task.state) {
             report_step_task_finished(ctx, task);
+            if delegation::escalates(task) {
+                self.escalate(ctx, task);
+            }
         }
     }
 
@@ -412,6 +438,7 @@ impl Tasks {
             tasks_digest,
             retention,
             last_assigned_queue,
+            children,
         } = self;
         vec![
             ("last_task_id", encode(last_task_id)),
@@ -431,6 +458,7 @@ impl Tasks {
             ("tasks_digest", encode(tasks_digest)),
             ("retention", encode(retention)),
             ("last_assigned_queue", encode(last_assigned_queue)),
+            ("children", encode(children)),
         ]
     }
 }
@@ -485,7 +513,8 @@ impl Primitive for Tasks {
             | Effect::StepTaskSubmitted { .. }
             | Effect::StepTaskFinished { .. }
             | Effect::ProposeStepDecision { .. }
-            | Effect::StepDecisionProposed { .. } => {}
+            | Effect::StepDecisionProposed { .. }
+            | Effect::WithdrawDecision { .. } => {}
         }
     }
 
@@ -544,7 +573,8 @@ fn ends_task(kind: TaskEventKind, state: TaskState) -> bool {
         | TaskEventKind::Requeued
         | TaskEventKind::Redriven
         | TaskEventKind::Unblocked
-        | TaskEventKind::Purged => false,
+        | TaskEventKind::Purged
+        | TaskEventKind::Escalated => false,
     }
 }
 

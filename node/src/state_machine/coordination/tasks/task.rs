@@ -116,6 +116,22 @@ pub enum AttemptOutcome {
     DeadlineExceeded,
 }
 
+impl AttemptOutcome {
+    /// How a lease that ended so is told, after "its manager, task N, ".
+    pub fn lease_end(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "is running",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::LeaseExpired => "lost its lease (it expired)",
+            AttemptOutcome::SessionLost => "lost its lease (its agent's session ended)",
+            AttemptOutcome::Released => "was released by its agent",
+            AttemptOutcome::Canceled => "was canceled",
+            AttemptOutcome::DeadlineExceeded => "passed its deadline",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub attempt: u32,
@@ -170,6 +186,37 @@ pub struct Task {
     /// The workflow step (and branch) this task runs, when a workflow submitted it. Kept in the
     /// task (the snapshot), never in its `TaskSpec`: the log's `Submit` cannot carry one.
     pub origin: Option<StepOrigin>,
+    /// The manager this task was delegated by (`CoordCommand::Delegate`); None for a task
+    /// submitted on its own.
+    pub delegation: Option<Delegation>,
+}
+
+/// A task delegated by another task's agent, under that task's lease: it lives as long as the
+/// lease (when the lease ends, by any verb, expiry, revocation or cancel, the delegated tasks not
+/// finished are canceled), and a dead letter escalates instead of failing silently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// The manager task (also the spec's `parent_id`).
+    pub parent: TaskId,
+    /// The manager's lease token it was delegated under.
+    pub token: FencingToken,
+    /// 1 for a task delegated by a root task (TASK_TREE_DEPTH_MAX).
+    pub depth: u32,
+    /// The capability a dead letter escalates to (a new task); "" escalates to the manager.
+    pub escalate_to: String,
+    /// Set when this task dead-lettered or expired and escalated.
+    pub escalation: Option<Escalation>,
+}
+
+/// Where a delegated task's dead letter went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Escalation {
+    /// To the manager: its children listing and its task watch show it.
+    Manager,
+    /// To a new task with the escalation capability, delegated under the same lease.
+    Task(TaskId),
+    /// Nowhere: the manager's lease had ended (a redriven orphan).
+    Orphaned,
 }
 
 /// Which workflow step's branch a task runs (`Effect::SubmitStepTasks`); its terminal state is

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, Lease, Progress, StepOrigin,
-    Task, TaskSpec, TaskState, Tasks,
+    Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, Delegation, Lease, Progress,
+    StepOrigin, Task, TaskSpec, TaskState, Tasks,
 };
 use crate::limits::{ATTEMPT_HISTORY_MAX, TASKS_MAX};
 use crate::state_machine::coordination::decisions::{gate_outcome, DecisionStatus};
@@ -93,7 +93,7 @@ impl Tasks {
                 });
                 continue;
             }
-            let (task_id, existing) = self.submit_task(ctx, spec, Some(origin));
+            let (task_id, existing) = self.submit_task(ctx, spec, Some(origin), None);
             debug_assert!(!existing, "a step task has no idempotency key");
             ctx.raise(Effect::StepTaskSubmitted {
                 workflow_id,
@@ -113,14 +113,17 @@ impl Tasks {
     }
 
     fn submit_one(&mut self, ctx: &mut Ctx, spec: &TaskSpec) -> (TaskId, bool) {
-        self.submit_task(ctx, spec, None)
+        self.submit_task(ctx, spec, None, None)
     }
 
-    fn submit_task(
+    /// Submits one checked spec (an idempotency key hit answers the existing task), from a
+    /// workflow step (`origin`) or a manager (`delegation`) when given.
+    pub(super) fn submit_task(
         &mut self,
         ctx: &mut Ctx,
         spec: &TaskSpec,
         origin: Option<StepOrigin>,
+        delegation: Option<Delegation>,
     ) -> (TaskId, bool) {
         let now_ms = ctx.now_ms;
         let key = (spec.queue.clone(), spec.idempotency_key.clone());
@@ -148,6 +151,7 @@ impl Tasks {
             cancel_reason: String::new(),
             last_token: 0,
             origin,
+            delegation,
         };
         match &spec.requires {
             None => make_ready(&mut task, now_ms),
@@ -174,7 +178,7 @@ impl Tasks {
                 .insert((now_ms, key.0.clone(), key.1.clone()));
             self.idempotency.insert(key, (id, now_ms));
         }
-        self.task_event(ctx, &task, TaskEventKind::Submitted, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Submitted, None);
         self.put_task(task);
         (id, false)
     }
@@ -242,13 +246,17 @@ impl Tasks {
             task_id,
         });
         self.last_assigned_queue.clone_from(&task.spec.queue);
-        self.task_event(ctx, &task, TaskEventKind::Assigned, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Assigned, None);
         self.put_task(task);
         Some(token)
     }
 
     /// The fencing check of every verb: the task must be ASSIGNED under exactly this token.
-    fn check_token(&self, task_id: TaskId, token: FencingToken) -> Result<(), CoordResponse> {
+    pub(super) fn check_token(
+        &self,
+        task_id: TaskId,
+        token: FencingToken,
+    ) -> Result<(), CoordResponse> {
         let Some(task) = self.tasks.get(&task_id) else {
             return Err(CoordResponse::UnknownTask { task_id });
         };
@@ -277,7 +285,7 @@ impl Tasks {
         task.state = TaskState::Succeeded;
         task.updated_ms = now_ms;
         task.result = result.to_vec();
-        self.task_event(ctx, &task, TaskEventKind::Succeeded, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Succeeded, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Succeeded,
@@ -317,8 +325,8 @@ impl Tasks {
             task.ready_at_ms = now_ms.saturating_add(retry_after_ms.max(backoff));
             TaskEventKind::RetryScheduled
         };
-        self.task_event(ctx, &task, TaskEventKind::Failed, None);
-        self.task_event(ctx, &task, kind, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Failed, None);
+        self.task_event(ctx, &mut task, kind, None);
         let state = task.state;
         self.put_task(task);
         CoordResponse::Verb {
@@ -347,7 +355,7 @@ impl Tasks {
         let lease = task.lease.as_mut().expect("checked");
         lease.deadline_ms = now_ms.saturating_add(lease_ms);
         let lease_deadline_ms = lease.deadline_ms;
-        self.task_event(ctx, &task, TaskEventKind::LeaseExtended, None);
+        self.task_event(ctx, &mut task, TaskEventKind::LeaseExtended, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Assigned,
@@ -375,7 +383,7 @@ impl Tasks {
             lease.deadline_ms = now_ms.saturating_add(lease_ms);
         }
         let lease_deadline_ms = lease.deadline_ms;
-        self.task_event(ctx, &task, TaskEventKind::Progress, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Progress, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Assigned,
@@ -399,7 +407,7 @@ impl Tasks {
         task.state = TaskState::Pending;
         task.ready_at_ms = now_ms;
         task.updated_ms = now_ms;
-        self.task_event(ctx, &task, TaskEventKind::Requeued, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Requeued, None);
         self.put_task(task);
         CoordResponse::Verb {
             state: TaskState::Pending,
@@ -431,7 +439,7 @@ impl Tasks {
         task.state = TaskState::Canceled;
         task.updated_ms = now_ms;
         task.cancel_reason = reason.to_string();
-        self.task_event(ctx, &task, TaskEventKind::Canceled, revoked);
+        self.task_event(ctx, &mut task, TaskEventKind::Canceled, revoked);
         self.put_task(task);
         CoordResponse::Canceled {
             canceled: true,
@@ -477,8 +485,9 @@ impl Tasks {
             }
             task.attempts = 0;
             task.dead_letter_reason = None;
+            self.detach_orphan(&mut task);
             make_ready(&mut task, now_ms);
-            self.task_event(ctx, &task, TaskEventKind::Redriven, None);
+            self.task_event(ctx, &mut task, TaskEventKind::Redriven, None);
             self.put_task(task);
         }
         CoordResponse::DeadLetters {
@@ -489,8 +498,8 @@ impl Tasks {
     pub(super) fn purge(&mut self, ctx: &mut Ctx, selector: &DeadLetterSelector) -> CoordResponse {
         let ids = self.select_dead_letters(selector);
         for &id in &ids {
-            let task = self.forget_task(id).expect("selected from the index");
-            self.task_event(ctx, &task, TaskEventKind::Purged, None);
+            let mut task = self.forget_task(id).expect("selected from the index");
+            self.task_event(ctx, &mut task, TaskEventKind::Purged, None);
         }
         CoordResponse::DeadLetters {
             count: ids.len() as u64,
@@ -523,6 +532,7 @@ impl Tasks {
             task_id: task.id,
             outcome,
         });
+        self.cancel_delegated(ctx, task.id, lease.token, outcome.lease_end());
         Some(lease)
     }
 
@@ -568,7 +578,7 @@ impl Tasks {
                 canceled: false,
                 reason: end.reason().to_string(),
             };
-            self.task_event(ctx, &task, kind, Some(revoked));
+            self.task_event(ctx, &mut task, kind, Some(revoked));
             self.put_task(task);
         }
     }
@@ -612,7 +622,7 @@ impl Tasks {
         task.state = TaskState::Expired;
         task.updated_ms = now_ms;
         task.dead_letter_reason = Some(DeadLetterReason::DeadlineExceeded);
-        self.task_event(ctx, &task, TaskEventKind::Expired, revoked);
+        self.task_event(ctx, &mut task, TaskEventKind::Expired, revoked);
         self.put_task(task);
     }
 
@@ -639,7 +649,7 @@ impl Tasks {
             canceled: false,
             reason: "the lease expired".to_string(),
         };
-        self.task_event(ctx, &task, kind, Some(revoked));
+        self.task_event(ctx, &mut task, kind, Some(revoked));
         self.put_task(task);
     }
 
@@ -677,7 +687,7 @@ impl Tasks {
                     TaskEventKind::Canceled
                 }
             };
-            self.task_event(ctx, &task, kind, None);
+            self.task_event(ctx, &mut task, kind, None);
             self.put_task(task);
         }
     }
@@ -694,12 +704,12 @@ impl Tasks {
         let mut task = self.take_task(task_id).expect("checked");
         task.state = TaskState::Pending;
         task.updated_ms = now_ms;
-        self.task_event(ctx, &task, TaskEventKind::Requeued, None);
+        self.task_event(ctx, &mut task, TaskEventKind::Requeued, None);
         self.put_task(task);
     }
 }
 
-fn check_task_spec(ctx: &Ctx, spec: &TaskSpec) -> Result<(), String> {
+pub(super) fn check_task_spec(ctx: &Ctx, spec: &TaskSpec) -> Result<(), String> {
     if spec.queue.is_empty() {
         return Err("queue: must not be empty".into());
     }
