@@ -125,6 +125,11 @@ pub enum UnsafeTestMode {
     /// Drop the fence of fenced writes (kv.proto Fence): a lock holder that lost its lock can
     /// still write.
     SkipFence,
+    /// Let a stale lease complete a workflow step's task: the leader sends a Complete of a task
+    /// that has a workflow origin with the task's current token instead of the stale one it
+    /// carries (`Node::stale_step_result`), so a worker whose lease was taken away records the
+    /// step's result.
+    StaleStepResult,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -16,7 +16,7 @@ use crate::raft::heartbeats::Heartbeats;
 use crate::raft::metrics::RaftCounters;
 use crate::raft::network::PeerNetwork;
 use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
-use crate::state_machine::{Command, Fence, Request, RequestId, Response};
+use crate::state_machine::{Command, CoordCommand, Fence, Request, RequestId, Response};
 use crate::storage::SharedState;
 
 /// Longest wait for a new learner to catch up with the leader's log before AddLearner answers
@@ -161,6 +161,7 @@ impl Node {
         // The test-only skip-fence mode drops the fence: the suite shows it notices.
         let fence = fence
             .filter(|_| self.config.unsafe_test_mode != crate::config::UnsafeTestMode::SkipFence);
+        let command = self.stale_step_result(command);
         let request = Request {
             now_ms: wall_clock_ms(),
             request_id,
@@ -182,6 +183,53 @@ impl Node {
             }
             Ok(Err(e)) => Err(Error::Fatal(e.to_string())),
         }
+    }
+
+    /// Test-only, in `--unsafe-test-mode stale-step-result`: a Complete of a workflow step's task
+    /// whose token is not the task's current lease is given the current lease's token, so that
+    /// the state machine's fencing check (which stays as it is) accepts it and the workflow records
+    /// a stale attempt's result. The Jepsen workflows checker must notice. Reads this leader's
+    /// applied state, so it only breaks the guarantee while the task is assigned to someone else;
+    /// every other command, and every command in any other mode, passes unchanged.
+    fn stale_step_result(&self, command: Command) -> Command {
+        if self.config.unsafe_test_mode != crate::config::UnsafeTestMode::StaleStepResult {
+            return command;
+        }
+        let Command::Coordination(CoordCommand::Complete {
+            task_id,
+            token,
+            result,
+        }) = command
+        else {
+            return command;
+        };
+        let current = {
+            let state = self.state.read();
+            state
+                .machine
+                .tasks()
+                .task(task_id)
+                .filter(|task| task.origin.is_some())
+                .and_then(|task| task.lease.as_ref())
+                .map(|lease| lease.token)
+        };
+        let token = match current {
+            Some(current) if current != token => {
+                tracing::warn!(
+                    task_id,
+                    token,
+                    current,
+                    "UNSAFE: a stale step completion takes the current token"
+                );
+                current
+            }
+            _ => token,
+        };
+        Command::Coordination(CoordCommand::Complete {
+            task_id,
+            token,
+            result,
+        })
     }
 
     /// Raft ReadIndex (Raft thesis §6.4): after this returns, reads of the local state are

@@ -323,3 +323,94 @@ async fn deposed_leaders_are_refused_by_the_fence() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// How many step completions of a run's workflows workload were sent after a newer token of
+/// their task had been pushed to an agent, how many of those were refused as lease lost, and how
+/// many accepted (the rest have unknown outcomes).
+fn stale_step_completions(results: &jepsen::Results) -> (u64, u64, u64) {
+    let stats = results
+        .checks
+        .iter()
+        .find(|check| check.workload == "workflows")
+        .map(|check| check.stats.clone())
+        .unwrap_or_default();
+    (
+        stats["completions_after_a_newer_token"]
+            .as_u64()
+            .unwrap_or(0),
+        stats["completions_after_a_newer_token_refused"]
+            .as_u64()
+            .unwrap_or(0),
+        stats["completions_after_a_newer_token_accepted"]
+            .as_u64()
+            .unwrap_or(0),
+    )
+}
+
+/// Workflows run by the cluster through a killed and a paused leader and an isolated one:
+/// pipelines, fan-outs joined by 3 of 5 and cancels in the middle, their step tasks taken by
+/// agents that stall past their leases and freeze past their sessions. Every started workflow
+/// ends terminal, no step starts before the steps it follows (cluster times, watch order, and
+/// the history's real time), every recorded step result is the one the task's current lease
+/// produced, every join fires once with at least 3 results, canceled workflows leave no running
+/// task. Also asserts that stale completions were sent and refused (the scripted deposals of
+/// `workflows.rs`): the fence was exercised, not merely never needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_under_leader_kills_pauses_and_partitions() -> anyhow::Result<()> {
+    let config = RunConfig::short(
+        "workflows-kills-pauses",
+        &["workflows"],
+        &[
+            Nemesis::KillLeader,
+            Nemesis::PauseLeader,
+            Nemesis::IsolateLeader,
+        ],
+    );
+    let results = run_and_expect_valid(config).await?;
+    let (stale, refused, _) = stale_step_completions(&results);
+    assert!(
+        refused > 0,
+        "{stale} stale step completions, {refused} refused: the scenario proves less than it claims"
+    );
+    Ok(())
+}
+
+/// The workflows checker can fail, and not by chance: with `--unsafe-test-mode
+/// stale-step-result` the leader gives a step task's Complete that carries a stale token the
+/// task's current token, so the workflows workload's scripted deposals (the worker of a
+/// pipeline's step `b` stays silent until the task is assigned again, then completes with its
+/// old token before the new holder does) record the stale attempt's result as the step's. The
+/// checker must report a result that came from a token other than the successful attempt's and a
+/// completion accepted after a newer token was pushed. No faults: nothing else explains it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_stale_step_result_is_caught_by_workflows() -> anyhow::Result<()> {
+    let mut config = RunConfig::short("unsafe-stale-step-result", &["workflows"], &[]);
+    config.unsafe_mode = Some("stale-step-result".to_string());
+    config.faults = std::time::Duration::from_secs(10);
+    let results = jepsen::run(config).await?;
+    let (stale, refused, accepted) = stale_step_completions(&results);
+    assert!(
+        accepted > 0,
+        "no stale step completion was accepted (seed {}; {stale} sent, {refused} refused): the \
+         scenario proves nothing; {:?}",
+        results.seed,
+        results.problems
+    );
+    assert_eq!(
+        results.verdict,
+        RunVerdict::Invalid,
+        "stale step results went unnoticed (seed {}): {:?}; report: {}",
+        results.seed,
+        results.problems,
+        results.dir.join("report.html").display()
+    );
+    assert!(
+        results
+            .problems
+            .iter()
+            .any(|p| p.contains("workflows") && p.contains("a stale lease's result")),
+        "{:?}",
+        results.problems
+    );
+    Ok(())
+}

@@ -15,6 +15,7 @@ pub mod register;
 pub mod set;
 pub mod tasks;
 pub mod watch;
+pub mod workflows;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -63,6 +64,9 @@ pub fn build(name: &str) -> anyhow::Result<Box<dyn Workload>> {
         elections::NAME => Box::new(elections::ElectionsWorkload::new(
             elections::Options::default(),
         )),
+        workflows::NAME => Box::new(workflows::WorkflowsWorkload::new(
+            workflows::Options::default(),
+        )),
         other => anyhow::bail!("no workload named {other:?}; known: {}", NAMES.join(", ")),
     })
 }
@@ -76,6 +80,7 @@ pub const NAMES: &[&str] = &[
     decisions::NAME,
     locks::NAME,
     elections::NAME,
+    workflows::NAME,
 ];
 
 /// A checker's verdict.

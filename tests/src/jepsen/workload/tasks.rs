@@ -33,7 +33,7 @@
 //! The checker is [`check::check`], a pure function of the history.
 
 mod check;
-mod listed;
+pub(super) mod listed;
 mod operator;
 
 use std::collections::HashSet;
