@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::limits::{DEFAULT_WAIT_MS, MAX_REQUEST_BYTES, MAX_WAIT_MS};
 use crate::node::Consistency;
 use crate::state_machine::coordination::{CoordCommand, CoordResponse, TaskFilter};
-use crate::state_machine::Command;
+use crate::state_machine::{Command, StateMachine};
 
 pub struct TasksService {
     gateway: Gateway,
@@ -139,10 +139,7 @@ impl Tasks for TasksService {
             .tasks()
             .task(req.task_id)
             .ok_or_else(|| to_status(Error::unknown_task(req.task_id)))?;
-        let mut task = convert::task(task, false);
-        if let Some(origin) = task.origin.as_mut() {
-            origin.step_name = super::workflows::step_name(&state.machine, origin);
-        }
+        let task = named_origin(convert::task(task, false), &state.machine);
         Ok(Response::new(pb::GetTaskResponse {
             header: self.gateway.header(state.machine.revision(), consistency),
             task: Some(task),
@@ -177,7 +174,10 @@ impl Tasks for TasksService {
             .tasks()
             .list_tasks(&filter, req.after_id, limit);
         let (tasks, more) = bounded_page(
-            listing.tasks.iter().map(|t| convert::task(t, req.summary)),
+            listing
+                .tasks
+                .iter()
+                .map(|t| named_origin(convert::task(t, req.summary), &state.machine)),
             listing.more,
         );
         // A page cut short by its size goes on after its last task.
@@ -374,4 +374,12 @@ impl Tasks for TasksService {
             )
             .await
     }
+}
+
+/// A task with its workflow origin's step name filled in, while the node keeps the workflow.
+fn named_origin(mut task: pb::Task, machine: &StateMachine) -> pb::Task {
+    if let Some(origin) = task.origin.as_mut() {
+        origin.step_name = super::workflows::step_name(machine, origin);
+    }
+    task
 }
