@@ -5,7 +5,7 @@
 //! current endpoint of the rotation, which starts at the first endpoint and advances past a node
 //! whenever it fails at the transport level.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,11 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long the client waits for a node's status when it asks who leads.
 const LEADER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a call goes on while every node it knows refuses the connection (nothing listens
+/// there): then it fails as "not reachable" instead of retrying for its whole deadline
+/// (etcdctl's dial timeout). A node that answers, or does not answer in time, keeps the full
+/// deadline: an answer may still come.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(2);
 const BACKOFF_FIRST: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -295,6 +300,7 @@ impl Client {
         let mut last_failure = String::from("no attempt was made");
         // Nodes that answered FAILED_PRECONDITION (removed from the cluster) during this call.
         let mut removed_nodes: Vec<String> = Vec::new();
+        let mut refusals = Refusals::new(self.routing().rotation.len());
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -317,8 +323,14 @@ impl Client {
                     self.observe_success(kind, &node, response.served_by());
                     return Ok(response);
                 }
-                Ok(Err(status)) => status,
+                Ok(Err(status)) => {
+                    if refusals.all_refused(&node.address, &status) {
+                        return Err(unreachable(kind, maybe_applied, &refusals));
+                    }
+                    status
+                }
                 Err(_elapsed) => {
+                    refusals.clear();
                     last_failure =
                         format!("{}: no answer within {attempt_timeout:?}", node.address);
                     tracing::debug!(kind = ?kind, failure = %last_failure, "attempt timed out");
@@ -591,8 +603,55 @@ fn refused(status: &Status, maybe_applied: bool, last_failure: String) -> Error 
 }
 
 /// The error for a call that ran out of time.
+/// The nodes that refused the connection during one call, since the last one that did not.
+struct Refusals {
+    started: Instant,
+    known: usize,
+    refused: BTreeSet<String>,
+}
+
+impl Refusals {
+    fn new(known: usize) -> Refusals {
+        Refusals {
+            started: Instant::now(),
+            known,
+            refused: BTreeSet::new(),
+        }
+    }
+
+    /// Records an attempt's failure; true when every known node has refused the connection and
+    /// UNREACHABLE_AFTER has passed.
+    fn all_refused(&mut self, address: &str, status: &Status) -> bool {
+        if !crate::error::never_connected(status) {
+            self.clear();
+            return false;
+        }
+        self.refused.insert(address.to_string());
+        self.refused.len() >= self.known && self.started.elapsed() >= UNREACHABLE_AFTER
+    }
+
+    fn clear(&mut self) {
+        self.refused.clear();
+    }
+}
+
+/// Every node refused the connection: the cluster is not running there, or not reachable.
+fn unreachable(kind: CallKind, maybe_applied: bool, refusals: &Refusals) -> Error {
+    let nodes: Vec<&str> = refusals.refused.iter().map(String::as_str).collect();
+    let message = format!(
+        "the cluster is not reachable: every node refused the connection for {:.1}s ({})",
+        refusals.started.elapsed().as_secs_f64(),
+        nodes.join(", ")
+    );
+    give_up_with(kind, maybe_applied, message)
+}
+
 fn give_up(kind: CallKind, maybe_applied: bool, last_failure: &str, deadline: Duration) -> Error {
     let message = format!("no definite answer within {deadline:?}; last failure: {last_failure}");
+    give_up_with(kind, maybe_applied, message)
+}
+
+fn give_up_with(kind: CallKind, maybe_applied: bool, message: String) -> Error {
     match kind {
         CallKind::Read(_) => Error::Unavailable { message },
         CallKind::Write | CallKind::Membership if maybe_applied => Error::Indeterminate { message },
@@ -768,5 +827,33 @@ mod tests {
         );
         let error = client.get("k").await.expect_err("nobody listens");
         assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    }
+
+    /// With every node refusing the connection, a call with the default 10 s deadline says the
+    /// cluster is not reachable, naming every node, instead of "no definite answer" at its
+    /// deadline; a write so refused was not applied.
+    #[tokio::test]
+    async fn a_cluster_nobody_listens_on_is_not_reachable() {
+        let free = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            listener.local_addr().expect("bound").to_string()
+        };
+        let (a, b) = (free(), free());
+        let client = Client::connect([a.clone(), b.clone()]).expect("valid endpoints");
+        let error = client.get("k").await.expect_err("nobody listens");
+        let Error::Unavailable { message } = &error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            message.starts_with("the cluster is not reachable"),
+            "{message}"
+        );
+        assert!(message.contains(&a) && message.contains(&b), "{message}");
+        let error = client.put("k", "v").await.expect_err("nobody listens");
+        assert!(
+            matches!(&error, Error::Rejected { code: Code::Unavailable, message }
+                if message.starts_with("the cluster is not reachable")),
+            "{error:?}"
+        );
     }
 }
