@@ -363,6 +363,14 @@ cmd_up() {
     initialize
     wait_for_leader
     cmd_status
+    print_endpoints
+}
+
+# The line that points the CLI (and the client library's examples) at this cluster.
+print_endpoints() {
+    echo
+    echo "# the CLI talks to this cluster with:"
+    echo "export CONCLAVE_ENDPOINTS=$(endpoints)"
 }
 
 cmd_down() {

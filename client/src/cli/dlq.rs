@@ -135,18 +135,20 @@ fn report(
             "header": header_json(&result.header),
             "count": result.count,
         }))?;
-    } else {
+    }
+    // Said once: the error alone when the ids named no dead letter.
+    if given_ids && result.count == 0 {
+        return Err(CliError::failed(format!(
+            "nothing to {verb}: none of the given tasks is a dead letter"
+        )));
+    }
+    if !json {
         let noun = if result.count == 1 {
             "dead letter"
         } else {
             "dead letters"
         };
         output::line(&format!("{done} {} {noun}", result.count))?;
-    }
-    if given_ids && result.count == 0 {
-        return Err(CliError::failed(format!(
-            "nothing to {verb}: none of the given tasks is a dead letter"
-        )));
     }
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use conclave_client::{
-    is_terminal, unix_ms_now, Backoff, Client, DeadLetterReason, DecisionGate, Delegation,
-    EscalationKind, ReadConsistency, Task, TaskEvent, TaskEventKind, TaskListOptions, TaskSpec,
-    TaskState, TaskWatchOptions,
+    is_terminal, unix_ms_now, AgentListOptions, AgentStatus, Backoff, Client, DeadLetterReason,
+    DecisionGate, Delegation, EscalationKind, ReadConsistency, Task, TaskEvent, TaskEventKind,
+    TaskListOptions, TaskSpec, TaskState, TaskWatchOptions,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -35,7 +35,8 @@ pub enum TaskCommand {
     /// The payload is the PAYLOAD argument, the contents of --payload-file, or stdin for `-`
     /// (default: empty). Prints the task id. With --wait, waits for the task to finish and prints
     /// its result (the bytes, unchanged) instead; it then exits 1 if the task ends dead-lettered,
-    /// canceled or expired, and 3 if --max-wait passes first.
+    /// canceled or expired, and 3 if --max-wait passes first. When no live agent has the task's
+    /// capabilities, a warning on stderr says so at once (the task waits for one to register).
     #[command(
         override_usage = "conclave task submit [OPTIONS] <QUEUE> [PAYLOAD | --payload-file <PATH>]"
     )]
@@ -52,6 +53,9 @@ pub enum TaskCommand {
         /// Read this node's local state instead of confirming with a quorum; may be stale.
         #[arg(long)]
         serializable: bool,
+        /// With --json, leave the payload out (it may be up to 1 MiB).
+        #[arg(long)]
+        no_payload: bool,
     },
     /// List tasks in id order, filtered by queue, state, label and parent.
     ///
@@ -94,6 +98,9 @@ pub enum TaskCommand {
         /// Give up after this long (e.g. 30s, 5m); default: wait as long as it takes.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         max_wait: Option<Duration>,
+        /// With --json, leave the payload out (it may be up to 1 MiB).
+        #[arg(long)]
+        no_payload: bool,
     },
     /// Cancel a task that has not finished. A running task's agent is told to stop.
     ///
@@ -227,6 +234,7 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
             id,
             result,
             serializable,
+            no_payload,
         } => {
             let read = client.get_task_with(id, consistency(serializable)).await;
             let read = not_found_is_failure(read, id)?;
@@ -243,7 +251,7 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
             if json {
                 return output::json_document(&json!({
                     "header": header_json(&read.header),
-                    "task": task_json(task),
+                    "task": task_document(task, !no_payload),
                 }));
             }
             print_task(task)
@@ -307,7 +315,14 @@ pub async fn run(command: TaskCommand, globals: &Globals) -> CliResult {
             }
             Err(CliError::failed("the watch ended"))
         }
-        TaskCommand::Wait { id, max_wait } => wait_and_print(&client, id, max_wait, json).await,
+        TaskCommand::Wait {
+            id,
+            max_wait,
+            no_payload,
+        } => {
+            let json = json.then_some(!no_payload);
+            wait_and_print(&client, id, max_wait, json).await
+        }
         TaskCommand::Cancel { id, reason } => {
             let result = client.cancel_task(id, &reason).await;
             let result = not_found_is_failure(result, id)?;
@@ -355,7 +370,9 @@ async fn submit(client: &Client, args: SubmitArgs, json: bool) -> CliResult {
     let spec = task_spec(args, unix_ms_now())?;
     let queue = spec.queue.clone();
     let idempotency_key = spec.idempotency_key.clone();
+    let capabilities = spec.capabilities.clone();
     let submitted = client.submit(spec).await?;
+    warn_if_nobody_can_run(client, &capabilities).await;
     let id = submitted.task_id;
     if wait {
         if submitted.existing {
@@ -363,7 +380,7 @@ async fn submit(client: &Client, args: SubmitArgs, json: bool) -> CliResult {
         } else {
             eprintln!("submitted task {id} (queue {queue}); waiting for it");
         }
-        return wait_and_print(client, id, max_wait, json).await;
+        return wait_and_print(client, id, max_wait, json.then_some(true)).await;
     }
     if json {
         return output::json_document(&json!({
@@ -381,6 +398,33 @@ async fn submit(client: &Client, args: SubmitArgs, json: bool) -> CliResult {
         ))
     } else {
         output::line(&format!("submitted task {id}"))
+    }
+}
+
+/// Says on stderr, at once, when no live agent has every capability the task asks for: it then
+/// waits (and `--wait` with it) until one registers. Best effort: a failed look is silent.
+async fn warn_if_nobody_can_run(client: &Client, capabilities: &[String]) {
+    let options = AgentListOptions {
+        capability: capabilities.first().cloned().unwrap_or_default(),
+        ..AgentListOptions::default()
+    };
+    let Ok(list) = client.list_agents(options).await else {
+        return;
+    };
+    let able = list.agents.iter().any(|agent| {
+        agent.status() == AgentStatus::Live
+            && capabilities.iter().all(|c| agent.capabilities.contains(c))
+    });
+    if !able {
+        let needed = if capabilities.is_empty() {
+            "any agent".to_string()
+        } else {
+            format!("an agent with {}", capabilities.join(", "))
+        };
+        eprintln!(
+            "warning: no live agent can run it: it waits for {needed} to register \
+             (bound a wait with --max-wait)"
+        );
     }
 }
 
@@ -436,12 +480,13 @@ pub fn task_spec(args: SubmitArgs, now_ms: u64) -> CliResult<TaskSpec> {
 }
 
 /// Waits for the task to finish and prints it: the result for a success; exits 1 for another
-/// end, 3 when `max_wait` passes first.
+/// end, 3 when `max_wait` passes first. `json`: print a JSON document instead, with the payload
+/// (Some(true)) or without it (Some(false)).
 pub async fn wait_and_print(
     client: &Client,
     id: u64,
     max_wait: Option<Duration>,
-    json: bool,
+    json: Option<bool>,
 ) -> CliResult {
     let started = tokio::time::Instant::now();
     let (header, task, terminal) = loop {
@@ -456,13 +501,13 @@ pub async fn wait_and_print(
         }
     };
     let state = task.state();
-    if json {
+    if let Some(payload) = json {
         output::json_document(&json!({
             "header": header_json(&header),
             "task_id": id,
             "terminal": terminal,
             "state": state_name(state),
-            "task": task_json(&task),
+            "task": task_document(&task, payload),
         }))?;
     }
     if !terminal {
@@ -473,13 +518,22 @@ pub async fn wait_and_print(
         )));
     }
     if state == TaskState::Succeeded {
-        return if json {
+        return if json.is_some() {
             Ok(())
         } else {
             output::raw(&task.result)
         };
     }
     Err(CliError::failed(ending(&task)))
+}
+
+/// A task as JSON, with or without its payload.
+fn task_document(task: &Task, payload: bool) -> serde_json::Value {
+    let mut value = task_json(task);
+    if let Some(object) = value.as_object_mut().filter(|_| !payload) {
+        object.retain(|key, _| !key.starts_with("payload"));
+    }
+    value
 }
 
 /// Why a finished task did not succeed, in one line.
