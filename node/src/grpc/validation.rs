@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use conclave_proto::v1 as pb;
-use conclave_proto::validate;
+use conclave_proto::{validate, TRACEPARENT_LABEL, TRACEPARENT_METADATA};
 use tonic::Status;
 
 use super::convert::{decision_status_from, task_state_from};
@@ -93,6 +93,28 @@ pub fn fencing_token(value: u64) -> Result<u64, Status> {
 pub fn capabilities(field: &str, values: &[String]) -> Result<BTreeSet<String>, Status> {
     rule(validate::capabilities(field, values))?;
     Ok(values.iter().cloned().collect())
+}
+
+/// The W3C `traceparent` in a request's metadata (tasks.proto, Tracing), checked; None without
+/// one.
+pub fn traceparent_metadata(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<String>, Status> {
+    let Some(value) = metadata.get(TRACEPARENT_METADATA) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| invalid(format!("{TRACEPARENT_METADATA}: not printable ASCII")))?;
+    rule(validate::traceparent(TRACEPARENT_METADATA, value))?;
+    Ok(Some(value.to_string()))
+}
+
+/// Gives a task spec the traceparent of its request, as the reserved label; the request body then
+/// carries it when it is forwarded to the leader.
+pub fn set_traceparent(spec: &mut pb::TaskSpec, traceparent: &str) {
+    spec.labels
+        .insert(TRACEPARENT_LABEL.to_string(), traceparent.to_string());
 }
 
 /// Labels or metadata: at most MAX_LABELS entries, keys 1 ..= 128 bytes, values <= 1024 bytes.
@@ -183,6 +205,12 @@ pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
         &spec.correlation_id,
     ))?;
     let labels = labels(&format!("{field}.labels"), &spec.labels)?;
+    if let Some(traceparent) = labels.get(TRACEPARENT_LABEL) {
+        rule(validate::traceparent(
+            &format!("{field}.labels[{TRACEPARENT_LABEL:?}]"),
+            traceparent,
+        ))?;
+    }
     let requires = match &spec.requires {
         None => None,
         Some(gate) => {
