@@ -53,7 +53,11 @@ fn every_example_passes_with_its_summary() {
     let Some(workflow_step::Kind::Task(manage)) = &manager.steps[1].kind else {
         panic!("a task");
     };
-    assert_eq!(manage.deadline_ms, 20 * 60_000, "the deadline its sections inherit");
+    assert_eq!(
+        manage.deadline_ms,
+        20 * 60_000,
+        "the deadline its sections inherit"
+    );
     let vote = load("vote-publish.yaml");
     let lines = step_summaries(&vote);
     assert_eq!(lines[1], "vote       decision (yes|no)  after draft");
