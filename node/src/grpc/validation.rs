@@ -126,6 +126,22 @@ pub fn labels(
     Ok(values.clone().into_iter().collect())
 }
 
+/// A task's labels (or a workflow task step's): [`labels`], and the reserved
+/// `conclave.traceparent`, when set, a W3C traceparent.
+pub fn task_labels(
+    field: &str,
+    values: &HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, Status> {
+    let labels = labels(field, values)?;
+    if let Some(traceparent) = labels.get(TRACEPARENT_LABEL) {
+        rule(validate::traceparent(
+            &format!("{field}[{TRACEPARENT_LABEL:?}]"),
+            traceparent,
+        ))?;
+    }
+    Ok(labels)
+}
+
 /// `value` with 0 meaning `default`, checked to lie in `min ..= max`.
 fn defaulted_u64(field: &str, value: u64, default: u64, min: u64, max: u64) -> Result<u64, Status> {
     rule(validate::defaulted(field, value, default, min, max))
@@ -204,13 +220,7 @@ pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
         &format!("{field}.correlation_id"),
         &spec.correlation_id,
     ))?;
-    let labels = labels(&format!("{field}.labels"), &spec.labels)?;
-    if let Some(traceparent) = labels.get(TRACEPARENT_LABEL) {
-        rule(validate::traceparent(
-            &format!("{field}.labels[{TRACEPARENT_LABEL:?}]"),
-            traceparent,
-        ))?;
-    }
+    let labels = task_labels(&format!("{field}.labels"), &spec.labels)?;
     let requires = match &spec.requires {
         None => None,
         Some(gate) => {

@@ -1,11 +1,14 @@
 //! A W3C `traceparent` given on Submit travels with the task: kept as its label, handed to the
 //! agent in the assignment, and to the exec agent's command as TRACEPARENT, whose output (the
-//! task's result) shows it arrived unchanged. A malformed one is refused by name.
+//! task's result) shows it arrived unchanged; the same from a workflow's start to its step's task.
+//! A malformed one is refused by name.
 
 use anyhow::{ensure, Context};
-use conclave_client::Client;
-use conclave_proto::v1::{SubmitRequest, TaskState};
+use conclave_client::{parse_definition, Client, DefinitionFormat};
+use conclave_proto::v1::workflows_client::WorkflowsClient;
+use conclave_proto::v1::{StartWorkflowRequest, SubmitRequest, TaskState};
 use conclave_proto::{TRACEPARENT_LABEL, TRACEPARENT_METADATA};
+use conclave_tests::channel;
 use conclave_tests::fleet::{task_spec, tasks_client, ExecAgent, Fleet};
 use conclave_tests::poll::eventually;
 use conclave_tests::{ClusterConfig, TestCluster};
@@ -98,6 +101,38 @@ async fn a_tasks_traceparent_reaches_the_exec_agents_command() -> anyhow::Result
             "task {task_id}: label {label:?}"
         );
     }
+
+    tracing::info!("a workflow started with a traceparent hands it to its step's task");
+    let definition = parse_definition(
+        "name: traced\nsteps:\n  - {name: only, queue: traced-steps, capabilities: [trace]}\n",
+        DefinitionFormat::Yaml,
+    )?;
+    let mut request = tonic::Request::new(StartWorkflowRequest {
+        request_id: Some(fleet.next_request_id()),
+        definition: Some(definition),
+        ..StartWorkflowRequest::default()
+    });
+    request
+        .metadata_mut()
+        .insert(TRACEPARENT_METADATA, TRACEPARENT.parse()?);
+    WorkflowsClient::new(channel::channel(cluster.api_addr(follower), None))
+        .start(request)
+        .await?;
+    let step_task = eventually("the step's task succeeded", SETTLE_TIMEOUT, || async {
+        let tasks = fleet.list_queue("traced-steps").await?;
+        let task = tasks.first().context("no step task yet")?;
+        ensure!(
+            task.state == TaskState::Succeeded as i32,
+            "step task {task:?}"
+        );
+        Ok(task.clone())
+    })
+    .await?;
+    ensure!(
+        step_task.result == TRACEPARENT.as_bytes(),
+        "the step's command saw TRACEPARENT {:?}",
+        String::from_utf8_lossy(&step_task.result)
+    );
 
     tracing::info!("a malformed traceparent is INVALID_ARGUMENT naming it, on metadata or label");
     let mut request = tonic::Request::new(SubmitRequest {
