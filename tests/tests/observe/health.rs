@@ -71,6 +71,40 @@ async fn health_follows_leader_catch_up_and_quorum() -> anyhow::Result<()> {
     }
 
     tracing::info!(
+        "under a steady stream of writes no node turns NOT_SERVING (applying lags by a moment)"
+    );
+    let client = conclave_client::Client::connect(addrs.values().map(|a| a.to_string()))?;
+    let writers: Vec<_> = (0..16)
+        .map(|writer| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for put in 0..60 {
+                    client
+                        .put(format!("load/{writer}/{put}"), vec![0u8; 100])
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let mut checks = 0;
+    while !writers.iter().all(|writer| writer.is_finished()) {
+        for (&node, &addr) in &addrs {
+            let status = check(addr, "").await?;
+            ensure!(
+                status == ServingStatus::Serving,
+                "node {node} turned {status:?} under load"
+            );
+            checks += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    tracing::info!(checks, "every check during the writes said SERVING");
+
+    tracing::info!(
         leader,
         "pause both followers: the leader, without a quorum, turns NOT_SERVING"
     );
