@@ -1,9 +1,10 @@
 //! The families computed when scraped: Raft's state from its metrics watch, the applied state's
 //! counts under its read lock, storage sizes, and the process (`process.rs`).
 //!
-//! The read lock is held for one pass over per-(queue, state) counts, the agents (at most
-//! AGENTS_MAX), the locks (at most LOCKS_MAX) and the kept workflows; nothing is copied but the
-//! numbers. Apply waits for that pass, as it waits for a listing.
+//! The read lock is held for one pass over per-(queue, state) counts (series for at most
+//! METRICS_QUEUES_MAX queues), the agents (at most AGENTS_MAX), the locks (at most LOCKS_MAX)
+//! and the kept workflows; nothing is copied but the numbers. Apply waits for that pass, as it
+//! waits for a listing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,7 @@ use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Counter, Gauge, GaugeVec, IntCounter, Opts, Registry};
 
+use crate::limits::METRICS_QUEUES_MAX;
 use crate::node::Node;
 use crate::state_machine::coordination::{BreakerState, TaskState};
 use crate::state_machine::locks::LockKind;
@@ -250,7 +252,20 @@ fn state(node: &Node, families: &Families) {
             gone += 1;
         }
     }
+    // Pairs come in queue order, so each queue's are together.
+    let (mut queues, mut omitted) = (0usize, 0u64);
+    let mut last_queue = None;
     for (queue, task_state, count) in machine.tasks().counts_by_queue_state() {
+        if last_queue != Some(queue) {
+            last_queue = Some(queue);
+            queues += 1;
+            if queues > METRICS_QUEUES_MAX {
+                omitted += 1;
+            }
+        }
+        if queues > METRICS_QUEUES_MAX {
+            continue;
+        }
         tasks
             .with_label_values(&[queue, task_state_name(task_state)])
             .set(count as f64);
@@ -305,6 +320,11 @@ fn state(node: &Node, families: &Families) {
         "conclave_decisions_open",
         "Decisions still open for votes.",
         decisions_open as f64,
+    );
+    families.gauge(
+        "conclave_metrics_queues_omitted",
+        "Queues without per-queue series: past the first METRICS_QUEUES_MAX (1000) by name.",
+        omitted as f64,
     );
     families.gauge("conclave_kv_keys", "Keys in the store.", keys as f64);
     families.gauge(

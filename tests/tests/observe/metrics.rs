@@ -41,6 +41,7 @@ const FAMILIES: &[(&str, Kind)] = &[
     ("conclave_queue_pending_tasks", Kind::Gauge),
     ("conclave_queue_oldest_pending_age_seconds", Kind::Gauge),
     ("conclave_dead_letter_tasks", Kind::Gauge),
+    ("conclave_metrics_queues_omitted", Kind::Gauge),
     ("conclave_agents", Kind::Gauge),
     ("conclave_agents_drained", Kind::Gauge),
     ("conclave_agents_breaker_open", Kind::Gauge),
