@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/barriers.proto",
         "proto/conclave/v1/workflows.proto",
     ];
-    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    // The descriptor set serves gRPC reflection (the node's `grpc.reflection.v1` service), so
+    // grpcurl and other generic clients can list and call the services without the .proto files.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("conclave_descriptor.bin"))
+        .compile_protos(&protos, &["proto"])?;
     // The directory too, so that a new .proto file reruns this script.
     println!("cargo:rerun-if-changed=proto");
     for proto in protos {

@@ -16,9 +16,10 @@
 #   clean            down, then delete the cluster's data and logs.
 #   help             this text.
 #
-# Nodes listen on 127.0.0.1: API ports 7001-7003, peer ports 7101-7103 (moved by
-# CONCLAVE_API_PORT_BASE and CONCLAVE_PEER_PORT_BASE, to run beside another cluster; give every
-# command of that cluster the same values and its own CONCLAVE_HOME). Everything a node has lives
+# Nodes listen on 127.0.0.1: API ports 7001-7003, peer ports 7101-7103, Prometheus metrics on
+# http://127.0.0.1:7201-7203/metrics (moved by CONCLAVE_API_PORT_BASE, CONCLAVE_PEER_PORT_BASE and
+# CONCLAVE_METRICS_PORT_BASE, to run beside another cluster; give every command of that cluster
+# the same values and its own CONCLAVE_HOME). Everything a node has lives
 # under $CONCLAVE_HOME (default: .conclave in the checkout):
 #   nodeN/data       the node's data directory (RocksDB: Raft log, vote, snapshots)
 #   nodeN/node.log   the node's stderr and stdout, appended across restarts
@@ -33,6 +34,7 @@
 #   CONCLAVE_NODE_ARGS   extra flags for every node, split on spaces, e.g. "--heartbeat-ms 100"
 #   CONCLAVE_API_PORT_BASE      node N's API port is this + N (default 7000)
 #   CONCLAVE_PEER_PORT_BASE     node N's peer port is this + N (default 7100)
+#   CONCLAVE_METRICS_PORT_BASE  node N's metrics port is this + N (default 7200)
 #   CONCLAVE_UP_TIMEOUT_SECS    how long `up` waits for a serving leader (default 30)
 #   CONCLAVE_STOP_GRACE_SECS    how long stop/down wait after SIGTERM before SIGKILL (default 10)
 #   Node settings can also be given as the node's own variables (CONCLAVE_LOG, CONCLAVE_HEARTBEAT_MS...).
@@ -44,6 +46,7 @@ set -euo pipefail
 readonly NODE_IDS=(1 2 3)
 readonly API_PORT_BASE=${CONCLAVE_API_PORT_BASE:-7000}
 readonly PEER_PORT_BASE=${CONCLAVE_PEER_PORT_BASE:-7100}
+readonly METRICS_PORT_BASE=${CONCLAVE_METRICS_PORT_BASE:-7200}
 readonly HOST=127.0.0.1
 # A key no one writes: reading it linearizably proves that a leader serves.
 readonly PROBE_KEY=__cluster_sh_probe
@@ -60,7 +63,7 @@ die() {
     exit 1
 }
 
-for base in "$API_PORT_BASE" "$PEER_PORT_BASE"; do
+for base in "$API_PORT_BASE" "$PEER_PORT_BASE" "$METRICS_PORT_BASE"; do
     [[ $base =~ ^[0-9]+$ ]] && ((base >= 1024 && base <= 65000)) ||
         die "a port base must be a number from 1024 to 65000, got '$base'"
 done
@@ -99,6 +102,7 @@ log_file() { echo "$home_dir/node$1/node.log"; }
 pid_file() { echo "$home_dir/node$1/pid"; }
 api_addr() { echo "$HOST:$((API_PORT_BASE + $1))"; }
 peer_addr() { echo "$HOST:$((PEER_PORT_BASE + $1))"; }
+metrics_addr() { echo "$HOST:$((METRICS_PORT_BASE + $1))"; }
 
 endpoints() {
     local id list=()
@@ -204,7 +208,7 @@ start_node() {
     pidfile=$(pid_file "$id")
     rm -f "$pidfile"
     local port
-    for port in $((API_PORT_BASE + id)) $((PEER_PORT_BASE + id)); do
+    for port in $((API_PORT_BASE + id)) $((PEER_PORT_BASE + id)) $((METRICS_PORT_BASE + id)); do
         if port_in_use "$port"; then
             die "node $id: port $port is already in use by another process (another cluster? see: ss -ltnp | grep :$port)"
         fi
@@ -217,6 +221,7 @@ start_node() {
         --id "$id"
         --api-addr "$(api_addr "$id")"
         --peer-addr "$(peer_addr "$id")"
+        --metrics-addr "$(metrics_addr "$id")"
         --data-dir "$(data_dir "$id")"
         "${extra_args[@]}"
     )
@@ -348,7 +353,7 @@ print_processes() {
     local id pid
     for id in "${NODE_IDS[@]}"; do
         if pid=$(running_pid "$id"); then
-            echo "node $id: running (pid $pid), api $(api_addr "$id"), peer $(peer_addr "$id")"
+            echo "node $id: running (pid $pid), api $(api_addr "$id"), peer $(peer_addr "$id"), metrics http://$(metrics_addr "$id")/metrics"
         else
             echo "node $id: not running"
         fi

@@ -18,7 +18,7 @@ use conclave_proto::v1::{
     PurgeRequest, ReadConsistency, RedriveRequest, SubmitBatchRequest, SubmitRequest, Task,
     TaskEvent, TaskEventKind, TaskSpec, TaskState, WaitTaskRequest, WatchTasksRequest,
 };
-use conclave_proto::validate;
+use conclave_proto::{validate, TRACEPARENT_METADATA};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use prost::Message;
 use tokio::time::Instant;
@@ -190,7 +190,19 @@ impl Client {
     /// Submits one task. With an idempotency key already used in the queue within the retention
     /// window, the original task's id is returned with `existing == true`.
     pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResult> {
+        self.submit_traced(spec, None).await
+    }
+
+    /// [`Client::submit`] with a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`), sent as
+    /// the `traceparent` metadata: the task keeps it and its agent receives it with every
+    /// assignment (`Assignment.traceparent`; the exec agent's command as TRACEPARENT).
+    pub async fn submit_traced(
+        &self,
+        spec: TaskSpec,
+        traceparent: Option<&str>,
+    ) -> Result<SubmitResult> {
         check_task_spec(&spec)?;
+        let traceparent = traceparent_metadata(traceparent)?;
         let request = SubmitRequest {
             request_id: None,
             task: Some(spec),
@@ -201,6 +213,12 @@ impl Client {
             .call(CallKind::Write, |channel| {
                 let mut request = request.clone();
                 request.request_id = Some(pending.request_id());
+                let mut request = tonic::Request::new(request);
+                if let Some(value) = &traceparent {
+                    request
+                        .metadata_mut()
+                        .insert(TRACEPARENT_METADATA, value.clone());
+                }
                 async move { tasks(channel).submit(request).await }
             })
             .await?;
@@ -767,6 +785,20 @@ pub(crate) fn check_batch(specs: &[TaskSpec]) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// A traceparent checked by the wire rule, as metadata.
+fn traceparent_metadata(
+    traceparent: Option<&str>,
+) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
+    let Some(traceparent) = traceparent else {
+        return Ok(None);
+    };
+    validate::traceparent("traceparent", traceparent)?;
+    let value = traceparent
+        .parse()
+        .expect("a valid traceparent is printable ASCII");
+    Ok(Some(value))
 }
 
 pub(crate) fn check_task_spec(spec: &TaskSpec) -> Result<()> {

@@ -23,6 +23,12 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_PEER_ADDR", default_value = "127.0.0.1:7101")]
     pub peer_addr: String,
 
+    /// Address for Prometheus metrics over HTTP (`GET /metrics`, the text exposition format), such
+    /// as 127.0.0.1:7201. Unset: no metrics endpoint. Bind it where only your scraper can reach it:
+    /// the metrics name queues and agents.
+    #[arg(long, env = "CONCLAVE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Directory for the RocksDB database (log, vote, snapshot). Created if missing.
     #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = ".conclave/data")]
     pub data_dir: PathBuf,

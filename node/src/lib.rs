@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod state_machine;
@@ -27,6 +28,7 @@ use conclave_proto::v1::tasks_server::TasksServer;
 use conclave_proto::v1::workflows_server::WorkflowsServer;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
+use tonic::server::NamedService;
 
 pub use config::Config;
 use grpc::forward::Forwarder;
@@ -74,6 +76,14 @@ pub async fn run(
     let api_listener = tokio::net::TcpListener::bind(&config.api_addr)
         .await
         .with_context(|| format!("binding --api-addr {}", config.api_addr))?;
+    let metrics_listener = match &config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-addr {addr}"))?,
+        ),
+        None => None,
+    };
 
     if config.unsafe_test_mode != config::UnsafeTestMode::None {
         tracing::warn!(mode = ?config.unsafe_test_mode, "UNSAFE TEST MODE: this node breaks Conclave's guarantees on purpose");
@@ -103,6 +113,7 @@ pub async fn run(
     raft.set_metrics_recorder(Some(raft_counters.clone()))
         .await
         .context("installing the Raft metrics recorder")?;
+    let metrics = Arc::new(metrics::Metrics::new(&raft_counters, storage_stats.clone()));
     let node = Arc::new(Node {
         id: config.node_id,
         config: config.clone(),
@@ -130,9 +141,41 @@ pub async fn run(
     let forwarder = Forwarder::default();
     // One gateway (and so one bound on the writes in flight) for every service of this node.
     let gateway = Gateway::new(node.clone(), forwarder.clone(), stop_rx.clone());
+    let services = api_services();
+    // Health starts NOT_SERVING (tonic-health's default for "" is SERVING): grpc/health.rs
+    // turns it SERVING once this node knows a leader and has caught up.
+    let (health_reporter, health_server) = tonic_health::server::health_reporter();
+    grpc::health::set_all(
+        &health_reporter,
+        &services,
+        tonic_health::ServingStatus::NotServing,
+    )
+    .await;
+    // Only the services of this address are listed (not the peer service, whose descriptor is
+    // in the same set).
+    let reflection = || {
+        services.iter().chain(&STANDARD_SERVICES).fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .context("building the reflection service")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building the reflection service")?;
+    let mut known_services = services.clone();
+    known_services.extend(STANDARD_SERVICES);
     let api_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(API_CONCURRENCY_PER_CONNECTION)
+        .layer(metrics.grpc_layer(&known_services))
+        .add_service(health_server)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             KvServer::new(grpc::kv::KvService::new(gateway.clone()))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
@@ -188,6 +231,31 @@ pub async fn run(
     );
     let mut peer_task = tokio::spawn(peer_server);
     let mut api_task = tokio::spawn(api_server);
+    let mut metrics_task = match metrics_listener {
+        Some(listener) => {
+            tracing::info!(metrics_addr = %listener.local_addr()?, "serving metrics");
+            tokio::spawn(metrics::http::serve(
+                listener,
+                metrics.clone(),
+                node.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        }
+        // Never finishes: the select below then waits on the other servers only.
+        None => tokio::spawn(std::future::pending::<std::io::Result<()>>()),
+    };
+    let health_task = tokio::spawn(grpc::health::run(
+        node.clone(),
+        health_reporter,
+        services,
+        stop_rx.clone(),
+    ));
+    let raft_events_task = {
+        let metrics = metrics.clone();
+        let node = node.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { metrics.follow_raft(node, stop).await })
+    };
     // Background work: the heartbeat batches of this node's session streams, and (while this
     // node leads) the ticker and the scheduler. Both end when the node stops.
     let heartbeat_task = tokio::spawn(raft::heartbeats::run(node.clone(), stop_rx.clone()));
@@ -206,21 +274,28 @@ pub async fn run(
             tracing::info!("shutting down");
             None
         }
-        result = &mut peer_task => Some(("peer server", result)),
-        result = &mut api_task => Some(("API server", result)),
+        result = &mut peer_task => Some(("peer server", joined(result))),
+        result = &mut api_task => Some(("API server", joined(result))),
+        result = &mut metrics_task => Some(("metrics server", joined(result))),
     };
     let _ = stop_tx.send(true);
+    let _ = health_task.await;
+    let _ = raft_events_task.await;
     let _ = heartbeat_task.await;
     let _ = scheduler_task.await;
     let _ = snapshot_task.await;
     let _ = raft.shutdown().await;
     if let Some((server, result)) = failed {
-        result?.with_context(|| format!("{server} stopped"))?;
+        result.with_context(|| format!("{server} stopped"))?;
         anyhow::bail!("{server} stopped unexpectedly");
     }
     // Servers drain in-flight calls; bound it, so one stuck client cannot keep the process alive.
+    if config.metrics_addr.is_none() {
+        metrics_task.abort();
+    }
     let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
         peer_task.await?.context("peer server")?;
+        let _ = metrics_task.await;
         api_task.await?.context("API server")
     })
     .await;
@@ -234,6 +309,41 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// The Conclave services of the API address, by their gRPC names: what health reports on and
+/// what the metrics layer labels by name.
+fn api_services() -> Vec<&'static str> {
+    use grpc::{
+        agents::AgentsService, barriers::BarriersService, cluster::ClusterService,
+        decisions::DecisionsService, kv::KvService, locks::ElectionsService, locks::LocksService,
+        tasks::TasksService, workflows::WorkflowsService,
+    };
+    vec![
+        KvServer::<KvService>::NAME,
+        ClusterServer::<ClusterService>::NAME,
+        TasksServer::<TasksService>::NAME,
+        AgentsServer::<AgentsService>::NAME,
+        DecisionsServer::<DecisionsService>::NAME,
+        LocksServer::<LocksService>::NAME,
+        ElectionsServer::<ElectionsService>::NAME,
+        BarriersServer::<BarriersService>::NAME,
+        WorkflowsServer::<WorkflowsService>::NAME,
+    ]
+}
+
+/// The standard services served beside them (health and reflection).
+const STANDARD_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A server task's end as one result: its panic or its error.
+fn joined<E: Into<anyhow::Error>>(
+    result: Result<Result<(), E>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    result?.map_err(Into::into)
 }
 
 /// How long a stopping node waits for open calls to finish.

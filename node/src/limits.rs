@@ -92,3 +92,9 @@ const _: () = assert!(
     WORKFLOW_RESPONSE_BYTES_MAX
         >= WORKFLOW_BYTES_MAX + WORKFLOW_STEPS_MAX * WORKFLOW_PARAMS_BYTES_MAX + 1024 * 1024
 );
+
+/// Most queues the metrics endpoint reports per-queue series for (`conclave_tasks`,
+/// `conclave_queue_*`), in queue-name order; the others are counted in
+/// `conclave_metrics_queues_omitted`. Queue names are the clients' to choose, and every series
+/// costs the scraper memory.
+pub const METRICS_QUEUES_MAX: usize = 1000;

@@ -8,6 +8,9 @@ pub mod v1 {
     tonic::include_proto!("conclave.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every Conclave service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("conclave_descriptor");
+
 /// Metadata key carrying the last known leader as `"<id>=<api address>"`.
 pub const LEADER_METADATA: &str = "conclave-leader";
 /// Metadata key set to `"rejected"` when a failed write was provably not proposed.
@@ -31,6 +34,14 @@ pub const REASON_LOCK_LOST: &str = "lock-lost";
 pub const OLDEST_SEQUENCE_METADATA: &str = "conclave-oldest-sequence";
 /// Metadata key set by a node that forwards a request to the leader, so it is not forwarded again.
 pub const FORWARDED_METADATA: &str = "conclave-forwarded";
+
+/// Metadata key of a W3C Trace Context `traceparent` (`00-<trace id>-<parent id>-<flags>`),
+/// accepted on Submit and SubmitBatch: the task keeps it as the label [`TRACEPARENT_LABEL`] and its
+/// agent receives it in `Assignment.traceparent`.
+pub const TRACEPARENT_METADATA: &str = "traceparent";
+/// The reserved task label that carries a task's `traceparent` (set from [`TRACEPARENT_METADATA`],
+/// or given directly, and then checked by [`validate::traceparent`] either way).
+pub const TRACEPARENT_LABEL: &str = "conclave.traceparent";
 
 pub mod validate;
 

@@ -148,6 +148,34 @@ pub fn labels(field: &str, values: &HashMap<String, String>) -> Result {
     Ok(())
 }
 
+/// A W3C Trace Context `traceparent`, version 00: `00-` 32 lowercase hex digits (the trace id,
+/// not all zero) `-` 16 (the parent id, not all zero) `-` 2 (the flags), 55 bytes in all.
+pub fn traceparent(field: &str, value: &str) -> Result {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zero = |part: &str| part.bytes().all(|b| b == b'0');
+    let valid = value.len() == 55
+        && parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && !zero(parts[1])
+        && hex(parts[2], 16)
+        && !zero(parts[2])
+        && hex(parts[3], 2);
+    if !valid {
+        let shown: String = value.chars().take(64).collect();
+        return refuse(format!(
+            "{field}: {shown:?} is not a W3C traceparent (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lowercase, ids not all zero)"
+        ));
+    }
+    Ok(())
+}
+
 /// A task priority: within -MAX_PRIORITY ..= MAX_PRIORITY.
 pub fn priority(field: &str, value: i32) -> Result {
     if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&value) {
@@ -297,5 +325,25 @@ mod tests {
         );
         assert!(priority("priority", -MAX_PRIORITY).is_ok());
         assert!(priority("priority", MAX_PRIORITY + 1).is_err());
+    }
+
+    #[test]
+    fn traceparent_is_the_w3c_version_00_format() {
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(traceparent("traceparent", good).is_ok());
+        for bad in [
+            "",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333x-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-",
+        ] {
+            let error = traceparent("traceparent", bad).expect_err(bad);
+            assert!(error.to_string().contains("traceparent"), "{error}");
+        }
     }
 }

@@ -76,6 +76,8 @@ pub struct ClusterConfig {
     /// Run every node under this libfaketime library ([`crate::clock::libfaketime`]), so that
     /// [`TestCluster::set_clock_offset`] can move its wall clock. None: the real clock, untouched.
     pub faketime: Option<PathBuf>,
+    /// Give every node a metrics address (`--metrics-addr`, [`TestCluster::metrics_addr`]).
+    pub metrics: bool,
 }
 
 impl ClusterConfig {
@@ -92,6 +94,7 @@ impl ClusterConfig {
             leader_wait_ms: None,
             extra_args: Vec::new(),
             faketime: None,
+            metrics: false,
         }
     }
 
@@ -191,6 +194,11 @@ impl TestCluster {
             cluster.nodes.insert(id, NodeProcess::new(spec));
         }
         Ok(cluster)
+    }
+
+    /// Node `id`'s metrics address (with [`ClusterConfig::metrics`]).
+    pub fn metrics_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.node(id).spec().metrics_addr
     }
 
     /// Every node's peer address (where its Raft peers reach it), running or not.
@@ -720,6 +728,11 @@ impl TestCluster {
             id,
             api_addr: self.ports.reserve()?,
             peer_addr: self.ports.reserve()?,
+            metrics_addr: if self.config.metrics {
+                Some(self.ports.reserve()?)
+            } else {
+                None
+            },
             data_dir: node_dir.join("data"),
             log_path: self.dir().join(format!("node-{id}.log")),
             args: self.config.node_args(),
@@ -746,6 +759,10 @@ impl TestCluster {
                     self.ports.release(node.spec().api_addr);
                     self.ports.release(node.spec().peer_addr);
                     node.set_addrs(self.ports.reserve()?, self.ports.reserve()?);
+                    if let Some(metrics_addr) = node.spec().metrics_addr {
+                        self.ports.release(metrics_addr);
+                        node.set_metrics_addr(Some(self.ports.reserve()?));
+                    }
                 }
                 Err(error) => break Err(anyhow!(error).context(format!("start node {id}"))),
             }

@@ -31,6 +31,8 @@ pub struct NodeSpec {
     pub id: u64,
     pub api_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    /// `--metrics-addr` (Prometheus metrics over HTTP), when the test wants it.
+    pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The node's stdout and stderr, appended to across restarts.
     pub log_path: PathBuf,
@@ -98,6 +100,15 @@ impl NodeProcess {
         );
         self.spec.api_addr = api_addr;
         self.spec.peer_addr = peer_addr;
+    }
+
+    /// Changes the metrics address of a node that never started successfully.
+    pub fn set_metrics_addr(&mut self, metrics_addr: Option<SocketAddr>) {
+        assert!(
+            self.child.is_none(),
+            "addresses change only while the node is down"
+        );
+        self.spec.metrics_addr = metrics_addr;
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -236,6 +247,11 @@ impl NodeProcess {
             .arg(log_level)
             .arg("--log-format")
             .arg("text")
+            .args(
+                self.spec
+                    .metrics_addr
+                    .map(|addr| format!("--metrics-addr={addr}")),
+            )
             .args(&self.spec.args)
             .envs(self.spec.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())

@@ -40,7 +40,8 @@ pub enum AgentCommand {
     /// own process group with the payload on stdin and these variables set: CONCLAVE_TASK_ID,
     /// CONCLAVE_ATTEMPT, CONCLAVE_QUEUE, CONCLAVE_FENCING_TOKEN, CONCLAVE_CORRELATION_ID,
     /// CONCLAVE_CHECKPOINT (from an earlier attempt's progress), CONCLAVE_CONTENT_TYPE,
-    /// CONCLAVE_AGENT, CONCLAVE_ENDPOINTS.
+    /// CONCLAVE_AGENT, CONCLAVE_ENDPOINTS, and TRACEPARENT when the task was submitted with a W3C
+    /// traceparent.
     ///
     /// Its stdout, up to 1 MiB, is the result. Exit 0 completes the task; exit 75 (EX_TEMPFAIL)
     /// fails it retryably (it runs again after its backoff, while attempts remain); any other exit,

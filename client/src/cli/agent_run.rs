@@ -387,10 +387,15 @@ async fn work(
     let execution = execute(&session, &assignment, &settings, stop).await;
     let elapsed = format_duration(started.elapsed());
     let what = settle(&session, &assignment, &settings, execution, &elapsed).await;
+    let trace = if assignment.traceparent.is_empty() {
+        String::new()
+    } else {
+        format!(" traceparent {}", assignment.traceparent)
+    };
     log(
         &settings.name,
         &format!(
-            "task {} attempt {} (queue {}): {what}",
+            "task {} attempt {} (queue {}){trace}: {what}",
             assignment.task_id, assignment.attempt, assignment.queue
         ),
     );
@@ -423,6 +428,13 @@ async fn execute(
         .env("CONCLAVE_CONTENT_TYPE", &assignment.content_type)
         .env("CONCLAVE_AGENT", &settings.name)
         .env("CONCLAVE_ENDPOINTS", &settings.endpoints);
+    // The task's W3C trace context, so the command continues the submitter's trace; an untraced
+    // task must not inherit one from the agent's own environment.
+    if assignment.traceparent.is_empty() {
+        command.env_remove("TRACEPARENT");
+    } else {
+        command.env("TRACEPARENT", &assignment.traceparent);
+    }
     die_with_agent(&mut command);
     let mut child = match command.spawn() {
         Ok(child) => child,

@@ -181,6 +181,11 @@ pub struct SubmitArgs {
     /// A label KEY=VALUE; repeat for several.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
+    /// A W3C trace context (00-<32 hex>-<16 hex>-<2 hex>) the task carries to its agent (the exec
+    /// agent's command gets it as TRACEPARENT). Read from TRACEPARENT too, so a command run by an
+    /// exec agent that submits tasks passes its trace on.
+    #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT")]
+    pub traceparent: Option<String>,
     /// Hold the task until decision D is decided with OPTION (canceled otherwise).
     #[arg(long, value_name = "D=OPTION", value_parser = parse_gate)]
     pub requires: Option<DecisionGate>,
@@ -367,11 +372,12 @@ async fn submit(client: &Client, args: SubmitArgs, json: bool) -> CliResult {
     let wait = args.wait;
     let quiet = args.quiet;
     let max_wait = args.max_wait;
+    let traceparent = args.traceparent.clone();
     let spec = task_spec(args, unix_ms_now())?;
     let queue = spec.queue.clone();
     let idempotency_key = spec.idempotency_key.clone();
     let capabilities = spec.capabilities.clone();
-    let submitted = client.submit(spec).await?;
+    let submitted = client.submit_traced(spec, traceparent.as_deref()).await?;
     warn_if_nobody_can_run(client, &capabilities).await;
     let id = submitted.task_id;
     if wait {

@@ -141,6 +141,12 @@ pub fn assignment(task: &Task) -> Option<pb::Assignment> {
             .as_ref()
             .map(|p| p.checkpoint.clone())
             .unwrap_or_default(),
+        traceparent: task
+            .spec
+            .labels
+            .get(conclave_proto::TRACEPARENT_LABEL)
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 

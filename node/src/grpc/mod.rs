@@ -8,6 +8,7 @@ pub mod convert;
 pub mod decisions;
 pub mod forward;
 pub mod gateway;
+pub mod health;
 pub mod kv;
 pub mod locks;
 pub mod peer;

@@ -336,6 +336,14 @@ fn session_event(
                     .task(*task_id)
                     .filter(|t| t.lease.as_ref().map(|l| l.token) == token);
                 if let Some(assignment) = current.and_then(convert::assignment) {
+                    if !assignment.traceparent.is_empty() {
+                        tracing::debug!(
+                            task_id = assignment.task_id,
+                            fencing_token = assignment.fencing_token,
+                            traceparent = %assignment.traceparent,
+                            "assignment sent"
+                        );
+                    }
                     messages.push(event(EventKind::Assignment(assignment)));
                 }
             }

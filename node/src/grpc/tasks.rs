@@ -51,7 +51,11 @@ impl Tasks for TasksService {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let (forwarded, req) = self.gateway.accept(request)?;
+        let traceparent = validation::traceparent_metadata(request.metadata())?;
+        let (forwarded, mut req) = self.gateway.accept(request)?;
+        if let (Some(traceparent), Some(spec)) = (&traceparent, req.task.as_mut()) {
+            validation::set_traceparent(spec, traceparent);
+        }
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         let spec = req.task.as_ref().ok_or_else(|| invalid("task: required"))?;
@@ -68,6 +72,9 @@ impl Tasks for TasksService {
                         let (task_id, existing) = *results.first().ok_or_else(|| {
                             Status::internal("a submit of one task returned no result")
                         })?;
+                        if let Some(traceparent) = &traceparent {
+                            tracing::debug!(task_id, existing, traceparent, "task submitted");
+                        }
                         Ok(Response::new(pb::SubmitResponse {
                             header: self.gateway.header(revision, Consistency::Linearizable),
                             task_id,
@@ -85,7 +92,13 @@ impl Tasks for TasksService {
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        let (forwarded, req) = self.gateway.accept(request)?;
+        let traceparent = validation::traceparent_metadata(request.metadata())?;
+        let (forwarded, mut req) = self.gateway.accept(request)?;
+        if let Some(traceparent) = &traceparent {
+            for spec in &mut req.tasks {
+                validation::set_traceparent(spec, traceparent);
+            }
+        }
         check_request_size(&req)?;
         let request_id = request_id(req.request_id)?;
         let specs = validation::task_specs(&req.tasks)?;
@@ -99,6 +112,10 @@ impl Tasks for TasksService {
                 coordination(|revision, response| match response {
                     CoordResponse::Submitted { results } => {
                         let header = self.gateway.header(revision, Consistency::Linearizable);
+                        if let Some(traceparent) = &traceparent {
+                            let task_ids: Vec<u64> = results.iter().map(|(id, _)| *id).collect();
+                            tracing::debug!(?task_ids, traceparent, "tasks submitted");
+                        }
                         Ok(Response::new(pb::SubmitBatchResponse {
                             header,
                             results: results

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use conclave_proto::v1 as pb;
-use conclave_proto::validate;
+use conclave_proto::{validate, TRACEPARENT_LABEL, TRACEPARENT_METADATA};
 use tonic::Status;
 
 use super::convert::{decision_status_from, task_state_from};
@@ -95,6 +95,28 @@ pub fn capabilities(field: &str, values: &[String]) -> Result<BTreeSet<String>, 
     Ok(values.iter().cloned().collect())
 }
 
+/// The W3C `traceparent` in a request's metadata (tasks.proto, Tracing), checked; None without
+/// one.
+pub fn traceparent_metadata(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<String>, Status> {
+    let Some(value) = metadata.get(TRACEPARENT_METADATA) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| invalid(format!("{TRACEPARENT_METADATA}: not printable ASCII")))?;
+    rule(validate::traceparent(TRACEPARENT_METADATA, value))?;
+    Ok(Some(value.to_string()))
+}
+
+/// Gives a task spec the traceparent of its request, as the reserved label; the request body then
+/// carries it when it is forwarded to the leader.
+pub fn set_traceparent(spec: &mut pb::TaskSpec, traceparent: &str) {
+    spec.labels
+        .insert(TRACEPARENT_LABEL.to_string(), traceparent.to_string());
+}
+
 /// Labels or metadata: at most MAX_LABELS entries, keys 1 ..= 128 bytes, values <= 1024 bytes.
 pub fn labels(
     field: &str,
@@ -102,6 +124,22 @@ pub fn labels(
 ) -> Result<BTreeMap<String, String>, Status> {
     rule(validate::labels(field, values))?;
     Ok(values.clone().into_iter().collect())
+}
+
+/// A task's labels (or a workflow task step's): [`labels`], and the reserved
+/// `conclave.traceparent`, when set, a W3C traceparent.
+pub fn task_labels(
+    field: &str,
+    values: &HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, Status> {
+    let labels = labels(field, values)?;
+    if let Some(traceparent) = labels.get(TRACEPARENT_LABEL) {
+        rule(validate::traceparent(
+            &format!("{field}[{TRACEPARENT_LABEL:?}]"),
+            traceparent,
+        ))?;
+    }
+    Ok(labels)
 }
 
 /// `value` with 0 meaning `default`, checked to lie in `min ..= max`.
@@ -182,7 +220,7 @@ pub fn task_spec(field: &str, spec: &pb::TaskSpec) -> Result<TaskSpec, Status> {
         &format!("{field}.correlation_id"),
         &spec.correlation_id,
     ))?;
-    let labels = labels(&format!("{field}.labels"), &spec.labels)?;
+    let labels = task_labels(&format!("{field}.labels"), &spec.labels)?;
     let requires = match &spec.requires {
         None => None,
         Some(gate) => {

@@ -131,7 +131,7 @@ fn task_template(at: &str, task: &pb::TaskTemplate) -> Result<TaskTemplate, Stat
             ms => ms,
         },
         deadline_ms: task.deadline_ms,
-        labels: validation::labels(&format!("{at}.labels"), &task.labels)?,
+        labels: validation::task_labels(&format!("{at}.labels"), &task.labels)?,
     })
 }
 
@@ -369,7 +369,21 @@ impl WorkflowsApi for WorkflowsService {
         &self,
         request: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
-        let (forwarded, req) = self.gateway.accept(request)?;
+        let traceparent = validation::traceparent_metadata(request.metadata())?;
+        let (forwarded, mut req) = self.gateway.accept(request)?;
+        if let (Some(traceparent), Some(definition)) = (&traceparent, req.definition.as_mut()) {
+            // Every task step's tasks (its branches and its retries too) carry the trace, as a
+            // label of the step's template: the definition is in the request body, so it
+            // survives forwarding, and in the log as it always was.
+            for step in &mut definition.steps {
+                if let Some(pb::workflow_step::Kind::Task(template)) = step.kind.as_mut() {
+                    template.labels.insert(
+                        conclave_proto::TRACEPARENT_LABEL.to_string(),
+                        traceparent.clone(),
+                    );
+                }
+            }
+        }
         let request_id = request_id(req.request_id)?;
         let given = req
             .definition

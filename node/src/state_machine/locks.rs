@@ -258,6 +258,11 @@ impl Locks {
         self.locks.len()
     }
 
+    /// Every lock, semaphore and election, by kind and name.
+    pub fn iter(&self) -> impl Iterator<Item = &Lock> {
+        self.locks.values()
+    }
+
     #[allow(clippy::too_many_arguments)] // the Acquire command's fields, one each
     fn acquire(
         &mut self,

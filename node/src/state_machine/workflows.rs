@@ -333,6 +333,11 @@ impl Workflows {
         (page, more)
     }
 
+    /// Every instance kept, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.values()
+    }
+
     /// Workflows not yet terminal.
     pub fn open_count(&self) -> usize {
         self.workflows.len() - self.index.finished.len()

@@ -48,9 +48,10 @@ impl LogStore {
     pub(super) fn new(db: Arc<DB>, sync_appends: bool, stats: Arc<StorageStats>) -> Self {
         let (queue, receiver) = mpsc::channel();
         let flusher_db = db.clone();
+        let flusher_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("wal-flusher".into())
-            .spawn(move || flush_loop(&flusher_db, &receiver, sync_appends))
+            .spawn(move || flush_loop(&flusher_db, &receiver, sync_appends, &flusher_stats))
             .expect("spawning the WAL flusher thread");
         let flusher = Flusher {
             queue: Some(queue),
@@ -135,12 +136,19 @@ pub(super) fn check_log_format(db: &DB) -> io::Result<()> {
 
 /// Completes queued append callbacks in batches: every callback waiting when an fsync starts is
 /// covered by it (RocksDB writes its WAL sequentially, so syncing it syncs every earlier write).
-fn flush_loop(db: &DB, queue: &mpsc::Receiver<IOFlushed<TypeConfig>>, sync: bool) {
+fn flush_loop(
+    db: &DB,
+    queue: &mpsc::Receiver<IOFlushed<TypeConfig>>,
+    sync: bool,
+    stats: &StorageStats,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
         // Unsynced only in the test-only unsafe mode that acknowledges before fsync.
+        let started = std::time::Instant::now();
         let result = db.flush_wal(sync);
+        stats.fsync_seconds.observe(started.elapsed().as_secs_f64());
         for callback in batch {
             callback.io_completed(result.clone().map_err(to_io));
         }

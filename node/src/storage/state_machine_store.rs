@@ -290,10 +290,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.stats.snapshot(snapshot.snapshot.len());
         let db = self.db.clone();
         let retention = self.retention;
+        let stats = self.stats.clone();
         // Decoding and the synced write of a large snapshot take a while: off the async thread.
         let state = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let state = restore(&snapshot.meta, &snapshot.snapshot, retention)?;
             write_snapshot(&db, &snapshot)?;
+            stats
+                .snapshot_install_seconds
+                .observe(started.elapsed().as_secs_f64());
             Ok::<_, io::Error>(state)
         })
         .await
@@ -324,6 +329,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.db.clone();
         let stats = self.stats.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let snapshot = Snapshot {
                 meta: SnapshotMeta {
                     last_log_id: state.last_applied,
@@ -332,6 +338,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot: encode_machine(&state.machine),
             };
             write_snapshot(&db, &snapshot)?;
+            stats
+                .snapshot_build_seconds
+                .observe(started.elapsed().as_secs_f64());
             stats.snapshot(snapshot.snapshot.len());
             tracing::info!(
                 last_log_id = ?snapshot.meta.last_log_id,

@@ -189,6 +189,23 @@ impl Tasks {
         (self.last_task_id, self.last_token)
     }
 
+    /// Tasks per (queue, state), from the index listings read: only pairs with a task, in queue
+    /// order. As many items as such pairs, not tasks.
+    pub fn counts_by_queue_state(&self) -> impl Iterator<Item = (&str, TaskState, usize)> + '_ {
+        self.by_queue_state
+            .iter()
+            .map(|((queue, state), ids)| (queue.as_str(), *state, ids.len()))
+    }
+
+    /// The PENDING task of `queue` submitted first: the smallest id, since ids are issued in log
+    /// order. None when the queue has no PENDING task.
+    pub fn oldest_pending(&self, queue: &str) -> Option<&Task> {
+        let ids = self
+            .by_queue_state
+            .get(&(queue.to_string(), TaskState::Pending))?;
+        self.tasks.get(ids.first()?)
+    }
+
     /// Counts by state (the agents' and decisions' counts are theirs to add).
     pub fn stats(&self) -> CoordStats {
         let count = |state: TaskState| self.state_counts[state.index()];
