@@ -10,8 +10,10 @@
 //! ([`handoffs`]). The cluster submits the next task in the entry that applies the completion and
 //! assigns it in a later entry (the leader's scheduler), so this is that assignment's planning,
 //! commit and delivery; an assignment that arrives before the completion's acknowledgement counts
-//! as 0 and is reported. Terminal states come from a watch of every workflow, opened before the
-//! first Start.
+//! as 0 and is reported. Hand-offs are also shown apart by where the agent's session is: on the
+//! leader (which applies the Assign as soon as it commits) or on a follower (which applies it
+//! once the next AppendEntries tells it the commit index: one more round). Terminal states come
+//! from a watch of every workflow, opened before the first Start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +52,10 @@ pub struct BenchWorkflow {
     /// a Start beyond that is refused and counted as an error.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     workflows: u64,
-    /// Start requests in flight at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Start requests in flight at once: the offered load. More raise the throughput until the
+    /// cluster saturates, and the hand-off with it (a ready task then waits for the Assign entries
+    /// ahead of it); the default keeps a 3-node cluster on a small machine below that point.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     starters: u32,
     /// Give up after this long.
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
@@ -177,8 +181,10 @@ fn step_of(correlation_id: &str) -> Option<(u64, &str)> {
 /// What the agents saw of one step of one workflow, in microseconds since the bench started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct StepTimes {
-    /// The first of its tasks to arrive at an agent.
+    /// The first of its tasks to arrive at an agent, and whether that agent's session was on the
+    /// leader.
     assigned_us: Option<u64>,
+    assigned_via_leader: bool,
     /// Its tasks' completions acknowledged, and the last of them.
     completed: u32,
     last_completed_us: Option<u64>,
@@ -188,6 +194,9 @@ struct StepTimes {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Handoffs {
     handoffs_us: Vec<u64>,
+    /// The same, split by where the session that received the task was.
+    via_leader_us: Vec<u64>,
+    via_follower_us: Vec<u64>,
     /// Steps whose task arrived before the completion it follows was acknowledged (counted as 0).
     assigned_before_ack: u64,
 }
@@ -216,9 +225,13 @@ fn handoffs(shape: &[StepShape], steps: &HashMap<(u64, usize), StepTimes>) -> Ha
         if assigned_us < completed_us {
             found.assigned_before_ack += 1;
         }
-        found
-            .handoffs_us
-            .push(assigned_us.saturating_sub(completed_us));
+        let handoff_us = assigned_us.saturating_sub(completed_us);
+        found.handoffs_us.push(handoff_us);
+        if times.assigned_via_leader {
+            found.via_leader_us.push(handoff_us);
+        } else {
+            found.via_follower_us.push(handoff_us);
+        }
     }
     found
 }
@@ -228,6 +241,9 @@ fn handoffs(shape: &[StepShape], steps: &HashMap<(u64, usize), StepTimes>) -> Ha
 struct Ledger {
     shape: Shape,
     started: Instant,
+    /// The leader when the bench started, and the node each agent's session is on.
+    leader_id: u64,
+    session_nodes: Mutex<HashMap<u32, u64>>,
     steps: Mutex<HashMap<(u64, usize), StepTimes>>,
     /// Per workflow started: when its Start was sent and acknowledged (microseconds).
     starts: Mutex<HashMap<u64, (u64, u64)>>,
@@ -239,10 +255,12 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn new(shape: Shape) -> Ledger {
+    fn new(shape: Shape, leader_id: u64) -> Ledger {
         Ledger {
             shape,
             started: Instant::now(),
+            leader_id,
+            session_nodes: Mutex::default(),
             steps: Mutex::default(),
             starts: Mutex::default(),
             foreign: AtomicU64::new(0),
@@ -264,6 +282,19 @@ impl Ledger {
             self.foreign.fetch_add(1, Ordering::Relaxed);
         }
         key
+    }
+
+    /// Records a step task's arrival; answers its (workflow, step index).
+    fn assigned(&self, assignment: &Assignment, via_leader: bool) -> Option<(u64, usize)> {
+        let at_us = self.now_us();
+        let key = self.key(assignment)?;
+        self.update(key, |times| {
+            if times.assigned_us.is_none() {
+                times.assigned_us = Some(at_us);
+                times.assigned_via_leader = via_leader;
+            }
+        });
+        Some(key)
     }
 
     fn update(&self, key: (u64, usize), change: impl FnOnce(&mut StepTimes)) {
@@ -290,7 +321,7 @@ pub async fn run(args: BenchWorkflow, globals: &Globals) -> CliResult {
     tracing::info!(leader = leader.node_id, "sending to the leader");
     let tag = format!("bench-{:08x}", rand::random::<u32>());
     let definition = args.shape.definition(&tag, &tag)?;
-    let ledger = Arc::new(Ledger::new(args.shape));
+    let ledger = Arc::new(Ledger::new(args.shape, leader.node_id));
     let sessions = start_agents(&client, &args, &tag, &ledger).await?;
     let finishes = watch_finishes(&client).await?;
     let started = Instant::now();
@@ -336,21 +367,20 @@ async fn start_agents(
         sessions.push(session.clone());
         let ledger = Arc::clone(ledger);
         tokio::spawn(async move {
+            let mut node_id = 0;
             while let Some(event) = events.recv().await {
-                if let AgentEvent::Assignment(assignment) = event {
-                    let at_us = ledger.now_us();
-                    let key = ledger.key(&assignment);
-                    if let Some(key) = key {
-                        ledger.update(key, |times| {
-                            times.assigned_us.get_or_insert(at_us);
-                        });
+                match event {
+                    AgentEvent::Connected { node_id: now_on } => {
+                        node_id = now_on;
+                        let mut nodes = ledger.session_nodes.lock().expect("ledger poisoned");
+                        nodes.insert(index, node_id);
                     }
-                    tokio::spawn(complete(
-                        session.clone(),
-                        assignment,
-                        key,
-                        Arc::clone(&ledger),
-                    ));
+                    AgentEvent::Assignment(assignment) => {
+                        let key = ledger.assigned(&assignment, node_id == ledger.leader_id);
+                        let ledger = Arc::clone(&ledger);
+                        tokio::spawn(complete(session.clone(), assignment, key, ledger));
+                    }
+                    _ => {}
                 }
             }
         });
@@ -539,7 +569,13 @@ struct Report {
     start_us: Histogram,
     workflow_us: Histogram,
     handoff_us: Histogram,
+    handoff_via_leader_us: Histogram,
+    handoff_via_follower_us: Histogram,
     assigned_before_ack: u64,
+    leader_id: u64,
+    /// Agents' sessions on the leader, of all.
+    sessions_on_leader: usize,
+    sessions: usize,
     foreign: u64,
     start_errors: u64,
     complete_errors: u64,
@@ -569,11 +605,7 @@ impl Report {
         let (start_us, workflow_us) = start_histograms(ledger, finished);
         let steps = ledger.steps.lock().expect("ledger poisoned");
         let found = handoffs(args.shape.steps(), &steps);
-        let mut handoff_us = Histogram::default();
-        found
-            .handoffs_us
-            .iter()
-            .for_each(|&us| handoff_us.record(us));
+        let nodes = ledger.session_nodes.lock().expect("ledger poisoned");
         Report {
             started: ids.len() as u64,
             succeeded,
@@ -582,8 +614,13 @@ impl Report {
             elapsed: last.map_or(started.elapsed(), |at| at.duration_since(started)),
             start_us,
             workflow_us,
-            handoff_us,
+            handoff_us: histogram(&found.handoffs_us),
+            handoff_via_leader_us: histogram(&found.via_leader_us),
+            handoff_via_follower_us: histogram(&found.via_follower_us),
             assigned_before_ack: found.assigned_before_ack,
+            leader_id: ledger.leader_id,
+            sessions_on_leader: nodes.values().filter(|&&n| n == ledger.leader_id).count(),
+            sessions: nodes.len(),
             foreign: ledger.foreign.load(Ordering::Relaxed),
             start_errors: ledger.start_errors.load(Ordering::Relaxed),
             complete_errors: ledger.complete_errors.load(Ordering::Relaxed),
@@ -617,6 +654,12 @@ impl Report {
                 .unwrap_or_default()
         )))
     }
+}
+
+fn histogram(values_us: &[u64]) -> Histogram {
+    let mut histogram = Histogram::default();
+    values_us.iter().for_each(|&us| histogram.record(us));
+    histogram
 }
 
 /// Start latency (sent -> acknowledged) and workflow latency (Start sent -> seen terminal).
@@ -674,6 +717,16 @@ impl Report {
     fn print_latencies(&self) -> CliResult {
         output::line(&format!("start            {}", line(&self.start_us)))?;
         output::line(&format!("hand-off         {}", line(&self.handoff_us)))?;
+        if self.handoff_via_leader_us.count() > 0 && self.handoff_via_follower_us.count() > 0 {
+            output::line(&format!(
+                "  via leader     {}",
+                line(&self.handoff_via_leader_us)
+            ))?;
+            output::line(&format!(
+                "  via follower   {}",
+                line(&self.handoff_via_follower_us)
+            ))?;
+        }
         if self.assigned_before_ack > 0 {
             output::line(&format!(
                 "                 ({} counted as 0: the task arrived before the completion it follows was acknowledged)",
@@ -681,6 +734,15 @@ impl Report {
             ))?;
         }
         output::line(&format!("workflow         {}", line(&self.workflow_us)))?;
+        let later = if self.sessions_on_leader < self.sessions {
+            "; a follower applies an Assign one replication round after the leader"
+        } else {
+            ""
+        };
+        output::line(&format!(
+            "sessions         {} of {} agents on the leader (node {}){later}",
+            self.sessions_on_leader, self.sessions, self.leader_id
+        ))?;
         output::line(&format!(
             "errors           {} start, {} complete, {} foreign tasks",
             self.start_errors, self.complete_errors, self.foreign
@@ -716,6 +778,11 @@ impl Report {
             "step_tasks_per_s": tasks_per_s,
             "start_us": quantiles(&self.start_us),
             "handoff_us": quantiles(&self.handoff_us),
+            "handoff_via_leader_us": quantiles(&self.handoff_via_leader_us),
+            "handoff_via_follower_us": quantiles(&self.handoff_via_follower_us),
+            "leader_id": self.leader_id,
+            "sessions_on_leader": self.sessions_on_leader,
+            "sessions": self.sessions,
             "assigned_before_ack": self.assigned_before_ack,
             "workflow_us": quantiles(&self.workflow_us),
             "errors": {
@@ -795,6 +862,7 @@ mod tests {
     fn times(assigned_us: Option<u64>, completed: u32, last_completed_us: u64) -> StepTimes {
         StepTimes {
             assigned_us,
+            assigned_via_leader: false,
             completed,
             last_completed_us: (completed > 0).then_some(last_completed_us),
         }
@@ -804,9 +872,13 @@ mod tests {
     fn a_pipeline_hands_off_from_each_completion_to_the_next_steps_assignment() {
         // Workflow 1: a completed at 100, b assigned at 130 and completed at 200, c assigned at
         // 240. Workflow 2: b arrived at 90, before a's completion (95) was acknowledged.
+        let via_leader = StepTimes {
+            assigned_via_leader: true,
+            ..times(Some(130), 1, 200)
+        };
         let steps = HashMap::from([
             ((1, 0), times(Some(10), 1, 100)),
-            ((1, 1), times(Some(130), 1, 200)),
+            ((1, 1), via_leader),
             ((1, 2), times(Some(240), 1, 300)),
             ((2, 0), times(Some(10), 1, 95)),
             ((2, 1), times(Some(90), 0, 0)),
@@ -814,6 +886,13 @@ mod tests {
         let mut found = handoffs(&PIPELINE3, &steps);
         found.handoffs_us.sort_unstable();
         assert_eq!(found.handoffs_us, vec![0, 30, 40]);
+        assert_eq!(
+            found.via_leader_us,
+            vec![30],
+            "b of workflow 1 arrived through the leader"
+        );
+        found.via_follower_us.sort_unstable();
+        assert_eq!(found.via_follower_us, vec![0, 40]);
         assert_eq!(found.assigned_before_ack, 1);
     }
 
