@@ -54,7 +54,7 @@ fn check_prints_one_line_per_step() {
         String::from_utf8_lossy(&output.stdout),
         "fan-out-research v1: 3 steps, deadline 15m\n\
          \x20 plan       task on plan\n\
-         \x20 research   fan-out of 5 tasks on research  after plan  join at least 3, partial after 2m\n\
+         \x20 research   fan-out of 5 tasks on research  after plan  join at least 3, partial after 15s\n\
          \x20 aggregate  task on write  after research\n"
     );
     let json = conclave(&["workflow", "check", path.to_str().unwrap(), "--json"]);

@@ -3,7 +3,13 @@
 # other attempt in three, it asks to be tried again later (exit 75, a retryable failure: the task
 # runs again after its backoff). A draft marked URGENT needs the style guide; without it the
 # editor refuses for good (exit 2: the task is dead-lettered, with the end of stderr as its error).
+# As a workflow step the draft is the result of the step it follows (the workflow's envelope JSON
+# is on stdin).
+here=$(dirname "$0")
 draft=$(cat)
+if printf '%s' "$draft" | "$here/envelope.py" is; then
+    draft=$(printf '%s' "$draft" | "$here/envelope.py" results)
+fi
 sleep 0.3
 case "$draft" in
 *URGENT*)

@@ -51,6 +51,19 @@ pub enum BenchCommand {
     /// grant of a lock -> the next grant of the same lock; its mean is the duration divided by
     /// the grants per lock, the rate one contended lock sustains.
     Lock(super::bench_locks::BenchLock),
+    /// Run in-process agents that complete every step task at once, start --workflows workflows
+    /// of one --shape, and report workflows/s and the step hand-off latency.
+    ///
+    /// Shapes: pipeline3 (steps a -> b -> c, each task's payload carrying the previous step's
+    /// result) and fanout10 (ten branches joined by ALL, then an aggregator step). The agents
+    /// (--agents, each holding up to --concurrency tasks) get a fresh capability that only they
+    /// have; --starters Start requests are in flight at once. Throughput is the workflows that
+    /// SUCCEEDED per second, from the first Start sent to the last workflow seen terminal by a
+    /// watch of every workflow; the command fails unless every workflow succeeded. Hand-off: a
+    /// step's last completion acknowledged -> the next step's task arriving at an agent, on this
+    /// process's monotonic clock (the agents learn the workflow and step from the task's
+    /// correlation id, `workflow/<id>/<step>/<branch>`).
+    Workflow(super::bench_workflow::BenchWorkflow),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +120,7 @@ pub async fn run(command: BenchCommand, globals: &Globals) -> CliResult {
         BenchCommand::Kv(args) => kv(args, globals).await,
         BenchCommand::Tasks(args) => super::bench_tasks::run(args, globals).await,
         BenchCommand::Lock(args) => super::bench_locks::run(args, globals).await,
+        BenchCommand::Workflow(args) => super::bench_workflow::run(args, globals).await,
     }
 }
 

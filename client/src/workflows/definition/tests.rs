@@ -43,7 +43,7 @@ fn every_example_passes_with_its_summary() {
     let fan = load("fan-out-research.yaml");
     assert_eq!(
         step_summaries(&fan)[1],
-        "research   fan-out of 5 tasks on research  after plan  join at least 3, partial after 2m"
+        "research   fan-out of 5 tasks on research  after plan  join at least 3, partial after 15s"
     );
     let manager = load("manager-worker.yaml");
     assert_eq!(
