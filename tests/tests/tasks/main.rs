@@ -10,6 +10,7 @@ mod bad_input;
 mod cancel;
 mod decision;
 mod delegation;
+mod examples;
 mod exec_agents;
 mod leader_crash;
 mod watch_resume;
