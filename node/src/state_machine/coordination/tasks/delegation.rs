@@ -5,7 +5,8 @@
 //!   (the manager completes, fails or releases its task, its lease expires, its session ends, or
 //!   the task is canceled or expires) every delegated task not finished is canceled, and so on
 //!   down the tree (`cancel_delegated`, from `end_lease`).
-//! - Its deadline is at most its manager's, so deadlines propagate down the tree.
+//! - Its deadline is at most its manager's, so deadlines propagate down the tree; so does the
+//!   manager's trace (the `conclave.traceparent` label), unless the task brings its own.
 //! - A delegated task that dead-letters or expires escalates (`escalate`): to a new task with the
 //!   delegation's escalation capability, delegated under the same lease, or else to the manager,
 //!   whose children listing shows it; either way an `Escalated` event announces it.
@@ -20,6 +21,7 @@ use super::{Delegation, Escalation, Task, TaskSpec, TaskState, Tasks};
 use crate::limits::{DELEGATED_OPEN_MAX, TASKS_MAX, TASK_TREE_DEPTH_MAX};
 use crate::state_machine::coordination::{CoordResponse, FencingToken, TaskEventKind, TaskId};
 use crate::state_machine::primitive::{Ctx, Effect};
+use conclave_proto::TRACEPARENT_LABEL;
 
 /// Largest dead-letter payload an escalation task's payload repeats (else it is left out).
 const ESCALATION_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
@@ -44,6 +46,7 @@ impl Tasks {
         let manager = &self.tasks[&parent];
         let depth = manager.delegation.as_ref().map_or(0, |d| d.depth) + 1;
         let deadline_ms = manager.spec.deadline_ms;
+        let traceparent = manager.spec.labels.get(TRACEPARENT_LABEL).cloned();
         if let Err(refusal) = self.admit_delegation(ctx, parent, depth, specs) {
             return refusal;
         }
@@ -53,6 +56,11 @@ impl Tasks {
                 let mut spec = spec.clone();
                 spec.parent_id = parent;
                 spec.deadline_ms = earliest_deadline(spec.deadline_ms, deadline_ms);
+                if let Some(trace) = &traceparent {
+                    spec.labels
+                        .entry(TRACEPARENT_LABEL.to_string())
+                        .or_insert_with(|| trace.clone());
+                }
                 let delegation = Delegation {
                     parent,
                     token,

@@ -431,3 +431,29 @@ fn a_dead_letter_redriven_while_its_manager_runs_stays_in_the_tree() {
     });
     assert_eq!(t.h.state(child), TaskState::Canceled);
 }
+
+#[test]
+fn a_managers_trace_reaches_what_it_delegates() {
+    let label = conclave_proto::TRACEPARENT_LABEL.to_string();
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
+    let mut h = Harness::new();
+    let manager = h.register("manager", &["manage"], 1);
+    let mut spec = needing("reports", &["manage"]);
+    spec.labels.insert(label.clone(), trace.clone());
+    let task = h.submit(spec);
+    let token = h.assigned(task, manager);
+    let own = "00-11111111111111111111111111111111-2222222222222222-01".to_string();
+    let mut traced = worker_task();
+    traced.labels.insert(label.clone(), own.clone());
+    let CoordResponse::Submitted { results } = h.run(CoordCommand::Delegate {
+        parent: task,
+        token,
+        tasks: vec![worker_task(), traced],
+        escalate_to: String::new(),
+    }) else {
+        panic!("delegated")
+    };
+    let trace_of = |h: &Harness, id: TaskId| h.task(id).spec.labels.get(&label).cloned();
+    assert_eq!(trace_of(&h, results[0].0), Some(trace), "inherited");
+    assert_eq!(trace_of(&h, results[1].0), Some(own), "its own kept");
+}
