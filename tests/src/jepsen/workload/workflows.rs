@@ -5,6 +5,10 @@
 //! them: `{"task", "attempt", "token", "agent"}`. Workers now and then stall past their lease, so
 //! leases expire and tasks are assigned again while the stale worker still means to complete.
 //!
+//! Every attempt at the pipeline's step [`MANAGER_STEP`] is a manager: it first delegates
+//! [`DELEGATED`] tasks under its own lease (agents.proto `Delegate`), which the workers take like
+//! any task; the lease's end (its completion, expiry, revocation) cancels those not finished.
+//!
 //! Two definitions ([`pipeline`], [`fan_out`]): a three-step pipeline `a -> b -> c` whose first
 //! step has a compensation (run when the workflow is canceled after `a` succeeded), and a fan-out
 //! `plan -> fan (5 branches, join at least 3) -> aggregate`. A pipeline whose start number is a
@@ -54,10 +58,11 @@ use conclave_proto::v1::tasks_client::TasksClient;
 use conclave_proto::v1::workflow_step::Kind as StepKind;
 use conclave_proto::v1::workflows_client::WorkflowsClient;
 use conclave_proto::v1::{
-    fan_out, Backoff, CancelWorkflowRequest, CompleteRequest, FailRequest, FanOut,
+    fan_out, Backoff, CancelWorkflowRequest, CompleteRequest, DelegateRequest, FailRequest, FanOut,
     GetWorkflowRequest, Join, JoinPolicy, ListTasksRequest, ListWorkflowsRequest, ReadConsistency,
-    StartWorkflowRequest, Task, TaskTemplate, WatchWorkflowsRequest, Workflow, WorkflowBranchState,
-    WorkflowDefinition, WorkflowEventKind, WorkflowState, WorkflowStep, WorkflowStepState,
+    StartWorkflowRequest, Task, TaskSpec, TaskTemplate, WatchWorkflowsRequest, Workflow,
+    WorkflowBranchState, WorkflowDefinition, WorkflowEventKind, WorkflowState, WorkflowStep,
+    WorkflowStepState,
 };
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
@@ -92,6 +97,11 @@ pub const JOIN_AT_LEAST: u32 = 3;
 pub const SCRIPT_EVERY: u64 = 3;
 /// The step of a scripted pipeline whose first attempt goes stale.
 pub const SCRIPT_STEP: &str = "b";
+/// The pipeline step whose workers are managers: each attempt first delegates DELEGATED tasks
+/// (agents.proto `Delegate`) under its own lease, which the other workers take like any task.
+pub const MANAGER_STEP: &str = "c";
+/// How many tasks a manager's attempt delegates.
+pub const DELEGATED: u64 = 2;
 /// Most tasks or workflows a listing page holds.
 const PAGE: u32 = 1000;
 /// Pause between two looks at the workflows while draining.
@@ -570,6 +580,7 @@ impl Handler {
             token: assignment.fencing_token,
             attempt: assignment.attempt,
             action,
+            manages: (step == MANAGER_STEP).then_some(self.options.lease_ms),
         };
         let context = self.context.clone();
         let pool = Arc::clone(&self.pool);
@@ -639,10 +650,15 @@ struct Job {
     token: u64,
     attempt: u32,
     action: Action,
+    /// A manager's attempt: delegate first (the delegated tasks' lease).
+    manages: Option<u64>,
 }
 
 impl Job {
     async fn run(self, actor: &mut Actor, context: &ClientContext) {
+        if let Some(lease_ms) = self.manages {
+            self.delegate(actor, context, lease_ms).await;
+        }
         match &self.action {
             Action::Complete { work_ms } | Action::Stall { after_ms: work_ms } => {
                 tokio::time::sleep(Duration::from_millis(*work_ms)).await;
@@ -699,6 +715,47 @@ impl Job {
                         Ok(response) => {
                             let mut value = value;
                             value["state"] = json!(state_name(response.into_inner().state));
+                            Attempt::Ok(value)
+                        }
+                        Err(status) => classify(&status),
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Delegates DELEGATED tasks under this attempt's lease, recorded as `delegate`.
+    async fn delegate(&self, actor: &mut Actor, context: &ClientContext, lease_ms: u64) {
+        let tasks = (0..DELEGATED)
+            .map(|n| TaskSpec {
+                queue: QUEUE.to_string(),
+                payload: json!({"delegated_by": self.task, "n": n})
+                    .to_string()
+                    .into_bytes(),
+                capabilities: vec![CAPABILITY.to_string()],
+                max_attempts: 3,
+                lease_ms,
+                ..TaskSpec::default()
+            })
+            .collect::<Vec<_>>();
+        let request = DelegateRequest {
+            request_id: actor.next_request_id(),
+            task_id: self.task,
+            fencing_token: self.token,
+            tasks,
+            escalate_to: String::new(),
+        };
+        let value = json!({"agent": self.name, "task": self.task, "token": self.token});
+        let spec = OpSpec::new("delegate", None, value.clone());
+        actor
+            .write(context, spec, |channel| {
+                let request = request.clone();
+                let value = value.clone();
+                async move {
+                    match AgentsClient::new(channel).delegate(request).await {
+                        Ok(response) => {
+                            let mut value = value;
+                            value["children"] = json!(response.into_inner().task_ids);
                             Attempt::Ok(value)
                         }
                         Err(status) => classify(&status),
@@ -1020,7 +1077,10 @@ pub fn task_json(task: &Task) -> Json {
                     .as_str_name(),
                 "ATTEMPT_OUTCOME_",
             ),
+            attempt.ended_unix_ms,
         ])).collect::<Vec<_>>(),
+        // A delegated task: its manager and the manager's lease token.
+        "delegation": task.delegation.as_ref().map(|d| json!([d.parent_task_id, d.fencing_token])),
     })
 }
 

@@ -123,6 +123,10 @@ struct Task {
     result: Json,
     /// (attempt, token, outcome).
     history: Vec<(u64, u64, String)>,
+    /// Token -> when that attempt ended, cluster time (0: running).
+    ended: BTreeMap<u64, u64>,
+    /// A delegated task's (manager, the manager's lease token).
+    delegation: Option<(u64, u64)>,
 }
 
 impl Task {
@@ -226,6 +230,7 @@ impl Recorded {
                 });
             }
             "fail-step" => self.count(&format!("fail_step_{}", outcome_name(outcome))),
+            "delegate" => self.count(&format!("delegate_{}", outcome_name(outcome))),
             "event" => self.watched.push(Watched {
                 sequence: u64_of("sequence"),
                 kind: text_of("kind"),
@@ -346,11 +351,19 @@ fn parse_task(value: &Json) -> Option<(u64, Task)> {
             origin[2].as_u64()?,
         )),
     };
-    let history = value["history"]
-        .as_array()?
+    let attempts = value["history"].as_array()?;
+    let history = attempts
         .iter()
         .map(|a| Some((a[0].as_u64()?, a[1].as_u64()?, a[2].as_str()?.to_string())))
         .collect::<Option<Vec<_>>>()?;
+    let ended = attempts
+        .iter()
+        .map(|a| Some((a[1].as_u64()?, a[3].as_u64().unwrap_or(0))))
+        .collect::<Option<BTreeMap<_, _>>>()?;
+    let delegation = match &value["delegation"] {
+        Json::Null => None,
+        pair => Some((pair[0].as_u64()?, pair[1].as_u64()?)),
+    };
     Some((
         value["id"].as_u64()?,
         Task {
@@ -358,6 +371,8 @@ fn parse_task(value: &Json) -> Option<(u64, Task)> {
             origin,
             result: parse_result(value["result"].as_str().unwrap_or_default()),
             history,
+            ended,
+            delegation,
         },
     ))
 }
@@ -384,6 +399,8 @@ fn result_source(result: &Json) -> Option<(u64, u64)> {
 ///   once;
 /// - [`stopped_workflows_leave_no_running_task`]: every task of a terminal workflow (canceled
 ///   ones in particular) is terminal;
+/// - [`delegated_tasks_live_under_their_managers_lease`]: a task a manager delegated is terminal
+///   after the heal, and never succeeded after the lease it was delegated under had ended;
 /// - [`watch_has_no_repeats`]: the watcher never got an event twice.
 pub fn check(events: &[Event]) -> CheckResult {
     let operations = match pair(events, Some(NAME)) {
@@ -409,6 +426,7 @@ pub fn check(events: &[Event]) -> CheckResult {
     results_come_from_current_leases(&recorded, reference, tasks, &mut problems, &mut stats);
     joins_fire_once(&recorded, reference, tasks, &mut problems, &mut stats);
     stopped_workflows_leave_no_running_task(reference, tasks, &mut problems);
+    delegated_tasks_live_under_their_managers_lease(tasks, &mut problems, &mut stats);
     watch_has_no_repeats(&recorded, &mut problems, &mut stats);
     CheckResult::from_problems(NAME, problems, stats)
 }
@@ -878,6 +896,50 @@ fn stopped_workflows_leave_no_running_task(
             }
         }
     }
+}
+
+/// A delegated task lives under the lease it was delegated under (agents.proto `Delegate`): its
+/// manager's attempt with that token has ended after the heal, the task is terminal, and if it
+/// succeeded it did so no later than that attempt ended (cluster time): the lease's end cancels
+/// the tasks not finished in the same entry.
+fn delegated_tasks_live_under_their_managers_lease(
+    tasks: &BTreeMap<u64, Task>,
+    problems: &mut Vec<String>,
+    stats: &mut Json,
+) {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, task) in tasks {
+        let Some((manager, token)) = task.delegation else {
+            continue;
+        };
+        *counts.entry(task.state.to_lowercase()).or_default() += 1;
+        if !TASK_TERMINAL.contains(&task.state.as_str()) {
+            problems.push(format!(
+                "delegated task {id} is {} after the heal",
+                task.state
+            ));
+        }
+        let lease_end = tasks
+            .get(&manager)
+            .and_then(|m| m.ended.get(&token).copied());
+        let Some(lease_end) = lease_end.filter(|end| *end != 0) else {
+            problems.push(format!(
+                "delegated task {id}: its manager {manager}'s attempt with token {token} is not \
+                 listed as ended"
+            ));
+            continue;
+        };
+        let succeeded_at = task
+            .succeeded_token()
+            .and_then(|t| task.ended.get(&t).copied());
+        if let Some(at) = succeeded_at.filter(|at| *at > lease_end) {
+            problems.push(format!(
+                "delegated task {id} succeeded at {at}, after its manager {manager}'s lease \
+                 (token {token}) ended at {lease_end}"
+            ));
+        }
+    }
+    stats["delegated"] = json!(counts);
 }
 
 /// The watcher got no event twice (a resume repeats nothing).

@@ -438,3 +438,62 @@ fn an_acknowledged_cancel_that_did_not_cancel_is_caught() {
         .events();
     assert_invalid_with(&events, "ends SUCCEEDED although the cancel");
 }
+
+/// Pipeline task 12 (step c) as a manager whose attempt (token 3) ended at 500, and two tasks it
+/// delegated under that lease: one succeeded at `child_end`, one canceled with the lease.
+fn delegation_tasks(child_state: &str, child_end: u64) -> Vec<Json> {
+    let mut tasks = good_tasks();
+    tasks[2]["history"] = json!([[1, 3, "SUCCEEDED", 500]]);
+    let outcome = if child_state == "ASSIGNED" {
+        "RUNNING"
+    } else {
+        child_state
+    };
+    tasks.push(
+        json!({"id": 30, "state": child_state, "origin": null, "result": "",
+        "history": [[1, 40, outcome, child_end]], "delegation": [12, 3]}),
+    );
+    tasks.push(
+        json!({"id": 31, "state": "CANCELED", "origin": null, "result": "",
+        "history": [[1, 41, "CANCELED", 500]], "delegation": [12, 3]}),
+    );
+    tasks
+}
+
+fn delegation_events(tasks: &[Json]) -> Vec<Event> {
+    good_run()
+        .finals(
+            &[
+                pipeline_workflow("SUCCEEDED"),
+                fan_out_workflow(&[21, 22, 23]),
+            ],
+            tasks,
+        )
+        .events()
+}
+
+#[test]
+fn delegated_tasks_that_ended_with_their_managers_lease_are_valid() {
+    let result = check(&delegation_events(&delegation_tasks("SUCCEEDED", 400)));
+    assert_eq!(result.verdict, Verdict::Valid, "{:#?}", result.problems);
+    assert_eq!(
+        result.stats["delegated"],
+        json!({"succeeded": 1, "canceled": 1})
+    );
+}
+
+#[test]
+fn a_delegated_task_that_succeeded_after_its_managers_lease_is_caught() {
+    assert_invalid_with(
+        &delegation_events(&delegation_tasks("SUCCEEDED", 600)),
+        "delegated task 30 succeeded at 600, after its manager 12's lease (token 3) ended at 500",
+    );
+}
+
+#[test]
+fn a_delegated_task_left_running_is_caught() {
+    assert_invalid_with(
+        &delegation_events(&delegation_tasks("ASSIGNED", 0)),
+        "delegated task 30 is ASSIGNED after the heal",
+    );
+}
