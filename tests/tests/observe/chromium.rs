@@ -42,7 +42,18 @@ impl Chromium {
 
     /// The page's DOM after its scripts ran for the virtual time budget.
     pub fn dump_dom(&mut self, url: &str) -> anyhow::Result<String> {
-        let output = self.run(url, &["--dump-dom".to_string()])?;
+        let budget = format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}");
+        let output = self.run(url, &["--dump-dom".to_string(), budget])?;
+        std::fs::read_to_string(&output).with_context(|| format!("reading {}", output.display()))
+    }
+
+    /// The page's DOM in real time, for a page that keeps a stream open (which stops virtual
+    /// time): taken once the page loaded, so what its scripts fetch may not be there yet.
+    pub fn dump_dom_now(&mut self, url: &str) -> anyhow::Result<String> {
+        let output = self.run(
+            url,
+            &["--dump-dom".to_string(), "--timeout=3000".to_string()],
+        )?;
         std::fs::read_to_string(&output).with_context(|| format!("reading {}", output.display()))
     }
 
@@ -52,6 +63,7 @@ impl Chromium {
             url,
             &[
                 format!("--screenshot={}", path.display()),
+                format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"),
                 "--window-size=1280,900".to_string(),
                 "--hide-scrollbars".to_string(),
             ],
@@ -75,7 +87,6 @@ impl Chromium {
                 "--disable-dev-shm-usage",
             ])
             .arg(format!("--user-data-dir={}", run.join("profile").display()))
-            .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"))
             .args(args)
             .arg(url)
             .stdin(Stdio::null())

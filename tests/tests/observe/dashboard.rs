@@ -72,9 +72,10 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
     ensure!(workflow_done.steps.len() == 2, "workflow {workflow_done:?}");
 
     let follower = cluster.followers().await?[0];
+    live_page(&mut browser, metrics_addr(&cluster, follower)?)?;
     let base = format!("http://{}/?poll", metrics_addr(&cluster, follower)?);
     tracing::info!(follower, %base, "each page, loaded from a follower's dashboard");
-    let dom = page(&mut browser, &base, "tasks", &shots).await?;
+    let dom = page(&mut browser, &base, "tasks", &shots.join("1-tasks.png")).await?;
     check_row(
         &dom,
         &format!("href=\"#task/{done}\""),
@@ -85,7 +86,13 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
         &format!("href=\"#task/{stuck}\""),
         &[QUEUE, "data-state=\"pending\""],
     )?;
-    let dom = page(&mut browser, &base, &format!("task/{done}"), &shots).await?;
+    let dom = page(
+        &mut browser,
+        &base,
+        &format!("task/{done}"),
+        &shots.join("2-task.png"),
+    )
+    .await?;
     let attempts = dom.find("id=\"attempts\"").context("no attempts table")?;
     check_row(
         &dom[attempts..],
@@ -96,7 +103,7 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
         &mut browser,
         &base,
         &format!("tasks?queue={QUEUE}&state=pending"),
-        &shots,
+        &shots.join("3-tasks-pending.png"),
     )
     .await?;
     ensure!(
@@ -104,20 +111,26 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
             && !dom.contains(&format!("href=\"#task/{done}\"")),
         "the search by state shows the pending task only"
     );
-    let dom = page(&mut browser, &base, "queues", &shots).await?;
+    let dom = page(&mut browser, &base, "queues", &shots.join("4-queues.png")).await?;
     check_row(
         &dom,
         &format!(">{QUEUE}</a>"),
         &["<td class=\"num\">1</td>"],
     )
     .context("the backlog of one")?;
-    let dom = page(&mut browser, &base, "agents", &shots).await?;
+    let dom = page(&mut browser, &base, "agents", &shots.join("5-agents.png")).await?;
     check_row(
         &dom,
         &format!("<td>{AGENT}</td>"),
         &["data-state=\"live\"", "paint", "data-state=\"closed\""],
     )?;
-    let dom = page(&mut browser, &base, "workflows", &shots).await?;
+    let dom = page(
+        &mut browser,
+        &base,
+        "workflows",
+        &shots.join("6-workflows.png"),
+    )
+    .await?;
     ensure!(
         dom.contains(&format!("id=\"workflow-{workflow}\"")),
         "workflow {workflow} missing"
@@ -128,9 +141,15 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
             "step {step} not drawn as succeeded"
         );
     }
-    let dom = page(&mut browser, &base, "decisions", &shots).await?;
+    let dom = page(
+        &mut browser,
+        &base,
+        "decisions",
+        &shots.join("7-decisions.png"),
+    )
+    .await?;
     ensure!(dom.contains("No decisions."), "the decisions page");
-    let dom = page(&mut browser, &base, "cluster", &shots).await?;
+    let dom = page(&mut browser, &base, "cluster", &shots.join("8-cluster.png")).await?;
     check_leader(&dom, leader)?;
 
     tracing::info!(
@@ -148,7 +167,13 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
     let base = format!("http://{}/?poll", metrics_addr(&cluster, survivor)?);
     let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
     let dom = loop {
-        let dom = page(&mut browser, &base, "cluster", &shots).await?;
+        let dom = page(
+            &mut browser,
+            &base,
+            "cluster",
+            &shots.join("9-cluster-survivor-after-kill.png"),
+        )
+        .await?;
         match check_leader(&dom, new_leader) {
             Ok(()) => break dom,
             Err(error) if std::time::Instant::now() > deadline => return Err(error),
@@ -159,6 +184,21 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
         !dom.contains(&format!("Leader: node {leader} ")),
         "the old leader is still named"
     );
+    let base = format!("http://{}/?poll", metrics_addr(&cluster, new_leader)?);
+    let dom = page(
+        &mut browser,
+        &base,
+        "cluster",
+        &shots.join("10-cluster-new-leader.png"),
+    )
+    .await?;
+    check_leader(&dom, new_leader)?;
+    check_row(
+        &dom,
+        &format!("<tr><td>{leader}"),
+        &["data-state=\"unreachable\""],
+    )
+    .context("the new leader's page shows the killed node unreachable")?;
     let event = first_event(metrics_addr(&cluster, survivor)?)?;
     ensure!(
         event.contains(&format!("\"leader\":{new_leader}")),
@@ -213,29 +253,39 @@ async fn wait_succeeded(fleet: &Fleet, task_id: u64) -> anyhow::Result<()> {
     .await
 }
 
-/// The rendered DOM of page `hash`, and its screenshot `<hash>.png` (Chromium runs on a blocking
+/// The rendered DOM of page `hash`, and its screenshot at `shot` (Chromium runs on a blocking
 /// thread: it takes a second or two).
 async fn page(
     browser: &mut Chromium,
     base: &str,
     hash: &str,
-    shots: &Path,
+    shot: &Path,
 ) -> anyhow::Result<String> {
     let url = format!("{base}#{hash}");
-    let name: String = hash
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let shot = shots.join(format!("{name}.png"));
     tokio::task::block_in_place(|| {
         let dom = browser.dump_dom(&url)?;
         ensure!(
             dom.contains("data-page="),
             "{url}: the page did not render: {dom}"
         );
-        browser.screenshot(&url, &shot)?;
+        browser.screenshot(&url, shot)?;
         Ok(dom)
     })
+}
+
+/// Without `?poll` the page follows the event stream: it says "live" and shows the queue. The DOM
+/// is taken in real time, so a load that was too quick is tried again.
+fn live_page(browser: &mut Chromium, addr: SocketAddr) -> anyhow::Result<()> {
+    let url = format!("http://{addr}/#queues");
+    let mut last = String::new();
+    for _ in 0..10 {
+        let dom = tokio::task::block_in_place(|| browser.dump_dom_now(&url))?;
+        if dom.contains("class=\"live on\">live<") && dom.contains(&format!(">{QUEUE}</a>")) {
+            return Ok(());
+        }
+        last = dom;
+    }
+    bail!("the page never went live on the event stream: {last}")
 }
 
 /// The table row holding `marker` contains each of `expected`.

@@ -10,6 +10,7 @@ mod views;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ use crate::node::Node;
 /// Most items in one page of tasks, decisions or workflows.
 pub const DASHBOARD_PAGE_MAX: usize = 200;
 
+/// Most event streams open at once on one node: each reads the state once a second.
+pub const DASHBOARD_STREAMS_MAX: usize = 64;
+
 /// How often the event stream sends an overview when nothing changed.
 const OVERVIEW_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -38,6 +42,25 @@ const OVERVIEW_SPACING: Duration = Duration::from_millis(250);
 struct Dashboard {
     node: Arc<Node>,
     stop: watch::Receiver<bool>,
+    /// Event streams open now.
+    streams: Arc<AtomicUsize>,
+}
+
+/// One open event stream, counted until it is dropped.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(streams: &Arc<AtomicUsize>) -> Option<StreamSlot> {
+        let open = streams.fetch_add(1, Ordering::Relaxed);
+        let slot = StreamSlot(streams.clone());
+        (open < DASHBOARD_STREAMS_MAX).then_some(slot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The dashboard's routes, for the metrics server to merge.
@@ -53,7 +76,11 @@ pub fn router(node: Arc<Node>, stop: watch::Receiver<bool>) -> Router {
         .route("/api/decisions", get(decisions))
         .route("/api/workflows", get(workflows))
         .route("/api/events", get(events))
-        .with_state(Dashboard { node, stop })
+        .with_state(Dashboard {
+            node,
+            stop,
+            streams: Arc::default(),
+        })
 }
 
 async fn index() -> Response {
@@ -130,23 +157,35 @@ async fn workflows(State(dashboard): State<Dashboard>, RawQuery(query): RawQuery
 }
 
 /// Server-sent events: an `overview` event at once, then about every second and soon after each
-/// change of the coordination state, until the client leaves or the node stops.
-async fn events(
-    State(dashboard): State<Dashboard>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// change of the coordination state, until the client leaves or the node stops. At most
+/// DASHBOARD_STREAMS_MAX at once; past that 503, and the page falls back to `?poll`.
+async fn events(State(dashboard): State<Dashboard>) -> Response {
+    let Some(slot) = StreamSlot::take(&dashboard.streams) else {
+        let message = format!("at most {DASHBOARD_STREAMS_MAX} event streams are open at once");
+        return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    };
     let changes = dashboard.node.state.subscribe_coordination();
-    let stream = futures::stream::unfold(
-        (dashboard, changes, true),
-        |(mut dashboard, mut changes, first)| async move {
+    Sse::new(overviews(dashboard, changes, slot))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn overviews(
+    dashboard: Dashboard,
+    changes: watch::Receiver<u64>,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(
+        (dashboard, changes, slot, true),
+        |(mut dashboard, mut changes, slot, first)| async move {
             if !first && !next_overview_due(&mut dashboard.stop, &mut changes).await {
                 return None;
             }
             let data = views::overview(&dashboard.node).to_string();
             let event = Event::default().event("overview").data(data);
-            Some((Ok(event), (dashboard, changes, false)))
+            Some((Ok(event), (dashboard, changes, slot, false)))
         },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    )
 }
 
 /// Waits for the next overview's time: a change or the interval, at least OVERVIEW_SPACING

@@ -35,8 +35,8 @@ pub fn node(node: &Node) -> Value {
                 "id": id,
                 "api_addr": info.api_addr,
                 "voter": voters.contains(id),
-                "matched": metrics.replication.as_ref()
-                    .and_then(|r| r.get(id).cloned().flatten()).map(|log_id| log_id.index),
+                "matched": matched(&metrics, *id),
+                "last_ack_ms": last_ack_ms(&metrics, *id),
             })
         })
         .collect();
@@ -54,6 +54,24 @@ pub fn node(node: &Node) -> Value {
         "members": members,
         "wall_clock_ms": wall_clock_ms(),
     })
+}
+
+/// On the leader: the last log index `id` is known to hold.
+fn matched(metrics: &openraft::RaftMetrics<crate::raft::TypeConfig>, id: u64) -> Option<u64> {
+    let replication = metrics.replication.as_ref()?;
+    replication
+        .get(&id)
+        .cloned()
+        .flatten()
+        .map(|log_id| log_id.index)
+}
+
+/// On the leader: how long ago `id` last acknowledged a heartbeat or an append.
+fn last_ack_ms(metrics: &openraft::RaftMetrics<crate::raft::TypeConfig>, id: u64) -> Option<u64> {
+    use openraft::Instant as _;
+    let heartbeat = metrics.heartbeat.as_ref()?;
+    let acked = heartbeat.get(&id).cloned().flatten()?;
+    Some(acked.elapsed().as_millis() as u64)
 }
 
 /// What the event stream pushes: this node, the queues, the agents and the state's counts.

@@ -64,16 +64,27 @@ async function getJson(url) {
 
 // --- pages -----------------------------------------------------------------------------------
 
+// A member's role as this node can tell: its own, the leader's, and on the leader whether each
+// follower acknowledged lately; a follower knows nothing of the others' health.
+function memberRole(n, m) {
+  if (m.id === n.leader) return "leader";
+  if (m.id === n.id) return n.role;
+  if (n.role !== "leader") return "unknown";
+  if (m.last_ack_ms === null || m.last_ack_ms > 3000) return "unreachable";
+  return m.voter ? "follower" : "learner";
+}
+
 function clusterPage(o) {
   const n = o.node;
   const leaderMember = n.members.find((m) => m.id === n.leader);
   const rows = n.members.map((m) => [
     String(m.id) + (m.id === n.id ? " (this node)" : ""),
     m.api_addr,
-    badge(m.id === n.leader ? "leader" : m.voter ? "follower" : "learner"),
+    badge(memberRole(n, m)),
     m.voter ? "voter" : "learner",
     m.matched === null ? "–" : String(m.matched),
     m.matched === null ? "–" : String(Math.max(0, n.last_log_index - m.matched)),
+    m.last_ack_ms === null ? "–" : age(m.last_ack_ms) + " ago",
   ]);
   return [
     h("h2", null, "This node"),
@@ -87,8 +98,8 @@ function clusterPage(o) {
       card("apply lag", String(n.apply_lag)),
       card("health", badge(n.serving ? "serving" : "not serving"), "health")),
     h("h2", null, "Members"),
-    h("p", { class: "muted" }, "As this node knows them. Matched index and lag come from the leader's replication progress, so they show only on the leader's dashboard."),
-    table(["node", "api address", "role", "membership", "#matched", "#lag (entries)"], rows, { id: "members" }),
+    h("p", { class: "muted" }, "As this node knows them. Matched index, lag and last acknowledgment come from the leader's replication progress, so they show only on the leader's dashboard; a follower cannot tell the other followers' state (unknown)."),
+    table(["node", "api address", "role", "membership", "#matched", "#lag (entries)", "#last ack"], rows, { id: "members" }),
     h("p", { id: "leader-line" }, n.leader === null ? "No leader known." :
       "Leader: node " + n.leader + (leaderMember ? " at " + leaderMember.api_addr : "") + ", term " + n.term + "."),
   ];
@@ -315,7 +326,11 @@ function connect() {
   const events = new EventSource("/api/events");
   events.addEventListener("overview", (event) => update(JSON.parse(event.data)));
   events.onopen = () => { live.textContent = "live"; live.className = "live on"; };
-  events.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
+  events.onerror = () => {
+    live.textContent = "reconnecting"; live.className = "live off";
+    // Refused (too many streams open) rather than cut: poll instead.
+    if (events.readyState === EventSource.CLOSED) setInterval(poll, 1000);
+  };
 }
 
 window.addEventListener("hashchange", () => { state.listing = null; state.listingKey = ""; render(); refreshListing(true); });
