@@ -47,16 +47,6 @@ impl Chromium {
         std::fs::read_to_string(&output).with_context(|| format!("reading {}", output.display()))
     }
 
-    /// The page's DOM in real time, for a page that keeps a stream open (which stops virtual
-    /// time): taken once the page loaded, so what its scripts fetch may not be there yet.
-    pub fn dump_dom_now(&mut self, url: &str) -> anyhow::Result<String> {
-        let output = self.run(
-            url,
-            &["--dump-dom".to_string(), "--timeout=3000".to_string()],
-        )?;
-        std::fs::read_to_string(&output).with_context(|| format!("reading {}", output.display()))
-    }
-
     /// Saves a 1280x900 screenshot of the page at `path`.
     pub fn screenshot(&mut self, url: &str, path: &Path) -> anyhow::Result<()> {
         self.run(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use conclave_client::{parse_definition, Client, DefinitionFormat, StartWorkflowOptions};
-use conclave_proto::v1::TaskState;
+use conclave_proto::v1::{DecisionSpec, Electorate, TaskState};
 use conclave_tests::fleet::{task_spec, ExecAgent, Fleet};
 use conclave_tests::poll::eventually;
 use conclave_tests::{ClusterConfig, TestCluster};
@@ -24,6 +24,7 @@ use crate::SETTLE_TIMEOUT;
 
 const QUEUE: &str = "dash-jobs";
 const AGENT: &str = "painter";
+const RATIONALE: &str = "blue matches the logo";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::Result<()> {
@@ -71,8 +72,24 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
     let workflow_done = client.wait_workflow(workflow).await?;
     ensure!(workflow_done.steps.len() == 2, "workflow {workflow_done:?}");
 
+    tracing::info!("a decision the agent votes in, with a rationale");
+    let session_id = client.get_agent(AGENT).await?.agent.session_id;
+    let decision = client
+        .propose(DecisionSpec {
+            question: "Paint it blue?".into(),
+            options: vec!["yes".into(), "no".into()],
+            electorate: Some(Electorate {
+                agents: vec![AGENT.into()],
+                ..Electorate::default()
+            }),
+            ..DecisionSpec::default()
+        })
+        .await?
+        .decision
+        .id;
+    client.vote(session_id, decision, "yes", RATIONALE).await?;
+
     let follower = cluster.followers().await?[0];
-    live_page(&mut browser, metrics_addr(&cluster, follower)?)?;
     let base = format!("http://{}/?poll", metrics_addr(&cluster, follower)?);
     tracing::info!(follower, %base, "each page, loaded from a follower's dashboard");
     let dom = page(&mut browser, &base, "tasks", &shots.join("1-tasks.png")).await?;
@@ -148,7 +165,18 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
         &shots.join("7-decisions.png"),
     )
     .await?;
-    ensure!(dom.contains("No decisions."), "the decisions page");
+    let voted = dom
+        .find(&format!("id=\"decision-{decision}\""))
+        .context("no decision box")?;
+    ensure!(
+        dom[voted..].contains("data-state=\"decided\""),
+        "decision {decision} not decided"
+    );
+    check_row(
+        &dom[voted..],
+        &format!("<td>{AGENT}</td>"),
+        &["<td>yes</td>", RATIONALE],
+    )?;
     let dom = page(&mut browser, &base, "cluster", &shots.join("8-cluster.png")).await?;
     check_leader(&dom, leader)?;
 
@@ -271,21 +299,6 @@ async fn page(
         browser.screenshot(&url, shot)?;
         Ok(dom)
     })
-}
-
-/// Without `?poll` the page follows the event stream: it says "live" and shows the queue. The DOM
-/// is taken in real time, so a load that was too quick is tried again.
-fn live_page(browser: &mut Chromium, addr: SocketAddr) -> anyhow::Result<()> {
-    let url = format!("http://{addr}/#queues");
-    let mut last = String::new();
-    for _ in 0..10 {
-        let dom = tokio::task::block_in_place(|| browser.dump_dom_now(&url))?;
-        if dom.contains("class=\"live on\">live<") && dom.contains(&format!(">{QUEUE}</a>")) {
-            return Ok(());
-        }
-        last = dom;
-    }
-    bail!("the page never went live on the event stream: {last}")
 }
 
 /// The table row holding `marker` contains each of `expected`.
