@@ -247,7 +247,11 @@ fn chromium_or_skip() -> anyhow::Result<Option<PathBuf>> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         bail!("{message}");
     }
-    eprintln!("\n!!! SKIPPED the dashboard's browser test: {message} !!!\n");
+    // Straight to stderr, not eprintln!: the test harness captures that for a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!! SKIPPED the dashboard's browser test: {message} !!!\n"
+    );
     Ok(None)
 }
 
