@@ -238,7 +238,7 @@ pub async fn run(
                 listener,
                 metrics.clone(),
                 node.clone(),
-                stopped(stop_rx.clone()),
+                stop_rx.clone(),
             ))
         }
         // Never finishes: the select below then waits on the other servers only.

@@ -1,5 +1,6 @@
 //! The HTTP server of `--metrics-addr`: `GET /metrics` in Prometheus's text format (axum, the
-//! HTTP stack tonic already brings). It serves nothing else, and stops with the node.
+//! HTTP stack tonic already brings), and the web dashboard (`dashboard/`). It stops with the node;
+//! the dashboard's event streams end then too, so the graceful shutdown does not wait on them.
 
 use std::sync::Arc;
 
@@ -23,13 +24,21 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     node: Arc<Node>,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Scrape { metrics, node });
+        .with_state(Scrape {
+            metrics,
+            node: node.clone(),
+        })
+        .merge(super::dashboard::router(node, stop.clone()));
+    let mut stopping = stop;
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
+        .with_graceful_shutdown(stopped)
         .await
 }
 

@@ -1,4 +1,5 @@
-//! The node's Prometheus metrics, served as text on `--metrics-addr` (`http.rs`).
+//! The node's Prometheus metrics, served as text on `--metrics-addr` (`http.rs`), beside the web
+//! dashboard (`dashboard/`), which reads the same state.
 //!
 //! Two kinds of families. Those measured as things happen live in a registry built at start:
 //! gRPC requests (`grpc.rs`, a tower layer on the API server), WAL fsyncs and snapshots
@@ -11,6 +12,7 @@
 //!
 //! The state machine knows nothing of this: `scrape.rs` reads it through its public read API.
 
+pub mod dashboard;
 mod grpc;
 pub mod http;
 mod process;

@@ -334,7 +334,7 @@ fn state(node: &Node, families: &Families) {
     );
 }
 
-fn task_state_name(state: TaskState) -> &'static str {
+pub(super) fn task_state_name(state: TaskState) -> &'static str {
     match state {
         TaskState::Pending => "pending",
         TaskState::Delayed => "delayed",
@@ -358,7 +358,7 @@ const WORKFLOW_STATES: [&str; 7] = [
     "timed_out",
 ];
 
-fn workflow_state_name(state: WorkflowState) -> &'static str {
+pub(super) fn workflow_state_name(state: WorkflowState) -> &'static str {
     match state {
         WorkflowState::Running => "running",
         WorkflowState::Waiting => "waiting",
