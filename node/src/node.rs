@@ -270,11 +270,18 @@ impl Node {
             .heartbeat()
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
+        // A lone voter is its own quorum: openraft records no acknowledgment for it, and no
+        // other node can be elected while the voters are only it.
+        let me = self.id;
         let confirmed = wait
             .metrics(
                 |m| {
                     m.current_term != term
                         || m.state != ServerState::Leader
+                        || m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .all(|id| id == me)
                         || m.last_quorum_acked
                             .as_ref()
                             .is_some_and(|acked| **acked > started)

@@ -155,6 +155,22 @@ async fn linearizable_read_after_leader_change() -> anyhow::Result<()> {
     cluster.shutdown().await
 }
 
+/// A one-node cluster is its own quorum: a linearizable read there is served, not UNAVAILABLE
+/// for want of a quorum acknowledgment no peer can send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_cluster_serves_linearizable_reads() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_initialized(ClusterConfig::new(1)).await?;
+    let client = conclave_client::Client::connect([cluster.api_addr(1).to_string()])?;
+    client.put(KEY, "one").await?;
+    let read = client
+        .get(KEY)
+        .await
+        .context("a linearizable get on a lone voter")?;
+    let value = read.kv.map(|kv| kv.value).unwrap_or_default();
+    anyhow::ensure!(value == b"one", "{value:?}");
+    cluster.shutdown().await
+}
+
 async fn linearizable_get(cluster: &TestCluster, id: u64) -> anyhow::Result<GetResponse> {
     get(
         &cluster.kv(id),
