@@ -97,6 +97,11 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Export the spans of traced tasks (submitted with a W3C traceparent) over OTLP/gRPC to this
+    /// collector, e.g. `http://127.0.0.1:4317`. Off by default.
+    #[arg(long, env = "CONCLAVE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Test-only: dial peer ID at ADDR instead of its membership address (`ID=ADDR`, repeatable).
     /// Fault-injection tests put a proxy there; the membership keeps the real addresses.
     #[arg(

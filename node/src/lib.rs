@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod otel;
 pub mod raft;
 pub mod state_machine;
 pub mod storage;

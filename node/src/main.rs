@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use conclave_node::config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 // One thread per node: a write crosses a dozen tasks (API, Raft core, log I/O, replication, apply)
 // and on the two-core machines we run on, cross-thread wake-ups between them cost more than the
@@ -16,15 +18,28 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let filter = EnvFilter::try_new(&config.log_filter)
         .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", config.log_filter))?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match config.log_format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let traces = config
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| conclave_node::otel::provider(endpoint, config.node_id))
+        .transpose()?;
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces.as_ref().map(conclave_node::otel::layer))
+        .init();
+    let result = conclave_node::run(config, shutdown_signal()).await;
+    if let Some(traces) = traces {
+        // Flushes what is batched; it waits on the exporter, which runs on this runtime.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
-    conclave_node::run(config, shutdown_signal()).await
+    result
 }
 
 async fn shutdown_signal() {

@@ -343,6 +343,11 @@ fn session_event(
                             traceparent = %assignment.traceparent,
                             "assignment sent"
                         );
+                        crate::otel::mark(
+                            "conclave.task.assigned",
+                            &assignment.traceparent,
+                            assignment.task_id,
+                        );
                     }
                     messages.push(event(EventKind::Assignment(assignment)));
                 }

@@ -74,6 +74,7 @@ impl Tasks for TasksService {
                         })?;
                         if let Some(traceparent) = &traceparent {
                             tracing::debug!(task_id, existing, traceparent, "task submitted");
+                            crate::otel::mark("conclave.task.submitted", traceparent, task_id);
                         }
                         Ok(Response::new(pb::SubmitResponse {
                             header: self.gateway.header(revision, Consistency::Linearizable),

@@ -10,6 +10,7 @@ mod dashboard;
 mod exposition;
 mod health;
 mod metrics;
+mod otlp;
 mod reflection;
 mod traceparent;
 
