@@ -22,6 +22,8 @@ use conclave_tests::{ClusterConfig, TestCluster};
 use crate::chromium::{self, Chromium};
 use crate::SETTLE_TIMEOUT;
 
+/// The lock the agent's session holds.
+const LOCK: &str = "dash-lock";
 const QUEUE: &str = "dash-jobs";
 const AGENT: &str = "painter";
 const RATIONALE: &str = "blue matches the logo";
@@ -88,6 +90,11 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
         .decision
         .id;
     client.vote(session_id, decision, "yes", RATIONALE).await?;
+
+    tracing::info!("a lock held by the agent's session");
+    let options = conclave_client::AcquireOptions::session(session_id).owned_by(AGENT);
+    let held = client.acquire_lock(LOCK, &options).await?;
+    ensure!(held.acquired, "{held:?}");
 
     let follower = cluster.followers().await?[0];
     let base = format!("http://{}/?poll", metrics_addr(&cluster, follower)?);
@@ -158,6 +165,12 @@ async fn the_dashboard_shows_tasks_and_the_new_leader_in_a_browser() -> anyhow::
             "step {step} not drawn as succeeded"
         );
     }
+    let dom = page(&mut browser, &base, "locks", &shots.join("7a-locks.png")).await?;
+    check_row(
+        &dom,
+        &format!("<td>{LOCK}</td>"),
+        &["lock", &format!("{AGENT} #{}", held.token), "1 / 1"],
+    )?;
     let dom = page(
         &mut browser,
         &base,

@@ -75,6 +75,7 @@ pub fn router(node: Arc<Node>, stop: watch::Receiver<bool>) -> Router {
         .route("/api/tasks/{id}", get(task))
         .route("/api/decisions", get(decisions))
         .route("/api/workflows", get(workflows))
+        .route("/api/locks", get(locks))
         .route("/api/events", get(events))
         .with_state(Dashboard {
             node,
@@ -154,6 +155,10 @@ async fn decisions(State(dashboard): State<Dashboard>, RawQuery(query): RawQuery
 async fn workflows(State(dashboard): State<Dashboard>, RawQuery(query): RawQuery) -> Response {
     let after_id = after_id(&params(query.as_deref()));
     json(&views::workflows(&dashboard.node, after_id))
+}
+
+async fn locks(State(dashboard): State<Dashboard>) -> Response {
+    json(&views::locks(&dashboard.node))
 }
 
 /// Server-sent events: an `overview` event at once, then about every second and soon after each

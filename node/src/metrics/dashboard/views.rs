@@ -14,6 +14,7 @@ use crate::node::{wall_clock_ms, Node};
 use crate::state_machine::coordination::{
     Agent, Attempt, Decision, DecisionStatus, Rule, Task, TaskFilter, TaskState,
 };
+use crate::state_machine::locks::Lock;
 use crate::state_machine::workflows::definition::StepKind;
 use crate::state_machine::workflows::Workflow;
 use crate::state_machine::StateMachine;
@@ -348,5 +349,33 @@ fn workflow(workflow: &Workflow) -> Value {
         "created_ms": workflow.created_ms,
         "error": workflow.error,
         "steps": steps,
+    })
+}
+
+/// Locks, semaphores and elections in (kind, name) order, the first DASHBOARD_PAGE_MAX: their
+/// holders (owner, token, permits, lease end) and how many wait.
+pub fn locks(node: &Node) -> Value {
+    let state = node.state.read();
+    let mut all = state.machine.locks().iter();
+    let page: Vec<Value> = all.by_ref().take(DASHBOARD_PAGE_MAX).map(lock).collect();
+    json!({"locks": page, "more": all.next().is_some()})
+}
+
+fn lock(lock: &Lock) -> Value {
+    let holders: Vec<Value> = lock
+        .holders
+        .values()
+        .map(|g| {
+            json!({"owner": g.holder.owner, "session_id": g.holder.session_id, "token": g.token,
+                "permits": g.permits, "expires_ms": g.expires_at_ms})
+        })
+        .collect();
+    json!({
+        "kind": lock.kind.noun(),
+        "name": lock.name,
+        "limit": lock.limit,
+        "holders": holders,
+        "waiters": lock.waiters.len(),
+        "unavailable_until_ms": lock.unavailable_until_ms,
     })
 }

@@ -271,13 +271,27 @@ function workflowsPage() {
     listing.more ? h("a", { href: "#workflows?after_id=" + listing.next_after_id }, "Next page") : null];
 }
 
-const pages = { cluster: clusterPage, queues: queuesPage, agents: agentsPage, tasks: tasksPage, task: taskPage, decisions: decisionsPage, workflows: workflowsPage };
+function locksPage() {
+  const listing = state.listing;
+  if (!listing) return [h("p", { class: "muted" }, "Loading…")];
+  const rows = listing.locks.map((l) => {
+    const used = l.holders.reduce((n, g) => n + g.permits, 0);
+    const holders = l.holders.map((g) => g.owner + " #" + g.token + (g.expires_ms ? " until " + time(g.expires_ms) : "")).join(", ");
+    return [l.kind, l.name, holders || "–", used + " / " + l.limit, String(l.waiters)];
+  });
+  return [h("h2", null, "Locks, semaphores and elections"),
+    rows.length ? table(["kind", "name", "holders (owner #fencing token)", "permits", "#waiting"], rows, { id: "locks" }) : h("p", { class: "muted" }, "No locks."),
+    listing.more ? h("p", { class: "muted" }, "The first 200 are shown.") : null];
+}
+
+const pages = { cluster: clusterPage, queues: queuesPage, agents: agentsPage, tasks: tasksPage, task: taskPage, decisions: decisionsPage, workflows: workflowsPage, locks: locksPage };
 
 // The URL of the listing the page shows, if it shows one.
 function listingUrl(r) {
   if (r.page === "tasks") return "/api/tasks?" + r.params;
   if (r.page === "task") return "/api/tasks/" + encodeURIComponent(r.arg || "");
   if (r.page === "decisions" || r.page === "workflows") return "/api/" + r.page + "?" + r.params;
+  if (r.page === "locks") return "/api/locks";
   return null;
 }
 
