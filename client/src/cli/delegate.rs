@@ -10,12 +10,9 @@ use serde_json::{json, Value};
 
 use super::output;
 use super::render::{parse_key_value, state_name};
-use super::task::ending;
+use super::task::{ending, wait_until_terminal};
 use super::when::{parse_duration, parse_when};
 use super::{CliError, CliResult, Globals};
-
-/// Longest single WaitTask while waiting for the delegated tasks.
-const WAIT_CHUNK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct DelegateArgs {
@@ -163,21 +160,13 @@ async fn wait_one(
     started: tokio::time::Instant,
     max_wait: Option<Duration>,
 ) -> CliResult<Task> {
-    loop {
-        let chunk = match max_wait {
-            Some(max_wait) => max_wait.saturating_sub(started.elapsed()).min(WAIT_CHUNK),
-            None => WAIT_CHUNK,
-        };
-        let waited = client.wait_task(id, chunk).await?;
-        if waited.terminal {
-            return Ok(waited.task);
-        }
-        if max_wait.is_some_and(|max_wait| started.elapsed() >= max_wait) {
-            return Err(CliError::unknown(format!(
-                "delegated task {id} has not finished after --max-wait"
-            )));
-        }
+    let waited = wait_until_terminal(client, id, started, max_wait).await?;
+    if !waited.terminal {
+        return Err(CliError::unknown(format!(
+            "delegated task {id} has not finished after --max-wait"
+        )));
     }
+    Ok(waited.task)
 }
 
 /// The escalation task a dead letter was handed to, if any.

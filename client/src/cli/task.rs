@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use conclave_client::{
     is_terminal, unix_ms_now, AgentListOptions, AgentStatus, Backoff, Client, DeadLetterReason,
     DecisionGate, Delegation, EscalationKind, ReadConsistency, Task, TaskEvent, TaskEventKind,
-    TaskListOptions, TaskSpec, TaskState, TaskWatchOptions,
+    TaskListOptions, TaskSpec, TaskState, TaskWatchOptions, WaitResult,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -485,6 +485,27 @@ pub fn task_spec(args: SubmitArgs, now_ms: u64) -> CliResult<TaskSpec> {
     })
 }
 
+/// Waits in WAIT_CHUNK requests until task `id` is terminal or `max_wait` (counted from
+/// `started`) has passed; the last answer says which. An unknown task is a failure.
+pub async fn wait_until_terminal(
+    client: &Client,
+    id: u64,
+    started: tokio::time::Instant,
+    max_wait: Option<Duration>,
+) -> CliResult<WaitResult> {
+    loop {
+        let chunk = match max_wait {
+            Some(max_wait) => max_wait.saturating_sub(started.elapsed()).min(WAIT_CHUNK),
+            None => WAIT_CHUNK,
+        };
+        let waited = not_found_is_failure(client.wait_task(id, chunk).await, id)?;
+        let out_of_time = max_wait.is_some_and(|max_wait| started.elapsed() >= max_wait);
+        if waited.terminal || out_of_time {
+            return Ok(waited);
+        }
+    }
+}
+
 /// Waits for the task to finish and prints it: the result for a success; exits 1 for another
 /// end, 3 when `max_wait` passes first. `json`: print a JSON document instead, with the payload
 /// (Some(true)) or without it (Some(false)).
@@ -495,17 +516,8 @@ pub async fn wait_and_print(
     json: Option<bool>,
 ) -> CliResult {
     let started = tokio::time::Instant::now();
-    let (header, task, terminal) = loop {
-        let chunk = match max_wait {
-            Some(max_wait) => max_wait.saturating_sub(started.elapsed()).min(WAIT_CHUNK),
-            None => WAIT_CHUNK,
-        };
-        let waited = not_found_is_failure(client.wait_task(id, chunk).await, id)?;
-        let out_of_time = max_wait.is_some_and(|max_wait| started.elapsed() >= max_wait);
-        if waited.terminal || out_of_time {
-            break (waited.header, waited.task, waited.terminal);
-        }
-    };
+    let waited = wait_until_terminal(client, id, started, max_wait).await?;
+    let (header, task, terminal) = (waited.header, waited.task, waited.terminal);
     let state = task.state();
     if let Some(payload) = json {
         output::json_document(&json!({
