@@ -127,6 +127,7 @@ setup() {
 
 work_dir=
 server_pids=()
+generator_pid=
 status=0
 
 # Six free loopback ports, chosen by the kernel (bound together so that none repeats).
@@ -228,6 +229,10 @@ start_cluster() { # SYNC -> sets cluster_urls
 # shellcheck disable=SC2317 # run by the EXIT trap
 on_exit() {
     local code=$?
+    if [[ -n $generator_pid ]]; then
+        kill -TERM "$generator_pid" 2>/dev/null || true
+        wait "$generator_pid" 2>/dev/null || true
+    fi
     stop_servers
     if [[ -n $work_dir ]]; then
         if [[ $keep == true || $code -ne 0 ]]; then
@@ -268,9 +273,13 @@ for sync in "${runnable[@]}"; do
     start_cluster "$sync"
     echo "# load average before: $(cut -d ' ' -f 1-3 /proc/loadavg)"
     pids_csv=$(IFS=,; echo "${server_pids[*]}")
+    # In the background so that a signal interrupts `wait` and the EXIT trap stops everything now.
     "$venv/bin/python" "$repo_root/scripts/bench_jetstream.py" --servers "$cluster_urls" \
         --server-names n1,n2,n3 --server-pids "$pids_csv" --label "sync=$sync" \
-        "${generator_args[@]}" || status=$?
+        "${generator_args[@]}" &
+    generator_pid=$!
+    wait "$generator_pid" || status=$?
+    generator_pid=
     stop_servers
     ((status == 0)) || break
 done
