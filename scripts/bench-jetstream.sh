@@ -163,11 +163,13 @@ cluster {
 EOF
 }
 
-# Our server: the pid runs nats-server with a config under this run's work dir.
+# Our server, still running: a child of this shell (so its pid cannot have been reused: we reap
+# our children only after they are gone) that is not a zombie. Checked by pid, never by name.
 is_ours() {
-    local pid=$1
-    [[ -n $work_dir && -r /proc/$pid/cmdline ]] &&
-        { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q -F -- "$nats_server -c $work_dir/"
+    local pid=$1 state ppid
+    [[ -r /proc/$pid/stat ]] || return 1
+    read -r state ppid < <(cut -d ')' -f 2- "/proc/$pid/stat" 2>/dev/null | cut -d ' ' -f 2,3) || return 1
+    [[ $ppid == "$$" && $state != Z ]]
 }
 
 stop_servers() {
@@ -190,38 +192,40 @@ stop_servers() {
     server_pids=()
 }
 
-wait_ready() { # DIR PORT...
-    local dir=$1 i=0 port n
-    shift
-    for ((n = 1; n <= $#; n++)); do
-        port=${!n}
-        until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-            if ! is_ours "${server_pids[n - 1]}"; then
-                echo "bench-jetstream: server n$n exited; its log:" >&2
-                tail -n 20 "$dir/n$n.log" >&2
-                return 1
-            fi
-            if ((i++ >= READY_TIMEOUT_SECS * 10)); then
-                echo "bench-jetstream: server n$n not listening on $port after ${READY_TIMEOUT_SECS}s" >&2
-                return 1
-            fi
-            sleep 0.1
-        done
+wait_ready() { # DIR N PORT: server nN listens on PORT
+    local dir=$1 n=$2 port=$3 i=0
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! is_ours "${server_pids[n - 1]}"; then
+            echo "bench-jetstream: server n$n exited; its log:" >&2
+            tail -n 20 "$dir/n$n.log" >&2
+            return 1
+        fi
+        if ((i++ >= READY_TIMEOUT_SECS * 10)); then
+            echo "bench-jetstream: server n$n not listening on $port after ${READY_TIMEOUT_SECS}s" >&2
+            return 1
+        fi
+        sleep 0.1
     done
 }
 
 start_cluster() { # SYNC -> sets cluster_urls
-    local sync=$1 dir n ports
+    local sync=$1 dir n m ports others
     dir="$work_dir/sync-$sync"
     mkdir -p "$dir"
     read -r -a ports <<<"$(free_ports)"
     for n in 1 2 3; do
         mkdir -p "$dir/n$n"
-        write_config "$dir" "$n" "${ports[n - 1]}" "${ports[n + 2]}" "$sync" "${ports[@]:3:3}"
+        # Routes to the two others only: a route to itself makes each server open and then drop
+        # a duplicate route at start.
+        others=()
+        for m in 1 2 3; do ((m == n)) || others+=("${ports[m + 2]}"); done
+        write_config "$dir" "$n" "${ports[n - 1]}" "${ports[n + 2]}" "$sync" "${others[@]}"
         "$nats_server" -c "$dir/n$n.conf" >"$dir/n$n.log" 2>&1 &
         server_pids+=("$!")
+        # One after the other: 2.10.27 started all at once sometimes never offered a peer for
+        # placement ("no suitable peers for placement" for a minute).
+        wait_ready "$dir" "$n" "${ports[n - 1]}"
     done
-    wait_ready "$dir" "${ports[@]:0:3}"
     cluster_urls="nats://127.0.0.1:${ports[0]},nats://127.0.0.1:${ports[1]},nats://127.0.0.1:${ports[2]}"
     echo "# cluster sync=$sync: servers n1-n3 on $cluster_urls (pids ${server_pids[*]}), data $dir"
 }

@@ -11,7 +11,9 @@ It drives a running three-server JetStream cluster and prints one line per figur
      --many-batch async publishes                                   (publishers=256 batch=W)
   e  publish-to-delivery latency: a publisher at --rate msgs/s, one durable pull consumer read by
      --consumers workers (one group), explicit acks; latency = delivery to a worker minus the
-     instant written in the payload just before the publish (one process, one monotonic clock)
+     instant written in the payload just before the publish (one process, one monotonic clock);
+     the line says how long after the last publish the last delivery came: far more than the p99
+     means that the cluster could not keep up with --rate, and the latencies are queueing delays
   f  group throughput: --drain-messages messages published first, then --consumers workers of one
      durable pull consumer drain them, acking each; msgs/s from the workers' start to the last ack,
      once with plain acks (fire and forget, JetStream's default) and once with double acks (each
@@ -172,7 +174,7 @@ async def connect(url, name):
                               max_reconnect_attempts=3, pending_size=64 * 1024 * 1024)
 
 
-async def ensure_stream(nc, args, deadline_s=60):
+async def ensure_stream(nc, args, deadline_s=30):
     """Create the stream, retrying while the cluster elects its meta leader."""
     js = nc.jetstream(timeout=10)
     config = StreamConfig(name=STREAM, subjects=["bench.>"], storage=StorageType.FILE,
@@ -185,7 +187,7 @@ async def ensure_stream(nc, args, deadline_s=60):
             break
         except Exception as error:  # noqa: BLE001 - no meta leader yet, timeouts: retry
             if time.monotonic() > give_up:
-                raise RuntimeError(f"could not create stream {STREAM}: {error!r}") from error
+                raise RuntimeError(f"could not create stream {STREAM}: {error}") from error
             await asyncio.sleep(0.5)
     while True:  # wait for the stream's own Raft group to elect a leader
         info = await js.stream_info(STREAM)
@@ -428,7 +430,7 @@ async def latency_figure(args, admin, failures):
     leader = await purge(admin)
     total = int(args.rate * (args.warmup + args.duration))
     counted_from = int(args.rate * args.warmup)
-    latencies, seen = [], set()
+    latencies, seen, last_delivery = [], set(), [0.0]
 
     def on_message(msg):
         received = now_ns()
@@ -436,6 +438,7 @@ async def latency_figure(args, admin, failures):
         if seq in seen:
             return
         seen.add(seq)
+        last_delivery[0] = time.monotonic()
         if seq >= counted_from:
             latencies.append(received - stamp)
 
@@ -453,7 +456,8 @@ async def latency_figure(args, admin, failures):
         if delay > 0:
             await asyncio.sleep(delay)
         acks.append(await js.publish_async(subject, STAMP.pack(now_ns(), seq) + padding))
-    published_in = time.monotonic() - start
+    last_publish = time.monotonic()
+    published_in = last_publish - start
     results = await asyncio.gather(*acks, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
@@ -467,7 +471,9 @@ async def latency_figure(args, admin, failures):
     p50, p99 = quantile_ms(latencies, 0.5), quantile_ms(latencies, 0.99)
     emit(f"jetstream latency publish-to-delivery rate={args.rate}/s consumers={args.consumers} "
          f"size={args.size}{label(args)}: p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)} "
-         f"({len(latencies):,} delivered, published at {total / published_in:,.0f}/s) {cpu}")
+         f"({len(latencies):,} delivered, published at {total / published_in:,.0f}/s, "
+         f"last delivered {max(0.0, last_delivery[0] - last_publish) * 1e3:,.0f} ms after the last "
+         f"publish) {cpu}")
 
 
 async def prepublish(args, admin, subject, leader, failures):
