@@ -18,7 +18,14 @@
 #                            it). Skipped, saying so, with an older server.
 #   --nats-server PATH   the nats-server binary (default: `nats-server` on PATH, installed from
 #                 Debian's package when absent; bookworm's is 2.9.10, which cannot sync always;
-#                 NATS_SERVER in the environment does the same)
+#                 NATS_SERVER in the environment does the same). Debian trixie's package (2.10.27)
+#                 can be unpacked beside bookworm's without installing it or touching apt's sources:
+#                   T=/var/tmp/apt-trixie; mkdir -p $T/lists/partial $T/cache/archives/partial
+#                   echo 'deb MIRROR trixie main' >$T/sources.list  # MIRROR: the one apt uses
+#                   O="-o Dir::Etc::SourceList=$T/sources.list -o Dir::Etc::SourceParts=/dev/null
+#                      -o Dir::State::Lists=$T/lists -o Dir::Cache=$T/cache"
+#                   apt-get $O update && (cd $T && apt-get $O download nats-server)
+#                   dpkg-deb -x $T/nats-server_*.deb /var/tmp/nats-trixie  # .../usr/sbin/nats-server
 #   --keep        keep the servers' store dirs, configs and logs (printed at the end); they are
 #                 also kept when something fails
 #   LOAD-GENERATOR FLAGS go to scripts/bench_jetstream.py (see its --help and docstring), e.g.
@@ -26,7 +33,9 @@
 #     --duration 10       measured seconds per figure (default 10), after --warmup 1
 #     --figures abcdef    which figures: a/b 1 publisher not batched/batched (window --batch 256),
 #                         c/d --publishers 256 not batched/batched (window --many-batch 16 each),
-#                         e publish-to-delivery p50/p99 at --rate 1000/s to a group of --consumers 8,
+#                         e publish-to-delivery p50/p99 at --rate 1000/s to a group of --consumers 8
+#                           (with sync=always 1,000/s, plus as many fsynced acks, is about what three
+#                           servers on 2 cores sustain: try --rate 250 or 500 too),
 #                         f a group of 8 draining --drain-messages 50000 (plain and double acks)
 #
 # Examples:
@@ -46,8 +55,9 @@
 #
 # Reading the figures: the load generator is one Python process (asyncio, nats-py) sharing this
 # machine's cores with the three servers; each line ends with the CPU it and the servers used, so
-# a figure bound by the client or by the machine shows as such. Exit status: 0, or 1 when a publish,
-# delivery or ack failed (the FAILURES line says which), 2 on bad usage or a setup failure.
+# a figure bound by the client or by the machine shows as such, and its 1-minute load average
+# (other work on the machine lowers every figure). Exit status: 0; 1 when a publish, delivery or ack
+# failed (the FAILURES line says which) or the load generator failed; 2 on bad usage or setup.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

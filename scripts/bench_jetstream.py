@@ -17,7 +17,8 @@ It drives a running three-server JetStream cluster and prints one line per figur
   f  group throughput: --drain-messages messages published first, then --consumers workers of one
      durable pull consumer drain them, acking each; msgs/s from the workers' start to the last ack,
      once with plain acks (fire and forget, JetStream's default) and once with double acks (each
-     ack waits for the server's confirmation), as --ack-modes says
+     ack waits for the server's confirmation; 2.10 confirms once the ack is committed by the
+     consumer's Raft group, 2.9 as soon as its leader processed it), as --ack-modes says
 
 "batch=W" means W publishes in flight, each acked on its own: JetStream 2.9 has no batch publish
 (atomic batches came in 2.12), so the window of async publishes is its batched case.
