@@ -22,9 +22,10 @@ use tonic::transport::Channel;
 use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
+use crate::feed::STREAM_END_PAUSE;
 use crate::kv::Header;
 use crate::stream::{is_final, open_stream};
-use crate::tasks::{check_page_limit, missing, STREAM_END_PAUSE};
+use crate::tasks::{check_page_limit, missing};
 
 /// How long a decision watch may be silent before the client checks that its node still serves.
 const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);

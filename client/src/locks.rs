@@ -33,9 +33,9 @@ use tonic::Code;
 use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
+use crate::feed::STREAM_END_PAUSE;
 use crate::kv::Header;
 use crate::stream::{is_final, open_stream};
-use crate::tasks::STREAM_END_PAUSE;
 use conclave_proto::validate;
 
 /// How long a lock watch may be silent before the client checks that its node still serves.
