@@ -84,7 +84,8 @@ pub(crate) trait FeedSpec: Send + 'static {
     }
 
     /// The resume point is no longer kept (`status`, OUT_OF_RANGE, from `node`): the error that
-    /// ends the watch, or `None` to start again from the current state.
+    /// ends the watch, or `None` to start again from the current state (only a feed with
+    /// STARTED can: the new stream's STARTED says where the state is).
     fn gone(&self, node: &Node, status: &Status) -> Option<Error>;
 }
 
@@ -291,6 +292,7 @@ impl<S: FeedSpec> Feed<S> {
     }
 
     fn start_again(&mut self, status: &Status) {
+        assert!(S::STARTED, "only a feed with STARTED can start again");
         tracing::warn!(
             cursor = ?self.cursor,
             status = %describe(status),

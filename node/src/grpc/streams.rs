@@ -428,8 +428,13 @@ pub async fn watch_tasks(
     // A resumed watch of a task purged while the watcher was away still gets the events up to
     // PURGED, which are in the history although the task is gone.
     let known = |m: &StateMachine| {
-        m.tasks().task(task_id).is_some()
-            || resume.is_some_and(|after| task_in_history(m, after, task_id))
+        m.tasks().task(task_id).is_some() || resume.is_some_and(|after| {
+            in_history(
+                m,
+                after,
+                |kind| matches!(kind, CoordEventKind::Task { task_id: id, .. } if *id == task_id),
+            )
+        })
     };
     if task_id != 0 && !await_visible(gateway, known).await {
         return Err(to_status(Error::unknown_task(task_id)));
@@ -538,13 +543,12 @@ fn task_snapshot(tasks: &Tasks, req: &pb::WatchTasksRequest, messages: &mut Vec<
     }
 }
 
-/// True when the kept events after `after` include one of task `task_id`.
-fn task_in_history(machine: &StateMachine, after: u64, task_id: TaskId) -> bool {
-    machine.events_after(after).is_ok_and(|events| {
-        events
-            .iter()
-            .any(|e| matches!(e.kind, CoordEventKind::Task { task_id: id, .. } if id == task_id))
-    })
+/// True when the kept events after `after` include one that `about` picks: a resumed watch of
+/// something gone since (a purged task) still gets the events that are left of it.
+fn in_history(machine: &StateMachine, after: u64, about: impl Fn(&CoordEventKind) -> bool) -> bool {
+    machine
+        .events_after(after)
+        .is_ok_and(|events| events.iter().any(|e| about(&e.kind)))
 }
 
 /// The task as one event left it: its state, attempts and lease as of the event (the task may
@@ -727,14 +731,13 @@ pub async fn watch_workflows(
     let workflow_id = req.workflow_id;
     let resume = req.after_sequence;
     let known = |m: &StateMachine| {
-        m.workflows().get(workflow_id).is_some()
-            || resume.is_some_and(|after| {
-                m.events_after(after).is_ok_and(|events| {
-                    events.iter().any(|e| {
-                        matches!(&e.kind, CoordEventKind::Workflow(w) if w.workflow_id == workflow_id)
-                    })
-                })
-            })
+        m.workflows().get(workflow_id).is_some() || resume.is_some_and(|after| {
+            in_history(
+                m,
+                after,
+                |kind| matches!(kind, CoordEventKind::Workflow(w) if w.workflow_id == workflow_id),
+            )
+        })
     };
     if workflow_id != 0 && !await_visible(gateway, known).await {
         return Err(to_status(Error::unknown_workflow(workflow_id)));
