@@ -26,7 +26,8 @@ use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
 use crate::stream::is_final;
 
-/// How long a watch may be silent before the client checks that its node still serves.
+/// How long a watch may be silent before the client checks that its node still serves (also the
+/// decision and lock watches, which are not feeds: they start from the state every time).
 pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// Pause before reopening a stream the server ended, so a node that ends streams at once
 /// (shutting down) does not make the watch spin.
