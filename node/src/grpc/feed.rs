@@ -80,8 +80,8 @@ pub trait FeedSource: Send + 'static {
     /// events, a current state), or the refusal (a resume point no longer kept).
     fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<Self::Message>), Status>;
 
-    /// Appends the watched messages after `cursor` to `out`; an error ends the stream (it fell
-    /// behind the kept history).
+    /// Appends the watched messages after `cursor` to `out`; an error ends the stream once what
+    /// was appended is sent (it fell behind the kept history).
     fn read(
         &mut self,
         machine: &StateMachine,
@@ -162,7 +162,8 @@ impl<A: Applied> Feed<A> {
     ) {
         // What the client knows is the start's cursor, then every message's.
         let mut progress = Progress::new(self.progress_interval, cursor, Instant::now());
-        let mut ended = false;
+        // Set when the stream ends once `messages` are sent: cleanly, or with the error.
+        let mut end: Option<Result<(), Status>> = None;
         loop {
             for message in messages.drain(..) {
                 let told = S::cursor_of(&message);
@@ -171,7 +172,10 @@ impl<A: Applied> Feed<A> {
                 }
                 progress.sent(told, Instant::now());
             }
-            if ended {
+            if let Some(end) = end {
+                if let Err(status) = end {
+                    let _ = sender.send(Err(status)).await;
+                }
                 return;
             }
             self.wake.borrow_and_update();
@@ -181,12 +185,15 @@ impl<A: Applied> Feed<A> {
             let read = match read {
                 Ok(read) => read,
                 Err(status) => {
-                    let _ = sender.send(Err(status)).await;
-                    return;
+                    end = Some(Err(status));
+                    continue;
                 }
             };
-            (cursor, ended) = (read.cursor, read.ended);
-            if !messages.is_empty() || ended || !read.caught_up {
+            cursor = read.cursor;
+            if read.ended {
+                end = Some(Ok(()));
+            }
+            if !messages.is_empty() || end.is_some() || !read.caught_up {
                 continue;
             }
             // Caught up with nothing to send: everything watched up to `cursor` was sent.

@@ -51,6 +51,8 @@ impl FeedSource for Fake {
     ) -> Result<Read, Status> {
         let mut log = self.log.lock().expect("not poisoned");
         if cursor < log.kept_from {
+            // What this read found before it noticed still goes out, then the error.
+            out.push((Kind::Change, log.kept_from));
             return Err(Status::out_of_range("fell behind"));
         }
         let after: Vec<(u64, bool)> = log
@@ -230,6 +232,7 @@ async fn falling_behind_is_the_streams_last_message() {
     assert_eq!(feed.next_ok().await, (Kind::Started, 10));
     feed.log.lock().unwrap().kept_from = 50;
     feed.append(60, true);
+    assert_eq!(feed.next_ok().await, (Kind::Change, 50));
     let status = feed
         .next()
         .await
