@@ -1,6 +1,6 @@
 //! The one feed engine: every watch that follows a cursor through this node's applied state (KV
-//! watches over the change history, task, workflow and decision watches over the coordination
-//! event ring) is a [`FeedSource`] served by [`serve`].
+//! watches over the change history; task, workflow, decision and lock watches over the
+//! coordination event ring) is a [`FeedSource`] served by [`serve`].
 //!
 //! A source says what its cursor counts (a store revision, an event sequence), where it starts,
 //! how it reads the watched messages after its cursor, what its progress message (BOOKMARK) looks
@@ -43,7 +43,9 @@ pub enum Wake {
     Revision,
     /// Coordination events were appended to the ring.
     Events,
-    /// Any entry was applied or a snapshot installed.
+    /// Any entry was applied or a snapshot installed: always enough, but it also wakes for
+    /// entries that change nothing the source reads (heartbeat batches, KV writes), one read
+    /// each; a busy source may deserve a signal of its own in `SharedState`.
     Applied,
 }
 
