@@ -153,6 +153,7 @@ pub fn topic_refusal(Refusal { code, reason }: Refusal) -> Error {
         RefusalCode::FailedPrecondition => Error::FailedPrecondition(reason),
         RefusalCode::InvalidArgument => Error::InvalidArgument(reason),
         RefusalCode::ResourceExhausted => Error::ResourceExhausted(reason),
+        RefusalCode::StaleToken => Error::LeaseLost(format!("lease lost: {reason}")),
     }
 }
 

@@ -2186,6 +2186,7 @@ fn golden_tags_of_topic_enums_are_their_codes() {
             RefusalCode::FailedPrecondition,
             RefusalCode::InvalidArgument,
             RefusalCode::ResourceExhausted,
+            RefusalCode::StaleToken,
         ],
         RefusalCode::code,
     );

@@ -233,6 +233,8 @@ pub enum RefusalCode {
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
+    /// An Ack, Nack or InProgress whose token is not the message's current delivery.
+    StaleToken,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -802,6 +804,7 @@ impl RefusalCode {
             RefusalCode::FailedPrecondition => 2,
             RefusalCode::InvalidArgument => 3,
             RefusalCode::ResourceExhausted => 4,
+            RefusalCode::StaleToken => 5,
         }
     }
 }

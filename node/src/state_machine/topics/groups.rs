@@ -465,7 +465,7 @@ impl GroupRef<'_> {
 
     /// The delivery of `seq` under `token`, if it is the current one; else why not.
     fn current(&self, seq: Seq, token: u64) -> Result<(), Refusal> {
-        let stale = |reason: String| Err(Refusal::new(RefusalCode::FailedPrecondition, reason));
+        let stale = |reason: String| Err(Refusal::new(RefusalCode::StaleToken, reason));
         let name = &self.group.name;
         match self.group.outstanding.get(&seq).map(|p| &p.state) {
             Some(PendingState::InFlight { token: current, .. }) if *current == token => Ok(()),

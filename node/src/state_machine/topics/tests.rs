@@ -292,7 +292,7 @@ fn deliveries_are_acked_with_their_token_and_stale_tokens_are_refused() {
     assert_eq!(h.fetch("g", "b", 10), []);
     assert_eq!(h.ack("g", first[0]), TopicResponse::Acked);
     let (code, reason) = refusal(h.ack("g", first[0]));
-    assert_eq!(code, RefusalCode::FailedPrecondition);
+    assert_eq!(code, RefusalCode::StaleToken);
     assert!(reason.contains("no longer outstanding"), "{reason}");
     let wrong = Delivery {
         token: second[0].token,
@@ -404,7 +404,7 @@ fn per_key_order_holds_across_a_lost_member() {
     assert_eq!(seqs_of(&b), [1, 3, 4]);
     assert!(b[0].token > a[0].token);
     let (code, _) = refusal(h.ack("g", a[0]));
-    assert_eq!(code, RefusalCode::FailedPrecondition, "A's ack is refused");
+    assert_eq!(code, RefusalCode::StaleToken, "A's ack is refused");
     assert_eq!(h.fetch("g", "a", 10), [], "k1 stays with B");
     assert_eq!(h.ack("g", b[0]), TopicResponse::Acked);
     let next = h.fetch("g", "a", 10);
