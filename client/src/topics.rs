@@ -92,15 +92,15 @@ pub struct GroupOptions {
 }
 
 /// A message to publish: `PublishMessage::new(subject, data)` and the builder methods.
-pub trait PublishMessageExt {
-    fn new(subject: impl Into<String>, data: impl Into<Vec<u8>>) -> PublishMessage;
-    fn with_key(self, key: impl Into<Vec<u8>>) -> PublishMessage;
-    fn with_header(self, name: impl Into<String>, value: impl Into<String>) -> PublishMessage;
-    fn with_idempotency_key(self, key: impl Into<String>) -> PublishMessage;
+pub trait PublishMessageExt: Sized {
+    fn new(subject: impl Into<String>, data: impl Into<Vec<u8>>) -> Self;
+    fn with_key(self, key: impl Into<Vec<u8>>) -> Self;
+    fn with_header(self, name: impl Into<String>, value: impl Into<String>) -> Self;
+    fn with_idempotency_key(self, key: impl Into<String>) -> Self;
 }
 
 impl PublishMessageExt for PublishMessage {
-    fn new(subject: impl Into<String>, data: impl Into<Vec<u8>>) -> PublishMessage {
+    fn new(subject: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
         PublishMessage {
             subject: subject.into(),
             data: data.into(),
@@ -108,17 +108,17 @@ impl PublishMessageExt for PublishMessage {
         }
     }
 
-    fn with_key(mut self, key: impl Into<Vec<u8>>) -> PublishMessage {
+    fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.key = Some(key.into());
         self
     }
 
-    fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> PublishMessage {
+    fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(name.into(), value.into());
         self
     }
 
-    fn with_idempotency_key(mut self, key: impl Into<String>) -> PublishMessage {
+    fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = key.into();
         self
     }
@@ -772,3 +772,29 @@ served_by_header!(
     proto::RedriveDeadLettersResponse,
     proto::PurgeDeadLettersResponse,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn topic_input_is_checked_locally() {
+        let client = Client::connect(["127.0.0.1:1"]).expect("valid endpoint");
+        let message = |result: Result<Published>| match result {
+            Err(Error::InvalidInput { message }) => message,
+            other => panic!("expected invalid input, got {other:?}"),
+        };
+        let wildcard = client
+            .publish(vec![PublishMessage::new("orders.*", "x")])
+            .await;
+        assert!(message(wildcard).starts_with("messages[0].subject"));
+        assert!(message(client.publish(Vec::new()).await).contains("1 ..= 1000"));
+        let big = PublishMessage::new("orders", vec![0; 1024 * 1024 + 1]);
+        assert!(message(client.publish(vec![big]).await).contains("TOPIC_MESSAGE_DATA_BYTES_MAX"));
+        let fetch = client
+            .fetch("orders", "g", "m", 0, Duration::ZERO)
+            .await
+            .expect_err("max 0");
+        assert!(matches!(fetch, Error::InvalidInput { .. }));
+    }
+}
