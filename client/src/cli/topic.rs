@@ -194,32 +194,8 @@ pub async fn run(command: TopicCommand, globals: &Globals) -> CliResult {
             headers,
             idempotency_key,
         } => {
-            let mut message = PublishMessage::new(subject, read_data(data)?);
-            if let Some(key) = key {
-                message = message.with_key(key.into_bytes());
-            }
-            for header in headers {
-                let (name, value) = header.split_once('=').ok_or_else(|| {
-                    CliError::usage(format!("--header {header:?}: expected NAME=VALUE"))
-                })?;
-                message = message.with_header(name, value);
-            }
-            if let Some(id) = idempotency_key {
-                message = message.with_idempotency_key(id);
-            }
-            let published = client.publish(vec![message]).await?;
-            let result = published.results.first().ok_or_else(|| {
-                CliError::failed("the server's answer lacks the message's result")
-            })?;
-            let text = format!(
-                "published {} #{}{}",
-                result.topic,
-                result.seq,
-                if result.duplicate { " (duplicate)" } else { "" }
-            );
-            let doc =
-                json!({"topic": result.topic, "seq": result.seq, "duplicate": result.duplicate});
-            print(json, &doc, &text)
+            let message = outgoing(subject, data, key, headers, idempotency_key)?;
+            publish(&client, message, json).await
         }
         TopicCommand::Tail {
             subject,
@@ -248,6 +224,46 @@ pub async fn run(command: TopicCommand, globals: &Globals) -> CliResult {
         TopicCommand::Group(command) => group(&client, command, json).await,
         TopicCommand::Dlq(command) => dlq(&client, command, json).await,
     }
+}
+
+/// The message `topic publish` sends.
+fn outgoing(
+    subject: String,
+    data: Option<String>,
+    key: Option<String>,
+    headers: Vec<String>,
+    idempotency_key: Option<String>,
+) -> CliResult<PublishMessage> {
+    let mut message = PublishMessage::new(subject, read_data(data)?);
+    if let Some(key) = key {
+        message = message.with_key(key.into_bytes());
+    }
+    for header in headers {
+        let (name, value) = header
+            .split_once('=')
+            .ok_or_else(|| CliError::usage(format!("--header {header:?}: expected NAME=VALUE")))?;
+        message = message.with_header(name, value);
+    }
+    if let Some(id) = idempotency_key {
+        message = message.with_idempotency_key(id);
+    }
+    Ok(message)
+}
+
+async fn publish(client: &Client, message: PublishMessage, json: bool) -> CliResult {
+    let published = client.publish(vec![message]).await?;
+    let result = published
+        .results
+        .first()
+        .ok_or_else(|| CliError::failed("the server's answer lacks the message's result"))?;
+    let text = format!(
+        "published {} #{}{}",
+        result.topic,
+        result.seq,
+        if result.duplicate { " (duplicate)" } else { "" }
+    );
+    let doc = json!({"topic": result.topic, "seq": result.seq, "duplicate": result.duplicate});
+    print(json, &doc, &text)
 }
 
 fn print(json: bool, doc: &Value, text: &str) -> CliResult {

@@ -13,11 +13,12 @@
 //! leader, NEW starts at an earlier sequence, so the stream sees more, never less, of what was
 //! published after the call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::v1 as pb;
 use conclave_proto::validate::topic as rules;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -30,6 +31,7 @@ use crate::grpc::status::to_status;
 use crate::grpc::streams::{await_visible, shutting_down, stopped, EventStream};
 use crate::grpc::validation::rule;
 use crate::limits::{STREAM_BUFFER_EVENTS, TOPIC_SUBSCRIBE_READ_MAX};
+use crate::node::Node;
 use crate::state_machine::topics::{subject, StartPosition};
 use crate::state_machine::StateMachine;
 
@@ -108,26 +110,57 @@ pub async fn subscribe(
     let node = gateway.node.clone();
     let mut events = node.state.subscribe_events();
     events.borrow_and_update();
-    let (topic, mut cursor) = {
+    let (topic, cursor) = {
         let state = node.state.read();
         let topic = resolve(&state.machine, &req.topic, &req.subject).map_err(to_status)?;
         let cursor =
             start_cursor(&state.machine, &topic, start, req.after_seq).map_err(to_status)?;
         (topic, cursor)
     };
-    let mut stopping = gateway.stopping.clone();
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
-    let progress_interval = Duration::from_millis(node.config.watch_progress_ms);
-    let event = move |kind: pb::SubscribeEventKind, topic: &str, seq| pb::SubscribeEvent {
-        kind: kind as i32,
-        topic: topic.to_string(),
-        seq,
-        message: None,
+    let stream = Follow {
+        node,
+        stopping: gateway.stopping.clone(),
+        events,
+        topic,
+        pattern: req.subject,
+        cursor,
     };
-    let mut messages = vec![event(pb::SubscribeEventKind::Started, &topic, cursor)];
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
     tokio::spawn(async move {
         let _permit = permit;
-        let mut progress = Progress::new(progress_interval, cursor, Instant::now());
+        stream.run(sender).await;
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// A started subscription: what it reads and how far it has read.
+struct Follow {
+    node: Arc<Node>,
+    stopping: watch::Receiver<bool>,
+    events: watch::Receiver<u64>,
+    topic: String,
+    pattern: String,
+    cursor: u64,
+}
+
+type Sender = mpsc::Sender<Result<pb::SubscribeEvent, Status>>;
+
+impl Follow {
+    fn event(&self, kind: pb::SubscribeEventKind, seq: u64) -> pb::SubscribeEvent {
+        pb::SubscribeEvent {
+            kind: kind as i32,
+            topic: self.topic.clone(),
+            seq,
+            message: None,
+        }
+    }
+
+    /// STARTED, then the matching messages as they are applied, until the client goes, the
+    /// node stops, or the topic's retention (or its deletion) ends the stream.
+    async fn run(mut self, sender: Sender) {
+        let interval = Duration::from_millis(self.node.config.watch_progress_ms);
+        let mut progress = Progress::new(interval, self.cursor, Instant::now());
+        let mut messages = vec![self.event(pb::SubscribeEventKind::Started, self.cursor)];
         loop {
             for message in messages.drain(..) {
                 let seq = message.seq;
@@ -137,13 +170,14 @@ pub async fn subscribe(
                 progress.sent(seq, Instant::now());
             }
             let step = {
-                events.borrow_and_update();
-                let state = node.state.read();
+                self.events.borrow_and_update();
+                let state = self.node.state.read();
+                let (topic, pattern) = (&self.topic, &self.pattern);
                 read_after(
                     &state.machine,
-                    &topic,
-                    &req.subject,
-                    &mut cursor,
+                    topic,
+                    pattern,
+                    &mut self.cursor,
                     &mut messages,
                 )
             };
@@ -157,25 +191,24 @@ pub async fn subscribe(
             if !messages.is_empty() || !caught_up {
                 continue;
             }
-            if let Some(seq) = progress.due(cursor, Instant::now()) {
-                let notice = event(pb::SubscribeEventKind::Progress, &topic, seq);
+            if let Some(seq) = progress.due(self.cursor, Instant::now()) {
+                let notice = self.event(pb::SubscribeEventKind::Progress, seq);
                 if sender.send(Ok(notice)).await.is_err() {
                     return;
                 }
                 progress.sent(seq, Instant::now());
             }
             tokio::select! {
-                changed = events.changed() => if changed.is_err() { return },
+                changed = self.events.changed() => if changed.is_err() { return },
                 () = sender.closed() => return,
-                () = progress::until(progress.deadline(cursor)) => {}
-                () = stopped(&mut stopping) => {
+                () = progress::until(progress.deadline(self.cursor)) => {}
+                () = stopped(&mut self.stopping) => {
                     let _ = sender.send(Err(shutting_down())).await;
                     return;
                 }
             }
         }
-    });
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
 }
 
 /// Reads up to TOPIC_SUBSCRIBE_READ_MAX messages after `cursor`, moving it, and adds those
