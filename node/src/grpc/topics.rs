@@ -32,7 +32,7 @@ use crate::node::Consistency;
 use crate::state_machine::coordination::CoordEventKind;
 use crate::state_machine::topics::{
     DeadLetter, DeadLetterSelector, Delivery, Group, GroupConfig, Message, NewMessage,
-    StartPosition, Topic, TopicCommand, TopicConfig, TopicResponse,
+    StartPosition, Topic, TopicCommand, TopicConfig, TopicEventKind, TopicResponse,
 };
 use crate::state_machine::{Command, Response as SmResponse, StateMachine};
 
@@ -321,9 +321,15 @@ fn fetched(response: SmResponse) -> Result<(u64, Vec<Delivery>), Error> {
     }
 }
 
-/// Waits until the topic changes (a publish, an ack, a redelivery due, ...) or `until`; false
-/// when the wait ended without a change worth another Fetch.
-async fn await_topic_change(gateway: &Gateway, topic: &str, after: u64, until: Instant) -> bool {
+/// Waits until the topic changes in a way that may give `group` something to deliver (a publish,
+/// an ack, nack, redelivery or redrive in the group, the topic's deletion) or `until`; false when
+/// the wait ended without such a change.
+async fn await_topic_change(
+    gateway: &Gateway,
+    (topic, group): (&str, &str),
+    after: u64,
+    until: Instant,
+) -> bool {
     let mut events = gateway.node.state.subscribe_events();
     let mut stopping = gateway.stopping.clone();
     loop {
@@ -331,9 +337,13 @@ async fn await_topic_change(gateway: &Gateway, topic: &str, after: u64, until: I
         let changed = {
             let state = gateway.node.state.read();
             match state.machine.events_after(after) {
-                Ok(new) => new
-                    .iter()
-                    .any(|e| matches!(&e.kind, CoordEventKind::Topic(t) if t.topic == topic)),
+                Ok(new) => new.iter().any(|e| match &e.kind {
+                    CoordEventKind::Topic(t) if t.topic == topic => match &t.kind {
+                        TopicEventKind::GroupChanged { group: changed } => changed == group,
+                        TopicEventKind::Published { .. } | TopicEventKind::Deleted => true,
+                    },
+                    _ => false,
+                }),
                 Err(_) => true,
             }
         };
@@ -364,7 +374,8 @@ async fn fetch_here(
     let (mut revision, mut deliveries) =
         fetched(gateway.write(request_id, command.clone()).await?)?;
     while deliveries.is_empty() && Instant::now() < until {
-        if !await_topic_change(gateway, &req.topic, seen, until).await {
+        let watched = (req.topic.as_str(), req.group.as_str());
+        if !await_topic_change(gateway, watched, seen, until).await {
             break;
         }
         seen = gateway.node.state.read().machine.last_event_seq();

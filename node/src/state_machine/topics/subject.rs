@@ -6,22 +6,34 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     overlap(pattern, subject)
 }
 
-/// Whether some subject matches both patterns (a subject is a pattern without wildcards).
+/// Whether some subject matches both patterns (a subject is a pattern without wildcards). Token
+/// by token, without allocating: publishing routes every message through it.
 pub fn overlap(a: &str, b: &str) -> bool {
-    let a: Vec<&str> = a.split('.').collect();
-    let b: Vec<&str> = b.split('.').collect();
-    tokens_overlap(&a, &b)
+    let (mut a, mut b) = (Some(a), Some(b));
+    loop {
+        match (a, b) {
+            (None, None) => return true,
+            (Some(_), None) | (None, Some(_)) => return false,
+            (Some(a_left), Some(b_left)) => {
+                let (x, a_rest) = first_token(a_left);
+                let (y, b_rest) = first_token(b_left);
+                // `>` takes this token and any after it; the other side has this one.
+                if x == ">" || y == ">" {
+                    return true;
+                }
+                if !(x == "*" || y == "*" || x == y) {
+                    return false;
+                }
+                (a, b) = (a_rest, b_rest);
+            }
+        }
+    }
 }
 
-fn tokens_overlap(a: &[&str], b: &[&str]) -> bool {
-    match (a.split_first(), b.split_first()) {
-        (None, None) => true,
-        // `>` needs at least one token on the other side.
-        (Some((&">", _)), Some(_)) | (Some(_), Some((&">", _))) => true,
-        (None, Some(_)) | (Some(_), None) => false,
-        (Some((x, a_rest)), Some((y, b_rest))) => {
-            (*x == "*" || *y == "*" || x == y) && tokens_overlap(a_rest, b_rest)
-        }
+fn first_token(pattern: &str) -> (&str, Option<&str>) {
+    match pattern.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (pattern, None),
     }
 }
 
