@@ -286,3 +286,79 @@ async fn the_cli_publishes_and_tails() -> anyhow::Result<()> {
     ensure!(shown.contains("readers"), "{shown}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_redrive_and_a_subscription_past_retention() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_initialized(ClusterConfig::new(3)).await?;
+    let client = client_of(&cluster)?;
+    let retention = TopicOptions {
+        max_msgs: 5,
+        ..TopicOptions::default()
+    };
+    client.create_topic("jobs", &retention).await?;
+    let group = GroupOptions {
+        ack_wait: Duration::from_secs(1),
+        max_deliveries: 1,
+        ..GroupOptions::default()
+    };
+    client.create_group("jobs", "workers", &group).await?;
+    client
+        .publish(vec![PublishMessage::new("jobs.resize", "img-1")])
+        .await?;
+
+    tracing::info!("a delivery never acked within its one allowed delivery is dead-lettered");
+    let lost = client
+        .fetch("jobs", "workers", "w1", 1, Duration::ZERO)
+        .await?;
+    ensure!(lost.len() == 1);
+    let deadline = tokio::time::Instant::now() + SEE_TIMEOUT;
+    while client.get_group("jobs", "workers").await?.dead_letters == 0 {
+        ensure!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = cli(&cluster, &["topic", "dlq", "ls", "jobs", "workers"])?;
+    ensure!(
+        listed.contains("img-1") && listed.contains("ack wait (1000 ms) passed on delivery 1 of 1"),
+        "{listed}"
+    );
+    let redriven = cli(
+        &cluster,
+        &["topic", "dlq", "redrive", "jobs", "workers", "--all"],
+    )?;
+    ensure!(redriven.starts_with("redriven 1;"), "{redriven}");
+    let again = client
+        .fetch("jobs", "workers", "w2", 1, SEE_TIMEOUT)
+        .await?;
+    ensure!(again.len() == 1 && again[0].deliveries == 1, "{again:?}");
+    client.ack("jobs", "workers", 1, again[0].token).await?;
+
+    tracing::info!("retention keeps the last 5; a subscription from before them is OUT_OF_RANGE");
+    let batch: Vec<PublishMessage> = (0..10)
+        .map(|i| PublishMessage::new("jobs.resize", format!("img-{}", i + 2)))
+        .collect();
+    client.publish(batch).await?;
+    let topic = client.get_topic("jobs").await?;
+    ensure!(
+        (topic.first_seq, topic.last_seq, topic.discarded) == (7, 11, 6),
+        "{topic:?}"
+    );
+    let gone = client.subscribe("", "jobs", TopicStart::Sequence(2)).await;
+    ensure!(
+        matches!(
+            &gone,
+            Err(Error::Rejected {
+                code: tonic::Code::OutOfRange,
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+    let mut kept = client
+        .subscribe("", "jobs", TopicStart::Sequence(7))
+        .await?;
+    let first = tokio::time::timeout(SEE_TIMEOUT, kept.next())
+        .await?
+        .context("subscription ended")??;
+    ensure!(first.seq == 7 && first.data == b"img-7", "{first:?}");
+    Ok(())
+}
