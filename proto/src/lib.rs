@@ -183,6 +183,10 @@ pub mod limits {
     /// Most messages one Fetch leases; and the default.
     pub const TOPIC_FETCH_MAX: u32 = 256;
     pub const TOPIC_FETCH_DEFAULT: u32 = 1;
+    /// Most message bytes one Fetch leases: it stops once its deliveries reach this (the last one
+    /// may pass it; one message is always leased), so that an answer stays below the 4 MiB the
+    /// services encode.
+    pub const TOPIC_FETCH_BYTES_MAX: u64 = 2 * 1024 * 1024;
     /// Longest Fetch wait.
     pub const TOPIC_FETCH_WAIT_MS_MAX: u64 = 300_000;
     /// Shortest and longest ack wait of a consumer group, and the default.

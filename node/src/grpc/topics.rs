@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use conclave_proto::limits::{
     TOPIC_ACK_WAIT_MS_DEFAULT, TOPIC_ACK_WAIT_MS_MAX, TOPIC_ACK_WAIT_MS_MIN,
-    TOPIC_DEAD_LETTER_SEQS_MAX, TOPIC_FETCH_DEFAULT, TOPIC_FETCH_MAX, TOPIC_FETCH_WAIT_MS_MAX,
-    TOPIC_MAX_AGE_MS_MAX, TOPIC_MAX_BYTES_MAX, TOPIC_MAX_DELIVERIES_DEFAULT,
-    TOPIC_MAX_DELIVERIES_MAX, TOPIC_MAX_MSGS_MAX, TOPIC_NACK_DELAY_MS_MAX, TOPIC_SUBJECTS_MAX,
+    TOPIC_DEAD_LETTER_SEQS_MAX, TOPIC_FETCH_BYTES_MAX, TOPIC_FETCH_DEFAULT, TOPIC_FETCH_MAX,
+    TOPIC_FETCH_WAIT_MS_MAX, TOPIC_MAX_AGE_MS_MAX, TOPIC_MAX_BYTES_MAX,
+    TOPIC_MAX_DELIVERIES_DEFAULT, TOPIC_MAX_DELIVERIES_MAX, TOPIC_MAX_MSGS_MAX,
+    TOPIC_NACK_DELAY_MS_MAX, TOPIC_SUBJECTS_MAX,
 };
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::topics_client::TopicsClient;
@@ -631,6 +632,7 @@ impl TopicsApi for TopicsService {
             group: req.group.clone(),
             member: req.member.clone(),
             max,
+            max_bytes: TOPIC_FETCH_BYTES_MAX,
         });
         match fetch_here(&self.gateway, &req, command).await {
             Ok(response) => Ok(Response::new(response)),

@@ -2063,6 +2063,7 @@ fn topic_commands() -> Vec<TopicCommand> {
             group: group.clone(),
             member: "worker-1".into(),
             max: 16,
+            max_bytes: 1 << 21,
         },
         TopicCommand::Ack {
             topic: topic.clone(),
@@ -2275,7 +2276,7 @@ mod topic_log {
         check_request(
             topic(5),
             "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000805066f7264\
-         6572730762696c6c696e6708776f726b65722d3110",
+         6572730762696c6c696e6708776f726b65722d3110fc00002000",
         );
     }
 

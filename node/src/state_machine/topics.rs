@@ -149,12 +149,14 @@ pub enum TopicCommand {
         topic: String,
         group: String,
     },
-    /// Leases up to `max` available messages to `member`.
+    /// Leases up to `max` available messages to `member`, stopping once they hold `max_bytes`
+    /// (the last may pass it).
     Fetch {
         topic: String,
         group: String,
         member: String,
         max: u32,
+        max_bytes: u64,
     },
     Ack {
         topic: String,
@@ -405,7 +407,8 @@ impl Topics {
                 group,
                 member,
                 max,
-            } => self.fetch(ctx, topic, group, member, *max),
+                max_bytes,
+            } => self.fetch(ctx, (topic, group), member, (*max, *max_bytes)),
             TopicCommand::Ack {
                 topic,
                 group,

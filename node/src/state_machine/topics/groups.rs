@@ -376,13 +376,36 @@ impl Group {
     }
 }
 
+/// What one Fetch may still lease: a count and bytes (the last delivery may pass the bytes).
+struct Budget {
+    count: u64,
+    max_bytes: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    fn spent(&self, delivered: usize) -> bool {
+        delivered as u64 >= self.count || self.bytes >= self.max_bytes
+    }
+}
+
 impl GroupRef<'_> {
-    /// Leases up to `max` deliverable messages to `member`: first outstanding ones that are
-    /// ready (redeliveries, in sequence order), then messages not examined yet. At most
-    /// TOPIC_FETCH_SCAN_MAX messages are examined.
-    fn fetch(&mut self, ctx: &mut Ctx, member: &str, max: u32) -> Result<TopicResponse, Refusal> {
+    /// Leases up to `max` deliverable messages, and up to `max_bytes` of them (the last may pass
+    /// it), to `member`: first outstanding ones that are ready (redeliveries, in sequence order),
+    /// then messages not examined yet. At most TOPIC_FETCH_SCAN_MAX messages are examined.
+    fn fetch(
+        &mut self,
+        ctx: &mut Ctx,
+        member: &str,
+        (max, max_bytes): (u32, u64),
+    ) -> Result<TopicResponse, Refusal> {
         self.group.admit(member, ctx.now_ms)?;
-        let room = (max as u64).min(TOPIC_GROUP_IN_FLIGHT_MAX as u64 - self.group.in_flight);
+        let messages = self.messages;
+        let mut budget = Budget {
+            count: (max as u64).min(TOPIC_GROUP_IN_FLIGHT_MAX as u64 - self.group.in_flight),
+            max_bytes,
+            bytes: 0,
+        };
         let mut deliveries = Vec::new();
         let ready: Vec<Seq> = self
             .group
@@ -396,10 +419,11 @@ impl GroupRef<'_> {
             .collect();
         let mut scanned = ready.len();
         for seq in ready {
-            if deliveries.len() as u64 >= room {
-                break;
-            }
             if self.group.deliverable(seq, ctx.now_ms) {
+                if budget.spent(deliveries.len()) {
+                    break;
+                }
+                budget.bytes += messages.get(&seq).map_or(0, Message::bytes);
                 deliveries.push(self.deliver(ctx, member, seq));
             }
         }
@@ -408,9 +432,8 @@ impl GroupRef<'_> {
             .first_key_value()
             .map_or(Seq::MAX, |(s, _)| *s);
         let start = self.group.next_seq.max(first);
-        let messages = self.messages;
         for message in messages.range(start..).map(|(_, m)| m) {
-            if deliveries.len() as u64 >= room || scanned >= TOPIC_FETCH_SCAN_MAX {
+            if budget.spent(deliveries.len()) || scanned >= TOPIC_FETCH_SCAN_MAX {
                 break;
             }
             scanned += 1;
@@ -421,6 +444,7 @@ impl GroupRef<'_> {
             }
             self.group.examine(message);
             if self.group.deliverable(message.seq, ctx.now_ms) {
+                budget.bytes += message.bytes();
                 deliveries.push(self.deliver(ctx, member, message.seq));
             }
         }
@@ -667,12 +691,11 @@ impl Topics {
     pub(super) fn fetch(
         &mut self,
         ctx: &mut Ctx,
-        topic: &str,
-        group: &str,
+        (topic, group): (&str, &str),
         member: &str,
-        max: u32,
+        limits: (u32, u64),
     ) -> Result<TopicResponse, Refusal> {
-        self.group_mut(topic, group)?.fetch(ctx, member, max)
+        self.group_mut(topic, group)?.fetch(ctx, member, limits)
     }
 
     pub(super) fn ack(

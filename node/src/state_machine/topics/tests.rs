@@ -111,6 +111,7 @@ impl Harness {
             group: group.into(),
             member: member.into(),
             max,
+            max_bytes: u64::MAX,
         }) {
             TopicResponse::Fetched { deliveries } => deliveries,
             other => panic!("{other:?}"),
@@ -550,4 +551,28 @@ fn a_snapshot_round_trip_keeps_the_state_and_its_digest() {
     assert_eq!(h.sm.digest(), before, "a refused ack changes nothing");
     h.at(T0 + 5_000).tick();
     assert_ne!(h.sm.digest(), before);
+}
+
+#[test]
+fn a_fetch_stops_at_its_byte_budget_but_always_leases_one() {
+    let mut h = orders();
+    for _ in 0..3 {
+        h.publish_one("orders", None, "abcd");
+    }
+    let fetch = |max_bytes| TopicCommand::Fetch {
+        topic: "orders".into(),
+        group: "g".into(),
+        member: "a".into(),
+        max: 10,
+        max_bytes,
+    };
+    // Each message is 10 bytes: the second passes 15, and the third is left.
+    let TopicResponse::Fetched { deliveries } = h.run(fetch(15)) else {
+        panic!()
+    };
+    assert_eq!(seqs_of(&deliveries), [1, 2]);
+    let TopicResponse::Fetched { deliveries } = h.run(fetch(1)) else {
+        panic!()
+    };
+    assert_eq!(seqs_of(&deliveries), [3]);
 }
