@@ -101,6 +101,7 @@ mod session;
 mod stream;
 mod tasks;
 mod time;
+mod topics;
 mod watch;
 mod workflows;
 
@@ -109,6 +110,7 @@ pub use agents::{
     Registration, VerbResult, VoteResult,
 };
 pub use barriers::{BarrierEntry, BarrierOptions, BarrierPage, BarrierRead};
+pub use conclave_proto::v1::{PublishMessage, PublishResult};
 pub use decisions::{DecisionListOptions, DecisionPage, DecisionRead, DecisionStream};
 pub use locks::{
     fence, fence_kind, AcquireOptions, Acquisition, HeldLock, KeptAlive, LeaderRead,
@@ -121,6 +123,10 @@ pub use tasks::{
     TaskWatchOptions, WaitResult,
 };
 pub use time::unix_ms_now;
+pub use topics::{
+    sorted_headers, Delivery, GroupInfo, GroupOptions, PublishMessageExt, Published, Subscription,
+    TopicDeadLetter, TopicInfo, TopicMessage, TopicOptions, TopicPage, TopicStart,
+};
 
 pub use client::{Client, ClientOptions};
 pub use cluster::EndpointStatus;

@@ -26,6 +26,7 @@ use conclave_proto::v1::kv_server::KvServer;
 use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
 use conclave_proto::v1::tasks_server::TasksServer;
+use conclave_proto::v1::topics_server::TopicsServer;
 use conclave_proto::v1::workflows_server::WorkflowsServer;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
@@ -217,6 +218,11 @@ pub async fn run(
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
         .add_service(
+            TopicsServer::new(grpc::topics::TopicsService::new(gateway.clone()))
+                .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+                .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
             WorkflowsServer::new(grpc::workflows::WorkflowsService::new(gateway))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                 .max_encoding_message_size(WORKFLOW_RESPONSE_BYTES_MAX),
@@ -318,7 +324,7 @@ fn api_services() -> Vec<&'static str> {
     use grpc::{
         agents::AgentsService, barriers::BarriersService, cluster::ClusterService,
         decisions::DecisionsService, kv::KvService, locks::ElectionsService, locks::LocksService,
-        tasks::TasksService, workflows::WorkflowsService,
+        tasks::TasksService, topics::TopicsService, workflows::WorkflowsService,
     };
     vec![
         KvServer::<KvService>::NAME,
@@ -330,6 +336,7 @@ fn api_services() -> Vec<&'static str> {
         ElectionsServer::<ElectionsService>::NAME,
         BarriersServer::<BarriersService>::NAME,
         WorkflowsServer::<WorkflowsService>::NAME,
+        TopicsServer::<TopicsService>::NAME,
     ]
 }
 

@@ -17,5 +17,6 @@ pub mod progress;
 pub mod status;
 pub mod streams;
 pub mod tasks;
+pub mod topics;
 pub mod validation;
 pub mod workflows;

@@ -9,6 +9,8 @@ use super::coordination::{CoordCommand, CoordResponse};
 use super::kv::KeyValue;
 use super::locks::{LockCommand, LockKind, LockResponse, Token};
 use super::workflows::{WorkflowCommand, WorkflowResponse};
+// topics
+use super::topics::{TopicCommand, TopicResponse};
 
 /// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +77,8 @@ pub enum Command {
     Barriers(BarrierCommand),
     /// Workflows (`workflows`).
     Workflows(WorkflowCommand),
+    /// Topics and their consumer groups (`topics`).
+    Topics(TopicCommand),
 }
 
 impl Command {
@@ -89,6 +93,7 @@ impl Command {
             Command::Locks(command) => command.name(),
             Command::Barriers(_) => "barrier_enter",
             Command::Workflows(command) => command.name(),
+            Command::Topics(command) => command.name(),
         }
     }
 }
@@ -167,6 +172,10 @@ pub enum Response {
         revision: u64,
         response: WorkflowResponse,
     },
+    Topics {
+        revision: u64,
+        response: TopicResponse,
+    },
 }
 
 impl Response {
@@ -185,7 +194,8 @@ impl Response {
             | Response::Locks { revision, .. }
             | Response::Barriers { revision, .. }
             | Response::FenceLost { revision, .. }
-            | Response::Workflows { revision, .. } => *revision,
+            | Response::Workflows { revision, .. }
+            | Response::Topics { revision, .. } => *revision,
         }
     }
 }
@@ -220,7 +230,10 @@ impl fmt::Display for Request {
                 write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
             }
             Command::Coordination(command) => write!(f, "{}", command.name()),
-            Command::Locks(_) | Command::Barriers(_) | Command::Workflows(_) => {
+            Command::Locks(_)
+            | Command::Barriers(_)
+            | Command::Workflows(_)
+            | Command::Topics(_) => {
                 write!(f, "{}", self.command.name())
             }
         }

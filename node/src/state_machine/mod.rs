@@ -13,6 +13,7 @@ pub mod kv;
 pub mod locks;
 pub mod primitive;
 pub mod sessions;
+pub mod topics;
 pub mod workflows;
 
 use std::collections::VecDeque;
@@ -28,6 +29,7 @@ pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
 use primitive::{Ctx, Effect, Primitive};
 use sessions::{Lookup, Sessions};
+pub use topics::{TopicCommand, TopicResponse, Topics};
 pub use workflows::{WorkflowCommand, WorkflowResponse, Workflows};
 
 use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
@@ -61,6 +63,7 @@ pub struct StateMachine {
     locks: Locks,
     barriers: Barriers,
     workflows: Workflows,
+    topics: Topics,
 }
 
 impl StateMachine {
@@ -217,6 +220,7 @@ impl StateMachine {
             ^ self.locks.digest().rotate_left(29)
             ^ self.barriers.digest().rotate_left(41)
             ^ self.workflows.digest().rotate_left(47)
+            ^ self.topics.digest().rotate_left(53)
             ^ self.events.last_seq().wrapping_mul(0xff51_afd7_ed55_8ccd)
     }
 
@@ -261,6 +265,16 @@ impl StateMachine {
                 let effects = ctx.take_effects();
                 self.route(effects);
                 Response::Workflows {
+                    revision: self.revision,
+                    response,
+                }
+            }
+            Command::Topics(command) => {
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events);
+                let response = self.topics.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                Response::Topics {
                     revision: self.revision,
                     response,
                 }
@@ -364,7 +378,7 @@ impl StateMachine {
                 &mut self.decisions,
                 &mut self.workflows,
             ],
-            others: [&mut self.locks, &mut self.barriers],
+            others: [&mut self.locks, &mut self.barriers, &mut self.topics],
         }
     }
 
@@ -429,13 +443,14 @@ impl StateMachine {
 
     /// The earliest cluster time at which a `Tick` would change something, over every primitive.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let primitives: [&dyn Primitive; 6] = [
+        let primitives: [&dyn Primitive; 7] = [
             &self.agents,
             &self.tasks,
             &self.decisions,
             &self.workflows,
             &self.locks,
             &self.barriers,
+            &self.topics,
         ];
         primitives
             .into_iter()
@@ -453,6 +468,10 @@ impl StateMachine {
 
     pub fn workflows(&self) -> &Workflows {
         &self.workflows
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     /// A coordination command: `Tick` drives every primitive; any other goes to the primitive
@@ -677,8 +696,8 @@ struct Parts<'a> {
     /// the same decision did. Their timers (deadlines, partial joins) fire in their `tick`, after
     /// the others' timers and garbage collection, and are not counted in `fired`.
     coordination: [&'a mut dyn Primitive; 4],
-    /// Locks and barriers.
-    others: [&'a mut dyn Primitive; 2],
+    /// Locks, barriers and topics.
+    others: [&'a mut dyn Primitive; 3],
 }
 
 fn put_event(kv: KeyValue) -> Event {
