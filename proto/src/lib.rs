@@ -32,6 +32,11 @@ pub const REASON_LEASE_LOST: &str = "lease-lost";
 pub const REASON_LOCK_LOST: &str = "lock-lost";
 /// Metadata key with the oldest task event sequence still kept, on a task watch's OUT_OF_RANGE.
 pub const OLDEST_SEQUENCE_METADATA: &str = "conclave-oldest-sequence";
+/// Metadata key on the error of a refused op of a cross-primitive transaction
+/// (transactions.proto): the op's index in the request's `ops`. The status itself is the one the
+/// op's plain call would have had (FAILED_PRECONDITION with `conclave-reason: lease-lost`,
+/// RESOURCE_EXHAUSTED, ...).
+pub const OP_INDEX_METADATA: &str = "conclave-op-index";
 /// Metadata key set by a node that forwards a request to the leader, so it is not forwarded again.
 pub const FORWARDED_METADATA: &str = "conclave-forwarded";
 
@@ -158,4 +163,12 @@ pub mod limits {
     pub const TASK_TREE_DEPTH_MAX: u32 = 8;
     /// Most delegated tasks of one manager task that are not finished (agents.proto Delegate).
     pub const DELEGATED_OPEN_MAX: usize = 1_000;
+
+    /// Cross-primitive transactions (transactions.proto): most compares in one.
+    pub const MAX_TRANSACTION_COMPARES: usize = 128;
+    /// Most ops in one (each submit is one task, each start one workflow).
+    pub const MAX_TRANSACTION_OPS: usize = 128;
+    /// Largest encoded transaction request, in bytes: every key, value, payload, result,
+    /// definition and input together.
+    pub const MAX_TRANSACTION_BYTES: usize = MAX_REQUEST_BYTES;
 }

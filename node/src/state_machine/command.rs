@@ -8,6 +8,7 @@ use super::barriers::{BarrierCommand, BarrierResponse};
 use super::coordination::{CoordCommand, CoordResponse};
 use super::kv::KeyValue;
 use super::locks::{LockCommand, LockKind, LockResponse, Token};
+use super::transaction::{Transaction, TransactionResponse};
 use super::workflows::{WorkflowCommand, WorkflowResponse};
 
 /// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
@@ -75,6 +76,11 @@ pub enum Command {
     Barriers(BarrierCommand),
     /// Workflows (`workflows`).
     Workflows(WorkflowCommand),
+    // Index 8 belongs to `Topics` (branch issue11-topics); once it is merged, `Transaction`
+    // follows it at index 9 (its code in `format.rs` and the golden bytes move with it).
+    /// The cross-primitive transaction (`transaction`): compares over keys, lock grants and
+    /// tasks, then ops on keys, tasks, workflows and locks, in this one entry, all or nothing.
+    Transaction(Transaction),
 }
 
 impl Command {
@@ -89,6 +95,7 @@ impl Command {
             Command::Locks(command) => command.name(),
             Command::Barriers(_) => "barrier_enter",
             Command::Workflows(command) => command.name(),
+            Command::Transaction(_) => "transaction",
         }
     }
 }
@@ -167,6 +174,12 @@ pub enum Response {
         revision: u64,
         response: WorkflowResponse,
     },
+    // After `Topics` (branch issue11-topics) is merged, `Transaction` follows it.
+    /// The outcome of a cross-primitive transaction; `revision` is the store revision after it.
+    Transaction {
+        revision: u64,
+        response: TransactionResponse,
+    },
 }
 
 impl Response {
@@ -185,7 +198,8 @@ impl Response {
             | Response::Locks { revision, .. }
             | Response::Barriers { revision, .. }
             | Response::FenceLost { revision, .. }
-            | Response::Workflows { revision, .. } => *revision,
+            | Response::Workflows { revision, .. }
+            | Response::Transaction { revision, .. } => *revision,
         }
     }
 }
@@ -220,6 +234,12 @@ impl fmt::Display for Request {
                 write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
             }
             Command::Coordination(command) => write!(f, "{}", command.name()),
+            Command::Transaction(transaction) => write!(
+                f,
+                "transaction({} compares, {} ops)",
+                transaction.compares.len(),
+                transaction.ops.len()
+            ),
             Command::Locks(_) | Command::Barriers(_) | Command::Workflows(_) => {
                 write!(f, "{}", self.command.name())
             }

@@ -78,6 +78,8 @@ impl Command {
             Command::Locks(_) => 5,
             Command::Barriers(_) => 6,
             Command::Workflows(_) => 7,
+            // 8 is Topics' (branch issue11-topics): this becomes 9 once it is merged.
+            Command::Transaction(_) => 8,
         }
     }
 }
@@ -162,6 +164,8 @@ impl Response {
             Response::Barriers { .. } => 10,
             Response::FenceLost { .. } => 11,
             Response::Workflows { .. } => 12,
+            // 13 is Topics' (branch issue11-topics) once it is merged: this becomes 14.
+            Response::Transaction { .. } => 13,
         }
     }
 }

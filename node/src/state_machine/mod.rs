@@ -13,6 +13,7 @@ pub mod kv;
 pub mod locks;
 pub mod primitive;
 pub mod sessions;
+pub mod transaction;
 pub mod workflows;
 
 use std::collections::VecDeque;
@@ -28,6 +29,7 @@ pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
 use primitive::{Ctx, Effect, Primitive};
 use sessions::{Lookup, Sessions};
+pub use transaction::{Transaction, TransactionResponse};
 pub use workflows::{WorkflowCommand, WorkflowResponse, Workflows};
 
 use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
@@ -265,6 +267,7 @@ impl StateMachine {
                     response,
                 }
             }
+            Command::Transaction(transaction) => self.transaction(transaction),
         }
     }
 
