@@ -16,5 +16,6 @@ pub mod progress;
 pub mod status;
 pub mod streams;
 pub mod tasks;
+pub mod transactions;
 pub mod validation;
 pub mod workflows;
