@@ -100,6 +100,7 @@ mod session;
 mod stream;
 mod tasks;
 mod time;
+mod transactions;
 mod watch;
 mod workflows;
 
@@ -120,6 +121,7 @@ pub use tasks::{
     TaskWatchOptions, WaitResult,
 };
 pub use time::unix_ms_now;
+pub use transactions::{CompareFailure, Found, OpOutcome, TransactionBuilder, TransactionResult};
 
 pub use client::{Client, ClientOptions};
 pub use cluster::EndpointStatus;

@@ -82,7 +82,8 @@ impl From<conclave_client::Error> for CliError {
         let exit = match &error {
             Error::Indeterminate { .. } => Exit::Indeterminate,
             Error::InvalidInput { .. } => Exit::Usage,
-            Error::Rejected { .. }
+            Error::OpRefused { .. }
+            | Error::Rejected { .. }
             | Error::Unavailable { .. }
             | Error::Compacted { .. }
             | Error::LeaseLost { .. }
