@@ -21,6 +21,7 @@ mod output;
 mod process_group;
 mod render;
 mod task;
+mod txn;
 mod txn_script;
 mod when;
 mod workflow;
@@ -195,6 +196,8 @@ pub enum Command {
     /// watch, cancel, retry.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
+    /// One transaction across keys, tasks, workflows and locks, from a script: all or nothing.
+    Txn(txn::TxnArgs),
 }
 
 /// Runs one parsed command line.
@@ -212,6 +215,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Barrier(command) => barrier::run(command, &cli.globals).await,
         Command::Bench(command) => bench::run(command, &cli.globals).await,
         Command::Workflow(command) => workflow::run(command, &cli.globals).await,
+        Command::Txn(args) => txn::run(args, &cli.globals).await,
     }
 }
 
