@@ -130,7 +130,7 @@ fn add<'a>(
             token,
             result,
         } => transaction.complete_task(task_id, token, result),
-        Item::Submit(spec) => transaction.submit(spec),
+        Item::Submit(spec) => transaction.submit(*spec),
         Item::StartWorkflow {
             file,
             input_json,

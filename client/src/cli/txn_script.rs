@@ -71,7 +71,7 @@ pub enum Item {
         token: u64,
         result: Vec<u8>,
     },
-    Submit(TaskSpec),
+    Submit(Box<TaskSpec>),
     StartWorkflow {
         file: String,
         input_json: String,
@@ -176,7 +176,7 @@ fn parse_line(verb: &[u8], arguments: &[Vec<u8>]) -> Result<Item, LineError> {
         },
         (b"complete", _) => return Err(Usage("complete TASK_ID TOKEN RESULT")),
         (b"submit", [queue, payload, options @ ..]) => {
-            Item::Submit(submit(queue, payload, options)?)
+            Item::Submit(Box::new(submit(queue, payload, options)?))
         }
         (b"submit", _) => return Err(Usage("submit QUEUE PAYLOAD [OPTION...]")),
         (b"workflow", [start, file, rest @ ..]) if start == b"start" => workflow_start(file, rest)?,

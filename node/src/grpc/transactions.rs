@@ -49,7 +49,11 @@ impl TransactionsApi for TransactionsService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let (forwarded, req) = self.gateway.accept(request)?;
+        let traceparent = validation::traceparent_metadata(request.metadata())?;
+        let (forwarded, mut req) = self.gateway.accept(request)?;
+        if let Some(traceparent) = &traceparent {
+            trace(&mut req, traceparent);
+        }
         let size = req.encoded_len();
         if size > MAX_TRANSACTION_BYTES {
             return Err(invalid(format!(
@@ -76,6 +80,34 @@ impl TransactionsApi for TransactionsService {
                 |c, r| async move { client(c).commit(r).await },
             )
             .await
+    }
+}
+
+/// A `traceparent` in the call's metadata (tasks.proto, Tracing) becomes the reserved label of
+/// every task submitted and of every task step of every workflow started, in the request body, so
+/// it survives forwarding (as Submit and Workflows.Start do).
+fn trace(req: &mut pb::CommitRequest, traceparent: &str) {
+    use pb::transaction_op::Op as Given;
+    for op in &mut req.ops {
+        match op.op.as_mut() {
+            Some(Given::Submit(submit)) => {
+                if let Some(spec) = submit.task.as_mut() {
+                    validation::set_traceparent(spec, traceparent);
+                }
+            }
+            Some(Given::StartWorkflow(start)) => {
+                let steps = start.definition.iter_mut().flat_map(|d| d.steps.iter_mut());
+                for step in steps {
+                    if let Some(pb::workflow_step::Kind::Task(template)) = step.kind.as_mut() {
+                        template.labels.insert(
+                            conclave_proto::TRACEPARENT_LABEL.to_string(),
+                            traceparent.to_string(),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -185,7 +217,9 @@ fn op(at: &str, op: &pb::TransactionOp) -> Result<Op, Status> {
                 .task
                 .as_ref()
                 .ok_or_else(|| invalid(format!("{field}: required")))?;
-            Op::Tasks(TaskOp::Submit(validation::task_spec(&field, spec)?))
+            Op::Tasks(TaskOp::Submit(Box::new(validation::task_spec(
+                &field, spec,
+            )?)))
         }
         Some(Given::StartWorkflow(start)) => start_op(&format!("{at}.start_workflow"), start)?,
         Some(Given::ReleaseLock(release)) => Op::Locks(LockOp::Release {

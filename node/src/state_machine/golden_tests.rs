@@ -508,7 +508,7 @@ fn transaction_ops() -> Vec<Op> {
             token: 12,
             result: b"ok".to_vec(),
         }),
-        Op::Tasks(TaskOp::Submit(task_spec())),
+        Op::Tasks(TaskOp::Submit(Box::new(task_spec()))),
         Op::Workflows(WorkflowOp::Start {
             definition: Definition {
                 name: "wf".into(),

@@ -14,7 +14,7 @@ use super::coordination::{CoordEventKind, SessionId};
 use super::kv::Fnv;
 use super::primitive::{Ctx, Effect, Primitive};
 use super::transaction::OpResult;
-use crate::limits::{LOCKS_MAX, LOCK_WAITERS_MAX};
+use crate::limits::{LOCKS_MAX, LOCK_WAITERS_MAX, TXN_COMPARE_TOKENS_MAX};
 
 pub type Token = u64;
 
@@ -270,11 +270,14 @@ impl Locks {
         self.locks.len()
     }
 
-    /// The tokens of the current grants of a lock (none: not held, or no such lock): what a
-    /// transaction's failed compare on it reports.
+    /// The tokens of the current grants of a lock, the lowest TXN_COMPARE_TOKENS_MAX (none: not
+    /// held, or no such lock): what a transaction's failed compare on it reports.
     pub fn grant_tokens(&self, kind: LockKind, name: &str) -> Vec<Token> {
         self.get(kind, name)
-            .map(|lock| lock.holders.keys().copied().collect())
+            .map(|lock| {
+                let tokens = lock.holders.keys().copied();
+                tokens.take(TXN_COMPARE_TOKENS_MAX).collect()
+            })
             .unwrap_or_default()
     }
 

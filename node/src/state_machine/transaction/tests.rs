@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::limits::WORKFLOWS_OPEN_MAX;
+use crate::limits::{TXN_COMPARE_TOKENS_MAX, WORKFLOWS_OPEN_MAX};
 use crate::state_machine::coordination::{
     AgentSpec, Backoff, CoordCommand, CoordResponse, DecisionGate, SessionId, TaskSpec,
 };
@@ -222,7 +222,7 @@ fn complete(task_id: TaskId, token: FencingToken, result: &str) -> Op {
 }
 
 fn submit(queue: &str) -> Op {
-    Op::Tasks(TaskOp::Submit(spec(queue)))
+    Op::Tasks(TaskOp::Submit(Box::new(spec(queue))))
 }
 
 fn start(definition: Definition, idempotency_key: &str) -> Op {
@@ -482,7 +482,7 @@ fn a_refused_submit_refuses_everything_as_submit_would() {
     assert!(matches!(refused_alone, CoordResponse::Invalid { .. }));
     let before = w.h.fingerprint();
     let mut ops = every_op(&w);
-    ops.insert(4, Op::Tasks(TaskOp::Submit(gated)));
+    ops.insert(4, Op::Tasks(TaskOp::Submit(Box::new(gated))));
     let response = w.h.transaction(vec![], ops);
     let TransactionResponse::OpRefused { index: 4, refusal } = response else {
         panic!("the gated submit is refused: {response:?}");
@@ -665,10 +665,10 @@ fn interacting_ops_are_invalid_and_apply_nothing() {
         })
     };
     let keyed = |queue: &str| {
-        Op::Tasks(TaskOp::Submit(TaskSpec {
+        Op::Tasks(TaskOp::Submit(Box::new(TaskSpec {
             idempotency_key: "k".into(),
             ..spec(queue)
-        }))
+        })))
     };
     let cases = [
         (
@@ -763,4 +763,49 @@ fn a_retried_transaction_applies_once() {
     let second = w.h.request(&request);
     assert_eq!(first, second);
     assert_eq!(w.h.fingerprint(), after_first);
+}
+
+#[test]
+fn a_failed_holds_compare_reports_at_most_the_lowest_tokens() {
+    let mut h = Harness::new();
+    let mut tokens = Vec::new();
+    for _ in 0..TXN_COMPARE_TOKENS_MAX + 4 {
+        let command = LockCommand::Acquire {
+            kind: LockKind::Semaphore,
+            name: "gpus".into(),
+            holder: Holder {
+                session_id: 0,
+                ttl_ms: 60_000,
+                owner: "test".into(),
+            },
+            permits: 1,
+            limit: 100,
+            wait_ms: 0,
+            lock_delay_ms: 0,
+            value: Vec::new(),
+        };
+        let Response::Locks {
+            response: LockResponse::Acquired { token, .. },
+            ..
+        } = h.apply(Command::Locks(command))
+        else {
+            panic!("a permit is free");
+        };
+        tokens.push(token);
+    }
+    let compare = Compare::Holds {
+        kind: LockKind::Semaphore,
+        name: "gpus".into(),
+        token: 9_999,
+    };
+    let response = h.transaction(vec![compare], vec![put("k", "v")]);
+    let expected = Current::Grants {
+        tokens: tokens[..TXN_COMPARE_TOKENS_MAX].to_vec(),
+    };
+    assert_eq!(
+        response,
+        TransactionResponse::CompareFailed {
+            failed: vec![(0, expected)]
+        }
+    );
 }

@@ -24,7 +24,7 @@ pub enum TaskOp {
         result: Vec<u8>,
     },
     /// Submits one task as `Submit` does (an idempotency key hit answers the existing task).
-    Submit(TaskSpec),
+    Submit(Box<TaskSpec>),
 }
 
 impl Tasks {
