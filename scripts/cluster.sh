@@ -64,8 +64,9 @@ die() {
 }
 
 for base in "$API_PORT_BASE" "$PEER_PORT_BASE" "$METRICS_PORT_BASE"; do
-    [[ $base =~ ^[0-9]+$ ]] && ((base >= 1024 && base <= 65000)) ||
+    if ! [[ $base =~ ^[0-9]+$ ]] || ((base < 1024 || base > 65000)); then
         die "a port base must be a number from 1024 to 65000, got '$base'"
+    fi
 done
 
 say() {

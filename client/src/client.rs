@@ -691,10 +691,6 @@ impl Backoff {
         tokio::time::sleep(sleep.min(remaining)).await;
         self.next = (self.next * 2).min(BACKOFF_MAX);
     }
-
-    pub fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use conclave_proto::limits::{
     MAX_DECISION_DEADLINE_MS, MAX_ELECTORATE, MAX_OPTIONS, MAX_SHORT_STRING_BYTES, MAX_WEIGHT,
@@ -22,12 +21,10 @@ use tonic::transport::Channel;
 use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
+use crate::feed::{IDLE_CHECK, STREAM_END_PAUSE};
 use crate::kv::Header;
 use crate::stream::{is_final, open_stream};
-use crate::tasks::{check_page_limit, missing, STREAM_END_PAUSE};
-
-/// How long a decision watch may be silent before the client checks that its node still serves.
-const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
+use crate::tasks::{check_page_limit, missing};
 
 /// A decision as read or proposed.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,7 +243,7 @@ impl DecisionWatcher {
             let (node, stream) = self.stream.as_mut().expect("opened above");
             let message = tokio::select! {
                 message = stream.message() => message,
-                () = tokio::time::sleep(WATCH_IDLE_CHECK) => {
+                () = tokio::time::sleep(IDLE_CHECK) => {
                     let node = Arc::clone(node);
                     if !self.client.node_serves(&node).await {
                         self.client.node_failed(&node);

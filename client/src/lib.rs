@@ -93,6 +93,7 @@ mod cluster;
 mod decisions;
 mod endpoint;
 mod error;
+mod feed;
 mod kv;
 mod locks;
 mod request_id;
@@ -127,6 +128,7 @@ pub use client::{Client, ClientOptions};
 pub use cluster::EndpointStatus;
 pub use endpoint::normalize_endpoint;
 pub use error::{parse_leader_hint, Error, LeaderHint, Result};
+pub use feed::FeedStream;
 pub use kv::{
     CasAction, CasResult, Compare, DeleteResult, FailedCompare, GetResult, Header, ListAll,
     ListOptions, ListPage, PutOptions, PutResult, TxnOp, TxnResult, MAX_KEY_BYTES, MAX_LIST_LIMIT,

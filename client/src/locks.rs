@@ -33,13 +33,11 @@ use tonic::Code;
 use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
+use crate::feed::{IDLE_CHECK, STREAM_END_PAUSE};
 use crate::kv::Header;
 use crate::stream::{is_final, open_stream};
-use crate::tasks::STREAM_END_PAUSE;
 use conclave_proto::validate;
 
-/// How long a lock watch may be silent before the client checks that its node still serves.
-const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
 /// The shortest attempt of a keep-alive, and the shortest pause between keep-alives.
 const KEEP_ALIVE_ATTEMPT_MIN: Duration = Duration::from_millis(250);
 const KEEP_ALIVE_MIN: Duration = Duration::from_millis(100);
@@ -909,7 +907,7 @@ impl LockWatcher {
             let (node, stream) = self.stream.as_mut().expect("connected above");
             let message = tokio::select! {
                 message = stream.message() => message,
-                () = tokio::time::sleep(WATCH_IDLE_CHECK) => {
+                () = tokio::time::sleep(IDLE_CHECK) => {
                     let node = Arc::clone(node);
                     if !self.client.node_serves(&node).await {
                         self.client.node_failed(&node);

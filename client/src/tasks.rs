@@ -1,10 +1,6 @@
 //! Task calls (tasks.proto): submit, read, list, watch, wait, cancel, and the dead-letter queue.
 
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conclave_proto::limits::{
@@ -19,23 +15,17 @@ use conclave_proto::v1::{
     TaskEvent, TaskEventKind, TaskSpec, TaskState, WaitTaskRequest, WatchTasksRequest,
 };
 use conclave_proto::{validate, TRACEPARENT_METADATA};
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::StreamExt;
+use futures::{FutureExt, TryFutureExt};
 use prost::Message;
-use tokio::time::Instant;
-use tonic::codec::Streaming;
 use tonic::transport::Channel;
-use tonic::Code;
 
-use crate::client::{served_by_header, Backoff, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, CallKind, CallTimes, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
-use crate::error::{describe, Error, Result};
+use crate::error::{Error, Result};
+use crate::feed::{self, FeedSpec, FeedStream, Mark, Messages, Resume};
 use crate::kv::Header;
-use crate::stream::{is_final, open_stream, pass_over, read_started};
-
-/// How long a task watch may be silent before the client checks that its node still serves.
-const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
-/// Pause before reopening a watch whose stream the server ended.
-pub(crate) const STREAM_END_PAUSE: Duration = Duration::from_millis(100);
 
 /// The result of [`Client::submit`], and one entry of [`SubmitBatchResult`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,28 +479,8 @@ impl Client {
                 "a watch resumed after a sequence cannot also start with the initial state",
             ));
         }
-        let shared_cursor = Arc::new(AtomicU64::new(0));
-        let mut watcher = TaskWatcher {
-            client: self.clone(),
-            cursor: options.after_sequence,
-            shared_cursor: Arc::clone(&shared_cursor),
-            options,
-            stream: None,
-            history_lost: false,
-            done: false,
-        };
-        watcher.open().await?;
-        let start_sequence = watcher.cursor.expect("an open stream has started");
-        let inner = futures::stream::unfold(watcher, |mut watcher| async move {
-            let item = watcher.next().await?;
-            Some((item, watcher))
-        })
-        .boxed();
-        Ok(TaskEventStream {
-            inner,
-            start_sequence,
-            cursor: shared_cursor,
-        })
+        let after = options.after_sequence;
+        feed::follow(self, TaskFeed { options }, after).await
     }
 }
 
@@ -518,229 +488,64 @@ impl Client {
 /// yielding an error: [`Error::Rejected`] when a node refused the watch (an unknown task is
 /// NOT_FOUND; a node too old to say where its stream starts is UNIMPLEMENTED),
 /// [`Error::Unavailable`] when no node could be reached for the client's deadline.
-pub struct TaskEventStream {
-    inner: BoxStream<'static, Result<TaskEvent>>,
-    start_sequence: u64,
-    cursor: Arc<AtomicU64>,
-}
+///
+/// [`FeedStream::start_sequence`]: the sequence of the last event its first state reflects (the
+/// SNAPSHOT events asked for with `initial_state` show the tasks as of it).
+/// [`FeedStream::cursor`]: the sequence of the last change yielded (or the start), or later when
+/// a node reported that nothing watched happened since (a BOOKMARK); pass it as
+/// [`TaskWatchOptions::after_sequence`] to continue in another process. After the watch had to
+/// start again from the current state, it is that state's sequence as soon as the new stream
+/// starts, before its SNAPSHOT events are yielded.
+pub type TaskEventStream = FeedStream<TaskEvent>;
 
-impl TaskEventStream {
-    /// Where the watch started: the sequence of the last event its first state reflects. The
-    /// changes it yields have greater sequences; SNAPSHOT events asked for with `initial_state`
-    /// show the tasks as of this sequence.
-    pub fn start_sequence(&self) -> u64 {
-        self.start_sequence
-    }
-
-    /// Where this watch would resume now: every watched change up to this sequence has been
-    /// yielded. It is the sequence of the last change yielded (or the start), or later when a node
-    /// reported that nothing watched happened since (a BOOKMARK). To continue the watch in
-    /// another process, pass it as [`TaskWatchOptions::after_sequence`]. After the watch had to
-    /// start again from the current state, it is that state's sequence as soon as the new stream
-    /// starts, before its SNAPSHOT events are yielded.
-    pub fn cursor(&self) -> u64 {
-        self.cursor.load(Ordering::Acquire)
-    }
-}
-
-impl std::fmt::Debug for TaskEventStream {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("TaskEventStream")
-            .field("start_sequence", &self.start_sequence)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Stream for TaskEventStream {
-    type Item = Result<TaskEvent>;
-
-    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(context)
-    }
-}
-
-/// The state behind a [`TaskEventStream`].
-struct TaskWatcher {
-    client: Client,
+/// A task watch as a feed: the request for its next stream is a resume after the cursor once
+/// there is one, the current state again once the events after it are lost, and before either
+/// what the caller asked for.
+struct TaskFeed {
     options: TaskWatchOptions,
-    /// The last event sequence reflected by what was yielded: the STARTED sequence of the first
-    /// stream, then that of every change yielded. A new stream resumes after it. `None` only
-    /// before the first stream, when the caller gave no `after_sequence`. BOOKMARKs move it too.
-    cursor: Option<u64>,
-    /// The cursor for [`TaskEventStream::cursor`].
-    shared_cursor: Arc<AtomicU64>,
-    stream: Option<(Arc<Node>, Streaming<TaskEvent>)>,
-    /// Set when the events after the cursor are no longer kept: the next stream starts again from
-    /// the current state (SNAPSHOT events).
-    history_lost: bool,
-    done: bool,
 }
 
-impl TaskWatcher {
-    fn set_cursor(&mut self, sequence: u64) {
-        self.cursor = Some(sequence);
-        self.shared_cursor.store(sequence, Ordering::Release);
+impl FeedSpec for TaskFeed {
+    type Message = TaskEvent;
+    const WHAT: &'static str = "task watch";
+    const STARTED: bool = true;
+
+    fn open(
+        &self,
+        channel: Channel,
+        resume: Resume,
+    ) -> BoxFuture<'static, std::result::Result<Messages<TaskEvent>, tonic::Status>> {
+        let request = watch_request(&self.options, resume);
+        let opening = async move { tasks(channel).watch_tasks(request).await };
+        opening.map_ok(|r| r.into_inner().boxed()).boxed()
     }
 
-    /// Opens a stream on some node and reads its STARTED message, moving past nodes that fail,
-    /// until the client's deadline.
-    async fn open(&mut self) -> Result<()> {
-        let options = self.client.options();
-        let deadline = Instant::now() + options.deadline;
-        let mut backoff = Backoff::new();
-        loop {
-            let request = watch_request(&self.options, self.cursor, self.history_lost);
-            let opened = open_stream(&self.client, "task watch", |channel| {
-                let request = request.clone();
-                async move { tasks(channel).watch_tasks(request).await }
-            })
-            .await;
-            let (node, mut stream) = match opened {
-                Ok(opened) => opened,
-                Err(Error::Rejected {
-                    code: Code::OutOfRange,
-                    message,
-                }) if request.after_sequence.is_some() => {
-                    self.lose_history(&message);
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            // Every stream opens with STARTED at once, also on a node that has yet to catch up.
-            let started =
-                read_started(
-                    &self.client,
-                    &node,
-                    &mut stream,
-                    "task watch",
-                    |event| match event.kind() {
-                        TaskEventKind::Started => Ok(event.sequence),
-                        kind => Err(kind.as_str_name()),
-                    },
-                )
-                .await?;
-            match started {
-                Ok(sequence) => {
-                    self.set_cursor(sequence);
-                    self.history_lost = false;
-                    self.stream = Some((node, stream));
-                    return Ok(());
-                }
-                Err(failure) => {
-                    let wait = (deadline, &mut backoff);
-                    pass_over(&self.client, &node, "task watch", &failure, wait).await?;
-                }
-            }
+    fn mark(&self, event: &TaskEvent) -> Mark {
+        match event.kind() {
+            TaskEventKind::Started => Mark::Started(event.sequence),
+            TaskEventKind::Bookmark => Mark::Progress(event.sequence),
+            TaskEventKind::Snapshot => Mark::Unordered,
+            _ => Mark::Change(event.sequence),
         }
     }
 
-    /// The events after the cursor are gone: the next stream starts from the current state.
-    fn lose_history(&mut self, message: &str) {
-        tracing::warn!(
-            cursor = ?self.cursor,
-            %message,
-            "the task watch cannot resume (its events are no longer kept); starting again from the current state"
-        );
-        self.history_lost = true;
+    /// A purged task is gone: the server ends its watch, and so does this one.
+    fn ends_after(&self, event: &TaskEvent) -> bool {
+        self.options.task_id != 0 && event.kind() == TaskEventKind::Purged
     }
 
-    async fn next(&mut self) -> Option<Result<TaskEvent>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if self.stream.is_none() {
-                if let Err(error) = self.open().await {
-                    self.done = true;
-                    return Some(Err(error));
-                }
-            }
-            let (node, stream) = self.stream.as_mut().expect("opened above");
-            let message = tokio::select! {
-                message = stream.message() => message,
-                () = tokio::time::sleep(WATCH_IDLE_CHECK) => {
-                    // As for key watches: a draining node answers keep-alive pings, so ask it.
-                    // Moving costs nothing: the new stream resumes after the cursor.
-                    let node = Arc::clone(node);
-                    if !self.client.node_serves(&node).await {
-                        tracing::debug!(node = %node.address, "task watch node stopped serving; moving");
-                        self.client.node_failed(&node);
-                        self.stream = None;
-                    }
-                    continue;
-                }
-            };
-            match message {
-                Ok(Some(event)) => match event.kind() {
-                    TaskEventKind::Snapshot => return Some(Ok(event)),
-                    TaskEventKind::Started => {
-                        tracing::warn!(node = %node.address, "a task watch sent STARTED twice; ignored");
-                    }
-                    TaskEventKind::Bookmark => {
-                        // Every watched event up to it was sent: a resume starts after it. Like
-                        // STARTED, it is not a change, so it is not yielded.
-                        let cursor = self.cursor.expect("set when the stream started");
-                        if event.sequence > cursor {
-                            self.set_cursor(event.sequence);
-                        }
-                    }
-                    _ => {
-                        let cursor = self.cursor.expect("set when the stream started");
-                        if event.sequence <= cursor {
-                            // The server resumes after the cursor; a repeat would be its bug.
-                            tracing::warn!(node = %node.address, sequence = event.sequence, cursor, "a task watch repeated an event; skipped");
-                            continue;
-                        }
-                        self.set_cursor(event.sequence);
-                        // A purged task is gone: the server ends its watch, and so does this one.
-                        if self.options.task_id != 0 && event.kind() == TaskEventKind::Purged {
-                            self.done = true;
-                        }
-                        return Some(Ok(event));
-                    }
-                },
-                Ok(None) => {
-                    tracing::debug!(node = %node.address, "task watch stream ended; resuming");
-                    self.stream = None;
-                    // A node that ends streams at once (shutting down) must not make this spin.
-                    tokio::time::sleep(STREAM_END_PAUSE).await;
-                }
-                Err(status) => {
-                    let (node, _) = self.stream.take().expect("still open");
-                    tracing::debug!(node = %node.address, status = %describe(&status), "task watch failed");
-                    if status.code() == Code::OutOfRange {
-                        // This stream fell behind the node's event history.
-                        self.lose_history(&describe(&status));
-                    } else if is_final(&status) {
-                        self.done = true;
-                        return Some(Err(Error::Rejected {
-                            code: status.code(),
-                            message: format!("{}: {}", node.address, describe(&status)),
-                        }));
-                    } else {
-                        self.client.node_failed(&node);
-                    }
-                }
-            }
-        }
+    /// The events after the cursor are gone: start again from the current state.
+    fn gone(&self, _node: &Node, _status: &tonic::Status) -> Option<Error> {
+        None
     }
 }
 
-/// The request for a task watch's next stream: a resume after the cursor once there is one, the
-/// current state again once the events after it are lost, and before either what the caller
-/// asked for.
-fn watch_request(
-    options: &TaskWatchOptions,
-    cursor: Option<u64>,
-    history_lost: bool,
-) -> WatchTasksRequest {
-    let (initial_state, after_sequence) = if history_lost {
-        (true, None)
-    } else if let Some(cursor) = cursor {
-        (false, Some(cursor))
-    } else {
-        (options.initial_state, None)
+/// The request for a task watch's next stream (see [`TaskFeed`]).
+fn watch_request(options: &TaskWatchOptions, resume: Resume) -> WatchTasksRequest {
+    let (initial_state, after_sequence) = match resume {
+        Resume::Again => (true, None),
+        Resume::After(cursor) => (false, Some(cursor)),
+        Resume::Beginning => (options.initial_state, None),
     };
     WatchTasksRequest {
         task_id: options.task_id,
@@ -1120,25 +925,26 @@ mod tests {
             initial_state,
             after_sequence,
         };
-        // (options, cursor, history lost) -> (initial_state, after_sequence) asked for
+        // (options, where the stream starts) -> (initial_state, after_sequence) asked for. A
+        // watch given `after_sequence` starts after it (the feed's first cursor).
         let cases = [
-            (queue(false, None), None, false, (false, None)),
-            (queue(true, None), None, false, (true, None)),
-            (queue(false, Some(7)), Some(7), false, (false, Some(7))),
-            (queue(false, Some(0)), Some(0), false, (false, Some(0))),
+            (queue(false, None), Resume::Beginning, (false, None)),
+            (queue(true, None), Resume::Beginning, (true, None)),
+            (queue(false, Some(7)), Resume::After(7), (false, Some(7))),
+            (queue(false, Some(0)), Resume::After(0), (false, Some(0))),
             // A reconnect resumes, whatever the first stream asked for: no second snapshot.
-            (queue(true, None), Some(42), false, (false, Some(42))),
-            (queue(false, None), Some(0), false, (false, Some(0))),
+            (queue(true, None), Resume::After(42), (false, Some(42))),
+            (queue(false, None), Resume::After(0), (false, Some(0))),
             // The events after the cursor are gone: the state again, as SNAPSHOT events.
-            (queue(false, None), Some(42), true, (true, None)),
-            (queue(false, Some(7)), Some(7), true, (true, None)),
+            (queue(false, None), Resume::Again, (true, None)),
+            (queue(false, Some(7)), Resume::Again, (true, None)),
         ];
-        for (options, cursor, history_lost, (initial_state, after_sequence)) in cases {
-            let request = watch_request(&options, cursor, history_lost);
+        for (options, resume, (initial_state, after_sequence)) in cases {
+            let request = watch_request(&options, resume);
             assert_eq!(
                 (request.initial_state, request.after_sequence),
                 (initial_state, after_sequence),
-                "{options:?}, cursor {cursor:?}, history lost {history_lost}"
+                "{options:?}, {resume:?}"
             );
             assert_eq!(request.queue, "docs");
         }

@@ -4,10 +4,6 @@
 
 mod definition;
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conclave_proto::limits::{MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES};
@@ -18,26 +14,22 @@ use conclave_proto::v1::{
     WorkflowDefinition, WorkflowEvent, WorkflowEventKind, WorkflowState,
 };
 use conclave_proto::validate;
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::StreamExt;
+use futures::{FutureExt, TryFutureExt};
 use prost::Message;
-use tokio::time::Instant;
-use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::client::{served_by_header, Backoff, CallKind, Client, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
-use crate::error::{describe, Error, Result};
+use crate::error::{Error, Result};
+use crate::feed::{self, FeedSpec, FeedStream, Mark, Messages, Resume};
 use crate::kv::Header;
-use crate::stream::{is_final, open_stream, pass_over, read_started};
-use crate::tasks::STREAM_END_PAUSE;
 
 pub use definition::{
     human_millis, load_definition, parse_definition, parse_millis, step_summaries, DefinitionFormat,
 };
-
-/// How long a workflow watch may be silent before the client checks that its node still serves.
-const WATCH_IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// How [`Client::start_workflow`] starts an instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -272,27 +264,10 @@ impl Client {
         &self,
         options: WorkflowWatchOptions,
     ) -> Result<WorkflowEventStream> {
-        let shared_cursor = Arc::new(AtomicU64::new(0));
-        let mut watcher = WorkflowWatcher {
-            client: self.clone(),
+        let source = WorkflowFeed {
             workflow_id: options.workflow_id,
-            cursor: options.after_sequence,
-            shared_cursor: Arc::clone(&shared_cursor),
-            stream: None,
-            done: false,
         };
-        watcher.open().await?;
-        let start_sequence = watcher.cursor.expect("an open stream has started");
-        let inner = futures::stream::unfold(watcher, |mut watcher| async move {
-            let item = watcher.next().await?;
-            Some((item, watcher))
-        })
-        .boxed();
-        Ok(WorkflowEventStream {
-            inner,
-            start_sequence,
-            cursor: shared_cursor,
-        })
+        feed::follow(self, source, options.after_sequence).await
     }
 
     /// Waits until the workflow is terminal and answers it as read then (with its results). The
@@ -337,164 +312,48 @@ fn check_workflow_id(workflow_id: u64) -> Result<()> {
 }
 
 /// The changes of watched workflows, in commit order (see [`Client::watch_workflows`]).
-pub struct WorkflowEventStream {
-    inner: BoxStream<'static, Result<WorkflowEvent>>,
-    start_sequence: u64,
-    cursor: Arc<AtomicU64>,
-}
+/// [`FeedStream::start_sequence`] is where the watch started (the changes it yields have greater
+/// sequences), [`FeedStream::cursor`] where it would resume now (give it as
+/// [`WorkflowWatchOptions::after_sequence`]).
+pub type WorkflowEventStream = FeedStream<WorkflowEvent>;
 
-impl WorkflowEventStream {
-    /// Where the watch started: the changes it yields have greater sequences.
-    pub fn start_sequence(&self) -> u64 {
-        self.start_sequence
-    }
-
-    /// Where this watch would resume now: every watched change up to this sequence was yielded.
-    pub fn cursor(&self) -> u64 {
-        self.cursor.load(Ordering::Acquire)
-    }
-}
-
-impl std::fmt::Debug for WorkflowEventStream {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("WorkflowEventStream")
-            .field("start_sequence", &self.start_sequence)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Stream for WorkflowEventStream {
-    type Item = Result<WorkflowEvent>;
-
-    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(context)
-    }
-}
-
-/// The state behind a [`WorkflowEventStream`]: the task watch's (`tasks.rs`), without snapshots.
-struct WorkflowWatcher {
-    client: Client,
+/// A workflow watch as a feed: like the task watch's, without snapshots; a lost resume point ends
+/// it (read the workflow and watch again).
+struct WorkflowFeed {
     workflow_id: u64,
-    /// The last event sequence reflected by what was yielded; a new stream resumes after it.
-    cursor: Option<u64>,
-    shared_cursor: Arc<AtomicU64>,
-    stream: Option<(Arc<Node>, Streaming<WorkflowEvent>)>,
-    done: bool,
 }
 
-impl WorkflowWatcher {
-    fn set_cursor(&mut self, sequence: u64) {
-        self.cursor = Some(sequence);
-        self.shared_cursor.store(sequence, Ordering::Release);
+impl FeedSpec for WorkflowFeed {
+    type Message = WorkflowEvent;
+    const WHAT: &'static str = "workflow watch";
+    const STARTED: bool = true;
+
+    fn open(
+        &self,
+        channel: Channel,
+        resume: Resume,
+    ) -> BoxFuture<'static, std::result::Result<Messages<WorkflowEvent>, tonic::Status>> {
+        let request = WatchWorkflowsRequest {
+            workflow_id: self.workflow_id,
+            after_sequence: match resume {
+                Resume::After(cursor) => Some(cursor),
+                Resume::Beginning | Resume::Again => None,
+            },
+        };
+        let opening = async move { workflows(channel).watch(request).await };
+        opening.map_ok(|r| r.into_inner().boxed()).boxed()
     }
 
-    /// Opens a stream on some node and reads its STARTED message, moving past nodes that fail,
-    /// until the client's deadline.
-    async fn open(&mut self) -> Result<()> {
-        let options = self.client.options();
-        let deadline = Instant::now() + options.deadline;
-        let mut backoff = Backoff::new();
-        loop {
-            let request = WatchWorkflowsRequest {
-                workflow_id: self.workflow_id,
-                after_sequence: self.cursor,
-            };
-            let (node, mut stream) =
-                open_stream(&self.client, "workflow watch", |channel| async move {
-                    workflows(channel).watch(request).await
-                })
-                .await?;
-            let started = read_started(
-                &self.client,
-                &node,
-                &mut stream,
-                "workflow watch",
-                |event| match event.kind() {
-                    WorkflowEventKind::Started => Ok(event.sequence),
-                    kind => Err(kind.as_str_name()),
-                },
-            )
-            .await?;
-            match started {
-                Ok(sequence) => {
-                    self.set_cursor(sequence);
-                    self.stream = Some((node, stream));
-                    return Ok(());
-                }
-                Err(failure) => {
-                    let wait = (deadline, &mut backoff);
-                    pass_over(&self.client, &node, "workflow watch", &failure, wait).await?;
-                }
-            }
+    fn mark(&self, event: &WorkflowEvent) -> Mark {
+        match event.kind() {
+            WorkflowEventKind::Started => Mark::Started(event.sequence),
+            WorkflowEventKind::Bookmark => Mark::Progress(event.sequence),
+            _ => Mark::Change(event.sequence),
         }
     }
 
-    async fn next(&mut self) -> Option<Result<WorkflowEvent>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if self.stream.is_none() {
-                if let Err(error) = self.open().await {
-                    self.done = true;
-                    return Some(Err(error));
-                }
-            }
-            let (node, stream) = self.stream.as_mut().expect("opened above");
-            let message = tokio::select! {
-                message = stream.message() => message,
-                () = tokio::time::sleep(WATCH_IDLE_CHECK) => {
-                    let node = Arc::clone(node);
-                    if !self.client.node_serves(&node).await {
-                        tracing::debug!(node = %node.address, "workflow watch node stopped serving; moving");
-                        self.client.node_failed(&node);
-                        self.stream = None;
-                    }
-                    continue;
-                }
-            };
-            match message {
-                Ok(Some(event)) => {
-                    let cursor = self.cursor.expect("set when the stream started");
-                    match event.kind() {
-                        WorkflowEventKind::Started => {
-                            tracing::warn!(node = %node.address, "a workflow watch sent STARTED twice; ignored");
-                        }
-                        WorkflowEventKind::Bookmark => {
-                            if event.sequence > cursor {
-                                self.set_cursor(event.sequence);
-                            }
-                        }
-                        _ => {
-                            if event.sequence <= cursor {
-                                tracing::warn!(node = %node.address, sequence = event.sequence, cursor, "a workflow watch repeated an event; skipped");
-                                continue;
-                            }
-                            self.set_cursor(event.sequence);
-                            return Some(Ok(event));
-                        }
-                    }
-                }
-                Ok(None) => {
-                    tracing::debug!(node = %node.address, "workflow watch stream ended; resuming");
-                    self.stream = None;
-                    tokio::time::sleep(STREAM_END_PAUSE).await;
-                }
-                Err(status) => {
-                    let (node, _) = self.stream.take().expect("still open");
-                    tracing::debug!(node = %node.address, status = %describe(&status), "workflow watch failed");
-                    if is_final(&status) {
-                        self.done = true;
-                        return Some(Err(Error::Rejected {
-                            code: status.code(),
-                            message: format!("{}: {}", node.address, describe(&status)),
-                        }));
-                    }
-                    self.client.node_failed(&node);
-                }
-            }
-        }
+    fn gone(&self, node: &Node, status: &tonic::Status) -> Option<Error> {
+        Some(feed::rejected(node, status))
     }
 }
 

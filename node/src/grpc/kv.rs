@@ -1,33 +1,31 @@
 //! The KV service: validate, then read (linearized through the gateway, or forwarded) or write
 //! through the gateway (or forward), then convert. Watches are served by any node from its
-//! applied state and change history.
+//! applied state and change history, as a feed source (`feed.rs`).
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::kv_client::KvClient;
 use conclave_proto::v1::kv_server::Kv;
 use conclave_proto::validate;
-use futures::Stream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::feed::{self, FeedSource, Read, Wake};
 use super::gateway::{
     check_request_size, header, invalid, read_consistency, request_id, unexpected, Gateway,
 };
-use super::progress::{self, Progress};
 use super::status::to_status;
+use super::streams::EventStream;
 use super::validation::rule;
 use crate::error::Error;
 use crate::limits::*;
-use crate::node::Consistency;
-use crate::state_machine::{Command, Compare, EventKind, KeyValue, Response as SmResponse, TxnOp};
+use crate::node::{Consistency, Node};
+use crate::state_machine::{
+    Command, Compare, EventKind, KeyValue, Response as SmResponse, StateMachine, TxnOp,
+};
 
 pub struct KvService {
     gateway: Gateway,
@@ -51,7 +49,7 @@ pub fn client(channel: Channel) -> KvClient<Channel> {
         .max_encoding_message_size(2 * MAX_REQUEST_BYTES)
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+type WatchStream = EventStream<pb::WatchResponse>;
 
 #[tonic::async_trait]
 impl Kv for KvService {
@@ -288,139 +286,131 @@ impl Kv for KvService {
                 "this node already serves {WATCH_STREAMS_MAX} watches (WATCH_STREAMS_MAX)"
             )))
         })?;
-        let node = self.gateway.node.clone();
-        let state = node.state.clone();
-        let mut revisions = state.subscribe();
-        let (start, first) = {
-            let applied = state.read();
-            let current = applied.machine.revision();
-            let start = if req.start_revision == 0 {
-                current + 1
-            } else {
-                req.start_revision
-            };
-            if let Err(oldest_available) = applied.machine.history().since(start, 0) {
-                return Err(to_status(Error::Compacted {
-                    requested: start,
-                    oldest_available,
-                }));
-            }
-            (
-                start,
-                pb::WatchResponse {
-                    header: self.gateway.header(current, Consistency::Serializable),
-                    revision: 0,
-                    events: Vec::new(),
-                },
-            )
+        let source = KvFeed {
+            node: self.gateway.node.clone(),
+            req,
         };
-        let mut stopping = self.gateway.stopping.clone();
-        let (sender, receiver) = mpsc::channel(16);
-        let progress_interval = Duration::from_millis(node.config.watch_progress_ms);
-        tokio::spawn(async move {
-            let _permit = permit;
-            if sender.send(Ok(first)).await.is_err() {
-                return;
+        Ok(Response::new(feed::serve(&self.gateway, permit, source)?))
+    }
+}
+
+/// The feed of a KV watch: the change history, one message per revision with watched changes.
+/// Its cursor is the revision up to which it has scanned (every watched change at or below it has
+/// been sent); a progress notice is a message without events at that revision.
+struct KvFeed {
+    node: Arc<Node>,
+    req: pb::WatchRequest,
+}
+
+impl KvFeed {
+    fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
+        Some(header(
+            self.node.id,
+            self.node.term(),
+            revision,
+            Consistency::Serializable,
+        ))
+    }
+
+    fn watches(&self, key: &[u8]) -> bool {
+        if self.req.prefix {
+            key.starts_with(&self.req.key)
+        } else {
+            key == self.req.key
+        }
+    }
+}
+
+impl FeedSource for KvFeed {
+    type Message = pb::WatchResponse;
+    const WAKE: Wake = Wake::Revision;
+
+    /// From `start_revision` (0: the next revision) while the history still holds it, else
+    /// COMPACTED; opens with a confirmation (revision 0, the current revision in its header).
+    fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<pb::WatchResponse>), Status> {
+        let current = machine.revision();
+        let start = match self.req.start_revision {
+            0 => current + 1,
+            revision => revision,
+        };
+        if let Err(oldest_available) = machine.history().since(start, 0) {
+            return Err(to_status(Error::Compacted {
+                requested: start,
+                oldest_available,
+            }));
+        }
+        let confirmation = pb::WatchResponse {
+            header: self.header(current),
+            revision: 0,
+            events: Vec::new(),
+        };
+        // The revisions before `start` are not this stream's business.
+        Ok((start - 1, vec![confirmation]))
+    }
+
+    fn read(
+        &mut self,
+        machine: &StateMachine,
+        cursor: u64,
+        out: &mut Vec<pb::WatchResponse>,
+    ) -> Result<Read, Status> {
+        let next = cursor + 1;
+        let changes = machine
+            .history()
+            .since(next, WATCH_BATCH_REVISIONS)
+            .map_err(|oldest_available| {
+                to_status(Error::Compacted {
+                    requested: next,
+                    oldest_available,
+                })
+            })?;
+        let current = machine.revision();
+        let full = changes.len() == WATCH_BATCH_REVISIONS;
+        let mut scanned = cursor;
+        for change in changes {
+            scanned = change.revision;
+            let events: Vec<pb::Event> = change
+                .events
+                .into_iter()
+                .filter(|e| self.watches(&e.kv.key))
+                .map(|e| pb::Event {
+                    r#type: match e.kind {
+                        EventKind::Put => pb::EventType::Put,
+                        EventKind::Delete => pb::EventType::Delete,
+                    } as i32,
+                    kv: Some(to_pb(e.kv)),
+                })
+                .collect();
+            if !events.is_empty() {
+                out.push(pb::WatchResponse {
+                    header: self.header(current),
+                    revision: change.revision,
+                    events,
+                });
             }
-            let header = |revision| {
-                Some(header(
-                    node.id,
-                    node.term(),
-                    revision,
-                    Consistency::Serializable,
-                ))
-            };
-            let mut next = start;
-            // The stream's cursor: every watched change at or below it has been sent (those
-            // before `start` are not this stream's business).
-            let mut scanned = start - 1;
-            let mut progress = Progress::new(progress_interval, scanned, Instant::now());
-            loop {
-                revisions.borrow_and_update();
-                let batch = {
-                    let applied = state.read();
-                    applied
-                        .machine
-                        .history()
-                        .since(next, WATCH_BATCH_REVISIONS)
-                        .map(|changes| (changes, applied.machine.revision()))
-                };
-                let (changes, current) = match batch {
-                    Ok(batch) => batch,
-                    Err(oldest_available) => {
-                        let _ = sender
-                            .send(Err(to_status(Error::Compacted {
-                                requested: next,
-                                oldest_available,
-                            })))
-                            .await;
-                        return;
-                    }
-                };
-                let full = changes.len() == WATCH_BATCH_REVISIONS;
-                for change in changes {
-                    next = change.revision + 1;
-                    scanned = change.revision;
-                    let events: Vec<pb::Event> = change
-                        .events
-                        .into_iter()
-                        .filter(|e| {
-                            if req.prefix {
-                                e.kv.key.starts_with(&req.key)
-                            } else {
-                                e.kv.key == req.key
-                            }
-                        })
-                        .map(|e| pb::Event {
-                            r#type: match e.kind {
-                                EventKind::Put => pb::EventType::Put,
-                                EventKind::Delete => pb::EventType::Delete,
-                            } as i32,
-                            kv: Some(to_pb(e.kv)),
-                        })
-                        .collect();
-                    if events.is_empty() {
-                        continue;
-                    }
-                    let message = pb::WatchResponse {
-                        header: header(current),
-                        revision: change.revision,
-                        events,
-                    };
-                    if sender.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                    progress.sent(change.revision, Instant::now());
-                }
-                if full {
-                    continue;
-                }
-                // The history holds every revision up to `current` (read under the same lock), and
-                // all of them from `next` on were in this batch: the stream has scanned up to there.
-                scanned = scanned.max(current);
-                if let Some(cursor) = progress.due(scanned, Instant::now()) {
-                    let notice = pb::WatchResponse {
-                        header: header(cursor),
-                        revision: cursor,
-                        events: Vec::new(),
-                    };
-                    if sender.send(Ok(notice)).await.is_err() {
-                        return;
-                    }
-                    progress.sent(cursor, Instant::now());
-                }
-                tokio::select! {
-                    changed = revisions.changed() => if changed.is_err() { return },
-                    () = progress::until(progress.deadline(scanned)) => {}
-                    _ = sender.closed() => return,
-                    () = async { let _ = stopping.wait_for(|stop| *stop).await.map(|_| ()); } => {
-                        let _ = sender.send(Err(Status::unavailable("the node is shutting down; resume the watch on another node"))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        }
+        if !full {
+            // The history holds every revision up to `current` (read under the same lock), and
+            // all of them after the cursor were in this batch: scanned up to there.
+            scanned = scanned.max(current);
+        }
+        Ok(Read {
+            cursor: scanned,
+            caught_up: !full,
+            ended: false,
+        })
+    }
+
+    fn bookmark(&self, cursor: u64) -> Option<pb::WatchResponse> {
+        Some(pb::WatchResponse {
+            header: self.header(cursor),
+            revision: cursor,
+            events: Vec::new(),
+        })
+    }
+
+    fn cursor_of(message: &pb::WatchResponse) -> u64 {
+        message.revision
     }
 }
 

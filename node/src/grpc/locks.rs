@@ -8,33 +8,29 @@ use conclave_proto::v1::elections_client::ElectionsClient;
 use conclave_proto::v1::elections_server::Elections;
 use conclave_proto::v1::locks_client::LocksClient;
 use conclave_proto::v1::locks_server::Locks as LocksApi;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::feed::{self, FeedSource, Read, Wake};
 use super::gateway::{
     bounded_page, check_request_size, invalid, read_consistency, request_id, Gateway,
 };
 use super::status::to_status;
-use super::streams::{shutting_down, stopped, EventStream};
+use super::streams::{stopped, EventStream};
 use super::validation::{self, max_bytes, name};
 use crate::error::Error;
 use crate::limits::{
     DEFAULT_LOCK_DELAY_MS, MAX_ELECTION_VALUE_BYTES, MAX_LOCK_DELAY_MS, MAX_LOCK_TTL_MS,
     MAX_LOCK_WAIT_MS, MAX_REQUEST_BYTES, MAX_SEMAPHORE_LIMIT, MAX_SHORT_STRING_BYTES,
-    MIN_LOCK_TTL_MS, STREAM_BUFFER_EVENTS,
+    MIN_LOCK_TTL_MS,
 };
 use crate::node::Consistency;
 use crate::state_machine::coordination::CoordEventKind;
 use crate::state_machine::locks::{
     Grant, Holder, Lock, LockCommand, LockEventKind, LockKind, LockResponse, Token,
 };
-use crate::state_machine::{Command, Response as SmResponse};
-
-/// Most events one watch takes from the ring per read of the state.
-const EVENTS_PER_READ: usize = 1024;
+use crate::state_machine::{Command, Response as SmResponse, StateMachine};
 
 pub struct LocksService {
     gateway: Gateway,
@@ -735,69 +731,76 @@ fn watch(
     name: String,
 ) -> Result<EventStream<pb::LockEvent>, Status> {
     let permit = gateway.watch_slot()?;
-    let node = gateway.node.clone();
-    let mut stopping = gateway.stopping.clone();
-    let mut events = node.state.subscribe_events();
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut cursor: Option<u64> = None;
-        loop {
-            let mut messages = Vec::new();
-            let caught_up = {
-                events.borrow_and_update();
-                let state = node.state.read();
-                let lock = state.machine.locks().get(kind, &name).map(lock_to_pb);
-                match cursor.map(|seq| state.machine.events_after(seq)) {
-                    None | Some(Err(_)) => {
-                        let seq = state.machine.last_event_seq();
-                        cursor = Some(seq);
-                        messages.push(pb::LockEvent {
-                            kind: pb::lock_event::Kind::Current as i32,
-                            token: 0,
-                            reason: String::new(),
-                            lock,
-                            sequence: seq,
-                        });
-                        true
-                    }
-                    Some(Ok(new)) => {
-                        let caught_up = new.len() <= EVENTS_PER_READ;
-                        for e in new.into_iter().take(EVENTS_PER_READ) {
-                            cursor = Some(e.seq);
-                            if let CoordEventKind::Lock(l) = &e.kind {
-                                if l.lock == kind && l.name == name {
-                                    messages.push(pb::LockEvent {
-                                        kind: event_kind_to_pb(l.kind) as i32,
-                                        token: l.token,
-                                        reason: l.reason.clone(),
-                                        lock: lock.clone(),
-                                        sequence: e.seq,
-                                    });
-                                }
-                            }
-                        }
-                        caught_up
-                    }
-                }
-            };
-            for message in messages {
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-            }
-            if !caught_up {
-                continue;
-            }
-            tokio::select! {
-                changed = events.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-                () = stopped(&mut stopping) => {
-                    let _ = sender.send(Err(shutting_down())).await;
-                    return;
+    feed::serve(gateway, permit, LockFeed { kind, name })
+}
+
+/// The feed of a lock watch: the lock's events of the ring; CURRENT at the start and again after
+/// falling behind the ring (a state watch: it does not resume, and has no bookmarks).
+struct LockFeed {
+    kind: LockKind,
+    name: String,
+}
+
+impl LockFeed {
+    fn current(&self, machine: &StateMachine) -> (u64, pb::LockEvent) {
+        let sequence = machine.last_event_seq();
+        let current = pb::LockEvent {
+            kind: pb::lock_event::Kind::Current as i32,
+            token: 0,
+            reason: String::new(),
+            lock: machine.locks().get(self.kind, &self.name).map(lock_to_pb),
+            sequence,
+        };
+        (sequence, current)
+    }
+}
+
+impl FeedSource for LockFeed {
+    type Message = pb::LockEvent;
+    const WAKE: Wake = Wake::Events;
+
+    fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<pb::LockEvent>), Status> {
+        let (cursor, current) = self.current(machine);
+        Ok((cursor, vec![current]))
+    }
+
+    fn read(
+        &mut self,
+        machine: &StateMachine,
+        cursor: u64,
+        out: &mut Vec<pb::LockEvent>,
+    ) -> Result<Read, Status> {
+        let lock = machine.locks().get(self.kind, &self.name).map(lock_to_pb);
+        let read = feed::ring_read(machine, cursor, |e| {
+            if let CoordEventKind::Lock(l) = &e.kind {
+                if l.lock == self.kind && l.name == self.name {
+                    out.push(pb::LockEvent {
+                        kind: event_kind_to_pb(l.kind) as i32,
+                        token: l.token,
+                        reason: l.reason.clone(),
+                        lock: lock.clone(),
+                        sequence: e.seq,
+                    });
                 }
             }
-        }
-    });
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+            false
+        });
+        Ok(read.unwrap_or_else(|_| {
+            let (cursor, current) = self.current(machine);
+            out.push(current);
+            Read {
+                cursor,
+                caught_up: true,
+                ended: false,
+            }
+        }))
+    }
+
+    fn bookmark(&self, _cursor: u64) -> Option<pb::LockEvent> {
+        None
+    }
+
+    fn cursor_of(message: &pb::LockEvent) -> u64 {
+        message.sequence
+    }
 }

@@ -6,6 +6,7 @@ pub mod barriers;
 pub mod cluster;
 pub mod convert;
 pub mod decisions;
+pub mod feed;
 pub mod forward;
 pub mod gateway;
 pub mod health;

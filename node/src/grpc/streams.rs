@@ -1,12 +1,12 @@
-//! The long-lived calls: agent session streams, task and decision watches, and WaitTask. Every
-//! one is served from this node's applied state and follows the coordination event ring, woken
-//! by the apply notification (`SharedState::subscribe_events`), never by polling.
+//! The long-lived calls: agent session streams, task, decision and workflow watches, and
+//! WaitTask. Every one is served from this node's applied state and follows the coordination event
+//! ring, woken by the apply notification (`SharedState::subscribe_events`), never by polling.
 //!
-//! Pattern, the same in each: mark the notification seen, then read the state (so a change
-//! applied after the read is always noticed), take the events after the stream's cursor, build
-//! the messages under the read lock, release it, send, and wait for the next notification. A task
-//! watch that is caught up and has sent nothing for a while although its cursor moved sends a
-//! BOOKMARK (`progress.rs`), so its client's resume point keeps up with the ring.
+//! The watches are feed sources (`feed.rs`, which serves them: start, reads bounded per lock,
+//! sending, BOOKMARKs, falling behind, shutdown); a session stream, which also reads the agent's
+//! heartbeats and resyncs instead of failing when it falls behind, keeps its own loop of the same
+//! pattern: mark the notification seen, read the state, take the events after the cursor, build
+//! the messages under the read lock, release it, send, wait for the next notification.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::convert;
+use super::feed::{self, FeedSource, Read, Wake, EVENTS_PER_READ};
 use super::gateway::{invalid, Gateway};
-use super::progress::{self, Progress};
 use super::status::to_status;
 use crate::error::Error;
 use crate::limits::{STREAM_BUFFER_EVENTS, WATCH_SNAPSHOT_TASKS_MAX};
@@ -35,9 +35,6 @@ use crate::state_machine::coordination::{
 use crate::state_machine::locks::{LockEventKind, LockKind};
 use crate::state_machine::{StateMachine, Tasks};
 
-/// Most events one stream takes from the ring per read of the state, so a stream far behind
-/// does not hold the state's read lock (and so apply) for long.
-const EVENTS_PER_READ: usize = 1024;
 /// How long a new session stream may take to send its `open` message.
 const SESSION_OPEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -414,6 +411,9 @@ fn hold_lost(session_id: SessionId, kind: &CoordEventKind) -> Option<pb::Session
 
 // --- task watches ------------------------------------------------------------------------------
 
+/// What a task watch tells a client whose resume point is gone.
+const TASKS_THEN: &str = "watch again with initial_state";
+
 /// WatchTasks: one task (task_id), a queue, or every task. Opens with STARTED (the cursor), then
 /// SNAPSHOT events if asked for, then every watched event after the cursor: after the current last
 /// event, or after `after_sequence` for a resume (tasks.proto, WatchTasksRequest). While nothing
@@ -428,165 +428,127 @@ pub async fn watch_tasks(
     // A resumed watch of a task purged while the watcher was away still gets the events up to
     // PURGED, which are in the history although the task is gone.
     let known = |m: &StateMachine| {
-        m.tasks().task(task_id).is_some()
-            || resume.is_some_and(|after| task_in_history(m, after, task_id))
+        m.tasks().task(task_id).is_some() || resume.is_some_and(|after| {
+            in_history(
+                m,
+                after,
+                |kind| matches!(kind, CoordEventKind::Task { task_id: id, .. } if *id == task_id),
+            )
+        })
     };
     if task_id != 0 && !await_visible(gateway, known).await {
         return Err(to_status(Error::unknown_task(task_id)));
     }
-    let node = gateway.node.clone();
-    let mut stopping = gateway.stopping.clone();
-    let mut events = node.state.subscribe_events();
-    events.borrow_and_update();
-    let (mut messages, mut cursor) = {
-        let state = node.state.read();
-        let tasks = state.machine.tasks();
-        // A node that has not applied `after` yet finds nothing after it: the loop below waits for
-        // the events as they are applied, exactly as for a watcher that is up to date.
-        let cursor = start_cursor(&state.machine, resume, "watch again with initial_state")?;
+    feed::serve(gateway, permit, TaskFeed { req })
+}
+
+/// The feed of a task watch: the task events of the ring, as tasks.proto describes them.
+struct TaskFeed {
+    req: pb::WatchTasksRequest,
+}
+
+impl TaskFeed {
+    fn watches(&self, task_id: TaskId, queue: &str) -> bool {
+        if self.req.task_id != 0 {
+            task_id == self.req.task_id
+        } else {
+            self.req.queue.is_empty() || queue == self.req.queue
+        }
+    }
+}
+
+impl FeedSource for TaskFeed {
+    type Message = pb::TaskEvent;
+    const WAKE: Wake = Wake::Events;
+
+    fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<pb::TaskEvent>), Status> {
+        let cursor = feed::ring_start(machine, self.req.after_sequence, TASKS_THEN)?;
         let mut messages = vec![pb::TaskEvent {
             sequence: cursor,
             kind: pb::TaskEventKind::Started as i32,
             task: None,
         }];
-        if req.initial_state {
+        if self.req.initial_state {
             // Read under the same lock as the cursor: the state at exactly that sequence.
-            let snapshot = |task| pb::TaskEvent {
-                sequence: 0,
-                kind: pb::TaskEventKind::Snapshot as i32,
-                task: Some(convert::task(task, true)),
-            };
-            if task_id != 0 {
-                messages.extend(tasks.task(task_id).map(snapshot));
-            } else {
-                // The tasks still in play; finished ones can be listed.
-                let filter = TaskFilter {
-                    queue: req.queue.clone(),
-                    states: TaskState::ALL
-                        .into_iter()
-                        .filter(|s| !s.is_terminal())
-                        .collect(),
-                    ..TaskFilter::default()
-                };
-                let listing = tasks.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
-                messages.extend(listing.tasks.into_iter().map(snapshot));
-            }
+            task_snapshot(machine.tasks(), &self.req, &mut messages);
         }
-        (messages, cursor)
-    };
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
-    let progress_interval = Duration::from_millis(node.config.watch_progress_ms);
-    tokio::spawn(async move {
-        let _permit = permit;
-        // `cursor` is the stream's: every watched event up to it has been read (and is sent at
-        // the top of the loop). What the client knows is STARTED's cursor, then its last change.
-        let mut progress = Progress::new(progress_interval, cursor, Instant::now());
-        loop {
-            for message in messages.drain(..) {
-                let sequence = message.sequence;
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-                progress.sent(sequence, Instant::now());
-            }
-            let step = {
-                events.borrow_and_update();
-                let state = node.state.read();
-                let tasks = state.machine.tasks();
-                match state.machine.events_after(cursor) {
-                    Ok(new) => {
-                        let caught_up = new.len() <= EVENTS_PER_READ;
-                        let mut ended = false;
-                        for e in new.into_iter().take(EVENTS_PER_READ) {
-                            cursor = e.seq;
-                            let CoordEventKind::Task {
-                                task_id: id,
-                                queue,
-                                kind,
-                                ..
-                            } = &e.kind
-                            else {
-                                continue;
-                            };
-                            let watched = if task_id != 0 {
-                                *id == task_id
-                            } else {
-                                req.queue.is_empty() || *queue == req.queue
-                            };
-                            if watched {
-                                messages.push(pb::TaskEvent {
-                                    sequence: e.seq,
-                                    kind: convert::task_event_kind(*kind) as i32,
-                                    task: Some(event_task(tasks, e)),
-                                });
-                                // A purged task is gone: nothing more will happen to it.
-                                ended = task_id != 0 && *kind == TaskEventKind::Purged;
-                                if ended {
-                                    break;
-                                }
-                            }
-                        }
-                        Ok((caught_up, ended))
-                    }
-                    Err(oldest) => Err(fell_behind(
-                        cursor,
-                        oldest,
-                        "watch again with initial_state",
-                    )),
-                }
+        Ok((cursor, messages))
+    }
+
+    fn read(
+        &mut self,
+        machine: &StateMachine,
+        cursor: u64,
+        out: &mut Vec<pb::TaskEvent>,
+    ) -> Result<Read, Status> {
+        let tasks = machine.tasks();
+        feed::ring_read(machine, cursor, |e| {
+            let CoordEventKind::Task {
+                task_id,
+                queue,
+                kind,
+                ..
+            } = &e.kind
+            else {
+                return false;
             };
-            let (caught_up, ended) = match step {
-                Ok(step) => step,
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
-                    return;
-                }
-            };
-            if ended {
-                for message in messages.drain(..) {
-                    if sender.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                }
-                return;
+            if !self.watches(*task_id, queue) {
+                return false;
             }
-            if !messages.is_empty() || !caught_up {
-                continue;
-            }
-            // Caught up with nothing to send: `cursor` is the node's last event sequence (or a
-            // resume point the node has not reached), and everything up to it was scanned.
-            if let Some(cursor) = progress.due(cursor, Instant::now()) {
-                let bookmark = pb::TaskEvent {
-                    sequence: cursor,
-                    kind: pb::TaskEventKind::Bookmark as i32,
-                    task: None,
-                };
-                if sender.send(Ok(bookmark)).await.is_err() {
-                    return;
-                }
-                progress.sent(cursor, Instant::now());
-            }
-            tokio::select! {
-                changed = events.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-                () = progress::until(progress.deadline(cursor)) => {}
-                () = stopped(&mut stopping) => {
-                    let _ = sender.send(Err(shutting_down())).await;
-                    return;
-                }
-            }
-        }
-    });
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+            out.push(pb::TaskEvent {
+                sequence: e.seq,
+                kind: convert::task_event_kind(*kind) as i32,
+                task: Some(event_task(tasks, e)),
+            });
+            // A purged task is gone: nothing more will happen to it.
+            self.req.task_id != 0 && *kind == TaskEventKind::Purged
+        })
+        .map_err(|oldest| feed::fell_behind(cursor, oldest, TASKS_THEN))
+    }
+
+    fn bookmark(&self, cursor: u64) -> Option<pb::TaskEvent> {
+        Some(pb::TaskEvent {
+            sequence: cursor,
+            kind: pb::TaskEventKind::Bookmark as i32,
+            task: None,
+        })
+    }
+
+    fn cursor_of(message: &pb::TaskEvent) -> u64 {
+        message.sequence
+    }
 }
 
-/// True when the kept events after `after` include one of task `task_id`.
-fn task_in_history(machine: &StateMachine, after: u64, task_id: TaskId) -> bool {
-    machine.events_after(after).is_ok_and(|events| {
-        events
-            .iter()
-            .any(|e| matches!(e.kind, CoordEventKind::Task { task_id: id, .. } if id == task_id))
-    })
+/// The SNAPSHOT events of a watch asked for the initial state: the task, or the queue's tasks
+/// still in play (finished ones can be listed), at most WATCH_SNAPSHOT_TASKS_MAX.
+fn task_snapshot(tasks: &Tasks, req: &pb::WatchTasksRequest, messages: &mut Vec<pb::TaskEvent>) {
+    let snapshot = |task| pb::TaskEvent {
+        sequence: 0,
+        kind: pb::TaskEventKind::Snapshot as i32,
+        task: Some(convert::task(task, true)),
+    };
+    if req.task_id != 0 {
+        messages.extend(tasks.task(req.task_id).map(snapshot));
+    } else {
+        let filter = TaskFilter {
+            queue: req.queue.clone(),
+            states: TaskState::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .collect(),
+            ..TaskFilter::default()
+        };
+        let listing = tasks.list_tasks(&filter, 0, WATCH_SNAPSHOT_TASKS_MAX);
+        messages.extend(listing.tasks.into_iter().map(snapshot));
+    }
+}
+
+/// True when the kept events after `after` include one that `about` picks: a resumed watch of
+/// something gone since (a purged task) still gets the events that are left of it.
+fn in_history(machine: &StateMachine, after: u64, about: impl Fn(&CoordEventKind) -> bool) -> bool {
+    machine
+        .events_after(after)
+        .is_ok_and(|events| events.iter().any(|e| about(&e.kind)))
 }
 
 /// The task as one event left it: its state, attempts and lease as of the event (the task may
@@ -670,90 +632,97 @@ pub async fn watch_decision(
     if !await_visible(gateway, |m| m.decisions().decision(decision_id).is_some()).await {
         return Err(to_status(Error::unknown_decision(decision_id)));
     }
-    let node = gateway.node.clone();
-    let mut stopping = gateway.stopping.clone();
-    let mut events = node.state.subscribe_events();
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
-    tokio::spawn(async move {
-        let _permit = permit;
-        // What was last sent: (votes, status); the same state is not sent twice.
-        let mut sent: Option<(usize, DecisionStatus)> = None;
-        let mut cursor = None;
-        loop {
-            let (message, ended, caught_up) = {
-                events.borrow_and_update();
-                let state = node.state.read();
-                let mut caught_up = true;
-                let last_event_seq = state.machine.last_event_seq();
-                let changed = match cursor {
-                    None => {
-                        cursor = Some(last_event_seq);
-                        true
-                    }
-                    Some(seq) => match state.machine.events_after(seq) {
-                        Ok(new) => {
-                            caught_up = new.len() <= EVENTS_PER_READ;
-                            let mut changed = false;
-                            for e in new.into_iter().take(EVENTS_PER_READ) {
-                                cursor = Some(e.seq);
-                                changed |= matches!(
-                                    e.kind,
-                                    CoordEventKind::Decision { decision_id: id, .. } if id == decision_id
-                                );
-                            }
-                            changed
-                        }
-                        Err(_) => {
-                            cursor = Some(last_event_seq);
-                            true
-                        }
-                    },
-                };
-                match state.machine.decisions().decision(decision_id) {
-                    // Forgotten after its retention: it was closed long ago.
-                    None => (None, true, true),
-                    Some(decision) => {
-                        let now = (decision.votes.len(), decision.status);
-                        let message = (changed && sent != Some(now)).then(|| {
-                            sent = Some(now);
-                            pb::DecisionEvent {
-                                decision: Some(convert::decision(decision)),
-                            }
-                        });
-                        (message, !decision.is_open(), caught_up)
-                    }
-                }
-            };
-            if let Some(message) = message {
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-            }
-            if ended {
-                return;
-            }
-            if !caught_up {
-                continue;
-            }
-            tokio::select! {
-                changed = events.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-                () = stopped(&mut stopping) => {
-                    let _ = sender.send(Err(shutting_down())).await;
-                    return;
-                }
-            }
+    let source = DecisionFeed {
+        decision_id,
+        sent: None,
+    };
+    feed::serve(gateway, permit, source)
+}
+
+/// The feed of a decision watch: the decision as it is whenever an event of it went by (and
+/// again after falling behind the ring), each state once; it ends with the outcome.
+struct DecisionFeed {
+    decision_id: u64,
+    /// What was last sent: (votes, status).
+    sent: Option<(usize, DecisionStatus)>,
+}
+
+impl DecisionFeed {
+    fn push(&mut self, machine: &StateMachine, out: &mut Vec<pb::DecisionEvent>) {
+        let Some(decision) = machine.decisions().decision(self.decision_id) else {
+            return;
+        };
+        let now = (decision.votes.len(), decision.status);
+        if self.sent != Some(now) {
+            self.sent = Some(now);
+            out.push(pb::DecisionEvent {
+                decision: Some(convert::decision(decision)),
+            });
         }
-    });
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+}
+
+impl FeedSource for DecisionFeed {
+    type Message = pb::DecisionEvent;
+    const WAKE: Wake = Wake::Events;
+
+    fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<pb::DecisionEvent>), Status> {
+        let mut messages = Vec::new();
+        self.push(machine, &mut messages);
+        Ok((machine.last_event_seq(), messages))
+    }
+
+    fn read(
+        &mut self,
+        machine: &StateMachine,
+        cursor: u64,
+        out: &mut Vec<pb::DecisionEvent>,
+    ) -> Result<Read, Status> {
+        let id = self.decision_id;
+        let mut changed = false;
+        let watched = |e: &CoordEvent| {
+            changed |=
+                matches!(e.kind, CoordEventKind::Decision { decision_id, .. } if decision_id == id);
+            false
+        };
+        let mut read = feed::ring_read(machine, cursor, watched).unwrap_or_else(|_| {
+            // Fell behind the ring: the decision as it is now.
+            changed = true;
+            Read {
+                cursor: machine.last_event_seq(),
+                caught_up: true,
+                ended: false,
+            }
+        });
+        if changed {
+            self.push(machine, out);
+        }
+        // Forgotten after its retention: it was closed long ago.
+        read.ended = machine
+            .decisions()
+            .decision(id)
+            .is_none_or(|decision| !decision.is_open());
+        Ok(read)
+    }
+
+    fn bookmark(&self, _cursor: u64) -> Option<pb::DecisionEvent> {
+        None
+    }
+
+    fn cursor_of(_message: &pb::DecisionEvent) -> u64 {
+        0
+    }
 }
 
 // --- workflow watches --------------------------------------------------------------------------
 
+/// What a workflow watch tells a client whose resume point is gone.
+const WORKFLOWS_THEN: &str = "get the workflow and watch again from now";
+
 /// Watch (workflows.proto): one workflow (workflow_id) or every workflow. Opens with STARTED (the
 /// cursor), then every watched event after it: after the current last event, or after
 /// `after_sequence` for a resume. While nothing watched happens but other events go by, a
-/// BOOKMARK every --watch-progress-ms carries the cursor. The same loop as `watch_tasks`.
+/// BOOKMARK every --watch-progress-ms carries the cursor.
 pub async fn watch_workflows(
     gateway: &Gateway,
     req: pb::WatchWorkflowsRequest,
@@ -762,136 +731,66 @@ pub async fn watch_workflows(
     let workflow_id = req.workflow_id;
     let resume = req.after_sequence;
     let known = |m: &StateMachine| {
-        m.workflows().get(workflow_id).is_some()
-            || resume.is_some_and(|after| {
-                m.events_after(after).is_ok_and(|events| {
-                    events.iter().any(|e| {
-                        matches!(&e.kind, CoordEventKind::Workflow(w) if w.workflow_id == workflow_id)
-                    })
-                })
-            })
+        m.workflows().get(workflow_id).is_some() || resume.is_some_and(|after| {
+            in_history(
+                m,
+                after,
+                |kind| matches!(kind, CoordEventKind::Workflow(w) if w.workflow_id == workflow_id),
+            )
+        })
     };
     if workflow_id != 0 && !await_visible(gateway, known).await {
         return Err(to_status(Error::unknown_workflow(workflow_id)));
     }
-    let node = gateway.node.clone();
-    let mut stopping = gateway.stopping.clone();
-    let mut events = node.state.subscribe_events();
-    events.borrow_and_update();
-    let mut cursor = {
-        let state = node.state.read();
-        start_cursor(
-            &state.machine,
-            resume,
-            "get the workflow and watch again from now",
-        )?
-    };
-    let mut messages = vec![pb::WorkflowEvent {
-        sequence: cursor,
-        kind: pb::WorkflowEventKind::Started as i32,
-        ..pb::WorkflowEvent::default()
-    }];
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
-    let progress_interval = Duration::from_millis(node.config.watch_progress_ms);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut progress = Progress::new(progress_interval, cursor, Instant::now());
-        loop {
-            for message in messages.drain(..) {
-                let sequence = message.sequence;
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-                progress.sent(sequence, Instant::now());
-            }
-            let step = {
-                events.borrow_and_update();
-                let state = node.state.read();
-                match state.machine.events_after(cursor) {
-                    Ok(new) => {
-                        let caught_up = new.len() <= EVENTS_PER_READ;
-                        for e in new.into_iter().take(EVENTS_PER_READ) {
-                            cursor = e.seq;
-                            if let CoordEventKind::Workflow(change) = &e.kind {
-                                if workflow_id == 0 || change.workflow_id == workflow_id {
-                                    messages.push(super::workflows::event(e.seq, change));
-                                }
-                            }
-                        }
-                        Ok(caught_up)
-                    }
-                    Err(oldest) => Err(fell_behind(
-                        cursor,
-                        oldest,
-                        "get the workflow and watch again from now",
-                    )),
-                }
-            };
-            let caught_up = match step {
-                Ok(caught_up) => caught_up,
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
-                    return;
-                }
-            };
-            if !messages.is_empty() || !caught_up {
-                continue;
-            }
-            if let Some(cursor) = progress.due(cursor, Instant::now()) {
-                let bookmark = pb::WorkflowEvent {
-                    sequence: cursor,
-                    kind: pb::WorkflowEventKind::Bookmark as i32,
-                    ..pb::WorkflowEvent::default()
-                };
-                if sender.send(Ok(bookmark)).await.is_err() {
-                    return;
-                }
-                progress.sent(cursor, Instant::now());
-            }
-            tokio::select! {
-                changed = events.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-                () = progress::until(progress.deadline(cursor)) => {}
-                () = stopped(&mut stopping) => {
-                    let _ = sender.send(Err(shutting_down())).await;
-                    return;
-                }
-            }
-        }
-    });
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    feed::serve(gateway, permit, WorkflowFeed { req })
 }
 
-/// Where a watch starts: after `resume` while the events after it are still kept (else
-/// EventsGone, telling the client to `then`), or at the last event.
-fn start_cursor(
-    machine: &crate::state_machine::StateMachine,
-    resume: Option<u64>,
-    then: &str,
-) -> Result<u64, Status> {
-    let Some(after) = resume else {
-        return Ok(machine.last_event_seq());
-    };
-    match machine.events_after(after) {
-        Ok(_) => Ok(after),
-        Err(oldest) => Err(to_status(Error::EventsGone {
-            message: format!(
-                "after_sequence: event {} is no longer kept (the oldest kept is {oldest}); {then}",
-                after.saturating_add(1)
-            ),
-            oldest_kept: oldest,
-        })),
+/// The feed of a workflow watch: the workflow events of the ring.
+struct WorkflowFeed {
+    req: pb::WatchWorkflowsRequest,
+}
+
+impl FeedSource for WorkflowFeed {
+    type Message = pb::WorkflowEvent;
+    const WAKE: Wake = Wake::Events;
+
+    fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<pb::WorkflowEvent>), Status> {
+        let cursor = feed::ring_start(machine, self.req.after_sequence, WORKFLOWS_THEN)?;
+        let started = pb::WorkflowEvent {
+            sequence: cursor,
+            kind: pb::WorkflowEventKind::Started as i32,
+            ..pb::WorkflowEvent::default()
+        };
+        Ok((cursor, vec![started]))
     }
-}
 
-/// A watch at `cursor` whose next event fell out of the event ring (the oldest kept is
-/// `oldest`): EventsGone, telling the client to `then`.
-fn fell_behind(cursor: u64, oldest: u64, then: &str) -> Status {
-    to_status(Error::EventsGone {
-        message: format!(
-            "the watch fell behind the event history (event {} is gone; the oldest kept is {oldest}); {then}",
-            cursor + 1
-        ),
-        oldest_kept: oldest,
-    })
+    fn read(
+        &mut self,
+        machine: &StateMachine,
+        cursor: u64,
+        out: &mut Vec<pb::WorkflowEvent>,
+    ) -> Result<Read, Status> {
+        let workflow_id = self.req.workflow_id;
+        feed::ring_read(machine, cursor, |e| {
+            if let CoordEventKind::Workflow(change) = &e.kind {
+                if workflow_id == 0 || change.workflow_id == workflow_id {
+                    out.push(super::workflows::event(e.seq, change));
+                }
+            }
+            false
+        })
+        .map_err(|oldest| feed::fell_behind(cursor, oldest, WORKFLOWS_THEN))
+    }
+
+    fn bookmark(&self, cursor: u64) -> Option<pb::WorkflowEvent> {
+        Some(pb::WorkflowEvent {
+            sequence: cursor,
+            kind: pb::WorkflowEventKind::Bookmark as i32,
+            ..pb::WorkflowEvent::default()
+        })
+    }
+
+    fn cursor_of(message: &pb::WorkflowEvent) -> u64 {
+        message.sequence
+    }
 }

@@ -29,8 +29,8 @@ pub struct AppliedState {
 
 /// Read access to the applied state for the API layer, plus signals that fire after apply: when
 /// the store revision advances (KV watches wait on it), when coordination events were appended
-/// (session, task and decision streams), and when the coordination state changed (the leader's
-/// scheduler).
+/// (session, task and decision streams), when the coordination state changed (the leader's
+/// scheduler), and after every applied entry (feeds whose data neither of the first two marks).
 pub struct SharedState {
     state: RwLock<AppliedState>,
     revision: watch::Sender<u64>,
@@ -39,6 +39,8 @@ pub struct SharedState {
     /// Counts applied entries that changed what the scheduler plans on: every coordination command
     /// except heartbeats, and every installed snapshot.
     coordination: watch::Sender<u64>,
+    /// Counts applied entries and installed snapshots: anything apply can change has changed.
+    applied: watch::Sender<u64>,
 }
 
 impl SharedState {
@@ -64,6 +66,11 @@ impl SharedState {
         self.coordination.subscribe()
     }
 
+    /// A receiver that changes after every applied entry and installed snapshot.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     fn replace(&self, state: AppliedState) {
         let revision = state.machine.revision();
         let last_event_seq = state.machine.last_event_seq();
@@ -71,6 +78,7 @@ impl SharedState {
         self.revision.send_replace(revision);
         self.events.send_replace(last_event_seq);
         self.coordination.send_modify(|changes| *changes += 1);
+        self.applied.send_modify(|applied| *applied += 1);
     }
 }
 
@@ -97,11 +105,13 @@ impl StateMachineStore {
         let (revision, _) = watch::channel(state.machine.revision());
         let (events, _) = watch::channel(state.machine.last_event_seq());
         let (coordination, _) = watch::channel(0);
+        let (applied, _) = watch::channel(0);
         let shared = Arc::new(SharedState {
             state: RwLock::new(state),
             revision,
             events,
             coordination,
+            applied,
         });
         Ok(StateMachineStore {
             db,
@@ -255,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .coordination
                     .send_modify(|changes| *changes += 1);
             }
+            self.shared.applied.send_modify(|applied| *applied += 1);
             if let Some(responder) = responder {
                 responder.send(response);
             }
