@@ -43,7 +43,7 @@ use super::{
 // topics
 use super::topics::{
     DeadLetterSelector as TopicDeadLetters, GroupConfig, NewMessage, PendingState, Refusal,
-    RefusalCode, StartPosition, TopicCommand, TopicConfig, TopicEvent, TopicEventKind,
+    RefusalCode, StartPosition, TopicCommand, TopicConfig, TopicEvent, TopicEventKind, TopicOp,
     TopicResponse,
 };
 use crate::raft::{encode, Entry, LogId, NodeInfo, Vote};
@@ -532,6 +532,13 @@ fn transaction_ops() -> Vec<Op> {
             name: "report".into(),
             token: 42,
         }),
+        Op::Topics(TopicOp::Publish(NewMessage {
+            subject: "research.done".into(),
+            key: Some(b"doc-9".to_vec()),
+            headers: BTreeMap::from([("kind".to_string(), "draft".to_string())]),
+            data: b"results/9".to_vec(),
+            idempotency_key: "p9".into(),
+        })),
     ]
 }
 
@@ -549,6 +556,11 @@ fn op_results() -> Vec<OpResult> {
             existing: true,
         },
         OpResult::LockReleased,
+        OpResult::Published {
+            topic: "research".into(),
+            seq: 4,
+            duplicate: false,
+        },
     ]
 }
 
@@ -887,7 +899,9 @@ fn golden_tags_of_log_enums_are_their_codes() {
     assert_tags(&[barrier_enter()], BarrierCommand::code);
     assert_tags(&transaction_compares(), transaction::Compare::code);
     let ops = transaction_ops();
-    assert_tags(&[&ops[0], &ops[2], &ops[4], &ops[5]], |op| op.code());
+    assert_tags(&[&ops[0], &ops[2], &ops[4], &ops[5], &ops[6]], |op| {
+        op.code()
+    });
     let key_ops: Vec<&KeyOp> = ops
         .iter()
         .filter_map(|op| match op {
@@ -909,6 +923,7 @@ fn golden_tags_of_log_enums_are_their_codes() {
         .filter_map(|op| match op {
             Op::Workflows(op) => Some((encode(op)[0], op.code())),
             Op::Locks(op) => Some((encode(op)[0], op.code())),
+            Op::Topics(op) => Some((encode(op)[0], op.code())),
             _ => None,
         })
         .map(|(tag, code)| {
@@ -920,7 +935,7 @@ fn golden_tags_of_log_enums_are_their_codes() {
             code
         })
         .collect();
-    assert_eq!(other_ops, [0, 0]);
+    assert_eq!(other_ops, [0, 0, 0]);
 }
 
 #[test]
@@ -1407,12 +1422,14 @@ mod log {
         check_request(
             Command::Transaction(transaction()),
             "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010009030006636f\
-         6e666967070100067265706f72742a0209030c06000008726573756c742f3902\
+         6e666967070100067265706f72742a0209030c07000008726573756c742f3902\
          3432000107636c61696d2f390100090c026f6b010106656d61696c730a7b2274\
          6f223a2278227d106170706c69636174696f6e2f6a736f6e0104736d74700904\
          fbf401fc905f0100fbdc05fafb204efdfb561cd08b010000fd636ce5cf8b0100\
          00066d61696c2d3106636f72722d3903010674656e616e740461636d65010203\
-         7965730200027766010000027b7d0477662d3900030000067265706f72742a",
+         7965730200027766010000027b7d0477662d3900030000067265706f72742a04\
+         000d72657365617263682e646f6e650105646f632d3901046b696e6405647261\
+         667409726573756c74732f39027039",
         );
     }
 
