@@ -135,7 +135,7 @@ pub struct TopicPage {
     pub more: bool,
 }
 
-fn check_publish(messages: &[PublishMessage]) -> Result<()> {
+pub(crate) fn check_publish(messages: &[PublishMessage]) -> Result<()> {
     if messages.is_empty() || messages.len() > TOPIC_PUBLISH_BATCH_MAX {
         return Err(Error::invalid_input(format!(
             "messages: {} messages; a Publish carries 1 ..= {TOPIC_PUBLISH_BATCH_MAX}",

@@ -23,6 +23,7 @@ mod process_group;
 mod render;
 mod task;
 mod topic;
+mod txn;
 mod txn_script;
 mod when;
 mod workflow;
@@ -84,7 +85,8 @@ impl From<conclave_client::Error> for CliError {
         let exit = match &error {
             Error::Indeterminate { .. } => Exit::Indeterminate,
             Error::InvalidInput { .. } => Exit::Usage,
-            Error::Rejected { .. }
+            Error::OpRefused { .. }
+            | Error::Rejected { .. }
             | Error::Unavailable { .. }
             | Error::Compacted { .. }
             | Error::LeaseLost { .. }
@@ -200,6 +202,8 @@ pub enum Command {
     /// letters.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// One transaction across keys, tasks, workflows and locks, from a script: all or nothing.
+    Txn(txn::TxnArgs),
 }
 
 /// Runs one parsed command line.
@@ -218,6 +222,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Bench(command) => bench::run(command, &cli.globals).await,
         Command::Workflow(command) => workflow::run(command, &cli.globals).await,
         Command::Topic(command) => topic::run(command, &cli.globals).await,
+        Command::Txn(args) => txn::run(args, &cli.globals).await,
     }
 }
 
