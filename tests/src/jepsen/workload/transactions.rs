@@ -100,7 +100,7 @@ impl Default for Options {
             ttl_ms: 3_000,
             lease_ms: 4_000,
             wrong_compare_probability: 0.15,
-            submit_probability: 0.3,
+            submit_probability: 0.2,
         }
     }
 }

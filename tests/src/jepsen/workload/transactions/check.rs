@@ -96,11 +96,12 @@ pub fn check(events: &[Event]) -> CheckResult {
         Ok(history) => history,
         Err(error) => return CheckResult::unknown(NAME, format!("malformed history: {error:#}")),
     };
+    // The final state's findings first: they do not depend on when a reader happened to look.
     let mut problems = history.foreign.clone();
-    problems.extend(reads_see_whole_transactions(&history));
-    problems.extend(final_state_is_whole(&history));
     problems.extend(refused_transactions_left_no_trace(&history));
     problems.extend(acknowledged_transactions_are_visible(&history));
+    problems.extend(final_state_is_whole(&history));
+    problems.extend(reads_see_whole_transactions(&history));
     problems.extend(applied_at_most_once(&history));
     problems.extend(revisions_follow_real_time(&history));
     problems.extend(keys_carry_their_transactions_revision(&history));
