@@ -263,8 +263,8 @@ impl Workload for TransactionsWorkload {
         })
     }
 
-    fn check(&self, events: &[Event], _budget: Duration) -> CheckResult {
-        check::check(events)
+    fn check(&self, events: &[Event], budget: Duration) -> CheckResult {
+        check::check(events, budget)
     }
 }
 
@@ -335,6 +335,7 @@ impl Job {
                 token: self.token - 1,
                 counter,
                 compare: None,
+                expected: Json::Null,
                 stale: true,
             };
             commit(actor, context, &shape).await;
@@ -344,13 +345,14 @@ impl Job {
                 return;
             }
             let counter = rng.gen_range(0..COUNTERS);
-            let Some(revision) = read_counter(actor, context, counter).await else {
+            let Some((value, revision)) = read_counter(actor, context, counter).await else {
                 return;
             };
-            let compare = if revision > 0 && rng.gen_bool(self.options.wrong_compare_probability) {
-                revision - 1
+            let wrong = revision > 0 && rng.gen_bool(self.options.wrong_compare_probability);
+            let (compare, expected) = if wrong {
+                (revision - 1, json!(WRONG_COMPARE))
             } else {
-                revision
+                (revision, value)
             };
             let txn = self.shared.next_txn.fetch_add(1, Ordering::Relaxed);
             let shape = Shape {
@@ -359,6 +361,7 @@ impl Job {
                 token: self.token,
                 counter,
                 compare: Some(compare),
+                expected,
                 stale: false,
             };
             match commit(actor, context, &shape).await {
@@ -377,6 +380,9 @@ struct Shape {
     counter: u64,
     /// The counter's mod_revision the transaction compares (none: no compare).
     compare: Option<u64>,
+    /// The counter's value at that revision, as the worker read it (null: absent), or
+    /// [`WRONG_COMPARE`] when the compare names a revision below the one read.
+    expected: Json,
     /// Sent with a token that is not the lease's: must apply nothing.
     stale: bool,
 }
@@ -389,6 +395,7 @@ impl Shape {
             "token": self.token,
             "counter": self.counter,
             "compare": self.compare,
+            "expected": self.expected,
             "stale": self.stale,
         })
     }
@@ -472,6 +479,10 @@ async fn commit(actor: &mut Actor, context: &ClientContext, shape: &Shape) -> Ou
     }
 }
 
+/// The `expected` of a transaction whose compare is deliberately wrong (it can never hold: the
+/// counter's mod_revision is already above it).
+pub const WRONG_COMPARE: &str = "wrong";
+
 /// The words a failed compare is recorded with.
 pub const COMPARE_FAILED: &str = "compare failed";
 
@@ -516,8 +527,12 @@ fn classify_commit(status: &Status) -> Attempt {
 }
 
 /// A worker's linearizable read of a counter, recorded `counter`: `{"counter", "value", "rev"}`.
-/// The counter's mod_revision (0: absent), or `None` when the read failed.
-async fn read_counter(actor: &mut Actor, context: &ClientContext, counter: u64) -> Option<u64> {
+/// The counter's value and mod_revision (0: absent), or `None` when the read failed.
+async fn read_counter(
+    actor: &mut Actor,
+    context: &ClientContext,
+    counter: u64,
+) -> Option<(Json, u64)> {
     let node = actor.node();
     let spec = OpSpec::new("counter", None, json!({"counter": counter}));
     let completion = actor
@@ -527,7 +542,7 @@ async fn read_counter(actor: &mut Actor, context: &ClientContext, counter: u64) 
         })
         .await;
     match completion {
-        Completion::Ok(value) => value["rev"].as_u64(),
+        Completion::Ok(value) => Some((value["value"].clone(), value["rev"].as_u64()?)),
         _ => None,
     }
 }

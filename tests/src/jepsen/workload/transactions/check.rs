@@ -22,13 +22,20 @@
 //! - [`keys_carry_their_transactions_revision`]: every key seen holding T (result key or counter,
 //!   by readers, workers and final reads) has one mod_revision, the revision T returned when it
 //!   was acknowledged: the key writes of one transaction share its one revision.
+//! - [`counters_are_linearizable`]: each counter key is a register, checked by the
+//!   linearizability search of `src/checker` (Wing & Gong + Lowe): the workers' and readers' reads,
+//!   every transaction's counter put as a compare-and-swap from the value its worker read (a write
+//!   when the counter was absent or the transaction had no compare; a value nobody wrote for a
+//!   deliberately wrong compare); refused ones are `fail`, so they may not have happened.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value as Json};
 
-use super::{COUNTER_PREFIX, NAME, RESULT_PREFIX};
+use super::{COUNTER_PREFIX, NAME, RESULT_PREFIX, WRONG_COMPARE};
+use crate::checker::{self, linearizable, Function, History as Register, Op as RegisterOp};
 use crate::jepsen::history::{pair, Event, OpKind};
 use crate::jepsen::workload::{CheckResult, FINAL_READ};
 
@@ -91,7 +98,7 @@ pub struct History {
 }
 
 /// Checks the transactions events of `events` (see the module comment).
-pub fn check(events: &[Event]) -> CheckResult {
+pub fn check(events: &[Event], budget: Duration) -> CheckResult {
     let history = match parse(events) {
         Ok(history) => history,
         Err(error) => return CheckResult::unknown(NAME, format!("malformed history: {error:#}")),
@@ -106,6 +113,18 @@ pub fn check(events: &[Event]) -> CheckResult {
     problems.extend(revisions_follow_real_time(&history));
     problems.extend(keys_carry_their_transactions_revision(&history));
     let stats = stats(&history);
+    match counters_are_linearizable(events, budget) {
+        Ok(found) => problems.extend(found),
+        Err(reason) => {
+            let mut result = CheckResult::unknown(NAME, reason);
+            result.stats = stats;
+            if !problems.is_empty() {
+                result.verdict = crate::jepsen::workload::Verdict::Invalid;
+                result.problems.extend(problems);
+            }
+            return result;
+        }
+    }
     if history.finals.is_empty() {
         let mut result = CheckResult::unknown(NAME, "no final read succeeded".to_string());
         result.stats = stats;
@@ -595,6 +614,81 @@ pub fn keys_carry_their_transactions_revision(history: &History) -> Vec<String> 
         }
     }
     problems
+}
+
+/// See the module comment. `Err` when the search ran out of its budget (unknown).
+pub fn counters_are_linearizable(
+    events: &[Event],
+    budget: Duration,
+) -> Result<Vec<String>, String> {
+    let history = match counter_history(events) {
+        Ok(history) => history,
+        Err(problem) => return Ok(vec![format!("counters: {problem:#}")]),
+    };
+    let report = checker::check(&history, budget)
+        .map_err(|error| format!("counters: malformed register history: {error:#}"))?;
+    match &report.verdict {
+        linearizable::Verdict::Valid => Ok(Vec::new()),
+        invalid @ linearizable::Verdict::Invalid { .. } => {
+            Ok(vec![format!("counters are not linearizable: {invalid}")])
+        }
+        unknown @ linearizable::Verdict::Unknown { .. } => Err(format!("counters: {unknown}")),
+    }
+}
+
+/// The counter operations as the register checker's history, in the order they were recorded.
+fn counter_history(events: &[Event]) -> anyhow::Result<Register> {
+    let mut history = Register::new();
+    let mut open: HashMap<u64, RegisterOp> = HashMap::new();
+    for event in events.iter().filter(|event| event.workload == NAME) {
+        if event.kind == OpKind::Invoke {
+            if let Some(op) = counter_invocation(event)? {
+                open.insert(event.process, op.clone());
+                history.push(op, event.time_ns);
+            }
+            continue;
+        }
+        let Some(invocation) = open.remove(&event.process) else {
+            continue;
+        };
+        let mut op = invocation.complete(event.kind);
+        if event.kind == OpKind::Ok && invocation.f == Function::Read {
+            let value = match event.f.as_str() {
+                "read" => &event.value["counter_value"],
+                _ => &event.value["value"],
+            };
+            let read = txn_of(value).map_err(|text| {
+                anyhow::anyhow!("event {}: read {text} from {}", event.index, invocation.key)
+            })?;
+            op = op.with_value(read);
+        }
+        history.push(op, event.time_ns);
+    }
+    Ok(history)
+}
+
+/// The register operation an invocation is on its counter, if any.
+fn counter_invocation(event: &Event) -> anyhow::Result<Option<RegisterOp>> {
+    let value = &event.value;
+    let key = format!("{COUNTER_PREFIX}{}", value["counter"]);
+    let process = event.process;
+    Ok(Some(match event.f.as_str() {
+        "read" | "counter" => RegisterOp::invoke_read(process, key),
+        "txn" => {
+            let txn = value["txn"].as_u64().context("a txn without an id")?;
+            match (&value["expected"], value["compare"].as_u64()) {
+                (Json::Null, _) | (_, None) => RegisterOp::invoke_write(process, key, txn),
+                (expected, Some(_)) if *expected == json!(WRONG_COMPARE) => {
+                    RegisterOp::invoke_cas(process, key, u64::MAX, txn)
+                }
+                (expected, Some(_)) => {
+                    let expected = expected.as_u64().context("an expected counter value")?;
+                    RegisterOp::invoke_cas(process, key, expected, txn)
+                }
+            }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 fn stats(history: &History) -> Json {

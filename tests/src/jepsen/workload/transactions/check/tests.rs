@@ -3,6 +3,8 @@
 use serde_json::{json, Value as Json};
 
 use super::*;
+
+const BUDGET: Duration = Duration::from_secs(5);
 use crate::jepsen::history::Script;
 use crate::jepsen::workload::Verdict;
 
@@ -29,7 +31,8 @@ fn txn_refused(script: Script, p: u64, txn: u64, task: u64, stale: bool, error: 
     script.invoke(p, "txn", None, sent).fail_with(p, error)
 }
 
-/// A reader's look at `task`: its result key, its state and result, the follow-ups found.
+/// A reader's look at `task`: its result key, its state and result, the follow-ups found, and
+/// counter 1, which no transaction here writes.
 fn read(
     script: Script,
     p: u64,
@@ -40,12 +43,12 @@ fn read(
     follow_ups: Json,
 ) -> Script {
     script
-        .invoke(p, "read", None, json!({"task": task, "counter": 0}))
+        .invoke(p, "read", None, json!({"task": task, "counter": 1}))
         .ok(
             p,
             json!({
                 "task": task, "key": key.0, "key_rev": key.1, "state": state, "result": result,
-                "follow_ups": follow_ups, "counter": 0, "counter_value": null, "counter_rev": 0,
+                "follow_ups": follow_ups, "counter": 1, "counter_value": null, "counter_rev": 0,
             }),
         )
 }
@@ -69,7 +72,7 @@ fn whole_final(script: Script, p: u64) -> Script {
 }
 
 fn problems(script: Script) -> Vec<String> {
-    let result = check(&script.events());
+    let result = check(&script.events(), BUDGET);
     assert_eq!(result.verdict, Verdict::Invalid, "{:?}", result.stats);
     result.problems
 }
@@ -115,7 +118,7 @@ fn a_good_history_is_valid() {
         json!({"1": 1}),
     );
     let script = whole_final(script, 4);
-    let result = check(&script.events());
+    let result = check(&script.events(), BUDGET);
     assert_eq!(result.verdict, Verdict::Valid, "{:?}", result.problems);
     assert_eq!(result.stats["stale_refused"], 1);
     assert_eq!(result.stats["txns_compare_failed"], 1);
@@ -333,5 +336,62 @@ fn keys_of_one_transaction_at_two_revisions_are_invalid() {
 #[test]
 fn without_a_final_read_the_check_is_unknown() {
     let script = txn_ok(Script::new(NAME), 1, 1, 10, 0, 5, 100);
-    assert_eq!(check(&script.events()).verdict, Verdict::Unknown);
+    assert_eq!(check(&script.events(), BUDGET).verdict, Verdict::Unknown);
+}
+
+#[test]
+fn a_counter_that_is_not_linearizable_is_invalid() {
+    // Transaction 2 replaced the value 1 that its worker read, but a read after transaction 2
+    // was acknowledged still returned 1.
+    let cas = |txn: u64, expected: Json| json!({"txn": txn, "task": 10 + txn, "counter": 0, "compare": 5, "expected": expected, "stale": false});
+    let script = Script::new(NAME)
+        .invoke(1, "txn", None, json!({"txn": 1, "task": 11, "counter": 0, "compare": 0, "expected": null}))
+        .ok(1, json!({"txn": 1, "task": 11, "counter": 0, "compare": 0, "expected": null, "revision": 5}))
+        .invoke(2, "counter", None, json!({"counter": 0}))
+        .ok(2, json!({"counter": 0, "value": 1, "rev": 5}))
+        .invoke(2, "txn", None, cas(2, json!(1)))
+        .ok(2, cas(2, json!(1)))
+        .invoke(3, "counter", None, json!({"counter": 0}))
+        .ok(3, json!({"counter": 0, "value": 1, "rev": 5}));
+    let found = counters_are_linearizable(&script.events(), BUDGET).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    // A deliberately wrong compare that was acknowledged cannot be placed either.
+    let script = Script::new(NAME)
+        .invoke(
+            1,
+            "txn",
+            None,
+            json!({"txn": 1, "task": 11, "counter": 0, "compare": 0, "expected": null}),
+        )
+        .ok(
+            1,
+            json!({"txn": 1, "task": 11, "counter": 0, "compare": 0, "expected": null}),
+        )
+        .invoke(2, "txn", None, cas(2, json!(WRONG_COMPARE)))
+        .ok(2, cas(2, json!(WRONG_COMPARE)));
+    assert_eq!(
+        counters_are_linearizable(&script.events(), BUDGET)
+            .unwrap()
+            .len(),
+        1
+    );
+    // Refused, it is fine, and a read then still sees 1.
+    let script = Script::new(NAME)
+        .invoke(
+            1,
+            "txn",
+            None,
+            json!({"txn": 1, "task": 11, "counter": 0, "compare": 0, "expected": null}),
+        )
+        .ok(
+            1,
+            json!({"txn": 1, "task": 11, "counter": 0, "compare": 0, "expected": null}),
+        )
+        .invoke(2, "txn", None, cas(2, json!(WRONG_COMPARE)))
+        .fail_with(2, "compare failed")
+        .invoke(3, "counter", None, json!({"counter": 0}))
+        .ok(3, json!({"counter": 0, "value": 1, "rev": 5}));
+    assert!(counters_are_linearizable(&script.events(), BUDGET)
+        .unwrap()
+        .is_empty());
 }
