@@ -327,10 +327,8 @@ pub fn final_state_is_whole(history: &History) -> Vec<String> {
     let mut problems = Vec::new();
     for last in &history.finals {
         let mut follow_ups: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, txn) in &last.follow_ups {
-            if let Some(txn) = txn {
-                *follow_ups.entry(*txn).or_default() += 1;
-            }
+        for txn in last.follow_ups.iter().filter_map(|(_, txn)| *txn) {
+            *follow_ups.entry(txn).or_default() += 1;
         }
         let at = format!("final read at index {} (node {})", last.index, last.node);
         for (task, (state, result)) in &last.tasks {
@@ -500,10 +498,12 @@ pub fn applied_at_most_once(history: &History) -> Vec<String> {
     }
     for last in &history.finals {
         let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        for (id, txn) in &last.follow_ups {
-            if let Some(txn) = txn {
-                counts.entry(*txn).or_default().push(*id);
-            }
+        for (id, txn) in last
+            .follow_ups
+            .iter()
+            .filter_map(|(id, txn)| Some((*id, (*txn)?)))
+        {
+            counts.entry(txn).or_default().push(id);
         }
         for (txn, ids) in counts {
             if ids.len() > 1 && reported.insert(txn) {
