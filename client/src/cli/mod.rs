@@ -7,6 +7,7 @@ mod barrier;
 mod bench;
 mod bench_locks;
 mod bench_tasks;
+mod bench_topic;
 mod bench_workflow;
 mod cluster;
 mod decision;
