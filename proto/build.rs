@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/locks.proto",
         "proto/conclave/v1/barriers.proto",
         "proto/conclave/v1/workflows.proto",
+        "proto/conclave/v1/topics.proto",
         "proto/conclave/v1/transactions.proto",
     ];
     // The descriptor set serves gRPC reflection (the node's `grpc.reflection.v1` service), so

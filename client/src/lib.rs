@@ -101,6 +101,7 @@ mod session;
 mod stream;
 mod tasks;
 mod time;
+mod topics;
 mod transactions;
 mod watch;
 mod workflows;
@@ -110,6 +111,7 @@ pub use agents::{
     Registration, VerbResult, VoteResult,
 };
 pub use barriers::{BarrierEntry, BarrierOptions, BarrierPage, BarrierRead};
+pub use conclave_proto::v1::{PublishMessage, PublishResult};
 pub use decisions::{DecisionListOptions, DecisionPage, DecisionRead, DecisionStream};
 pub use locks::{
     fence, fence_kind, AcquireOptions, Acquisition, HeldLock, KeptAlive, LeaderRead,
@@ -122,6 +124,10 @@ pub use tasks::{
     TaskWatchOptions, WaitResult,
 };
 pub use time::unix_ms_now;
+pub use topics::{
+    sorted_headers, Delivery, GroupInfo, GroupOptions, PublishMessageExt, Published, Subscription,
+    TopicDeadLetter, TopicInfo, TopicMessage, TopicOptions, TopicPage, TopicStart,
+};
 pub use transactions::{CompareFailure, Found, OpOutcome, TransactionBuilder, TransactionResult};
 
 pub use client::{Client, ClientOptions};

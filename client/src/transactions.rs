@@ -31,7 +31,7 @@ use conclave_proto::limits::{
 use conclave_proto::v1::transactions_client::TransactionsClient;
 use conclave_proto::v1::{
     self as proto, failed_compare, op_result, transaction_compare, transaction_op, CommitRequest,
-    Fence, LockKind, TaskSpec, TaskState, WorkflowDefinition,
+    Fence, LockKind, PublishMessage, TaskSpec, TaskState, WorkflowDefinition,
 };
 use conclave_proto::validate;
 use prost::Message;
@@ -42,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::kv::Header;
 use crate::locks::check_fence;
 use crate::tasks::check_task_spec;
+use crate::topics::check_publish;
 
 /// A transaction being built: [`Client::transaction`], then compares and ops, then
 /// [`TransactionBuilder::commit`]. Each op is checked locally by the rules the node applies.
@@ -66,7 +67,7 @@ pub struct TransactionResult {
 }
 
 /// What one op did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpOutcome {
     TaskCompleted {
         task_id: u64,
@@ -87,6 +88,13 @@ pub enum OpOutcome {
         existed: bool,
     },
     LockReleased,
+    /// The message's topic and sequence; `duplicate`: its idempotency key was seen within the
+    /// window (the original's sequence, nothing stored).
+    Published {
+        topic: String,
+        seq: u64,
+        duplicate: bool,
+    },
 }
 
 /// A compare that did not hold, and what it found.
@@ -266,6 +274,13 @@ impl<'a> TransactionBuilder<'a> {
             }))
     }
 
+    /// Publishes one message, as [`Client::publish`] does (build it with
+    /// [`crate::PublishMessageExt`]).
+    pub fn publish(self, message: PublishMessage) -> Self {
+        let checked = check_publish(std::slice::from_ref(&message));
+        self.check(checked).op(transaction_op::Op::Publish(message))
+    }
+
     /// Applies the whole only while `fence` names a current grant (a stale one is
     /// [`Error::LockLost`], nothing applied).
     pub fn fence(mut self, fence: Fence) -> Self {
@@ -354,6 +369,11 @@ fn outcome(result: &proto::OpResult) -> Option<OpOutcome> {
             existed: started.existed,
         },
         Wire::Released(_) => OpOutcome::LockReleased,
+        Wire::Published(published) => OpOutcome::Published {
+            topic: published.topic.clone(),
+            seq: published.seq,
+            duplicate: published.duplicate,
+        },
     })
 }
 

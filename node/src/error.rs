@@ -3,9 +3,11 @@
 
 use crate::raft::NodeId;
 use crate::state_machine::coordination::{CoordResponse, DecisionId, TaskId};
+use crate::state_machine::topics::{Refusal, RefusalCode};
 use crate::state_machine::workflows::WorkflowId;
 use crate::state_machine::{
-    BarrierResponse, LockResponse, RequestId, Response, TransactionResponse, WorkflowResponse,
+    BarrierResponse, LockResponse, RequestId, Response, TopicResponse, TransactionResponse,
+    WorkflowResponse,
 };
 
 /// The leader a node knows of, as a hint for clients.
@@ -132,11 +134,35 @@ pub fn refused(response: Response, request_id: Option<RequestId>) -> Result<Resp
         Response::Workflows { revision, response } => {
             workflow_refused(response).map(|response| Response::Workflows { revision, response })
         }
+        Response::Topics { revision, response } => {
+            topic_refused(response).map(|response| Response::Topics { revision, response })
+        }
         Response::Transaction { revision, response } => {
             transaction_refused(response, request_id)
                 .map(|response| Response::Transaction { revision, response })
         }
         success => Ok(success),
+    }
+}
+
+/// The topics half of [`refused`]: a refusal's code picks the error; its reason names the field
+/// or the limit.
+fn topic_refused(response: TopicResponse) -> Result<TopicResponse> {
+    match response {
+        TopicResponse::Refused(refusal) => Err(topic_refusal(refusal)),
+        success => Ok(success),
+    }
+}
+
+/// A topic command's refusal as a node error (also for other modules that check a publish).
+pub fn topic_refusal(Refusal { code, reason }: Refusal) -> Error {
+    match code {
+        RefusalCode::NotFound => Error::NotFound(reason),
+        RefusalCode::AlreadyExists => Error::AlreadyExists(reason),
+        RefusalCode::FailedPrecondition => Error::FailedPrecondition(reason),
+        RefusalCode::InvalidArgument => Error::InvalidArgument(reason),
+        RefusalCode::ResourceExhausted => Error::ResourceExhausted(reason),
+        RefusalCode::StaleToken => Error::LeaseLost(format!("lease lost: {reason}")),
     }
 }
 

@@ -102,3 +102,27 @@ const _: () = assert!(
 /// `conclave_metrics_queues_omitted`. Queue names are the clients' to choose, and every series
 /// costs the scraper memory.
 pub const METRICS_QUEUES_MAX: usize = 1000;
+
+/// Most topics (topics.proto, RESOURCE_EXHAUSTED).
+pub const TOPICS_MAX: usize = 1_000;
+/// Most bytes of messages (subject, key, header names and values, data) and dead letters kept
+/// over all topics: a Publish past it is RESOURCE_EXHAUSTED and stores nothing (topics.proto).
+pub const TOPICS_STORE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// Most consumer groups of one topic.
+pub const TOPIC_GROUPS_MAX: usize = 64;
+/// Most members one group remembers; a new member then forgets the one least recently seen
+/// that holds no delivery, or is refused when every one holds some.
+pub const TOPIC_GROUP_MEMBERS_MAX: usize = 1_000;
+/// Most deliveries of one group in flight (leased to members, not yet acked) at once.
+pub const TOPIC_GROUP_IN_FLIGHT_MAX: usize = 10_000;
+/// Most dead letters one group keeps; past it the oldest (lowest sequence) is dropped.
+pub const TOPIC_GROUP_DEAD_LETTERS_MAX: usize = 10_000;
+/// How long a Publish's idempotency key is remembered (JetStream's duplicate window).
+pub const TOPIC_DUPLICATE_WINDOW_MS: u64 = 2 * 60 * 1000;
+/// Most idempotency keys one topic remembers within the window; past it the oldest is forgotten.
+pub const TOPIC_DUPLICATE_KEYS_MAX: usize = 100_000;
+/// Most messages one Fetch examines, so that a fetch against a long backlog of messages its
+/// group's filter or key order skips does not hold apply for long.
+pub const TOPIC_FETCH_SCAN_MAX: usize = 10_000;
+/// Most messages one subscription reads from the state per read lock.
+pub const TOPIC_SUBSCRIBE_READ_MAX: usize = 256;

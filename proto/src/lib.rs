@@ -164,6 +164,51 @@ pub mod limits {
     /// Most delegated tasks of one manager task that are not finished (agents.proto Delegate).
     pub const DELEGATED_OPEN_MAX: usize = 1_000;
 
+    /// Topics (topics.proto): longest subject or subject pattern, in bytes.
+    pub const TOPIC_SUBJECT_BYTES_MAX: usize = 256;
+    /// Most dot-separated tokens in one subject or pattern.
+    pub const TOPIC_SUBJECT_TOKENS_MAX: usize = 16;
+    /// Most subject patterns one topic captures.
+    pub const TOPIC_SUBJECTS_MAX: usize = 16;
+    /// Longest topic name, in bytes (a topic name is also a subject: its default patterns are
+    /// `NAME` and `NAME.>`).
+    pub const TOPIC_NAME_BYTES_MAX: usize = 128;
+    /// Largest data of one message, in bytes.
+    pub const TOPIC_MESSAGE_DATA_BYTES_MAX: usize = 1024 * 1024;
+    /// Longest message key, in bytes.
+    pub const TOPIC_MESSAGE_KEY_BYTES_MAX: usize = 256;
+    /// Most headers on one message.
+    pub const TOPIC_HEADERS_MAX: usize = 32;
+    /// Most bytes of header names and values on one message.
+    pub const TOPIC_HEADER_BYTES_MAX: usize = 8 * 1024;
+    /// Most messages in one Publish.
+    pub const TOPIC_PUBLISH_BATCH_MAX: usize = 1000;
+    /// Most message bytes (subject, key, headers, data) in one Publish.
+    pub const TOPIC_PUBLISH_BATCH_BYTES_MAX: usize = 1536 * 1024;
+    /// Most messages one Fetch leases; and the default.
+    pub const TOPIC_FETCH_MAX: u32 = 256;
+    pub const TOPIC_FETCH_DEFAULT: u32 = 1;
+    /// Most message bytes one Fetch leases: it stops once its deliveries reach this (the last one
+    /// may pass it; one message is always leased), so that an answer stays below the 4 MiB the
+    /// services encode.
+    pub const TOPIC_FETCH_BYTES_MAX: u64 = 2 * 1024 * 1024;
+    /// Longest Fetch wait.
+    pub const TOPIC_FETCH_WAIT_MS_MAX: u64 = 300_000;
+    /// Shortest and longest ack wait of a consumer group, and the default.
+    pub const TOPIC_ACK_WAIT_MS_MIN: u64 = 1_000;
+    pub const TOPIC_ACK_WAIT_MS_MAX: u64 = 3_600_000;
+    pub const TOPIC_ACK_WAIT_MS_DEFAULT: u64 = 30_000;
+    /// Most deliveries of one message to a group before it is dead-lettered; and the default.
+    pub const TOPIC_MAX_DELIVERIES_MAX: u32 = 100;
+    pub const TOPIC_MAX_DELIVERIES_DEFAULT: u32 = 5;
+    /// Longest Nack delay.
+    pub const TOPIC_NACK_DELAY_MS_MAX: u64 = 3_600_000;
+    /// Retention maxima of one topic (0 in a request: unlimited, i.e. only the store quota).
+    pub const TOPIC_MAX_MSGS_MAX: u64 = 10_000_000;
+    pub const TOPIC_MAX_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+    pub const TOPIC_MAX_AGE_MS_MAX: u64 = 365 * 24 * 3_600_000;
+    /// Most dead letters one Redrive or Purge names by sequence.
+    pub const TOPIC_DEAD_LETTER_SEQS_MAX: usize = 1000;
     /// Cross-primitive transactions (transactions.proto): most compares in one.
     pub const MAX_TRANSACTION_COMPARES: usize = 128;
     /// Most ops in one (each submit is one task, each start one workflow).

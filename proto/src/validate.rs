@@ -247,6 +247,7 @@ pub fn value(field: &str, value: &[u8]) -> Result {
     Ok(())
 }
 
+pub mod topic;
 pub mod workflow;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod barrier;
 mod bench;
 mod bench_locks;
 mod bench_tasks;
+mod bench_topic;
 mod bench_workflow;
 mod cluster;
 mod decision;
@@ -21,6 +22,7 @@ mod output;
 mod process_group;
 mod render;
 mod task;
+mod topic;
 mod txn;
 mod txn_script;
 mod when;
@@ -196,6 +198,10 @@ pub enum Command {
     /// watch, cancel, retry.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
+    /// Event topics: create, ls, get, delete, publish, tail; consumer groups and their dead
+    /// letters.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
     /// One transaction across keys, tasks, workflows and locks, from a script: all or nothing.
     Txn(txn::TxnArgs),
 }
@@ -215,6 +221,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Barrier(command) => barrier::run(command, &cli.globals).await,
         Command::Bench(command) => bench::run(command, &cli.globals).await,
         Command::Workflow(command) => workflow::run(command, &cli.globals).await,
+        Command::Topic(command) => topic::run(command, &cli.globals).await,
         Command::Txn(args) => txn::run(args, &cli.globals).await,
     }
 }

@@ -16,7 +16,7 @@ use super::render::state_name;
 use super::txn_script::{self, Item};
 use super::{CliError, CliResult, Globals};
 
-/// Run a transaction across keys, tasks, workflows and locks: all of it or nothing.
+/// Run a transaction across keys, tasks, workflows, locks and topics: all of it or nothing.
 ///
 /// FILE (`-`: stdin) holds one compare or op per line, as `conclave kv txn` takes them, plus:
 ///
@@ -31,8 +31,9 @@ use super::{CliError, CliResult, Globals};
 ///   workflow start @FILE [INPUT_JSON] [idempotency-key=K]
 ///                                   start a workflow (FILE relative to the script's directory)
 ///   release lock NAME TOKEN         give a grant back (also semaphore, election)
+///   publish SUBJECT DATA [OPTION..] publish a message (key=K header=NAME=VALUE idempotency-key=K)
 ///
-/// Prints what each op did (the revision, task ids, workflow ids). Exits 1 with nothing applied
+/// Prints what each op did (the revision, task ids, workflow ids, message sequences). Exits 1 with nothing applied
 /// when a compare failed (each one listed with what it found) or an op was refused (which one and
 /// why); 3 when the outcome is unknown.
 #[derive(Debug, Args)]
@@ -140,6 +141,7 @@ fn add<'a>(
             transaction.start_workflow(definition, &input_json, &idempotency_key, None)
         }
         Item::Release { kind, name, token } => transaction.release_lock(kind, &name, token),
+        Item::Publish(message) => transaction.publish(message),
     })
 }
 
@@ -163,6 +165,14 @@ fn print_results(result: &TransactionResult, ops: &[(usize, Item)]) -> CliResult
                 if *existed { " (existing)" } else { "" }
             ),
             OpOutcome::LockReleased => "released".to_string(),
+            OpOutcome::Published {
+                topic,
+                seq,
+                duplicate,
+            } => format!(
+                "published to {topic} as sequence {seq}{}",
+                if *duplicate { " (duplicate)" } else { "" }
+            ),
         };
         output::line(&format!("line {number}: {text}"))?;
     }
@@ -208,6 +218,11 @@ fn result_json(result: &TransactionResult, compares: &[(usize, Item)]) -> Value 
                 existed,
             } => json!({"started_workflow_id": workflow_id, "existed": existed}),
             OpOutcome::LockReleased => json!({"released": true}),
+            OpOutcome::Published {
+                topic,
+                seq,
+                duplicate,
+            } => json!({"published": {"topic": topic, "seq": seq, "duplicate": duplicate}}),
         })
         .collect();
     let failed: Vec<Value> = result

@@ -23,6 +23,8 @@
 //! workflow start @FILE [INPUT_JSON] [idempotency-key=K]
 //!                                 start a workflow defined in FILE (YAML or JSON)
 //! release lock NAME TOKEN         give the grant back (also `release semaphore|election ...`)
+//! publish SUBJECT DATA [OPTION..] publish a message; options: key=K, header=NAME=VALUE (repeat
+//!                                 it), idempotency-key=K
 //! ```
 //!
 //! A token is a bare word (no whitespace, not starting with `"`) or a double-quoted string in which
@@ -31,7 +33,7 @@
 
 use std::collections::HashMap;
 
-use conclave_client::{Compare, LockKind, TaskSpec, TaskState, TxnOp};
+use conclave_client::{Compare, LockKind, PublishMessage, TaskSpec, TaskState, TxnOp};
 
 use super::render::parse_state;
 
@@ -82,6 +84,7 @@ pub enum Item {
         name: String,
         token: u64,
     },
+    Publish(PublishMessage),
 }
 
 impl Item {
@@ -191,10 +194,14 @@ fn parse_line(verb: &[u8], arguments: &[Vec<u8>]) -> Result<Item, LineError> {
             token: number("token", token)?,
         },
         (b"release", _) => return Err(Usage("release lock|semaphore|election NAME TOKEN")),
+        (b"publish", [subject, data, options @ ..]) => {
+            Item::Publish(publish(subject, data, options)?)
+        }
+        (b"publish", _) => return Err(Usage("publish SUBJECT DATA [OPTION...]")),
         (other, _) => {
             return Err(LineError::Other(format!(
-                "unknown command {:?} (expected compare, put, del, complete, submit, workflow \
-                 or release)",
+                "unknown command {:?} (expected compare, put, del, complete, submit, workflow, \
+                 release or publish)",
                 String::from_utf8_lossy(other)
             )))
         }
@@ -265,6 +272,36 @@ fn submit(queue: &[u8], payload: &[u8], options: &[Vec<u8>]) -> Result<TaskSpec,
     }
     spec.labels = labels;
     Ok(spec)
+}
+
+fn publish(subject: &[u8], data: &[u8], options: &[Vec<u8>]) -> Result<PublishMessage, String> {
+    let mut message = PublishMessage {
+        subject: word("subject", subject)?,
+        data: data.to_vec(),
+        ..PublishMessage::default()
+    };
+    for option in options {
+        let option = word("option", option)?;
+        let (name, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("publish option {option:?} is not NAME=VALUE"))?;
+        match name {
+            "key" => message.key = Some(value.as_bytes().to_vec()),
+            "idempotency-key" => message.idempotency_key = value.to_string(),
+            "header" => {
+                let (name, value) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("header {value:?} is not NAME=VALUE"))?;
+                message.headers.insert(name.to_string(), value.to_string());
+            }
+            other => {
+                return Err(format!(
+                    "unknown publish option {other:?} (key, header, idempotency-key)"
+                ))
+            }
+        }
+    }
+    Ok(message)
 }
 
 fn workflow_start(file: &[u8], rest: &[Vec<u8>]) -> Result<Item, LineError> {
@@ -483,6 +520,7 @@ mod tests {
             "submit review results/9 priority=5 capability=gpu capability=ssd label=team=infra idempotency-key=r9",
             "workflow start @flows/review.yaml {\"doc\":9} idempotency-key=wf9",
             "release election primary 44",
+            "publish research.done results/9 key=doc-9 header=kind=draft idempotency-key=p9",
         ])
         .expect("valid script");
         let items: Vec<Item> = items.into_iter().map(|(_, item)| item).collect();
@@ -549,6 +587,19 @@ mod tests {
                 token: 44
             }
         );
+        let Item::Publish(message) = &items[9] else {
+            panic!("a publish: {:?}", items[9]);
+        };
+        assert_eq!(
+            (message.subject.as_str(), message.data.as_slice()),
+            ("research.done", &b"results/9"[..])
+        );
+        assert_eq!(message.key.as_deref(), Some(&b"doc-9"[..]));
+        assert_eq!(
+            message.headers.get("kind").map(String::as_str),
+            Some("draft")
+        );
+        assert_eq!(message.idempotency_key, "p9");
         assert!(items[4].is_compare() && !items[5].is_compare());
     }
 

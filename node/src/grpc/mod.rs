@@ -17,6 +17,7 @@ pub mod progress;
 pub mod status;
 pub mod streams;
 pub mod tasks;
+pub mod topics;
 pub mod transactions;
 pub mod validation;
 pub mod workflows;

@@ -371,7 +371,9 @@ fn session_event(
             messages.extend(hold_lost(session_id, &event_.kind));
             false
         }
-        CoordEventKind::Barrier(_) | CoordEventKind::Workflow(_) => false,
+        CoordEventKind::Barrier(_) | CoordEventKind::Workflow(_) | CoordEventKind::Topic(_) => {
+            false
+        }
         CoordEventKind::SessionClosed {
             session_id: closed,
             reason,

@@ -9,7 +9,10 @@ use conclave_proto::limits::{
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::transactions_client::TransactionsClient;
 use conclave_proto::v1::transactions_server::Transactions as TransactionsApi;
+use std::collections::BTreeMap;
+
 use conclave_proto::validate;
+use conclave_proto::validate::topic as topic_rules;
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -22,6 +25,7 @@ use crate::limits::MAX_REQUEST_BYTES;
 use crate::node::Consistency;
 use crate::state_machine::coordination::TaskOp;
 use crate::state_machine::locks::{LockKind, LockOp};
+use crate::state_machine::topics::{NewMessage, TopicOp};
 use crate::state_machine::transaction::{Compare, Current, KeyOp, Op, OpResult};
 use crate::state_machine::workflows::WorkflowOp;
 use crate::state_machine::{Command, Response as SmResponse, Transaction, TransactionResponse};
@@ -227,10 +231,14 @@ fn op(at: &str, op: &pb::TransactionOp) -> Result<Op, Status> {
             name: lock_name(&format!("{at}.release_lock.name"), &release.name)?,
             token: grant_token(&format!("{at}.release_lock.token"), release.token)?,
         }),
+        Some(Given::Publish(message)) => Op::Topics(TopicOp::Publish(publish_op(
+            &format!("{at}.publish"),
+            message,
+        )?)),
         None => {
             return Err(invalid(format!(
-                "{at}: set one of complete_task, put, delete, submit, start_workflow and \
-                 release_lock"
+                "{at}: set one of complete_task, put, delete, submit, start_workflow, \
+                 release_lock and publish"
             )))
         }
     })
@@ -251,6 +259,33 @@ fn start_op(at: &str, start: &pb::StartWorkflowOp) -> Result<Op, Status> {
         idempotency_key: start.idempotency_key.clone(),
         deadline_ms: 0,
     }))
+}
+
+/// A publish op's message, checked as Topics.Publish checks one (`validate::topic`).
+fn publish_op(field: &str, message: &pb::PublishMessage) -> Result<NewMessage, Status> {
+    let headers: BTreeMap<String, String> = message
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    rule(topic_rules::subject(
+        &format!("{field}.subject"),
+        &message.subject,
+    ))?;
+    rule(topic_rules::message(
+        field,
+        message.key.as_deref().unwrap_or_default(),
+        &headers,
+        &message.data,
+        &message.idempotency_key,
+    ))?;
+    Ok(NewMessage {
+        subject: message.subject.clone(),
+        key: message.key.clone(),
+        headers,
+        data: message.data.clone(),
+        idempotency_key: message.idempotency_key.clone(),
+    })
 }
 
 fn lock_kind(field: &str, kind: i32) -> Result<LockKind, Status> {
@@ -322,6 +357,15 @@ fn op_result_to_pb(result: OpResult) -> pb::OpResult {
             existed: existing,
         }),
         OpResult::LockReleased => Wire::Released(true),
+        OpResult::Published {
+            topic,
+            seq,
+            duplicate,
+        } => Wire::Published(pb::PublishResult {
+            topic,
+            seq,
+            duplicate,
+        }),
     };
     pb::OpResult {
         result: Some(result),

@@ -10,6 +10,8 @@ use super::kv::KeyValue;
 use super::locks::{LockCommand, LockKind, LockResponse, Token};
 use super::transaction::{Transaction, TransactionResponse};
 use super::workflows::{WorkflowCommand, WorkflowResponse};
+// topics
+use super::topics::{TopicCommand, TopicResponse};
 
 /// Identifies one logical client write so that a retry applies it once (Raft thesis §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,8 +78,8 @@ pub enum Command {
     Barriers(BarrierCommand),
     /// Workflows (`workflows`).
     Workflows(WorkflowCommand),
-    // Index 8 belongs to `Topics` (branch issue11-topics); once it is merged, `Transaction`
-    // follows it at index 9 (its code in `format.rs` and the golden bytes move with it).
+    /// Topics and their consumer groups (`topics`).
+    Topics(TopicCommand),
     /// The cross-primitive transaction (`transaction`): compares over keys, lock grants and
     /// tasks, then ops on keys, tasks, workflows and locks, in this one entry, all or nothing.
     Transaction(Transaction),
@@ -95,6 +97,7 @@ impl Command {
             Command::Locks(command) => command.name(),
             Command::Barriers(_) => "barrier_enter",
             Command::Workflows(command) => command.name(),
+            Command::Topics(command) => command.name(),
             Command::Transaction(_) => "transaction",
         }
     }
@@ -174,7 +177,10 @@ pub enum Response {
         revision: u64,
         response: WorkflowResponse,
     },
-    // After `Topics` (branch issue11-topics) is merged, `Transaction` follows it.
+    Topics {
+        revision: u64,
+        response: TopicResponse,
+    },
     /// The outcome of a cross-primitive transaction; `revision` is the store revision after it.
     Transaction {
         revision: u64,
@@ -199,7 +205,8 @@ impl Response {
             | Response::Barriers { revision, .. }
             | Response::FenceLost { revision, .. }
             | Response::Workflows { revision, .. }
-            | Response::Transaction { revision, .. } => *revision,
+            | Response::Topics { revision, .. } => *revision,
+            Response::Transaction { revision, .. } => *revision,
         }
     }
 }
@@ -240,7 +247,10 @@ impl fmt::Display for Request {
                 transaction.compares.len(),
                 transaction.ops.len()
             ),
-            Command::Locks(_) | Command::Barriers(_) | Command::Workflows(_) => {
+            Command::Locks(_)
+            | Command::Barriers(_)
+            | Command::Workflows(_)
+            | Command::Topics(_) => {
                 write!(f, "{}", self.command.name())
             }
         }

@@ -63,7 +63,11 @@ pub const LOG_FORMAT: u32 = 1;
 /// - 6: manager-worker trees: a task may be delegated by another (`Task.delegation`, after
 ///   `origin`), and `Tasks` keeps the delegated tasks not finished per manager (`children`, after
 ///   `last_assigned_queue`).
-pub const SNAPSHOT_FORMAT: u32 = 6;
+/// - 7: topics registered: a `topics` section after `workflows` (`Topics`: the topics with their
+///   messages, idempotency keys and consumer groups, the store's byte count, the delivery
+///   timers); the event ring may hold `CoordEventKind::Topic`; a remembered result may be a
+///   `Response::Topics`.
+pub const SNAPSHOT_FORMAT: u32 = 7;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other
@@ -78,8 +82,8 @@ impl Command {
             Command::Locks(_) => 5,
             Command::Barriers(_) => 6,
             Command::Workflows(_) => 7,
-            // 8 is Topics' (branch issue11-topics): this becomes 9 once it is merged.
-            Command::Transaction(_) => 8,
+            Command::Topics(_) => 8,
+            Command::Transaction(_) => 9,
         }
     }
 }
@@ -164,8 +168,8 @@ impl Response {
             Response::Barriers { .. } => 10,
             Response::FenceLost { .. } => 11,
             Response::Workflows { .. } => 12,
-            // 13 is Topics' (branch issue11-topics) once it is merged: this becomes 14.
-            Response::Transaction { .. } => 13,
+            Response::Topics { .. } => 13,
+            Response::Transaction { .. } => 14,
         }
     }
 }
@@ -323,6 +327,7 @@ impl CoordEventKind {
             CoordEventKind::Lock(_) => 3,
             CoordEventKind::Barrier(_) => 4,
             CoordEventKind::Workflow(_) => 5,
+            CoordEventKind::Topic(_) => 6,
         }
     }
 }

@@ -40,6 +40,12 @@ use super::{
     Command, Compare, EventKind, Fence, KeyValue, Request, RequestId, Response, StateMachine,
     Transaction, TransactionResponse, TxnOp,
 };
+// topics
+use super::topics::{
+    DeadLetterSelector as TopicDeadLetters, GroupConfig, NewMessage, PendingState, Refusal,
+    RefusalCode, StartPosition, TopicCommand, TopicConfig, TopicEvent, TopicEventKind, TopicOp,
+    TopicResponse,
+};
 use crate::raft::{encode, Entry, LogId, NodeInfo, Vote};
 
 // ---- Checking and printing ----
@@ -358,6 +364,7 @@ fn commands() -> Vec<Command> {
         Command::Locks(lock_commands().swap_remove(0)),
         Command::Barriers(barrier_enter()),
         Command::Workflows(workflow_commands().swap_remove(0)),
+        Command::Topics(topic_commands().swap_remove(0)),
         Command::Transaction(transaction()),
     ]
 }
@@ -525,6 +532,13 @@ fn transaction_ops() -> Vec<Op> {
             name: "report".into(),
             token: 42,
         }),
+        Op::Topics(TopicOp::Publish(NewMessage {
+            subject: "research.done".into(),
+            key: Some(b"doc-9".to_vec()),
+            headers: BTreeMap::from([("kind".to_string(), "draft".to_string())]),
+            data: b"results/9".to_vec(),
+            idempotency_key: "p9".into(),
+        })),
     ]
 }
 
@@ -542,6 +556,11 @@ fn op_results() -> Vec<OpResult> {
             existing: true,
         },
         OpResult::LockReleased,
+        OpResult::Published {
+            topic: "research".into(),
+            seq: 4,
+            duplicate: false,
+        },
     ]
 }
 
@@ -691,6 +710,10 @@ fn responses() -> Vec<Response> {
                 existing: false,
             },
         },
+        Response::Topics {
+            revision: 8,
+            response: TopicResponse::Acked,
+        },
         Response::Transaction {
             revision: 9,
             response: transaction_responses().swap_remove(0),
@@ -826,6 +849,13 @@ fn coord_event_kinds() -> Vec<CoordEventKind> {
             state: WorkflowState::Running,
             reason: String::new(),
         }),
+        CoordEventKind::Topic(TopicEvent {
+            topic: "orders".into(),
+            kind: TopicEventKind::Published {
+                first_seq: 3,
+                last_seq: 4,
+            },
+        }),
     ]
 }
 
@@ -869,7 +899,9 @@ fn golden_tags_of_log_enums_are_their_codes() {
     assert_tags(&[barrier_enter()], BarrierCommand::code);
     assert_tags(&transaction_compares(), transaction::Compare::code);
     let ops = transaction_ops();
-    assert_tags(&[&ops[0], &ops[2], &ops[4], &ops[5]], |op| op.code());
+    assert_tags(&[&ops[0], &ops[2], &ops[4], &ops[5], &ops[6]], |op| {
+        op.code()
+    });
     let key_ops: Vec<&KeyOp> = ops
         .iter()
         .filter_map(|op| match op {
@@ -891,6 +923,7 @@ fn golden_tags_of_log_enums_are_their_codes() {
         .filter_map(|op| match op {
             Op::Workflows(op) => Some((encode(op)[0], op.code())),
             Op::Locks(op) => Some((encode(op)[0], op.code())),
+            Op::Topics(op) => Some((encode(op)[0], op.code())),
             _ => None,
         })
         .map(|(tag, code)| {
@@ -902,7 +935,7 @@ fn golden_tags_of_log_enums_are_their_codes() {
             code
         })
         .collect();
-    assert_eq!(other_ops, [0, 0]);
+    assert_eq!(other_ops, [0, 0, 0]);
 }
 
 #[test]
@@ -1383,19 +1416,20 @@ mod log {
         );
     }
 
-    /// One compare and one op of each kind (format.rs: index 8 is Topics' once merged, and this
-    /// transaction's first byte after the request header moves to 9 with it).
+    /// One compare and one op of each kind.
     #[test]
     fn golden_transaction() {
         check_request(
             Command::Transaction(transaction()),
-            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010008030006636f\
-         6e666967070100067265706f72742a0209030c06000008726573756c742f3902\
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010009030006636f\
+         6e666967070100067265706f72742a0209030c07000008726573756c742f3902\
          3432000107636c61696d2f390100090c026f6b010106656d61696c730a7b2274\
          6f223a2278227d106170706c69636174696f6e2f6a736f6e0104736d74700904\
          fbf401fc905f0100fbdc05fafb204efdfb561cd08b010000fd636ce5cf8b0100\
          00066d61696c2d3106636f72722d3903010674656e616e740461636d65010203\
-         7965730200027766010000027b7d0477662d3900030000067265706f72742a",
+         7965730200027766010000027b7d0477662d3900030000067265706f72742a04\
+         000d72657365617263682e646f6e650105646f632d3901046b696e6405647261\
+         667409726573756c74732f39027039",
         );
     }
 
@@ -1761,6 +1795,7 @@ fn snapshot_state() -> &'static StateMachine {
         );
         // A workflow whose fan-out has submitted its two branch tasks (their origin in `tasks`).
         d.apply(20, Command::Workflows(workflow_commands().swap_remove(0)));
+        topics_state(&mut d);
         d.sm
     })
 }
@@ -1792,6 +1827,7 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
         locks,
         barriers,
         workflows,
+        topics,
     } = snapshot_state();
     let mut sections = vec![
         ("last_index", encode(last_index)),
@@ -1812,6 +1848,7 @@ fn snapshot_sections() -> Vec<(&'static str, Vec<u8>)> {
     sections.push(("locks", encode(locks)));
     sections.push(("barriers", encode(barriers)));
     sections.push(("workflows", encode(workflows)));
+    sections.push(("topics", encode(topics)));
     sections
 }
 
@@ -1870,6 +1907,19 @@ snapshot_goldens! {
          0b01010100fb10270663726f6e2d3102fd9d8fe5cf8b010000fd8d68e5cf8b01\
          0000017600000102fd9d8fe5cf8b0100000101046770757301fded52e6cf8b01\
          00000200067265706f72740301010100067265706f727402",
+    topics => "01066f7264657273066f726465727301086f72646572732e3efbe803fc000010\
+         00fc80ee3600fd9068e5cf8b010000023a000201010e6f72646572732e65752e\
+         706169640106637573742d310105747261636503742d310470616964fd9068e5\
+         cf8b01000002020e6f72646572732e75732e7061696400010574726163650374\
+         2d310470616964fd9068e5cf8b010000010469642d3101fd9068e5cf8b010000\
+         01fd9068e5cf8b0100000469642d31010762696c6c696e670762696c6c696e67\
+         0000fb30750101fd9068e5cf8b01000003010200010108776f726b65722d3102\
+         fdc1dde5cf8b010000000108776f726b65722d31fd9168e5cf8b010000010202\
+         0100000101010e6f72646572732e65752e706169640106637573742d31010574\
+         7261636503742d310470616964fd9068e5cf8b0100002a6e61636b6564206f6e\
+         2064656c69766572792031206f66203120286d61785f64656c69766572696573\
+         2901fd9168e5cf8b01000020005a01fdc1dde5cf8b010000066f726465727307\
+         62696c6c696e6702",
     workflows => "0101010108726573656172636802fc80ee36000405666574636800000006656d\
          61696c7301036770750b7b226465707468223a327d060400000000fb3075fcc0\
          27090001047465616d05696e6672610100020201fb60ea000007617070726f76\
@@ -1887,10 +1937,10 @@ snapshot_goldens! {
     barriers => "010773746167652d310773746167652d310504000108776f726b65722d33fd8d\
          68e5cf8b010000fd8d68e5cf8b010000fded52e6cf8b0100000001fded52e6cf\
          8b0100000773746167652d3100",
-    last_index => "011d",
+    last_index => "0122",
     revision => "04",
-    now_ms => "fd8f68e5cf8b010000",
-    events => "2001fd7d68e5cf8b01000001010002fd7e68e5cf8b01000001020003fd7f68e5\
+    now_ms => "fd9168e5cf8b010000",
+    events => "2201fd7d68e5cf8b01000001010002fd7e68e5cf8b01000001020003fd7f68e5\
          cf8b01000001020104fd7f68e5cf8b01000001020105fd7f68e5cf8b01000001\
          020206fd8068e5cf8b010000000106656d61696c73000000000007fd8068e5cf\
          8b010000000206656d61696c73000000000008fd8068e5cf8b01000000030665\
@@ -1916,13 +1966,14 @@ snapshot_goldens! {
          67652d311cfd8d68e5cf8b0100000203076167656e742d390e73657373696f6e\
          20636c6f7365641dfd8f68e5cf8b0100000501000000001efd8f68e5cf8b0100\
          0005010105666574636800001ffd8f68e5cf8b010000000906656d61696c7300\
-         0000000020fd8f68e5cf8b010000000a06656d61696c73000000000020fca086\
-         0100",
+         0000000020fd8f68e5cf8b010000000a06656d61696c73000000000021fd9068\
+         e5cf8b01000006066f726465727300010222fd9168e5cf8b01000006066f7264\
+         657273010762696c6c696e6722fca0860100",
     kv => "03016101310303010001620132030301000c6c6f636b2f6167656e742d370468\
          656c640101010114fdc15431953496e4070101010c6c6f636b2f6167656e742d\
          37",
-    sessions => "01c11a021b08040d001d0c04000100fd8f68e5cf8b01000001fd8f68e5cf8b01\
-         0000c1",
+    sessions => "01c11e021f0d040202066f72646572730100066f72646572730200210d040502\
+         010101020201fd9168e5cf8b01000001fd9168e5cf8b010000c1",
     history => "040101000c6c6f636b2f6167656e742d370468656c64010101010201000c636f\
          6e6669672f616c706861026f6e02020100030200016101310303010000016201\
          32030301000401010c636f6e6669672f616c7068610000040000fb1e010064",
@@ -2150,4 +2201,325 @@ fn golden_tags_of_workflow_enums_are_their_codes() {
         &[JoinPolicy::All, JoinPolicy::Any, JoinPolicy::AtLeast(2)],
         JoinPolicy::code,
     );
+}
+
+// ---- Topics (`topics.rs`): their commands, enums and snapshot content ----
+
+fn topic_message(subject: &str, key: Option<&[u8]>, id: &str) -> NewMessage {
+    NewMessage {
+        subject: subject.into(),
+        key: key.map(<[u8]>::to_vec),
+        headers: pairs(&[("trace", "t-1")]).into_iter().collect(),
+        data: b"paid".to_vec(),
+        idempotency_key: id.into(),
+    }
+}
+
+fn group_config() -> GroupConfig {
+    GroupConfig {
+        filter: "orders.eu.*".into(),
+        start: StartPosition::FromSeq(2),
+        ack_wait_ms: 30_000,
+        max_deliveries: 5,
+        ordered_keys: true,
+    }
+}
+
+/// One of each topic command, in declaration order.
+fn topic_commands() -> Vec<TopicCommand> {
+    let (topic, group) = (String::from("orders"), String::from("billing"));
+    vec![
+        TopicCommand::Create {
+            name: topic.clone(),
+            config: TopicConfig {
+                subjects: vec!["orders.>".into()],
+                max_msgs: 1000,
+                max_bytes: 1 << 20,
+                max_age_ms: 3_600_000,
+            },
+        },
+        TopicCommand::Delete {
+            name: topic.clone(),
+        },
+        TopicCommand::Publish {
+            messages: vec![
+                topic_message("orders.eu.paid", Some(b"cust-1"), "id-1"),
+                topic_message("orders.us.paid", None, ""),
+            ],
+        },
+        TopicCommand::CreateGroup {
+            topic: topic.clone(),
+            group: group.clone(),
+            config: group_config(),
+        },
+        TopicCommand::DeleteGroup {
+            topic: topic.clone(),
+            group: group.clone(),
+        },
+        TopicCommand::Fetch {
+            topic: topic.clone(),
+            group: group.clone(),
+            member: "worker-1".into(),
+            max: 16,
+            max_bytes: 1 << 21,
+        },
+        TopicCommand::Ack {
+            topic: topic.clone(),
+            group: group.clone(),
+            seq: 3,
+            token: 7,
+        },
+        TopicCommand::Nack {
+            topic: topic.clone(),
+            group: group.clone(),
+            seq: 3,
+            token: 7,
+            delay_ms: 5_000,
+        },
+        TopicCommand::InProgress {
+            topic: topic.clone(),
+            group: group.clone(),
+            seq: 3,
+            token: 7,
+        },
+        TopicCommand::Redrive {
+            topic: topic.clone(),
+            group: group.clone(),
+            selector: TopicDeadLetters::Seqs(vec![3, 4]),
+        },
+        TopicCommand::Purge {
+            topic,
+            group,
+            selector: TopicDeadLetters::All,
+        },
+    ]
+}
+
+/// A topic with messages (one keyed, one deduplicated), a group with a delivery in flight, one
+/// nacked and one dead letter, at the end of the snapshot state.
+fn topics_state(d: &mut Driver) {
+    let mut run = |at: u64, command: TopicCommand| match d.apply(at, Command::Topics(command)) {
+        Response::Topics { response, .. } => response,
+        other => panic!("topics answer Topics, not {other:?}"),
+    };
+    let commands = topic_commands();
+    run(21, commands[0].clone());
+    run(21, commands[2].clone());
+    let group = GroupConfig {
+        filter: String::new(),
+        start: StartPosition::All,
+        max_deliveries: 1,
+        ..group_config()
+    };
+    run(
+        21,
+        TopicCommand::CreateGroup {
+            topic: "orders".into(),
+            group: "billing".into(),
+            config: group,
+        },
+    );
+    let TopicResponse::Fetched { deliveries } = run(22, commands[5].clone()) else {
+        panic!("fetched")
+    };
+    run(
+        22,
+        TopicCommand::Nack {
+            topic: "orders".into(),
+            group: "billing".into(),
+            seq: deliveries[0].seq,
+            token: deliveries[0].token,
+            delay_ms: 0,
+        },
+    );
+}
+
+#[test]
+fn golden_tags_of_topic_enums_are_their_codes() {
+    assert_tags(&topic_commands(), TopicCommand::code);
+    assert_tags(
+        &[
+            StartPosition::All,
+            StartPosition::New,
+            StartPosition::FromSeq(2),
+            StartPosition::FromTimeMs(NOW_MS),
+        ],
+        StartPosition::code,
+    );
+    assert_tags(
+        &[TopicDeadLetters::Seqs(vec![1]), TopicDeadLetters::All],
+        TopicDeadLetters::code,
+    );
+    let refusal = Refusal {
+        code: RefusalCode::NotFound,
+        reason: "no".into(),
+    };
+    assert_tags(
+        &[
+            TopicResponse::Created { existing: false },
+            TopicResponse::Deleted,
+            TopicResponse::Published {
+                results: Vec::new(),
+            },
+            TopicResponse::GroupCreated { existing: true },
+            TopicResponse::GroupDeleted,
+            TopicResponse::Fetched {
+                deliveries: Vec::new(),
+            },
+            TopicResponse::Acked,
+            TopicResponse::Nacked,
+            TopicResponse::Extended { deadline_ms: 1 },
+            TopicResponse::Redriven {
+                redriven: 1,
+                discarded: 0,
+            },
+            TopicResponse::Purged { purged: 1 },
+            TopicResponse::Refused(refusal),
+        ],
+        TopicResponse::code,
+    );
+    assert_tags(
+        &[
+            RefusalCode::NotFound,
+            RefusalCode::AlreadyExists,
+            RefusalCode::FailedPrecondition,
+            RefusalCode::InvalidArgument,
+            RefusalCode::ResourceExhausted,
+            RefusalCode::StaleToken,
+        ],
+        RefusalCode::code,
+    );
+    assert_tags(
+        &[
+            TopicEventKind::Published {
+                first_seq: 1,
+                last_seq: 2,
+            },
+            TopicEventKind::GroupChanged {
+                group: "billing".into(),
+            },
+            TopicEventKind::Deleted,
+        ],
+        TopicEventKind::code,
+    );
+    assert_tags(
+        &[
+            PendingState::Ready { at_ms: 0 },
+            PendingState::InFlight {
+                member: "worker-1".into(),
+                token: 1,
+                deadline_ms: NOW_MS,
+            },
+        ],
+        PendingState::code,
+    );
+}
+
+mod topic_log {
+    use super::*;
+
+    fn topic(index: usize) -> Command {
+        Command::Topics(topic_commands().swap_remove(index))
+    }
+
+    #[test]
+    fn golden_topic_create() {
+        check_request(
+            topic(0),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000800066f7264\
+         65727301086f72646572732e3efbe803fc00001000fc80ee3600",
+        );
+    }
+
+    #[test]
+    fn golden_topic_delete() {
+        check_request(
+            topic(1),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000801066f7264\
+         657273",
+        );
+    }
+
+    #[test]
+    fn golden_topic_publish() {
+        check_request(
+            topic(2),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000802020e6f72\
+         646572732e65752e706169640106637573742d310105747261636503742d3104\
+         706169640469642d310e6f72646572732e75732e706169640001057472616365\
+         03742d31047061696400",
+        );
+    }
+
+    #[test]
+    fn golden_topic_group_create() {
+        check_request(
+            topic(3),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000803066f7264\
+         6572730762696c6c696e670b6f72646572732e65752e2a0202fb30750501",
+        );
+    }
+
+    #[test]
+    fn golden_topic_group_delete() {
+        check_request(
+            topic(4),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000804066f7264\
+         6572730762696c6c696e67",
+        );
+    }
+
+    #[test]
+    fn golden_topic_fetch() {
+        check_request(
+            topic(5),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000805066f7264\
+         6572730762696c6c696e6708776f726b65722d3110fc00002000",
+        );
+    }
+
+    #[test]
+    fn golden_topic_ack() {
+        check_request(
+            topic(6),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000806066f7264\
+         6572730762696c6c696e670307",
+        );
+    }
+
+    #[test]
+    fn golden_topic_nack() {
+        check_request(
+            topic(7),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000807066f7264\
+         6572730762696c6c696e670307fb8813",
+        );
+    }
+
+    #[test]
+    fn golden_topic_in_progress() {
+        check_request(
+            topic(8),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000808066f7264\
+         6572730762696c6c696e670307",
+        );
+    }
+
+    #[test]
+    fn golden_topic_redrive() {
+        check_request(
+            topic(9),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b01000809066f7264\
+         6572730762696c6c696e6700020304",
+        );
+    }
+
+    #[test]
+    fn golden_topic_purge() {
+        check_request(
+            topic(10),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100080a066f7264\
+         6572730762696c6c696e6701",
+        );
+    }
 }

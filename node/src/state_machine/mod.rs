@@ -13,6 +13,7 @@ pub mod kv;
 pub mod locks;
 pub mod primitive;
 pub mod sessions;
+pub mod topics;
 pub mod transaction;
 pub mod workflows;
 
@@ -29,6 +30,7 @@ pub use kv::{KeyValue, KvStore};
 pub use locks::{LockCommand, LockKind, LockResponse, Locks};
 use primitive::{Ctx, Effect, Primitive};
 use sessions::{Lookup, Sessions};
+pub use topics::{TopicCommand, TopicResponse, Topics};
 pub use transaction::{Transaction, TransactionResponse};
 pub use workflows::{WorkflowCommand, WorkflowResponse, Workflows};
 
@@ -63,6 +65,7 @@ pub struct StateMachine {
     locks: Locks,
     barriers: Barriers,
     workflows: Workflows,
+    topics: Topics,
 }
 
 impl StateMachine {
@@ -219,6 +222,7 @@ impl StateMachine {
             ^ self.locks.digest().rotate_left(29)
             ^ self.barriers.digest().rotate_left(41)
             ^ self.workflows.digest().rotate_left(47)
+            ^ self.topics.digest().rotate_left(53)
             ^ self.events.last_seq().wrapping_mul(0xff51_afd7_ed55_8ccd)
     }
 
@@ -263,6 +267,16 @@ impl StateMachine {
                 let effects = ctx.take_effects();
                 self.route(effects);
                 Response::Workflows {
+                    revision: self.revision,
+                    response,
+                }
+            }
+            Command::Topics(command) => {
+                let mut ctx = Ctx::new(self.now_ms, &mut self.events);
+                let response = self.topics.apply(&mut ctx, command);
+                let effects = ctx.take_effects();
+                self.route(effects);
+                Response::Topics {
                     revision: self.revision,
                     response,
                 }
@@ -367,7 +381,7 @@ impl StateMachine {
                 &mut self.decisions,
                 &mut self.workflows,
             ],
-            others: [&mut self.locks, &mut self.barriers],
+            others: [&mut self.locks, &mut self.barriers, &mut self.topics],
         }
     }
 
@@ -432,13 +446,14 @@ impl StateMachine {
 
     /// The earliest cluster time at which a `Tick` would change something, over every primitive.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let primitives: [&dyn Primitive; 6] = [
+        let primitives: [&dyn Primitive; 7] = [
             &self.agents,
             &self.tasks,
             &self.decisions,
             &self.workflows,
             &self.locks,
             &self.barriers,
+            &self.topics,
         ];
         primitives
             .into_iter()
@@ -456,6 +471,10 @@ impl StateMachine {
 
     pub fn workflows(&self) -> &Workflows {
         &self.workflows
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     /// A coordination command: `Tick` drives every primitive; any other goes to the primitive
@@ -680,8 +699,8 @@ struct Parts<'a> {
     /// the same decision did. Their timers (deadlines, partial joins) fire in their `tick`, after
     /// the others' timers and garbage collection, and are not counted in `fired`.
     coordination: [&'a mut dyn Primitive; 4],
-    /// Locks and barriers.
-    others: [&'a mut dyn Primitive; 2],
+    /// Locks, barriers and topics.
+    others: [&'a mut dyn Primitive; 3],
 }
 
 fn put_event(kv: KeyValue) -> Event {

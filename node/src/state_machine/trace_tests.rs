@@ -996,5 +996,6 @@ fn event_text(kind: &CoordEventKind) -> String {
         ),
         CoordEventKind::Barrier(event) => format!("barrier {} {:?}", event.name, event.kind),
         CoordEventKind::Workflow(event) => format!("workflow {event:?}"),
+        CoordEventKind::Topic(event) => format!("topic {event:?}"),
     }
 }

@@ -1,5 +1,5 @@
 //! The cross-primitive transaction: compares over keys, lock grants and tasks, then ops on keys,
-//! tasks, workflows and locks, in one log entry, all or nothing.
+//! tasks, workflows, locks and topics, in one log entry, all or nothing.
 //!
 //! Three phases, in `StateMachine::transaction`:
 //! 1. Every compare is evaluated; if any fails, the answer names each failed one (its index and
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::coordination::{FencingToken, TaskId, TaskOp, TaskState};
 use super::locks::{LockKind, LockOp, Token};
 use super::primitive::Ctx;
+use super::topics::TopicOp;
 use super::workflows::{WorkflowId, WorkflowOp};
 use super::{delete_event, put_event, Event, Response, StateMachine};
 
@@ -82,6 +83,7 @@ pub enum Op {
     Tasks(TaskOp),
     Workflows(WorkflowOp),
     Locks(LockOp),
+    Topics(TopicOp),
 }
 
 /// A key op: the keys are the state machine's own (`kv.rs`), so their check and apply are here.
@@ -120,6 +122,13 @@ pub enum OpResult {
         existing: bool,
     },
     LockReleased,
+    /// The message's topic and sequence (`duplicate`: its idempotency key was seen within the
+    /// window; the original's sequence, nothing stored).
+    Published {
+        topic: String,
+        seq: u64,
+        duplicate: bool,
+    },
 }
 
 /// The outcome of a transaction (inside `Response::Transaction`).
@@ -144,6 +153,7 @@ enum Target {
     TaskIdempotencyKey(String, String),
     WorkflowIdempotencyKey(String),
     Lock(LockKind, String),
+    MessageIdempotencyKey(String),
 }
 
 impl Transaction {
@@ -182,6 +192,10 @@ fn target(op: &Op) -> Option<Target> {
         }
         Op::Workflows(WorkflowOp::Start { .. }) => return None,
         Op::Locks(LockOp::Release { kind, name, .. }) => Target::Lock(*kind, name.clone()),
+        Op::Topics(TopicOp::Publish(message)) if !message.idempotency_key.is_empty() => {
+            Target::MessageIdempotencyKey(message.idempotency_key.clone())
+        }
+        Op::Topics(TopicOp::Publish(_)) => return None,
     })
 }
 
@@ -194,6 +208,7 @@ fn describe(target: &Target) -> String {
         }
         Target::WorkflowIdempotencyKey(key) => format!("workflow idempotency key {key:?}"),
         Target::Lock(kind, name) => format!("{} {name:?}", kind.noun()),
+        Target::MessageIdempotencyKey(key) => format!("message idempotency key {key:?}"),
     }
 }
 
@@ -275,6 +290,7 @@ impl StateMachine {
     fn check_ops(&mut self, ops: &[Op]) -> Result<(), (u32, Response)> {
         let revision = self.revision;
         let (mut keys, mut tasks, mut workflows, mut locks) = (vec![], vec![], vec![], vec![]);
+        let mut topics = vec![];
         for (index, op) in ops.iter().enumerate() {
             let index = index as u32;
             match op {
@@ -282,6 +298,7 @@ impl StateMachine {
                 Op::Tasks(op) => tasks.push((index, op)),
                 Op::Workflows(op) => workflows.push((index, op)),
                 Op::Locks(op) => locks.push((index, op)),
+                Op::Topics(op) => topics.push((index, op)),
             }
         }
         let keys = self.check_key_ops(&keys).err();
@@ -302,6 +319,10 @@ impl StateMachine {
                 .check_txn(&locks)
                 .err()
                 .map(|(index, response)| (index, Response::Locks { revision, response })),
+            self.topics
+                .check_txn(ctx.now_ms, &topics)
+                .err()
+                .map(|(index, response)| (index, Response::Topics { revision, response })),
         ];
         match refusals
             .into_iter()
@@ -352,6 +373,7 @@ impl StateMachine {
                 Op::Tasks(op) => self.tasks.apply_txn(&mut ctx, op),
                 Op::Workflows(op) => self.workflows.apply_txn(&mut ctx, op),
                 Op::Locks(op) => self.locks.apply_txn(&mut ctx, op),
+                Op::Topics(op) => self.topics.apply_txn(&mut ctx, op),
             };
             effects.extend(ctx.take_effects());
             results.push(result);
@@ -407,6 +429,7 @@ impl Op {
             Op::Tasks(_) => 1,
             Op::Workflows(_) => 2,
             Op::Locks(_) => 3,
+            Op::Topics(_) => 4,
         }
     }
 }
@@ -439,6 +462,7 @@ impl OpResult {
             OpResult::TaskSubmitted { .. } => 3,
             OpResult::WorkflowStarted { .. } => 4,
             OpResult::LockReleased => 5,
+            OpResult::Published { .. } => 6,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use conclave_client::{
     AgentConfig, AgentEvent, AgentEvents, AgentSession, Client, Error, Found, OpOutcome,
-    TaskListOptions, TaskSpec, TaskState,
+    TaskListOptions, TaskSpec, TaskState, TopicOptions,
 };
 use conclave_tests::fleet::cli_binary;
 use conclave_tests::{ClusterConfig, TestCluster};
@@ -190,6 +190,9 @@ async fn conclave_txn_runs_a_script_round_trip() -> anyhow::Result<()> {
         dir.join("flow.yaml"),
         "name: review\nversion: 1\nsteps:\n  - name: read\n    queue: readers\n",
     )?;
+    client
+        .create_topic("chapters", &TopicOptions::default())
+        .await?;
     let script = dir.join("publish.txn");
     std::fs::write(
         &script,
@@ -197,7 +200,8 @@ async fn conclave_txn_runs_a_script_round_trip() -> anyhow::Result<()> {
          compare key chapters/2 0\n\
          put chapters/2 \"the second chapter\"\n\
          submit editors chapters/2 priority=5 label=book=raft\n\
-         workflow start @flow.yaml {\"chapter\":2}\n",
+         workflow start @flow.yaml {\"chapter\":2}\n\
+         publish chapters.2 ready key=chapter-2\n",
     )?;
 
     tracing::info!("the script applies: the key, the task and the workflow, each printed");
@@ -207,6 +211,10 @@ async fn conclave_txn_runs_a_script_round_trip() -> anyhow::Result<()> {
     ensure!(stdout.contains("line 3: put"), "{stdout}");
     ensure!(stdout.contains("line 4: submitted task "), "{stdout}");
     ensure!(stdout.contains("line 5: started workflow "), "{stdout}");
+    ensure!(
+        stdout.contains("line 6: published to chapters as sequence 1"),
+        "{stdout}"
+    );
     let value = client.get("chapters/2").await?.kv.context("written")?.value;
     ensure!(value == b"the second chapter");
     let editors = tasks_of(&client, "editors").await?;

@@ -252,6 +252,8 @@ pub enum CoordEventKind {
     Barrier(super::barriers::BarrierEvent),
     /// A workflow or one of its steps changed (`state_machine::workflows`).
     Workflow(super::workflows::WorkflowEvent),
+    /// A topic's messages or one of its groups changed (`state_machine::topics`).
+    Topic(super::topics::TopicEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

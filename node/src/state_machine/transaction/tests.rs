@@ -11,6 +11,9 @@ use crate::state_machine::coordination::{
     AgentSpec, Backoff, CoordCommand, CoordResponse, DecisionGate, SessionId, TaskSpec,
 };
 use crate::state_machine::locks::{Holder, LockCommand, LockResponse};
+use crate::state_machine::topics::{
+    NewMessage, Refusal, RefusalCode, TopicCommand, TopicConfig, TopicOp, TopicResponse,
+};
 use crate::state_machine::workflows::definition::{StepDef, StepKind, TaskTemplate};
 use crate::state_machine::workflows::{Definition, WorkflowCommand, WorkflowResponse};
 use crate::state_machine::{Command, Fence, Request, RequestId};
@@ -807,5 +810,91 @@ fn a_failed_holds_compare_reports_at_most_the_lowest_tokens() {
         TransactionResponse::CompareFailed {
             failed: vec![(0, expected)]
         }
+    );
+}
+
+fn create_topic(h: &mut Harness) {
+    let command = TopicCommand::Create {
+        name: "research".into(),
+        config: TopicConfig {
+            subjects: vec!["research.>".into()],
+            ..TopicConfig::default()
+        },
+    };
+    assert!(matches!(
+        h.apply(Command::Topics(command)),
+        Response::Topics {
+            response: TopicResponse::Created { .. },
+            ..
+        }
+    ));
+}
+
+fn publish(subject: &str, data: &str) -> Op {
+    Op::Topics(TopicOp::Publish(NewMessage {
+        subject: subject.into(),
+        key: None,
+        headers: BTreeMap::new(),
+        data: data.into(),
+        idempotency_key: String::new(),
+    }))
+}
+
+#[test]
+fn a_publish_commits_with_the_rest_and_a_refused_one_refuses_all() {
+    let mut w = world();
+    create_topic(&mut w.h);
+    tracing::info!("a message no topic captures refuses the whole, naming its op");
+    let before = w.h.fingerprint();
+    let mut ops = every_op(&w);
+    ops.push(publish("nowhere.done", "x"));
+    let response = w.h.transaction(vec![], ops);
+    assert!(
+        matches!(
+            &response,
+            TransactionResponse::OpRefused { index: 6, refusal }
+                if matches!(&**refusal, Response::Topics {
+                    response: TopicResponse::Refused(Refusal { code: RefusalCode::NotFound, .. }),
+                    ..
+                })
+        ),
+        "{response:?}"
+    );
+    assert_eq!(w.h.fingerprint(), before);
+    assert_eq!(
+        w.h.sm
+            .topics()
+            .get("research")
+            .expect("created")
+            .message_count(),
+        0
+    );
+    tracing::info!("captured, it is stored in the same entry as the completion and the submit");
+    let mut ops = every_op(&w);
+    ops.push(publish("research.done", "chapter 1"));
+    ops.push(publish("research.started", "chapter 2"));
+    let TransactionResponse::Committed { results } = w.h.transaction(vec![], ops) else {
+        panic!("committed");
+    };
+    assert_eq!(
+        results[6..],
+        [
+            OpResult::Published {
+                topic: "research".into(),
+                seq: 1,
+                duplicate: false
+            },
+            OpResult::Published {
+                topic: "research".into(),
+                seq: 2,
+                duplicate: false
+            },
+        ]
+    );
+    let topic = w.h.sm.topics().get("research").expect("created");
+    assert_eq!(topic.message(1).expect("stored").data, b"chapter 1");
+    assert_eq!(
+        w.h.sm.tasks().task(w.task_id).expect("kept").state,
+        TaskState::Succeeded
     );
 }
