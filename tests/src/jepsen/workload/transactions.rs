@@ -169,7 +169,7 @@ impl TransactionsWorkload {
                 if !seen.insert((assignment.task_id, assignment.fencing_token)) {
                     return;
                 }
-                let stale = assignment.fencing_token > 1 && assignments % STALE_EVERY == 0;
+                let stale = assignment.fencing_token > 1 && assignments.is_multiple_of(STALE_EVERY);
                 assignments += 1;
                 let job = Job {
                     task: assignment.task_id,
