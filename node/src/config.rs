@@ -141,6 +141,12 @@ pub enum UnsafeTestMode {
     /// carries (`Node::stale_step_result`), so a worker whose lease was taken away records the
     /// step's result.
     StaleStepResult,
+    /// Break the atomicity of cross-primitive transactions: the leader proposes a transaction of
+    /// two or more ops as two entries, first its compares with every op but the last (without a
+    /// request id), then the last op alone with the request id (`Node::txn_partial`). So a
+    /// transaction whose last op is refused (a stale token) still applies its other ops, and
+    /// readers can see the first part without the last.
+    TxnPartial,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -133,10 +133,47 @@ impl Node {
         fence: Option<Fence>,
         command: Command,
     ) -> Result<Response> {
+        let command = self.txn_partial(fence.clone(), command).await;
         let response = self
             .propose_fenced(Some(request_id), fence, command)
             .await?;
         refused(response, Some(request_id))
+    }
+
+    /// Test-only, in `--unsafe-test-mode txn-partial`: a transaction of two or more ops is split
+    /// in two entries. This proposes the first (its compares and every op but the last, with no
+    /// request id, so a resend applies it again) and returns the second (the last op alone,
+    /// without compares), which the caller proposes with the request id. The state machine stays
+    /// as it is; the Jepsen transactions checker must notice the partial effects. Every other
+    /// command, and every command in any other mode, passes unchanged.
+    async fn txn_partial(&self, fence: Option<Fence>, command: Command) -> Command {
+        if self.config.unsafe_test_mode != crate::config::UnsafeTestMode::TxnPartial {
+            return command;
+        }
+        let Command::Transaction(mut transaction) = command else {
+            return command;
+        };
+        let Some(last) = transaction
+            .ops
+            .pop()
+            .filter(|_| !transaction.ops.is_empty())
+        else {
+            return Command::Transaction(transaction);
+        };
+        let compares = std::mem::take(&mut transaction.compares);
+        let head = crate::state_machine::Transaction {
+            compares,
+            ops: std::mem::take(&mut transaction.ops),
+        };
+        let outcome = self
+            .propose_fenced(None, fence, Command::Transaction(head))
+            .await;
+        tracing::warn!(
+            ?outcome,
+            "UNSAFE: a transaction's ops but the last applied apart"
+        );
+        transaction.ops.push(last);
+        Command::Transaction(transaction)
     }
 
     async fn propose(&self, request_id: Option<RequestId>, command: Command) -> Result<Response> {
