@@ -23,6 +23,7 @@ mod process_group;
 mod render;
 mod task;
 mod topic;
+mod topic_consume;
 mod txn;
 mod txn_script;
 mod when;
