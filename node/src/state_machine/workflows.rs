@@ -849,4 +849,4 @@ impl WorkflowTimer {
 #[cfg(test)]
 mod e2e_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

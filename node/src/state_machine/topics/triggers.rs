@@ -160,7 +160,8 @@ impl Topics {
 }
 
 /// The parts of a rule that do not depend on the state at fire time: a task template without an
-/// idempotency key or a decision gate (each message gets its own key; a gate is one decision's).
+/// idempotency key (each message gets its own), a decision gate (one decision's), a parent, or
+/// absolute times (a template serves messages yet to come).
 fn check_action(action: &TriggerAction) -> Result<(), Refusal> {
     let invalid = |reason: &str| Err(Refusal::new(RefusalCode::InvalidArgument, reason));
     match action {
@@ -173,6 +174,11 @@ fn check_action(action: &TriggerAction) -> Result<(), Refusal> {
             }
             if spec.requires.is_some() {
                 return invalid("task.requires: a trigger's task has no decision gate");
+            }
+            if spec.deadline_ms != 0 || spec.not_before_ms != 0 || spec.parent_id != 0 {
+                return invalid(
+                    "task: a trigger's template has no deadline_ms, not_before_ms or parent_id",
+                );
             }
             Ok(())
         }
