@@ -110,6 +110,8 @@ pub const TOPICS_MAX: usize = 1_000;
 pub const TOPICS_STORE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// Most consumer groups of one topic.
 pub const TOPIC_GROUPS_MAX: usize = 64;
+/// Most triggers of one topic (each matching message raises one effect per trigger).
+pub const TOPIC_TRIGGERS_MAX: usize = 16;
 /// Most members one group remembers; a new member then forgets the one least recently seen
 /// that holds no delivery, or is refused when every one holds some.
 pub const TOPIC_GROUP_MEMBERS_MAX: usize = 1_000;

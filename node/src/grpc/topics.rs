@@ -342,6 +342,7 @@ async fn await_topic_change(
                     CoordEventKind::Topic(t) if t.topic == topic => match &t.kind {
                         TopicEventKind::GroupChanged { group: changed } => changed == group,
                         TopicEventKind::Published { .. } | TopicEventKind::Deleted => true,
+                        TopicEventKind::TriggerFailed { .. } => false,
                     },
                     _ => false,
                 }),

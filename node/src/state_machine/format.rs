@@ -67,7 +67,9 @@ pub const LOG_FORMAT: u32 = 1;
 ///   messages, idempotency keys and consumer groups, the store's byte count, the delivery
 ///   timers); the event ring may hold `CoordEventKind::Topic`; a remembered result may be a
 ///   `Response::Topics`.
-pub const SNAPSHOT_FORMAT: u32 = 7;
+/// - 8: topic triggers: a `Topic` keeps its triggers (`triggers`, after `groups`); the event
+///   ring may hold `TopicEventKind::TriggerFailed`.
+pub const SNAPSHOT_FORMAT: u32 = 8;
 
 impl Command {
     /// The tag of each variant in the log. New variants are appended with the next code; any other

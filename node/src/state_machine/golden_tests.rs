@@ -44,7 +44,7 @@ use super::{
 use super::topics::{
     DeadLetterSelector as TopicDeadLetters, GroupConfig, NewMessage, PendingState, Refusal,
     RefusalCode, StartPosition, TopicCommand, TopicConfig, TopicEvent, TopicEventKind, TopicOp,
-    TopicResponse,
+    TopicResponse, TriggerAction,
 };
 use crate::raft::{encode, Entry, LogId, NodeInfo, Vote};
 
@@ -239,6 +239,18 @@ fn task_spec() -> TaskSpec {
             decision_id: 2,
             option: "yes".into(),
         }),
+    }
+}
+
+/// A trigger's task template: no key, gate, parent or absolute times (`topics/triggers.rs`).
+fn trigger_template() -> TaskSpec {
+    TaskSpec {
+        deadline_ms: 0,
+        not_before_ms: 0,
+        idempotency_key: String::new(),
+        parent_id: 0,
+        requires: None,
+        ..task_spec()
     }
 }
 
@@ -1918,8 +1930,11 @@ snapshot_goldens! {
          0100000101010e6f72646572732e65752e706169640106637573742d31010574\
          7261636503742d310470616964fd9068e5cf8b0100002a6e61636b6564206f6e\
          2064656c69766572792031206f66203120286d61785f64656c69766572696573\
-         2901fd9168e5cf8b01000020005a01fdc1dde5cf8b010000066f726465727307\
-         62696c6c696e6702",
+         2901fd9168e5cf8b0100002000010462696c6c0462696c6c0b6f72646572732e\
+         65752e2a0006656d61696c730a7b22746f223a2278227d106170706c69636174\
+         696f6e2f6a736f6e0104736d74700904fbf401fc905f0100fbdc05fafb204e00\
+         000006636f72722d3900010674656e616e740461636d6500fd9168e5cf8b0100\
+         000000005a01fdc1dde5cf8b010000066f72646572730762696c6c696e6702",
     workflows => "0101010108726573656172636802fc80ee36000405666574636800000006656d\
          61696c7301036770750b7b226465707468223a327d060400000000fb3075fcc0\
          27090001047465616d05696e6672610100020201fb60ea000007617070726f76\
@@ -1937,7 +1952,7 @@ snapshot_goldens! {
     barriers => "010773746167652d310773746167652d310504000108776f726b65722d33fd8d\
          68e5cf8b010000fd8d68e5cf8b010000fded52e6cf8b0100000001fded52e6cf\
          8b0100000773746167652d3100",
-    last_index => "0122",
+    last_index => "0123",
     revision => "04",
     now_ms => "fd9168e5cf8b010000",
     events => "2201fd7d68e5cf8b01000001010002fd7e68e5cf8b01000001020003fd7f68e5\
@@ -1972,8 +1987,8 @@ snapshot_goldens! {
     kv => "03016101310303010001620132030301000c6c6f636b2f6167656e742d370468\
          656c640101010114fdc15431953496e4070101010c6c6f636b2f6167656e742d\
          37",
-    sessions => "01c11e021f0d040202066f72646572730100066f72646572730200210d040502\
-         010101020201fd9168e5cf8b01000001fd9168e5cf8b010000c1",
+    sessions => "01c12002210d040502010101020201230d040c00fd9168e5cf8b01000001fd91\
+         68e5cf8b010000c1",
     history => "040101000c6c6f636b2f6167656e742d370468656c64010101010201000c636f\
          6e6669672f616c706861026f6e02020100030200016101310303010000016201\
          32030301000401010c636f6e6669672f616c7068610000040000fb1e010064",
@@ -2288,9 +2303,19 @@ fn topic_commands() -> Vec<TopicCommand> {
             selector: TopicDeadLetters::Seqs(vec![3, 4]),
         },
         TopicCommand::Purge {
-            topic,
+            topic: topic.clone(),
             group,
             selector: TopicDeadLetters::All,
+        },
+        TopicCommand::CreateTrigger {
+            topic: topic.clone(),
+            name: "bill".into(),
+            subject: "orders.eu.*".into(),
+            action: TriggerAction::SubmitTask(Box::new(trigger_template())),
+        },
+        TopicCommand::DeleteTrigger {
+            topic,
+            name: "bill".into(),
         },
     ]
 }
@@ -2331,7 +2356,8 @@ fn topics_state(d: &mut Driver) {
             token: deliveries[0].token,
             delay_ms: 0,
         },
-    );
+    ); // A trigger, created after the messages: it has not fired.
+    run(22, commands[11].clone());
 }
 
 #[test]
@@ -2375,6 +2401,8 @@ fn golden_tags_of_topic_enums_are_their_codes() {
             },
             TopicResponse::Purged { purged: 1 },
             TopicResponse::Refused(refusal),
+            TopicResponse::TriggerCreated { existing: false },
+            TopicResponse::TriggerDeleted,
         ],
         TopicResponse::code,
     );
@@ -2399,8 +2427,25 @@ fn golden_tags_of_topic_enums_are_their_codes() {
                 group: "billing".into(),
             },
             TopicEventKind::Deleted,
+            TopicEventKind::TriggerFailed {
+                trigger: "bill".into(),
+                seq: 1,
+                error: "no".into(),
+            },
         ],
         TopicEventKind::code,
+    );
+    assert_tags(
+        &[
+            TriggerAction::SubmitTask(Box::new(trigger_template())),
+            TriggerAction::StartWorkflow(Box::new(Definition {
+                name: "wf".into(),
+                version: 1,
+                deadline_ms: 0,
+                steps: Vec::new(),
+            })),
+        ],
+        TriggerAction::code,
     );
     assert_tags(
         &[
@@ -2520,6 +2565,27 @@ mod topic_log {
             topic(10),
             "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100080a066f7264\
          6572730762696c6c696e6701",
+        );
+    }
+
+    #[test]
+    fn golden_topic_trigger_create() {
+        check_request(
+            topic(11),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100080b066f7264\
+         6572730462696c6c0b6f72646572732e65752e2a0006656d61696c730a7b2274\
+         6f223a2278227d106170706c69636174696f6e2f6a736f6e0104736d74700904\
+         fbf401fc905f0100fbdc05fafb204e00000006636f72722d3900010674656e61\
+         6e740461636d6500",
+        );
+    }
+
+    #[test]
+    fn golden_topic_trigger_delete() {
+        check_request(
+            topic(12),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100080c066f7264\
+         6572730462696c6c",
         );
     }
 }

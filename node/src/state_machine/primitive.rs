@@ -17,7 +17,7 @@ use super::coordination::{
     Agent, AttemptOutcome, CoordEventKind, DeadLetterReason, Decision, DecisionId, DecisionSpec,
     DecisionStatus, EventRing, Retention, SessionEnd, SessionId, TaskId, TaskSpec, Timer,
 };
-use super::workflows::WorkflowId;
+use super::workflows::{Definition, WorkflowId};
 
 /// What primitives share, handed to each call: cluster time, the event ring streams follow, the
 /// effects raised for the others, the retention of a `Tick`, and the views lent for a command.
@@ -214,6 +214,33 @@ pub enum Effect {
         workflow_id: WorkflowId,
         step: u32,
         decision: Result<DecisionId, String>,
+    },
+    /// Topics: a trigger matched the message stored at `seq` (`topics/triggers.rs`). Tasks
+    /// submits `spec` (checked as a Submit of it alone would be, TASKS_MAX) and answers with
+    /// `TriggerFired`.
+    TriggerSubmitTask {
+        topic: String,
+        trigger: String,
+        seq: u64,
+        spec: Box<TaskSpec>,
+    },
+    /// Topics: a trigger matched the message stored at `seq`. Workflows starts `definition` with
+    /// `input` (the message's JSON envelope) as a Start would, and answers with `TriggerFired`.
+    TriggerStartWorkflow {
+        topic: String,
+        trigger: String,
+        seq: u64,
+        definition: Box<Definition>,
+        input: String,
+        idempotency_key: String,
+    },
+    /// Tasks or Workflows: what a trigger's effect did: `Ok` names the task or workflow
+    /// started, `Err` the refusal. Topics counts it on the trigger.
+    TriggerFired {
+        topic: String,
+        trigger: String,
+        seq: u64,
+        result: Result<String, String>,
     },
 }
 

@@ -9,6 +9,7 @@ mod groups;
 mod publish;
 pub mod subject;
 mod transaction;
+mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::coordination::CoordEventKind;
 use super::kv::Fnv;
-use super::primitive::{Ctx, Primitive};
+use super::primitive::{Ctx, Effect, Primitive};
 use crate::limits::{TOPICS_MAX, TOPIC_DUPLICATE_WINDOW_MS, TOPIC_GROUPS_MAX};
 pub use groups::{DeadLetter, Group, GroupStats, Member, Pending, PendingState};
 pub use transaction::TopicOp;
+pub use triggers::{Trigger, TriggerAction};
 
 /// A message's position in its topic: 1, 2, ... per topic, never reused.
 pub type Seq = u64;
@@ -129,7 +131,7 @@ pub enum DeadLetterSelector {
     All,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TopicCommand {
     Create {
         name: String,
@@ -191,6 +193,18 @@ pub enum TopicCommand {
         group: String,
         selector: DeadLetterSelector,
     },
+    /// A trigger (`triggers.rs`): for each message stored from now on whose subject matches
+    /// `subject`, `action` submits a task or starts a workflow.
+    CreateTrigger {
+        topic: String,
+        name: String,
+        subject: String,
+        action: TriggerAction,
+    },
+    DeleteTrigger {
+        topic: String,
+        name: String,
+    },
 }
 
 impl TopicCommand {
@@ -207,6 +221,8 @@ impl TopicCommand {
             TopicCommand::InProgress { .. } => "topic_in_progress",
             TopicCommand::Redrive { .. } => "topic_redrive",
             TopicCommand::Purge { .. } => "topic_purge",
+            TopicCommand::CreateTrigger { .. } => "topic_trigger_create",
+            TopicCommand::DeleteTrigger { .. } => "topic_trigger_delete",
         }
     }
 }
@@ -288,6 +304,11 @@ pub enum TopicResponse {
         purged: u64,
     },
     Refused(Refusal),
+    /// `existing`: a trigger of that name and the same rule was there already.
+    TriggerCreated {
+        existing: bool,
+    },
+    TriggerDeleted,
 }
 
 /// What changed in a topic, for the streams (the event ring): subscriptions wake on
@@ -304,6 +325,13 @@ pub enum TopicEventKind {
         group: String,
     },
     Deleted,
+    /// A trigger's submit or start was refused (`triggers.rs`): the message at `seq` fired
+    /// nothing.
+    TriggerFailed {
+        trigger: String,
+        seq: Seq,
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +357,7 @@ pub struct Topic {
     dedup: BTreeMap<String, (Seq, u64)>,
     dedup_by_time: BTreeSet<(u64, String)>,
     groups: BTreeMap<String, Group>,
+    triggers: BTreeMap<String, Trigger>,
 }
 
 impl Topic {
@@ -358,6 +387,10 @@ impl Topic {
 
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()
+    }
+
+    pub fn triggers(&self) -> impl Iterator<Item = &Trigger> {
+        self.triggers.values()
     }
 
     /// Whether `subject` is one this topic captures.
@@ -440,6 +473,13 @@ impl Topics {
                 group,
                 selector,
             } => self.purge(topic, group, selector),
+            TopicCommand::CreateTrigger {
+                topic,
+                name,
+                subject,
+                action,
+            } => self.create_trigger(ctx, topic, name, subject, action),
+            TopicCommand::DeleteTrigger { topic, name } => self.delete_trigger(topic, name),
         };
         result.unwrap_or_else(TopicResponse::Refused)
     }
@@ -552,6 +592,7 @@ impl Topics {
                 dedup: BTreeMap::new(),
                 dedup_by_time: BTreeSet::new(),
                 groups: BTreeMap::new(),
+                triggers: BTreeMap::new(),
             },
         );
         Ok(TopicResponse::Created { existing: false })
@@ -675,6 +716,19 @@ impl Primitive for Topics {
         }
     }
 
+    /// A trigger's submit or start was answered: counted on the trigger.
+    fn on_effect(&mut self, ctx: &mut Ctx, effect: &Effect) {
+        if let Effect::TriggerFired {
+            topic,
+            trigger,
+            seq,
+            result,
+        } = effect
+        {
+            self.trigger_fired(ctx, topic, trigger, *seq, result);
+        }
+    }
+
     fn next_due_ms(&self, _now_ms: u64) -> Option<u64> {
         let timer = self.timers.first().map(|t| t.0);
         let retention = self.topics.values().filter_map(|topic| {
@@ -714,6 +768,13 @@ impl Primitive for Topics {
             }
             for group in topic.groups.values() {
                 group.digest_into(&mut hash);
+            }
+            for trigger in topic.triggers.values() {
+                hash.write(trigger.name.as_bytes());
+                hash.write(trigger.subject.as_bytes());
+                for n in [trigger.fired, trigger.failed] {
+                    hash.write(&n.to_be_bytes());
+                }
             }
         }
         hash.finish()
@@ -758,6 +819,8 @@ impl TopicCommand {
             TopicCommand::InProgress { .. } => 8,
             TopicCommand::Redrive { .. } => 9,
             TopicCommand::Purge { .. } => 10,
+            TopicCommand::CreateTrigger { .. } => 11,
+            TopicCommand::DeleteTrigger { .. } => 12,
         }
     }
 }
@@ -797,6 +860,8 @@ impl TopicResponse {
             TopicResponse::Redriven { .. } => 9,
             TopicResponse::Purged { .. } => 10,
             TopicResponse::Refused(_) => 11,
+            TopicResponse::TriggerCreated { .. } => 12,
+            TopicResponse::TriggerDeleted => 13,
         }
     }
 }
@@ -820,6 +885,7 @@ impl TopicEventKind {
             TopicEventKind::Published { .. } => 0,
             TopicEventKind::GroupChanged { .. } => 1,
             TopicEventKind::Deleted => 2,
+            TopicEventKind::TriggerFailed { .. } => 3,
         }
     }
 }

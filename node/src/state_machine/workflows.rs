@@ -639,6 +639,29 @@ impl Primitive for Workflows {
                     });
                 }
             }
+            Effect::TriggerStartWorkflow {
+                topic,
+                trigger,
+                seq,
+                definition,
+                input,
+                idempotency_key,
+            } => {
+                let result = match self.start(ctx, definition, input, idempotency_key, 0) {
+                    WorkflowResponse::Started { workflow_id, .. } => {
+                        Ok(format!("workflow {workflow_id}"))
+                    }
+                    WorkflowResponse::Invalid { reason }
+                    | WorkflowResponse::QuotaExceeded { reason } => Err(reason),
+                    other => Err(format!("{other:?}")),
+                };
+                ctx.raise(Effect::TriggerFired {
+                    topic: topic.clone(),
+                    trigger: trigger.clone(),
+                    seq: *seq,
+                    result,
+                });
+            }
             _ => {}
         }
     }
@@ -826,4 +849,4 @@ impl WorkflowTimer {
 #[cfg(test)]
 mod e2e_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

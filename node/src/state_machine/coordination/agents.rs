@@ -637,7 +637,10 @@ impl Primitive for Agents {
             | Effect::CancelTasks { .. }
             | Effect::ProposeStepDecision { .. }
             | Effect::StepDecisionProposed { .. }
-            | Effect::WithdrawDecision { .. } => {}
+            | Effect::WithdrawDecision { .. }
+            | Effect::TriggerSubmitTask { .. }
+            | Effect::TriggerStartWorkflow { .. }
+            | Effect::TriggerFired { .. } => {}
         }
     }
 

@@ -526,7 +526,10 @@ impl Primitive for Decisions {
             | Effect::StepTaskSubmitted { .. }
             | Effect::StepTaskFinished { .. }
             | Effect::CancelTasks { .. }
-            | Effect::StepDecisionProposed { .. } => {}
+            | Effect::StepDecisionProposed { .. }
+            | Effect::TriggerSubmitTask { .. }
+            | Effect::TriggerStartWorkflow { .. }
+            | Effect::TriggerFired { .. } => {}
         }
     }
 

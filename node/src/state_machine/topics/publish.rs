@@ -148,6 +148,7 @@ impl Topics {
                 continue;
             }
             let seq = topic.append(message, ctx.now_ms);
+            topic.fire_triggers(ctx, &topic.messages[&seq]);
             self.bytes += message.bytes();
             stored
                 .entry(name.clone())

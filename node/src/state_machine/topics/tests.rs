@@ -576,3 +576,255 @@ fn a_fetch_stops_at_its_byte_budget_but_always_leases_one() {
     };
     assert_eq!(seqs_of(&deliveries), [3]);
 }
+
+// ---- Triggers (`triggers.rs`) ----
+
+mod triggers {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::state_machine::coordination::{Backoff, TaskSpec};
+    use crate::state_machine::transaction::{Op, Transaction};
+    use crate::state_machine::workflows::tests::pipeline;
+
+    fn template(queue: &str, lease_ms: u64) -> TaskSpec {
+        TaskSpec {
+            queue: queue.into(),
+            payload: Vec::new(),
+            content_type: String::new(),
+            capabilities: BTreeSet::new(),
+            priority: 3,
+            max_attempts: 2,
+            backoff: Backoff {
+                initial_ms: 1_000,
+                maximum_ms: 60_000,
+                multiplier_permille: 2_000,
+                jitter_permille: 0,
+            },
+            lease_ms,
+            deadline_ms: 0,
+            not_before_ms: 0,
+            idempotency_key: String::new(),
+            correlation_id: String::new(),
+            parent_id: 0,
+            labels: [("team".to_string(), "billing".to_string())].into(),
+            requires: None,
+        }
+    }
+
+    fn create(h: &mut Harness, name: &str, subject: &str, action: TriggerAction) -> TopicResponse {
+        h.run(TopicCommand::CreateTrigger {
+            topic: "orders".into(),
+            name: name.into(),
+            subject: subject.into(),
+            action,
+        })
+    }
+
+    fn submit(queue: &str) -> TriggerAction {
+        TriggerAction::SubmitTask(Box::new(template(queue, 30_000)))
+    }
+
+    fn trigger(h: &Harness, name: &str) -> Trigger {
+        let topic = h.sm.topics().get("orders").expect("topic");
+        topic
+            .triggers()
+            .find(|t| t.name == name)
+            .expect("trigger")
+            .clone()
+    }
+
+    fn task_count(h: &Harness) -> u64 {
+        (1..100)
+            .filter(|id| h.sm.tasks().task(*id).is_some())
+            .count() as u64
+    }
+
+    fn apply(h: &mut Harness, command: Command) -> Response {
+        h.index += 1;
+        let request = Request {
+            now_ms: h.now_ms,
+            request_id: None,
+            fence: None,
+            command,
+        };
+        let response = h.sm.apply(h.index, &request);
+        h.sm.topics().check_invariants(h.sm.now_ms());
+        response
+    }
+
+    #[test]
+    fn a_task_trigger_fires_once_per_matching_message_with_the_message_as_payload() {
+        let mut h = orders();
+        let created = create(&mut h, "bill", "orders.eu.*", submit("billing"));
+        assert_eq!(created, TopicResponse::TriggerCreated { existing: false });
+        assert_eq!(
+            create(&mut h, "bill", "orders.eu.*", submit("billing")),
+            TopicResponse::TriggerCreated { existing: true }
+        );
+        let (code, _) = refusal(create(&mut h, "bill", "orders.>", submit("billing")));
+        assert_eq!(code, RefusalCode::AlreadyExists);
+        let seq = h.publish_one("orders.eu.paid", Some("cust-1"), "paid 10");
+        h.publish_one("orders.us.paid", None, "not matched");
+        assert_eq!(task_count(&h), 1, "the pattern filters");
+        let task = h.sm.tasks().task(1).expect("the trigger's task");
+        assert_eq!(task.spec.payload, b"paid 10");
+        assert_eq!(task.spec.queue, "billing");
+        assert_eq!(task.spec.priority, 3);
+        assert_eq!(
+            task.spec.idempotency_key,
+            format!("trigger/bill/orders/{seq}")
+        );
+        let labels = &task.spec.labels;
+        assert_eq!(labels["conclave.topic"], "orders");
+        assert_eq!(labels["conclave.seq"], seq.to_string());
+        assert_eq!(labels["conclave.subject"], "orders.eu.paid");
+        assert_eq!(labels["conclave.key"], "cust-1");
+        assert_eq!(labels["team"], "billing");
+        // A batch: each matching message fires once.
+        h.publish(vec![
+            msg("orders.eu.a", None, "1"),
+            msg("orders.eu.b", None, "2"),
+            msg("orders.x", None, "3"),
+        ]);
+        assert_eq!(task_count(&h), 3);
+        // A transaction's publish op goes through the same store.
+        let txn = Transaction {
+            compares: Vec::new(),
+            ops: vec![Op::Topics(TopicOp::Publish(msg("orders.eu.c", None, "4")))],
+        };
+        apply(&mut h, Command::Transaction(txn));
+        assert_eq!(task_count(&h), 4);
+        let t = trigger(&h, "bill");
+        assert_eq!((t.fired, t.failed), (4, 0));
+    }
+
+    #[test]
+    fn a_duplicate_publish_fires_nothing() {
+        let mut h = orders();
+        create(&mut h, "bill", ">", submit("billing"));
+        let message = with_id(msg("orders.eu", None, "x"), "id-1");
+        h.publish(vec![message.clone()]);
+        h.publish(vec![message.clone(), message]);
+        assert_eq!(task_count(&h), 1);
+        assert_eq!(trigger(&h, "bill").fired, 1);
+    }
+
+    #[test]
+    fn a_refused_submit_is_counted_and_recorded_not_silent() {
+        let mut h = orders();
+        let bad = TriggerAction::SubmitTask(Box::new(template("billing", 0)));
+        create(&mut h, "bad", ">", bad);
+        let after = h.sm.events_after(0).map_or(0, |e| e.len());
+        let seq = h.publish_one("orders.eu", None, "x");
+        assert_eq!(task_count(&h), 0);
+        let t = trigger(&h, "bad");
+        assert_eq!((t.fired, t.failed), (0, 1));
+        assert!(t.last_error.contains("lease_ms"), "{}", t.last_error);
+        let events = h.sm.events_after(0).expect("events");
+        assert!(events.len() > after);
+        assert!(events.iter().any(|e| matches!(
+            &e.kind,
+            CoordEventKind::Topic(TopicEvent {
+                kind: TopicEventKind::TriggerFailed { trigger, seq: s, .. },
+                ..
+            }) if trigger == "bad" && *s == seq
+        )));
+    }
+
+    #[test]
+    fn a_template_with_its_own_key_or_an_unknown_topic_is_refused_and_limits_hold() {
+        let mut h = orders();
+        let mut keyed = template("billing", 30_000);
+        keyed.idempotency_key = "k".into();
+        let (code, _) = refusal(create(
+            &mut h,
+            "k",
+            ">",
+            TriggerAction::SubmitTask(Box::new(keyed)),
+        ));
+        assert_eq!(code, RefusalCode::InvalidArgument);
+        let (code, _) = refusal(h.run(TopicCommand::CreateTrigger {
+            topic: "nope".into(),
+            name: "t".into(),
+            subject: ">".into(),
+            action: submit("q"),
+        }));
+        assert_eq!(code, RefusalCode::NotFound);
+        for i in 0..crate::limits::TOPIC_TRIGGERS_MAX {
+            let created = create(&mut h, &format!("t{i}"), ">", submit("q"));
+            assert_eq!(created, TopicResponse::TriggerCreated { existing: false });
+        }
+        let (code, reason) = refusal(create(&mut h, "one-more", ">", submit("q")));
+        assert_eq!(code, RefusalCode::ResourceExhausted);
+        assert!(reason.contains("TOPIC_TRIGGERS_MAX"));
+    }
+
+    #[test]
+    fn a_deleted_trigger_stops_firing() {
+        let mut h = orders();
+        create(&mut h, "bill", ">", submit("billing"));
+        h.publish_one("orders.a", None, "1");
+        let deleted = h.run(TopicCommand::DeleteTrigger {
+            topic: "orders".into(),
+            name: "bill".into(),
+        });
+        assert_eq!(deleted, TopicResponse::TriggerDeleted);
+        h.publish_one("orders.b", None, "2");
+        assert_eq!(task_count(&h), 1);
+        let (code, _) = refusal(h.run(TopicCommand::DeleteTrigger {
+            topic: "orders".into(),
+            name: "bill".into(),
+        }));
+        assert_eq!(code, RefusalCode::NotFound);
+    }
+
+    #[test]
+    fn a_workflow_trigger_starts_one_workflow_per_message_with_the_envelope() {
+        let mut h = orders();
+        let action = TriggerAction::StartWorkflow(Box::new(pipeline()));
+        create(&mut h, "flow", "orders.eu.>", action);
+        let seq = h.publish_one("orders.eu.paid", Some("k"), "{\"x\":1}");
+        h.publish(vec![NewMessage {
+            data: vec![0xff, 0x00],
+            ..msg("orders.eu.raw", None, "")
+        }]);
+        h.publish_one("orders.us", None, "skipped");
+        let workflows: Vec<_> = h.sm.workflows().iter().collect();
+        assert_eq!(workflows.len(), 2);
+        let input: serde_json::Value = serde_json::from_str(&workflows[0].input).expect("json");
+        assert_eq!(input["topic"], "orders");
+        assert_eq!(input["seq"], seq);
+        assert_eq!(input["subject"], "orders.eu.paid");
+        assert_eq!(input["key"], "k");
+        assert_eq!(input["data"], "{\"x\":1}");
+        let raw: serde_json::Value = serde_json::from_str(&workflows[1].input).expect("json");
+        assert_eq!(raw["data_base64"], "/wA=");
+        assert_eq!(raw["key"], serde_json::Value::Null);
+        assert_eq!(trigger(&h, "flow").fired, 2);
+        assert!(
+            task_count(&h) >= 2,
+            "each workflow's first step submitted its task"
+        );
+    }
+
+    #[test]
+    fn triggers_survive_a_snapshot_round_trip() {
+        let mut h = orders();
+        create(&mut h, "bill", ">", submit("billing"));
+        create(
+            &mut h,
+            "bad",
+            ">",
+            TriggerAction::SubmitTask(Box::new(template("q", 0))),
+        );
+        h.publish_one("orders.a", None, "1");
+        let bytes = crate::raft::encode(&h.sm);
+        let decoded: StateMachine = crate::raft::decode(&bytes).expect("decodes");
+        assert_eq!(decoded, h.sm);
+        assert_eq!(decoded.digest(), h.sm.digest());
+        let before = h.sm.digest();
+        h.publish_one("orders.b", None, "2");
+        assert_ne!(h.sm.digest(), before);
+    }
+}

@@ -367,7 +367,7 @@ pub(super) fn definition(steps: Vec<StepDef>) -> Definition {
     }
 }
 
-pub(super) fn pipeline() -> Definition {
+pub(crate) fn pipeline() -> Definition {
     definition(vec![
         task("research", &[]),
         task("write", &[0]),

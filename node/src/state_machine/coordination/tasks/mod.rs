@@ -527,6 +527,13 @@ impl Primitive for Tasks {
                 specs,
             } => self.submit_step_tasks(ctx, *workflow_id, *step, specs),
             Effect::CancelTasks { task_ids, reason } => self.cancel_tasks(ctx, task_ids, reason),
+            Effect::TriggerSubmitTask {
+                topic,
+                trigger,
+                seq,
+                spec,
+            } => self.submit_trigger_task(ctx, (topic, trigger, *seq), spec),
+            Effect::TriggerStartWorkflow { .. } | Effect::TriggerFired { .. } => {}
             Effect::LeaseGranted { .. }
             | Effect::LeaseEnded { .. }
             | Effect::StepTaskSubmitted { .. }

@@ -100,6 +100,33 @@ impl Tasks {
         }
     }
 
+    /// A topic trigger's task (`Effect::TriggerSubmitTask`): checked and counted against
+    /// TASKS_MAX as a `Submit` of it alone would be, and answered with `TriggerFired` (the task
+    /// id, or the refusal).
+    pub(super) fn submit_trigger_task(
+        &mut self,
+        ctx: &mut Ctx,
+        (topic, trigger, seq): (&str, &str, u64),
+        spec: &TaskSpec,
+    ) {
+        let result = if let Err(reason) = check_task_spec(ctx, spec) {
+            Err(reason)
+        } else if self.tasks.len() as u64 >= TASKS_MAX {
+            Err(format!(
+                "the cluster holds its maximum of {TASKS_MAX} tasks (TASKS_MAX)"
+            ))
+        } else {
+            let (task_id, _) = self.submit_task(ctx, spec, None, None);
+            Ok(format!("task {task_id}"))
+        };
+        ctx.raise(Effect::TriggerFired {
+            topic: topic.to_string(),
+            trigger: trigger.to_string(),
+            seq,
+            result,
+        });
+    }
+
     /// A workflow cancels its tasks (`Effect::CancelTasks`): each one not terminal is canceled
     /// as a `Cancel` would (its agent told on its stream); terminal and unknown ones are left.
     pub(super) fn cancel_tasks(&mut self, ctx: &mut Ctx, task_ids: &[TaskId], reason: &str) {
