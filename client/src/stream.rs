@@ -76,3 +76,64 @@ where
         backoff.wait(deadline).await;
     }
 }
+
+/// Reads the first message of a watch stream opened on `node`, which must be STARTED (`started`
+/// answers its sequence, or the kind it got instead). `Ok(Ok(sequence))`: the watch started;
+/// `Ok(Err(failure))`: this node should be passed over ([`pass_over`]); `Err`: a final failure.
+pub(crate) async fn read_started<T>(
+    client: &Client,
+    node: &Node,
+    stream: &mut Streaming<T>,
+    what: &str,
+    started: impl Fn(&T) -> std::result::Result<u64, &'static str>,
+) -> Result<std::result::Result<u64, String>> {
+    let first = tokio::time::timeout(client.options().request_timeout, stream.message()).await;
+    let failure = match first {
+        Ok(Ok(Some(event))) => {
+            return match started(&event) {
+                Ok(sequence) => Ok(Ok(sequence)),
+                Err(kind) => Err(Error::Rejected {
+                    code: Code::Unimplemented,
+                    message: format!(
+                        "{}: the {what} began with a {kind} event instead of STARTED (a node of an older version?)",
+                        node.address
+                    ),
+                }),
+            }
+        }
+        Ok(Ok(None)) => "the stream ended before STARTED".to_string(),
+        Ok(Err(status)) if is_final(&status) => {
+            return Err(Error::Rejected {
+                code: status.code(),
+                message: format!("{}: {}", node.address, describe(&status)),
+            })
+        }
+        Ok(Err(status)) => describe(&status),
+        Err(_) => "no STARTED in time".to_string(),
+    };
+    Ok(Err(failure))
+}
+
+/// Moves past `node`, whose watch did not start (`failure`): marks it failed and waits out the
+/// backoff, or answers [`Error::Unavailable`] once `deadline` has passed.
+pub(crate) async fn pass_over(
+    client: &Client,
+    node: &Arc<Node>,
+    what: &str,
+    failure: &str,
+    (deadline, backoff): (Instant, &mut Backoff),
+) -> Result<()> {
+    tracing::debug!(node = %node.address, %failure, "{what} did not start; moving on");
+    client.node_failed(node);
+    if Instant::now() >= deadline {
+        return Err(Error::Unavailable {
+            message: format!(
+                "could not open the {what} within {:?}; last failure: {}: {failure}",
+                client.options().deadline,
+                node.address
+            ),
+        });
+    }
+    backoff.wait(deadline).await;
+    Ok(())
+}
