@@ -141,6 +141,13 @@ pub enum UnsafeTestMode {
     /// carries (`Node::stale_step_result`), so a worker whose lease was taken away records the
     /// step's result.
     StaleStepResult,
+    /// Let a stale delivery's Ack count: the leader gives a topic Ack whose token is not the
+    /// message's current delivery the current delivery's token (`Node::unsafe_topics`), so a
+    /// member whose ack wait passed acks a message another member now holds.
+    TopicStaleAck,
+    /// Turn per-key order off: the leader creates every consumer group as if `unordered` was
+    /// asked (`Node::unsafe_topics`), so a key's messages go to several members at once.
+    TopicUnordered,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -14,6 +14,7 @@ pub mod locks;
 pub mod register;
 pub mod set;
 pub mod tasks;
+pub mod topics;
 pub mod watch;
 pub mod workflows;
 
@@ -67,6 +68,7 @@ pub fn build(name: &str) -> anyhow::Result<Box<dyn Workload>> {
         workflows::NAME => Box::new(workflows::WorkflowsWorkload::new(
             workflows::Options::default(),
         )),
+        topics::NAME => Box::new(topics::TopicsWorkload::new(topics::Options::default())),
         other => anyhow::bail!("no workload named {other:?}; known: {}", NAMES.join(", ")),
     })
 }
@@ -81,6 +83,7 @@ pub const NAMES: &[&str] = &[
     locks::NAME,
     elections::NAME,
     workflows::NAME,
+    topics::NAME,
 ];
 
 /// A checker's verdict.
