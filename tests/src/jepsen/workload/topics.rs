@@ -8,8 +8,9 @@
 //!   message's data is its unique id (`p<publisher>-<n>`), which is also its idempotency key. A
 //!   publish is resent with its request id to the next nodes while unknown; when it stays
 //!   unknown, the same messages are published again under a new request id with the same
-//!   idempotency keys (`resend`), up to [`RESENDS`] times: the node must answer the original
-//!   sequences (`duplicate`) and store nothing twice.
+//!   idempotency keys (`resend`), up to [`RESENDS`] times; and one acknowledged publish in
+//!   twenty is sent again so (`resend` too): the node must answer the original sequences
+//!   (`duplicate`) and store nothing twice.
 //! - **Members** ([`MEMBERS`] per group, spread over the nodes, moving to the next node when a
 //!   call fails) Fetch 1-3 messages (waiting up to [`FETCH_WAIT_MS`]) and, per delivery, ack after
 //!   a short pause, or nack (redelivery after 0-300 ms), or stall past the ack wait and then ack
@@ -90,6 +91,9 @@ pub const FETCH_WAIT_MS: u64 = 300;
 pub const SCRIPT_EVERY: u64 = 4;
 /// Publishes of the same messages under new request ids after one stayed unknown.
 pub const RESENDS: usize = 2;
+/// Chance that an acknowledged publish is sent again under a new request id (same idempotency
+/// keys), to see the duplicates answered.
+const REPUBLISH_PROBABILITY: f64 = 0.05;
 /// How long one side of a scripted stale ack waits for the other.
 const SCRIPT_WAIT: Duration = Duration::from_secs(10);
 /// Pause between two looks at the groups while draining.
@@ -432,9 +436,16 @@ impl Publisher {
                 .collect();
             for resend in 0..=RESENDS {
                 let completion = self.publish(&messages, resend > 0).await;
-                if !matches!(completion, Completion::Info(_)) {
-                    break;
+                match completion {
+                    Completion::Info(_) => continue,
+                    // Now and then the same messages again, although acknowledged: the node
+                    // must answer the original sequences as duplicates and store nothing.
+                    Completion::Ok(_) if self.rng.gen_bool(REPUBLISH_PROBABILITY) => {
+                        self.publish(&messages, true).await;
+                    }
+                    _ => {}
                 }
+                break;
             }
         }
     }

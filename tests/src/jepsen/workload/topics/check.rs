@@ -332,6 +332,8 @@ fn acknowledged_publishes_kept(
     }
     // id -> (key, some publish of it did not fail).
     let mut published: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
+    // id -> the sequence its first acknowledged publish answered.
+    let mut acknowledged_at: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut acknowledged, mut duplicates, mut resends) = (0u64, 0u64, 0u64);
     for publish in &recorded.publishes {
         resends += u64::from(publish.resend);
@@ -341,8 +343,19 @@ fn acknowledged_publishes_kept(
             let Some(&(seq, duplicate)) = publish.results.get(at) else {
                 continue;
             };
-            acknowledged += 1;
             duplicates += u64::from(duplicate);
+            if let Some(first) = acknowledged_at.get(id.as_str()) {
+                if *first != seq || !duplicate {
+                    problems.push(format!(
+                        "topics: {id} acknowledged at sequence {first}, then published again \
+                         with its idempotency key and answered sequence {seq} (duplicate: \
+                         {duplicate})"
+                    ));
+                }
+                continue;
+            }
+            acknowledged_at.insert(id, seq);
+            acknowledged += 1;
             match reference.message(seq) {
                 Some((_, stored, stored_key)) if stored == id && stored_key.as_deref() == Some(key) => {}
                 Some((_, stored, stored_key)) => problems.push(format!(

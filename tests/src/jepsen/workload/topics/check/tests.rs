@@ -176,6 +176,22 @@ fn a_lost_acknowledged_publish_is_caught() {
 }
 
 #[test]
+fn a_republished_message_must_be_a_duplicate() {
+    let resend = |seq: u64, duplicate: bool| {
+        good_run().op(
+            "publish",
+            json!({"messages": [{"id": "m2", "key": "k0"}], "resend": true}),
+            json!({"messages": [{"id": "m2", "key": "k0", "seq": seq, "duplicate": duplicate}]}),
+        )
+    };
+    let events = resend(2, true).finals(3, no_dead()).events();
+    let result = check(&events);
+    assert_eq!(result.verdict, Verdict::Valid, "{:?}", result.problems);
+    assert_eq!(result.stats["duplicate_answers"], json!(1));
+    assert_caught(resend(4, false), 3, no_dead(), "published again");
+}
+
+#[test]
 fn a_message_stored_twice_is_caught() {
     let history = History::new().publish("m1", "k1", 1);
     let mut events = history.drain().finals(1, no_dead()).events();
