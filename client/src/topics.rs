@@ -30,10 +30,10 @@ use tonic::transport::Channel;
 use crate::client::{served_by_header, Backoff, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
 use crate::error::{describe, Error, Result};
+use crate::feed::STREAM_END_PAUSE;
 use crate::kv::Header;
 use crate::locks::waiting;
 use crate::stream::{is_final, open_stream, pass_over, read_started};
-use crate::feed::STREAM_END_PAUSE;
 
 /// How long a quiet subscription waits before it checks that its node still serves.
 const IDLE_CHECK: Duration = Duration::from_secs(5);

@@ -266,7 +266,14 @@ impl Node {
                 };
                 let token = match current {
                     Some(current) if current != token => {
-                        tracing::warn!(topic, group, seq, token, current, "UNSAFE: a stale ack takes the current token");
+                        tracing::warn!(
+                            topic,
+                            group,
+                            seq,
+                            token,
+                            current,
+                            "UNSAFE: a stale ack takes the current token"
+                        );
                         current
                     }
                     _ => token,

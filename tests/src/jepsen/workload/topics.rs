@@ -234,8 +234,7 @@ impl TopicsWorkload {
             Err(_) => return,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && self.shared.subscribed_to.load(Ordering::SeqCst) < last
-        {
+        while Instant::now() < deadline && self.shared.subscribed_to.load(Ordering::SeqCst) < last {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -520,10 +519,16 @@ struct Member {
 /// What a member does with one delivery.
 enum Action {
     /// Ack after a short pause.
-    Ack { work_ms: u64 },
+    Ack {
+        work_ms: u64,
+    },
     /// Ack only after the ack wait has passed.
-    Stall { after_ms: u64 },
-    Nack { delay_ms: u64 },
+    Stall {
+        after_ms: u64,
+    },
+    Nack {
+        delay_ms: u64,
+    },
     /// The stale side of a scripted ack.
     Deposed(Arc<Script>),
     /// The new holder of a scripted message: ack once the stale ack was answered.
@@ -902,7 +907,10 @@ async fn read_messages(channel: Channel, last_seq: u64) -> Result<Vec<Json>, Str
         messages.push(json!([
             message.seq,
             String::from_utf8_lossy(&message.data),
-            message.key.as_ref().map(|key| String::from_utf8_lossy(key).to_string()),
+            message
+                .key
+                .as_ref()
+                .map(|key| String::from_utf8_lossy(key).to_string()),
         ]));
         if message.seq >= last_seq {
             return Ok(messages);

@@ -119,7 +119,8 @@ impl Recorded {
         match invoke.f.as_str() {
             "publish" => {
                 self.count(&format!("publish_{}", outcome_name(outcome)));
-                self.publishes.push(parse_publish(&invoke.value, value, outcome));
+                self.publishes
+                    .push(parse_publish(&invoke.value, value, outcome));
             }
             "fetch" => {
                 self.count(&format!("fetch_{}", outcome_name(outcome)));
@@ -357,7 +358,8 @@ fn acknowledged_publishes_kept(
             acknowledged_at.insert(id, seq);
             acknowledged += 1;
             match reference.message(seq) {
-                Some((_, stored, stored_key)) if stored == id && stored_key.as_deref() == Some(key) => {}
+                Some((_, stored, stored_key))
+                    if stored == id && stored_key.as_deref() == Some(key) => {}
                 Some((_, stored, stored_key)) => problems.push(format!(
                     "topics: publish of {id} (key {key}) acknowledged at sequence {seq}, which \
                      holds {stored} (key {stored_key:?})"
@@ -468,7 +470,11 @@ fn groups_deliver_until_acked(
             ));
         }
     }
-    let redeliveries = recorded.delivered.iter().filter(|d| d.deliveries > 1).count();
+    let redeliveries = recorded
+        .delivered
+        .iter()
+        .filter(|d| d.deliveries > 1)
+        .count();
     stats["redeliveries_seen"] = json!(redeliveries);
 }
 
@@ -575,18 +581,20 @@ fn per_key_order(
                 latest = Some(delivery);
             }
         }
-        for ack in recorded.acks.iter().filter(|ack| {
-            ack.outcome == OpKind::Ok && ack.group == *group
-        }) {
+        for ack in recorded
+            .acks
+            .iter()
+            .filter(|ack| ack.outcome == OpKind::Ok && ack.group == *group)
+        {
             let earlier = deliveries
                 .iter()
                 .any(|d| d.seq == ack.seq && d.token == ack.token);
             if !earlier {
                 continue;
             }
-            let overlapping = deliveries.iter().find(|d| {
-                d.seq > ack.seq && d.token > ack.token && d.completed < ack.invoked
-            });
+            let overlapping = deliveries
+                .iter()
+                .find(|d| d.seq > ack.seq && d.token > ack.token && d.completed < ack.invoked);
             if let Some(later) = overlapping {
                 overlaps += 1;
                 problems.push(format!(

@@ -83,7 +83,12 @@ impl History {
             let process = self.next;
             self.script = self
                 .script
-                .invoke(process, FINAL_READ, None, json!({"consistency": consistency}))
+                .invoke(
+                    process,
+                    FINAL_READ,
+                    None,
+                    json!({"consistency": consistency}),
+                )
                 .ok(process, value);
         }
         self
@@ -166,7 +171,10 @@ fn a_good_run_is_valid() {
     let events = good_run().finals(3, no_dead()).events();
     let result = check(&events);
     assert_eq!(result.verdict, Verdict::Valid, "{:?}", result.problems);
-    assert_eq!(result.stats["acks_after_a_newer_delivery_refused"], json!(1));
+    assert_eq!(
+        result.stats["acks_after_a_newer_delivery_refused"],
+        json!(1)
+    );
 }
 
 #[test]
@@ -204,7 +212,10 @@ fn a_message_stored_twice_is_caught() {
     }
     let (verdict, problems) = verdict(&events);
     assert_eq!(verdict, Verdict::Invalid);
-    assert!(problems.iter().any(|p| p.contains("stored twice")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("stored twice")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -253,7 +264,9 @@ fn a_dead_letter_is_as_good_as_an_ack() {
 #[test]
 fn a_key_delivered_out_of_order_is_caught() {
     // m1 and m3 share key k1: m3 delivered before m1's (re)delivery.
-    let history = good_run().fetch("g1", "c", &[(3, 9, 1)]).fetch("g1", "a", &[(1, 10, 2)]);
+    let history = good_run()
+        .fetch("g1", "c", &[(3, 9, 1)])
+        .fetch("g1", "a", &[(1, 10, 2)]);
     assert_caught(history, 3, no_dead(), "after the later message 3");
 }
 
@@ -318,5 +331,8 @@ fn nodes_that_disagree_are_caught() {
     read.value["groups"]["g1"]["lag"] = json!(1);
     let (verdict, problems) = verdict(&events);
     assert_eq!(verdict, Verdict::Invalid);
-    assert!(problems.iter().any(|p| p.contains("other group positions")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("other group positions")),
+        "{problems:?}"
+    );
 }
