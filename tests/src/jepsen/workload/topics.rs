@@ -22,7 +22,7 @@
 //!   lost`); with `--unsafe-test-mode topic-stale-ack` the node accepts it, which the checker
 //!   reports on every run: the order is the script's, not a race's.
 //! - **The subscriber** follows the topic with Subscribe from its first message, resuming after
-//!   the last sequence it saw on the next node when its stream breaks.
+//!   the last sequence it saw on the next node when its stream breaks and every 2-5 s.
 //!
 //! After healing, the members fetch and ack (no stalls, no nacks) until both groups have nothing
 //! in flight, waiting or unexamined (`drain`, bounded); then every node reads the topic's
@@ -98,6 +98,8 @@ const REPUBLISH_PROBABILITY: f64 = 0.05;
 const SCRIPT_WAIT: Duration = Duration::from_secs(10);
 /// Pause between two looks at the groups while draining.
 const DRAIN_POLL: Duration = Duration::from_millis(300);
+/// How long the subscriber stays on one node before it resumes on the next (uniform, ms).
+const SUBSCRIBER_STAY_MS: (u64, u64) = (2_000, 5_000);
 /// Most dead letters a listing page holds.
 const PAGE: u32 = 1000;
 
@@ -767,6 +769,7 @@ async fn subscribe(
     let actor = Actor::new(&context, nodes[0]);
     let mut cursor: Option<u64> = None;
     let mut attempt = 0usize;
+    let mut rng = context.rng(0x50b);
     while !*stop.borrow() {
         let node = nodes[attempt % nodes.len()];
         attempt += 1;
@@ -806,9 +809,16 @@ async fn subscribe(
             node,
             json!({"after": cursor, "node": node}),
         );
+        // Move to the next node now and then, as a subscriber with a watchdog would: a stream on
+        // a node cut off from the leader sees nothing new without breaking.
+        let stay =
+            Duration::from_millis(rng.gen_range(SUBSCRIBER_STAY_MS.0..=SUBSCRIBER_STAY_MS.1));
+        let moving = tokio::time::sleep(stay);
+        tokio::pin!(moving);
         loop {
             let message = tokio::select! {
                 message = stream.message() => message,
+                () = &mut moving => break,
                 _ = stop.wait_for(|stop| *stop) => return,
             };
             let Ok(Some(event)) = message else {
