@@ -354,7 +354,7 @@ async fn setup(context: &ClientContext) {
         let topic = actor
             .write(context, spec, |channel| {
                 let request = CreateTopicRequest {
-                    request_id: request_id.clone(),
+                    request_id,
                     name: TOPIC.to_string(),
                     // Retention far beyond a run: nothing is discarded, so missing is lost.
                     config: Some(TopicConfig {
