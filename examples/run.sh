@@ -27,6 +27,12 @@
 #                   (`conclave task delegate ... --wait`, agents/manager-worker/manager.sh); a
 #                   writer refuses the legal section for good, which escalates to the senior
 #                   editor; the results come back to the manager, and a reviewer signs off.
+#   events     event-driven agents on a topic:
+#                9. a topic, a consumer group whose two members run agents/events/summarize.sh per
+#                   message (`conclave topic consume`), and a broadcast subscriber;
+#               10. a scout publishes three papers (keyed, with idempotency keys);
+#               11. each summarizer stores its summary and announces it in one transaction
+#                   (`conclave txn`: a conditional put and a publish); the subscriber sees all six.
 #
 # Each section starts its own agents and stops them when it ends. On exit (also on Ctrl-C) every
 # agent still running is stopped by PID: SIGINT, then SIGKILL after 5 s.
@@ -344,9 +350,65 @@ print(step["branches"][0]["task_id"])')
     stop_background
 }
 
+# --- Section: events ----------------------------------------------------------------------------
+
+section_events() {
+    # The topic research captures research.>; a previous run's is deleted first. Summaries go
+    # under a prefix of this run's.
+    local topic=research prefix
+    prefix=summaries/$(date +%s)/
+    "$conclave" topic delete "$topic" >/dev/null 2>&1 || true
+    step "9. Event-driven agents: a topic, a consumer group of summarizers and a broadcast subscriber"
+    show topic create "$topic" --subjects 'research.>'
+    show topic group create "$topic" summarizers --filter 'research.papers.>' --max-deliveries 3
+    # Each summarizer is a member of the group: `topic consume` runs agents/events/summarize.sh once
+    # per message (each message to one member), acks on exit 0, nacks otherwise.
+    local n
+    for n in 1 2; do
+        CONCLAVE_CLI=$conclave SUMMARY_PREFIX=$prefix "$conclave" topic consume "$topic" summarizers --member "summarizer-$n" \
+            -- "$here/agents/events/summarize.sh" >>"$run_dir/summarizer-$n.log" 2>&1 &
+        background_pids+=("$!")
+        echo "summarizer-$n (topic consume ... -- agents/events/summarize.sh): pid $!"
+    done
+    # A broadcast subscriber sees everything under research.>, in publish order: three papers and
+    # the three announcements the summarizers publish.
+    printf '$ conclave topic tail %q --topic %s --all --count 6 &\n' 'research.>' "$topic"
+    "$conclave" topic tail 'research.>' --topic "$topic" --all --count 6 >"$run_dir/events-tail.txt" &
+    local tail_pid=$!
+    background_pids+=("$tail_pid")
+
+    step "10. The scout publishes three papers it found, keyed by desk (one desk's papers in order)"
+    show topic publish research.papers.found '{"title":"Paxos made simple"}' --key consensus --id paper-1
+    show topic publish research.papers.found '{"title":"In search of an understandable consensus algorithm"}' \
+        --key consensus --id paper-2
+    show topic publish research.papers.found '{"title":"Leases: an efficient fault-tolerant mechanism"}' \
+        --key leases --id paper-3
+    echo "(publishing paper-1 again with the same --id stores nothing new:)"
+    show topic publish research.papers.found '{"title":"Paxos made simple"}' --key consensus --id paper-1
+
+    step "11. Each summary is stored and announced in one transaction (conclave txn): wait for three"
+    local count=0
+    for _ in $(seq 300); do
+        count=$("$conclave" kv ls "$prefix" 2>/dev/null | grep -c "^$prefix" || true)
+        ((count >= 3)) && break
+        sleep 0.1
+    done
+    ((count >= 3)) || die "only $count summaries after 30 s; see $run_dir/summarizer-*.log"
+    show kv ls "$prefix"
+    wait "$tail_pid" || die "the subscriber did not see six messages: $(cat "$run_dir/events-tail.txt")"
+    forget_pid "$tail_pid"
+    echo "--- what the broadcast subscriber saw ---"
+    cat "$run_dir/events-tail.txt"
+    show topic get "$topic"
+
+    step "Done: stopping the summarizers"
+    stop_background
+    show topic delete "$topic"
+}
+
 # --- Run the sections asked for --------------------------------------------------------------------
 
-sections_known=(tasks workflows manager-worker)
+sections_known=(tasks workflows manager-worker events)
 sections=("$@")
 if ((${#sections[@]} == 0)); then
     sections=("${sections_known[@]}")

@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/barriers.proto",
         "proto/conclave/v1/workflows.proto",
         "proto/conclave/v1/topics.proto",
+        "proto/conclave/v1/transactions.proto",
     ];
     // The descriptor set serves gRPC reflection (the node's `grpc.reflection.v1` service), so
     // grpcurl and other generic clients can list and call the services without the .proto files.

@@ -18,8 +18,8 @@ use tonic::{Code, Status};
 
 use crate::endpoint::{normalize_endpoint, ChannelSettings, Node};
 use crate::error::{
-    classify, describe, leader_hint, lease_lost, lock_lost, node_removed, Error, LeaderHint,
-    Result, Verdict,
+    classify, describe, leader_hint, lease_lost, lock_lost, node_removed, op_index, Error,
+    LeaderHint, Result, Verdict,
 };
 use crate::request_id::{PendingWrite, RequestIds};
 
@@ -355,16 +355,25 @@ impl Client {
                     // A stale fencing token is definite whatever happened before: a retry carries
                     // the same request id, so had an earlier attempt applied, the server would
                     // have answered with that attempt's result instead.
+                    // A transaction's refused op is marked with its index
+                    // (`conclave-op-index`), around the op's own error.
+                    let definite = |error: Error| match op_index(&status) {
+                        Some(index) if !error.is_indeterminate() => Error::OpRefused {
+                            index,
+                            error: Box::new(error),
+                        },
+                        _ => error,
+                    };
                     if lease_lost(&status) {
-                        return Err(Error::LeaseLost {
+                        return Err(definite(Error::LeaseLost {
                             message: status.message().to_string(),
-                        });
+                        }));
                     }
                     // The same holds for a stale fence or lock token (`lock-lost`).
                     if lock_lost(&status) {
-                        return Err(Error::LockLost {
+                        return Err(definite(Error::LockLost {
                             message: status.message().to_string(),
-                        });
+                        }));
                     }
                     if node_removed(&status) && kind != CallKind::Membership {
                         // This node left the cluster; another node may still serve the call.
@@ -374,7 +383,7 @@ impl Client {
                             continue;
                         }
                     }
-                    return Err(refused(&status, maybe_applied, last_failure));
+                    return Err(definite(refused(&status, maybe_applied, last_failure)));
                 }
                 Verdict::NotApplied => {}
                 Verdict::Unknown => match kind {

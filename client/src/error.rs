@@ -7,8 +7,8 @@
 use std::error::Error as StdError;
 
 use conclave_proto::{
-    COMPACT_REVISION_METADATA, LEADER_METADATA, OUTCOME_METADATA, OUTCOME_REJECTED,
-    REASON_LEASE_LOST, REASON_LOCK_LOST, REASON_METADATA, REASON_NODE_REMOVED,
+    COMPACT_REVISION_METADATA, LEADER_METADATA, OP_INDEX_METADATA, OUTCOME_METADATA,
+    OUTCOME_REJECTED, REASON_LEASE_LOST, REASON_LOCK_LOST, REASON_METADATA, REASON_NODE_REMOVED,
 };
 use tonic::{Code, Status};
 
@@ -66,6 +66,17 @@ pub enum Error {
     LockLost {
         /// The server's explanation.
         message: String,
+    },
+    /// An op of a cross-primitive transaction ([`crate::TransactionBuilder`]) was refused: `error`
+    /// is what the op's plain call would have answered ([`Error::LeaseLost`] for a stale task
+    /// token, [`Error::LockLost`], a [`Error::Rejected`] with its code), and nothing of the
+    /// transaction was applied. Recognised from `conclave-op-index`, never from the message.
+    #[error("{error}")]
+    OpRefused {
+        /// The op's index in the transaction.
+        index: usize,
+        /// The op's own refusal (its message starts `ops[<index>]: `).
+        error: Box<Error>,
     },
     /// The request was invalid before it was sent (a bad endpoint, an empty key, a limit exceeded);
     /// nothing was sent.
@@ -185,6 +196,15 @@ pub(crate) fn never_connected(status: &Status) -> bool {
         source = error.source();
     }
     false
+}
+
+/// The op a refused transaction names (`conclave-op-index`, transactions.proto), if any.
+pub(crate) fn op_index(status: &Status) -> Option<usize> {
+    status
+        .metadata()
+        .get(OP_INDEX_METADATA)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// True when a FAILED_PRECONDITION says the fencing token of a task verb is stale

@@ -102,6 +102,7 @@ mod stream;
 mod tasks;
 mod time;
 mod topics;
+mod transactions;
 mod watch;
 mod workflows;
 
@@ -127,6 +128,7 @@ pub use topics::{
     sorted_headers, Delivery, GroupInfo, GroupOptions, PublishMessageExt, Published, Subscription,
     TopicDeadLetter, TopicInfo, TopicMessage, TopicOptions, TopicPage, TopicStart,
 };
+pub use transactions::{CompareFailure, Found, OpOutcome, TransactionBuilder, TransactionResult};
 
 pub use client::{Client, ClientOptions};
 pub use cluster::EndpointStatus;

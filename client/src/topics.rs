@@ -22,21 +22,17 @@ use conclave_proto::v1::{
     SubscribeEvent, SubscribeEventKind, SubscribeRequest, TopicConfig,
 };
 use conclave_proto::validate::{self, topic as rules};
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, Stream, StreamExt};
-use tokio::time::Instant;
-use tonic::codec::Streaming;
+use futures::{FutureExt, TryFutureExt};
 use tonic::transport::Channel;
 
-use crate::client::{served_by_header, Backoff, CallKind, Client, MAX_RESPONSE_BYTES};
+use crate::client::{served_by_header, CallKind, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::Node;
-use crate::error::{describe, Error, Result};
-use crate::feed::STREAM_END_PAUSE;
+use crate::error::{Error, Result};
+use crate::feed::{self, FeedSpec, Mark, Messages, Resume};
 use crate::kv::Header;
 use crate::locks::waiting;
-use crate::stream::{is_final, open_stream, pass_over, read_started};
-
-/// How long a quiet subscription waits before it checks that its node still serves.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 pub use conclave_proto::v1::{
     DeadLetter as TopicDeadLetter, Delivery, GroupInfo, Message as TopicMessage, TopicInfo,
@@ -139,7 +135,7 @@ pub struct TopicPage {
     pub more: bool,
 }
 
-fn check_publish(messages: &[PublishMessage]) -> Result<()> {
+pub(crate) fn check_publish(messages: &[PublishMessage]) -> Result<()> {
     if messages.is_empty() || messages.len() > TOPIC_PUBLISH_BATCH_MAX {
         return Err(Error::invalid_input(format!(
             "messages: {} messages; a Publish carries 1 ..= {TOPIC_PUBLISH_BATCH_MAX}",
@@ -550,22 +546,22 @@ impl Client {
         if !topic.is_empty() {
             rules::topic_name("topic", topic)?;
         }
-        let mut subscriber = Subscriber {
-            client: self.clone(),
+        let feed = SubscriptionFeed {
             subject: subject.to_string(),
-            topic: topic.to_string(),
+            topic: Arc::new(Mutex::new(topic.to_string())),
             start,
-            cursor: None,
-            stream: None,
-            done: false,
         };
-        subscriber.open().await?;
-        let topic = subscriber.topic.clone();
-        let inner = futures::stream::unfold(subscriber, |mut subscriber| async move {
-            let item = subscriber.next().await?;
-            Some((item, subscriber))
-        })
-        .boxed();
+        let named = Arc::clone(&feed.topic);
+        let stream = feed::follow(self, feed, None).await?;
+        let topic = named.lock().expect("not poisoned").clone();
+        let inner = stream
+            .filter_map(|event| async move {
+                match event {
+                    Ok(event) => event.message.map(Ok),
+                    Err(error) => Some(Err(error)),
+                }
+            })
+            .boxed();
         Ok(Subscription { inner, topic })
     }
 }
@@ -615,128 +611,57 @@ impl Stream for Subscription {
     }
 }
 
-/// The state behind a [`Subscription`], like the workflow watcher's (`workflows.rs`).
-struct Subscriber {
-    client: Client,
+/// A subscription as a feed: STARTED names the topic (a subscription by pattern learns it
+/// there, and a resume names it), PROGRESS moves the cursor, a sequence retention discarded ends
+/// it (`gone`).
+struct SubscriptionFeed {
     subject: String,
     /// Empty until the first STARTED names it.
-    topic: String,
+    topic: Arc<Mutex<String>>,
     start: TopicStart,
-    /// The last sequence read (yielded or passed by a PROGRESS); a new stream resumes after it.
-    cursor: Option<u64>,
-    stream: Option<(Arc<Node>, Streaming<SubscribeEvent>)>,
-    done: bool,
 }
 
-impl Subscriber {
-    async fn open(&mut self) -> Result<()> {
-        let deadline = Instant::now() + self.client.options().deadline;
-        let mut backoff = Backoff::new();
-        loop {
-            let (start, start_seq, start_time_ms) = self.start.wire();
-            let request = SubscribeRequest {
-                subject: self.subject.clone(),
-                topic: self.topic.clone(),
-                start,
-                start_seq,
-                start_time_ms,
-                after_seq: self.cursor,
-            };
-            let (node, mut stream) = open_stream(&self.client, "subscription", |channel| {
-                let request = request.clone();
-                async move { topics(channel).subscribe(request).await }
-            })
-            .await?;
-            // STARTED names the topic a subscription by pattern reads: a resume names it.
-            let topic = Mutex::new(String::new());
-            let started = read_started(
-                &self.client,
-                &node,
-                &mut stream,
-                "subscription",
-                |e| match e.kind() {
-                    SubscribeEventKind::Started => {
-                        *topic.lock().expect("not poisoned") = e.topic.clone();
-                        Ok(e.seq)
-                    }
-                    kind => Err(kind.as_str_name()),
-                },
-            )
-            .await?;
-            match started {
-                Ok(seq) => {
-                    let topic = topic.into_inner().expect("not poisoned");
-                    if !topic.is_empty() {
-                        self.topic = topic;
-                    }
-                    self.cursor = Some(seq);
-                    self.stream = Some((node, stream));
-                    return Ok(());
+impl FeedSpec for SubscriptionFeed {
+    type Message = SubscribeEvent;
+    const WHAT: &'static str = "subscription";
+    const STARTED: bool = true;
+
+    fn open(
+        &self,
+        channel: Channel,
+        resume: Resume,
+    ) -> BoxFuture<'static, std::result::Result<Messages<SubscribeEvent>, tonic::Status>> {
+        let (start, start_seq, start_time_ms) = self.start.wire();
+        let request = SubscribeRequest {
+            subject: self.subject.clone(),
+            topic: self.topic.lock().expect("not poisoned").clone(),
+            start,
+            start_seq,
+            start_time_ms,
+            after_seq: match resume {
+                Resume::After(seq) => Some(seq),
+                Resume::Beginning | Resume::Again => None,
+            },
+        };
+        let opening = async move { topics(channel).subscribe(request).await };
+        opening.map_ok(|r| r.into_inner().boxed()).boxed()
+    }
+
+    fn mark(&self, event: &SubscribeEvent) -> Mark {
+        match event.kind() {
+            SubscribeEventKind::Started => {
+                if !event.topic.is_empty() {
+                    *self.topic.lock().expect("not poisoned") = event.topic.clone();
                 }
-                Err(failure) => {
-                    let wait = (deadline, &mut backoff);
-                    pass_over(&self.client, &node, "subscription", &failure, wait).await?;
-                }
+                Mark::Started(event.seq)
             }
+            SubscribeEventKind::Progress => Mark::Progress(event.seq),
+            _ => Mark::Change(event.seq),
         }
     }
 
-    async fn next(&mut self) -> Option<Result<TopicMessage>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if self.stream.is_none() {
-                if let Err(error) = self.open().await {
-                    self.done = true;
-                    return Some(Err(error));
-                }
-            }
-            let (node, stream) = self.stream.as_mut().expect("opened above");
-            let message = tokio::select! {
-                message = stream.message() => message,
-                () = tokio::time::sleep(IDLE_CHECK) => {
-                    let node = Arc::clone(node);
-                    if !self.client.node_serves(&node).await {
-                        self.client.node_failed(&node);
-                        self.stream = None;
-                    }
-                    continue;
-                }
-            };
-            match message {
-                Ok(Some(event)) => {
-                    let cursor = self.cursor.unwrap_or(0);
-                    if event.seq <= cursor {
-                        continue;
-                    }
-                    self.cursor = Some(event.seq);
-                    if self.topic.is_empty() {
-                        self.topic = event.topic.clone();
-                    }
-                    if event.kind() == SubscribeEventKind::Message {
-                        if let Some(message) = event.message {
-                            return Some(Ok(message));
-                        }
-                    }
-                }
-                Ok(None) => {
-                    self.stream = None;
-                    tokio::time::sleep(STREAM_END_PAUSE).await;
-                }
-                Err(status) => {
-                    let (node, _) = self.stream.take().expect("still open");
-                    if is_final(&status) {
-                        self.done = true;
-                        return Some(Err(Error::Rejected {
-                            code: status.code(),
-                            message: format!("{}: {}", node.address, describe(&status)),
-                        }));
-                    }
-                    self.client.node_failed(&node);
-                }
-            }
-        }
+    fn gone(&self, node: &Node, status: &tonic::Status) -> Option<Error> {
+        Some(feed::rejected(node, status))
     }
 }
 

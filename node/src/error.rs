@@ -6,7 +6,8 @@ use crate::state_machine::coordination::{CoordResponse, DecisionId, TaskId};
 use crate::state_machine::topics::{Refusal, RefusalCode};
 use crate::state_machine::workflows::WorkflowId;
 use crate::state_machine::{
-    BarrierResponse, LockResponse, RequestId, Response, TopicResponse, WorkflowResponse,
+    BarrierResponse, LockResponse, RequestId, Response, TopicResponse, TransactionResponse,
+    WorkflowResponse,
 };
 
 /// The leader a node knows of, as a hint for clients.
@@ -68,6 +69,10 @@ pub enum Error {
     LockLost(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// An op of a cross-primitive transaction was refused with `error`, the error its plain
+    /// command would have had; nothing of the transaction was applied.
+    #[error("ops[{index}]: {error}")]
+    OpRefused { index: u32, error: Box<Error> },
     /// The node cannot go on (storage failure); it stops serving.
     #[error("fatal: {0}")]
     Fatal(String),
@@ -132,6 +137,10 @@ pub fn refused(response: Response, request_id: Option<RequestId>) -> Result<Resp
         Response::Topics { revision, response } => {
             topic_refused(response).map(|response| Response::Topics { revision, response })
         }
+        Response::Transaction { revision, response } => {
+            transaction_refused(response, request_id)
+                .map(|response| Response::Transaction { revision, response })
+        }
         success => Ok(success),
     }
 }
@@ -154,6 +163,32 @@ pub fn topic_refusal(Refusal { code, reason }: Refusal) -> Error {
         RefusalCode::InvalidArgument => Error::InvalidArgument(reason),
         RefusalCode::ResourceExhausted => Error::ResourceExhausted(reason),
         RefusalCode::StaleToken => Error::LeaseLost(format!("lease lost: {reason}")),
+    }
+}
+
+/// The transactions part of [`refused`]: a refused op is the error its plain command would
+/// have had, marked with its index; a failed compare is an answer, not an error (like the KV
+/// `Txn`'s).
+fn transaction_refused(
+    response: TransactionResponse,
+    request_id: Option<RequestId>,
+) -> Result<TransactionResponse> {
+    match response {
+        TransactionResponse::OpRefused { index, refusal } => {
+            let error = match refused(*refusal, request_id) {
+                Err(error) => error,
+                Ok(success) => Error::Fatal(format!(
+                    "a transaction's op {index} was refused with a success: {success:?}"
+                )),
+            };
+            Err(Error::OpRefused {
+                index,
+                error: Box::new(error),
+            })
+        }
+        TransactionResponse::Invalid { reason } => Err(Error::InvalidArgument(reason)),
+        answer @ (TransactionResponse::Committed { .. }
+        | TransactionResponse::CompareFailed { .. }) => Ok(answer),
     }
 }
 
@@ -314,6 +349,55 @@ mod tests {
                 }
             })
         ));
+    }
+
+    #[test]
+    fn a_refused_transaction_op_is_its_plain_error_with_its_index() {
+        use crate::state_machine::TransactionResponse;
+        let refused_op = refused(
+            Response::Transaction {
+                revision: 4,
+                response: TransactionResponse::OpRefused {
+                    index: 2,
+                    refusal: Box::new(Response::Coordination {
+                        revision: 4,
+                        response: CoordResponse::LeaseLost {
+                            reason: "lease lost: task 7 was canceled".into(),
+                        },
+                    }),
+                },
+            },
+            None,
+        );
+        let Err(Error::OpRefused { index: 2, error }) = refused_op else {
+            panic!("an op refusal: {refused_op:?}");
+        };
+        assert!(matches!(*error, Error::LeaseLost(_)));
+        let status = crate::grpc::status::to_status(Error::OpRefused { index: 2, error });
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.message(), "ops[2]: lease lost: task 7 was canceled");
+        let metadata = status.metadata();
+        assert_eq!(
+            metadata.get(conclave_proto::OP_INDEX_METADATA).unwrap(),
+            "2"
+        );
+        assert_eq!(
+            metadata.get(conclave_proto::REASON_METADATA).unwrap(),
+            "lease-lost"
+        );
+        assert_eq!(
+            metadata.get(conclave_proto::OUTCOME_METADATA).unwrap(),
+            "rejected"
+        );
+        let compare_failed = TransactionResponse::CompareFailed { failed: vec![] };
+        assert!(refused(
+            Response::Transaction {
+                revision: 4,
+                response: compare_failed
+            },
+            None
+        )
+        .is_ok());
     }
 
     #[test]

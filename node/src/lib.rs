@@ -27,6 +27,7 @@ use conclave_proto::v1::locks_server::LocksServer;
 use conclave_proto::v1::raft_peer_server::RaftPeerServer;
 use conclave_proto::v1::tasks_server::TasksServer;
 use conclave_proto::v1::topics_server::TopicsServer;
+use conclave_proto::v1::transactions_server::TransactionsServer;
 use conclave_proto::v1::workflows_server::WorkflowsServer;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
@@ -223,6 +224,13 @@ pub async fn run(
                 .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
         )
         .add_service(
+            TransactionsServer::new(grpc::transactions::TransactionsService::new(
+                gateway.clone(),
+            ))
+            .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
+            .max_encoding_message_size(2 * MAX_REQUEST_BYTES),
+        )
+        .add_service(
             WorkflowsServer::new(grpc::workflows::WorkflowsService::new(gateway))
                 .max_decoding_message_size(2 * MAX_REQUEST_BYTES)
                 .max_encoding_message_size(WORKFLOW_RESPONSE_BYTES_MAX),
@@ -324,7 +332,8 @@ fn api_services() -> Vec<&'static str> {
     use grpc::{
         agents::AgentsService, barriers::BarriersService, cluster::ClusterService,
         decisions::DecisionsService, kv::KvService, locks::ElectionsService, locks::LocksService,
-        tasks::TasksService, topics::TopicsService, workflows::WorkflowsService,
+        tasks::TasksService, topics::TopicsService, transactions::TransactionsService,
+        workflows::WorkflowsService,
     };
     vec![
         KvServer::<KvService>::NAME,
@@ -337,6 +346,7 @@ fn api_services() -> Vec<&'static str> {
         BarriersServer::<BarriersService>::NAME,
         WorkflowsServer::<WorkflowsService>::NAME,
         TopicsServer::<TopicsService>::NAME,
+        TransactionsServer::<TransactionsService>::NAME,
     ]
 }
 

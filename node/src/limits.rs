@@ -78,6 +78,10 @@ pub const LOCK_WAITERS_MAX: usize = 1_000;
 pub const BARRIERS_MAX: usize = 10_000;
 /// How long a closed barrier stays readable before it is forgotten (barriers.proto).
 pub const BARRIER_KEEP_MS: u64 = 10 * 60 * 1000;
+/// Most grant tokens a failed `holds` compare of a transaction reports (the lowest ones; a
+/// semaphore may have up to 10,000 holders): keeps a remembered transaction answer small
+/// (transactions.proto FailedCompare.grants).
+pub const TXN_COMPARE_TOKENS_MAX: usize = 16;
 /// Most workflows running, waiting or compensating at once (workflows.proto, RESOURCE_EXHAUSTED).
 pub const WORKFLOWS_OPEN_MAX: usize = 10_000;
 /// Most workflows one ListWorkflows page examines (workflows.proto): a filter ends the page early

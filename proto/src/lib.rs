@@ -32,6 +32,11 @@ pub const REASON_LEASE_LOST: &str = "lease-lost";
 pub const REASON_LOCK_LOST: &str = "lock-lost";
 /// Metadata key with the oldest task event sequence still kept, on a task watch's OUT_OF_RANGE.
 pub const OLDEST_SEQUENCE_METADATA: &str = "conclave-oldest-sequence";
+/// Metadata key on the error of a refused op of a cross-primitive transaction
+/// (transactions.proto): the op's index in the request's `ops`. The status itself is the one the
+/// op's plain call would have had (FAILED_PRECONDITION with `conclave-reason: lease-lost`,
+/// RESOURCE_EXHAUSTED, ...).
+pub const OP_INDEX_METADATA: &str = "conclave-op-index";
 /// Metadata key set by a node that forwards a request to the leader, so it is not forwarded again.
 pub const FORWARDED_METADATA: &str = "conclave-forwarded";
 
@@ -204,4 +209,11 @@ pub mod limits {
     pub const TOPIC_MAX_AGE_MS_MAX: u64 = 365 * 24 * 3_600_000;
     /// Most dead letters one Redrive or Purge names by sequence.
     pub const TOPIC_DEAD_LETTER_SEQS_MAX: usize = 1000;
+    /// Cross-primitive transactions (transactions.proto): most compares in one.
+    pub const MAX_TRANSACTION_COMPARES: usize = 128;
+    /// Most ops in one (each submit is one task, each start one workflow).
+    pub const MAX_TRANSACTION_OPS: usize = 128;
+    /// Largest encoded transaction request, in bytes: every key, value, payload, result,
+    /// definition and input together.
+    pub const MAX_TRANSACTION_BYTES: usize = MAX_REQUEST_BYTES;
 }

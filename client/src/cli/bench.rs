@@ -64,6 +64,18 @@ pub enum BenchCommand {
     /// process's monotonic clock (the agents learn the workflow and step from the task's
     /// correlation id, `workflow/<id>/<step>/<branch>`).
     Workflow(super::bench_workflow::BenchWorkflow),
+    /// Publish to a fresh topic and, with --consumers, fetch and ack in one consumer group; report
+    /// messages published per second, the Publish latency and the publish->delivery latency.
+    ///
+    /// --publishers publishers each keep one Publish of --batch messages (one log entry) of
+    /// --size bytes outstanding, as fast as they can or, with --rate, at that many messages per
+    /// second in all (open loop, for latency below saturation). The --consumers members of one
+    /// group fetch up to --fetch-max messages at a time and ack each at once. Every instant is
+    /// read in this process on one monotonic clock: a message's data carries the time its
+    /// Publish was sent, and publish->delivery ends when the Fetch that leased it returned.
+    /// After the measured window the consumers drain the group (up to 10 s) and the topic is
+    /// deleted.
+    Topic(super::bench_topic::BenchTopic),
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +133,7 @@ pub async fn run(command: BenchCommand, globals: &Globals) -> CliResult {
         BenchCommand::Tasks(args) => super::bench_tasks::run(args, globals).await,
         BenchCommand::Lock(args) => super::bench_locks::run(args, globals).await,
         BenchCommand::Workflow(args) => super::bench_workflow::run(args, globals).await,
+        BenchCommand::Topic(args) => super::bench_topic::run(args, globals).await,
     }
 }
 

@@ -168,7 +168,7 @@ enum FenceKindArg {
 }
 
 impl FenceArgs {
-    fn fence(&self) -> Option<Fence> {
+    pub(super) fn fence(&self) -> Option<Fence> {
         let kind = match self.fence_kind.unwrap_or(FenceKindArg::Lock) {
             FenceKindArg::Lock => LockKind::Lock,
             FenceKindArg::Semaphore => LockKind::Semaphore,

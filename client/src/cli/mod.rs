@@ -7,6 +7,7 @@ mod barrier;
 mod bench;
 mod bench_locks;
 mod bench_tasks;
+mod bench_topic;
 mod bench_workflow;
 mod cluster;
 mod decision;
@@ -22,6 +23,8 @@ mod process_group;
 mod render;
 mod task;
 mod topic;
+mod topic_consume;
+mod txn;
 mod txn_script;
 mod when;
 mod workflow;
@@ -83,7 +86,8 @@ impl From<conclave_client::Error> for CliError {
         let exit = match &error {
             Error::Indeterminate { .. } => Exit::Indeterminate,
             Error::InvalidInput { .. } => Exit::Usage,
-            Error::Rejected { .. }
+            Error::OpRefused { .. }
+            | Error::Rejected { .. }
             | Error::Unavailable { .. }
             | Error::Compacted { .. }
             | Error::LeaseLost { .. }
@@ -199,6 +203,8 @@ pub enum Command {
     /// letters.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// One transaction across keys, tasks, workflows and locks, from a script: all or nothing.
+    Txn(txn::TxnArgs),
 }
 
 /// Runs one parsed command line.
@@ -217,6 +223,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Bench(command) => bench::run(command, &cli.globals).await,
         Command::Workflow(command) => workflow::run(command, &cli.globals).await,
         Command::Topic(command) => topic::run(command, &cli.globals).await,
+        Command::Txn(args) => txn::run(args, &cli.globals).await,
     }
 }
 

@@ -80,6 +80,11 @@ pub enum TopicCommand {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Run COMMAND once per message of TOPIC's group GROUP, as one of its members: the data on
+    /// stdin, the delivery in CONCLAVE_* variables; exit 0 acks, any other exit nacks (delivered
+    /// again after --nack-delay). The ack wait is kept from passing while COMMAND runs; a lost
+    /// delivery stops it. Ctrl-C stops between messages.
+    Consume(super::topic_consume::Consume),
     /// Consumer groups: create, ls, get, delete.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -221,6 +226,7 @@ pub async fn run(command: TopicCommand, globals: &Globals) -> CliResult {
                 }
             }
         }
+        TopicCommand::Consume(args) => super::topic_consume::run(&client, args).await,
         TopicCommand::Group(command) => group(&client, command, json).await,
         TopicCommand::Dlq(command) => dlq(&client, command, json).await,
     }

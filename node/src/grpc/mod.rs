@@ -18,5 +18,6 @@ pub mod status;
 pub mod streams;
 pub mod tasks;
 pub mod topics;
+pub mod transactions;
 pub mod validation;
 pub mod workflows;

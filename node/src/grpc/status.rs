@@ -1,8 +1,9 @@
 //! The one table from node::Error to gRPC status, with the metadata clients act on.
 
 use conclave_proto::{
-    COMPACT_REVISION_METADATA, LEADER_METADATA, OLDEST_SEQUENCE_METADATA, OUTCOME_METADATA,
-    OUTCOME_REJECTED, REASON_LEASE_LOST, REASON_LOCK_LOST, REASON_METADATA, REASON_NODE_REMOVED,
+    COMPACT_REVISION_METADATA, LEADER_METADATA, OLDEST_SEQUENCE_METADATA, OP_INDEX_METADATA,
+    OUTCOME_METADATA, OUTCOME_REJECTED, REASON_LEASE_LOST, REASON_LOCK_LOST, REASON_METADATA,
+    REASON_NODE_REMOVED,
 };
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -10,6 +11,9 @@ use tonic::{Code, Status};
 use crate::error::{Error, LeaderHint};
 
 pub fn to_status(error: Error) -> Status {
+    if let Error::OpRefused { index, error } = error {
+        return op_refused(index, *error);
+    }
     let message = error.to_string();
     let reason = match error {
         Error::NodeRemoved(_) => Some(REASON_NODE_REMOVED),
@@ -46,6 +50,7 @@ pub fn to_status(error: Error) -> Status {
         | Error::LeaseLost(_)
         | Error::LockLost(_) => (Code::FailedPrecondition, None, true, None),
         Error::AlreadyExists(_) => (Code::AlreadyExists, None, true, None),
+        Error::OpRefused { .. } => unreachable!("answered by op_refused"),
         Error::Fatal(_) => (Code::Internal, None, false, None),
     };
     let message = match (&leader, code) {
@@ -74,4 +79,17 @@ pub fn to_status(error: Error) -> Status {
         metadata.insert(key, MetadataValue::from(oldest));
     }
     status
+}
+
+/// A transaction's refused op: the status its plain call would have had, its message prefixed
+/// with the op (`ops[2]: lease lost: ...`), and the op's index in `conclave-op-index`.
+fn op_refused(index: u32, error: Error) -> Status {
+    let inner = to_status(error);
+    let mut metadata = inner.metadata().clone();
+    metadata.insert(OP_INDEX_METADATA, MetadataValue::from(index));
+    Status::with_metadata(
+        inner.code(),
+        format!("ops[{index}]: {}", inner.message()),
+        metadata,
+    )
 }

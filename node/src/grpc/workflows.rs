@@ -356,6 +356,30 @@ pub fn workflow(workflow: &Workflow, summary: bool) -> pb::Workflow {
 }
 
 /// A workflow write's success (refusals are already errors: `error::refused`).
+/// The checked parts of a Start (here and a transaction's start op): the definition converted,
+/// with `deadline_ms` (relative to the start) in place of its own when not 0; the input and the
+/// idempotency key checked.
+pub fn start_definition(
+    given: Option<&pb::WorkflowDefinition>,
+    input_json: &str,
+    idempotency_key: &str,
+    deadline_ms: u64,
+) -> Result<Definition, Status> {
+    let given = given.ok_or_else(|| invalid("definition: required"))?;
+    let mut definition = definition(given)?;
+    rule(validate::workflow::input_json("input_json", input_json))?;
+    rule(validate::id_string("idempotency_key", idempotency_key))?;
+    if deadline_ms != 0 {
+        // Relative to the start, like the definition's: the leader's apply makes it absolute.
+        let mut with_deadline = given.clone();
+        with_deadline.deadline_ms = deadline_ms;
+        rule(validate::workflow::definition(&with_deadline))
+            .map_err(|_| invalid(format!("deadline_ms: {deadline_ms} is out of range")))?;
+        definition.deadline_ms = deadline_ms;
+    }
+    Ok(definition)
+}
+
 fn answer(response: SmResponse) -> Result<(u64, WorkflowResponse), Status> {
     match response {
         SmResponse::Workflows { revision, response } => Ok((revision, response)),
@@ -385,25 +409,12 @@ impl WorkflowsApi for WorkflowsService {
             }
         }
         let request_id = request_id(req.request_id)?;
-        let given = req
-            .definition
-            .as_ref()
-            .ok_or_else(|| invalid("definition: required"))?;
-        let mut definition = definition(given)?;
-        rule(validate::workflow::input_json(
-            "input_json",
+        let definition = start_definition(
+            req.definition.as_ref(),
             &req.input_json,
-        ))?;
-        rule(validate::id_string("idempotency_key", &req.idempotency_key))?;
-        if req.deadline_ms != 0 {
-            // Relative to the start, like the definition's: the leader's apply makes it absolute.
-            let mut with_deadline = given.clone();
-            with_deadline.deadline_ms = req.deadline_ms;
-            rule(validate::workflow::definition(&with_deadline)).map_err(|_| {
-                invalid(format!("deadline_ms: {} is out of range", req.deadline_ms))
-            })?;
-            definition.deadline_ms = req.deadline_ms;
-        }
+            &req.idempotency_key,
+            req.deadline_ms,
+        )?;
         let command = Command::Workflows(WorkflowCommand::Start {
             definition,
             input: req.input_json.clone(),

@@ -8,6 +8,7 @@ use super::barriers::{BarrierCommand, BarrierResponse};
 use super::coordination::{CoordCommand, CoordResponse};
 use super::kv::KeyValue;
 use super::locks::{LockCommand, LockKind, LockResponse, Token};
+use super::transaction::{Transaction, TransactionResponse};
 use super::workflows::{WorkflowCommand, WorkflowResponse};
 // topics
 use super::topics::{TopicCommand, TopicResponse};
@@ -79,6 +80,9 @@ pub enum Command {
     Workflows(WorkflowCommand),
     /// Topics and their consumer groups (`topics`).
     Topics(TopicCommand),
+    /// The cross-primitive transaction (`transaction`): compares over keys, lock grants and
+    /// tasks, then ops on keys, tasks, workflows and locks, in this one entry, all or nothing.
+    Transaction(Transaction),
 }
 
 impl Command {
@@ -94,6 +98,7 @@ impl Command {
             Command::Barriers(_) => "barrier_enter",
             Command::Workflows(command) => command.name(),
             Command::Topics(command) => command.name(),
+            Command::Transaction(_) => "transaction",
         }
     }
 }
@@ -176,6 +181,11 @@ pub enum Response {
         revision: u64,
         response: TopicResponse,
     },
+    /// The outcome of a cross-primitive transaction; `revision` is the store revision after it.
+    Transaction {
+        revision: u64,
+        response: TransactionResponse,
+    },
 }
 
 impl Response {
@@ -196,6 +206,7 @@ impl Response {
             | Response::FenceLost { revision, .. }
             | Response::Workflows { revision, .. }
             | Response::Topics { revision, .. } => *revision,
+            Response::Transaction { revision, .. } => *revision,
         }
     }
 }
@@ -230,6 +241,12 @@ impl fmt::Display for Request {
                 write!(f, "txn({} compares, {} ops)", compares.len(), ops.len())
             }
             Command::Coordination(command) => write!(f, "{}", command.name()),
+            Command::Transaction(transaction) => write!(
+                f,
+                "transaction({} compares, {} ops)",
+                transaction.compares.len(),
+                transaction.ops.len()
+            ),
             Command::Locks(_)
             | Command::Barriers(_)
             | Command::Workflows(_)

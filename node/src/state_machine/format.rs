@@ -83,6 +83,7 @@ impl Command {
             Command::Barriers(_) => 6,
             Command::Workflows(_) => 7,
             Command::Topics(_) => 8,
+            Command::Transaction(_) => 9,
         }
     }
 }
@@ -168,6 +169,7 @@ impl Response {
             Response::FenceLost { .. } => 11,
             Response::Workflows { .. } => 12,
             Response::Topics { .. } => 13,
+            Response::Transaction { .. } => 14,
         }
     }
 }

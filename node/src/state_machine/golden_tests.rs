@@ -23,23 +23,27 @@ use super::coordination::{
     self, AgentSpec, AttemptOutcome, Backoff, Beat, BreakerState, CoordCommand, CoordEventKind,
     CoordResponse, DeadLetterReason, DeadLetterSelector, DecisionEventKind, DecisionGate,
     DecisionSpec, DecisionStatus, Electorate, Escalation, Lease, Revoked, Rule, TaskEventKind,
-    TaskSpec, TaskState, TimerKind,
+    TaskOp, TaskSpec, TaskState, TimerKind,
 };
-use super::locks::{Holder, LockCommand, LockEvent, LockEventKind, LockKind, LockResponse, Timer};
+use super::locks::{
+    Holder, LockCommand, LockEvent, LockEventKind, LockKind, LockOp, LockResponse, Timer,
+};
+use super::transaction::{self, Current, KeyOp, Op, OpResult};
 use super::workflows::definition::{
     DecisionTemplate, FanOut, FanOutSource, JoinPolicy, StepDef, StepKind, TaskTemplate, When,
 };
 use super::workflows::{
     BranchState, Definition, StepState, WorkflowCommand, WorkflowEvent, WorkflowEventKind,
-    WorkflowResponse, WorkflowState, WorkflowTimer,
+    WorkflowOp, WorkflowResponse, WorkflowState, WorkflowTimer,
 };
 use super::{
-    Command, Compare, EventKind, Fence, KeyValue, Request, RequestId, Response, StateMachine, TxnOp,
+    Command, Compare, EventKind, Fence, KeyValue, Request, RequestId, Response, StateMachine,
+    Transaction, TransactionResponse, TxnOp,
 };
 // topics
 use super::topics::{
     DeadLetterSelector as TopicDeadLetters, GroupConfig, NewMessage, PendingState, Refusal,
-    RefusalCode, StartPosition, TopicCommand, TopicConfig, TopicEvent, TopicEventKind,
+    RefusalCode, StartPosition, TopicCommand, TopicConfig, TopicEvent, TopicEventKind, TopicOp,
     TopicResponse,
 };
 use crate::raft::{encode, Entry, LogId, NodeInfo, Vote};
@@ -361,6 +365,7 @@ fn commands() -> Vec<Command> {
         Command::Barriers(barrier_enter()),
         Command::Workflows(workflow_commands().swap_remove(0)),
         Command::Topics(topic_commands().swap_remove(0)),
+        Command::Transaction(transaction()),
     ]
 }
 
@@ -464,6 +469,131 @@ fn workflow_commands() -> Vec<WorkflowCommand> {
             reason: "stop".into(),
         },
         WorkflowCommand::Retry { workflow_id: 1 },
+    ]
+}
+
+/// A transaction with one compare of each kind and one op of each kind, in declaration order
+/// (the workflow's definition is pinned by `golden_workflow_start`; here it has no steps).
+fn transaction() -> Transaction {
+    Transaction {
+        compares: transaction_compares(),
+        ops: transaction_ops(),
+    }
+}
+
+fn transaction_compares() -> Vec<transaction::Compare> {
+    vec![
+        transaction::Compare::Key {
+            key: b"config".to_vec(),
+            mod_revision: 7,
+        },
+        transaction::Compare::Holds {
+            kind: LockKind::Lock,
+            name: "report".into(),
+            token: 42,
+        },
+        transaction::Compare::Task {
+            task_id: 9,
+            state: TaskState::Assigned,
+            token: 12,
+        },
+    ]
+}
+
+/// One op of each kind: the keys' two, the tasks' two, the workflows' and the locks' one.
+fn transaction_ops() -> Vec<Op> {
+    vec![
+        Op::Keys(KeyOp::Put {
+            key: b"result/9".to_vec(),
+            value: b"42".to_vec(),
+        }),
+        Op::Keys(KeyOp::Delete {
+            key: b"claim/9".to_vec(),
+        }),
+        Op::Tasks(TaskOp::Complete {
+            task_id: 9,
+            token: 12,
+            result: b"ok".to_vec(),
+        }),
+        Op::Tasks(TaskOp::Submit(Box::new(task_spec()))),
+        Op::Workflows(WorkflowOp::Start {
+            definition: Definition {
+                name: "wf".into(),
+                version: 1,
+                deadline_ms: 0,
+                steps: Vec::new(),
+            },
+            input: "{}".into(),
+            idempotency_key: "wf-9".into(),
+            deadline_ms: 0,
+        }),
+        Op::Locks(LockOp::Release {
+            kind: LockKind::Lock,
+            name: "report".into(),
+            token: 42,
+        }),
+        Op::Topics(TopicOp::Publish(NewMessage {
+            subject: "research.done".into(),
+            key: Some(b"doc-9".to_vec()),
+            headers: BTreeMap::from([("kind".to_string(), "draft".to_string())]),
+            data: b"results/9".to_vec(),
+            idempotency_key: "p9".into(),
+        })),
+    ]
+}
+
+fn op_results() -> Vec<OpResult> {
+    vec![
+        OpResult::KeyPut,
+        OpResult::KeyDeleted { existed: true },
+        OpResult::TaskCompleted { task_id: 9 },
+        OpResult::TaskSubmitted {
+            task_id: 10,
+            existing: false,
+        },
+        OpResult::WorkflowStarted {
+            workflow_id: 3,
+            existing: true,
+        },
+        OpResult::LockReleased,
+        OpResult::Published {
+            topic: "research".into(),
+            seq: 4,
+            duplicate: false,
+        },
+    ]
+}
+
+fn transaction_responses() -> Vec<TransactionResponse> {
+    vec![
+        TransactionResponse::Committed {
+            results: op_results(),
+        },
+        TransactionResponse::CompareFailed {
+            failed: vec![
+                (0, Current::Key { mod_revision: 8 }),
+                (1, Current::Grants { tokens: vec![43] }),
+                (
+                    2,
+                    Current::Task {
+                        state: Some(TaskState::Pending),
+                        token: 0,
+                    },
+                ),
+            ],
+        },
+        TransactionResponse::OpRefused {
+            index: 2,
+            refusal: Box::new(Response::Coordination {
+                revision: 8,
+                response: CoordResponse::LeaseLost {
+                    reason: "lease lost".into(),
+                },
+            }),
+        },
+        TransactionResponse::Invalid {
+            reason: "interact".into(),
+        },
     ]
 }
 
@@ -583,6 +713,10 @@ fn responses() -> Vec<Response> {
         Response::Topics {
             revision: 8,
             response: TopicResponse::Acked,
+        },
+        Response::Transaction {
+            revision: 9,
+            response: transaction_responses().swap_remove(0),
         },
     ]
 }
@@ -763,11 +897,58 @@ fn golden_tags_of_log_enums_are_their_codes() {
         LockKind::code,
     );
     assert_tags(&[barrier_enter()], BarrierCommand::code);
+    assert_tags(&transaction_compares(), transaction::Compare::code);
+    let ops = transaction_ops();
+    assert_tags(&[&ops[0], &ops[2], &ops[4], &ops[5], &ops[6]], |op| {
+        op.code()
+    });
+    let key_ops: Vec<&KeyOp> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Keys(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_tags(&key_ops, |op| op.code());
+    let task_ops: Vec<&TaskOp> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Tasks(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_tags(&task_ops, |op| op.code());
+    let other_ops: Vec<u16> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Workflows(op) => Some((encode(op)[0], op.code())),
+            Op::Locks(op) => Some((encode(op)[0], op.code())),
+            Op::Topics(op) => Some((encode(op)[0], op.code())),
+            _ => None,
+        })
+        .map(|(tag, code)| {
+            assert_eq!(
+                u16::from(tag),
+                code,
+                "the workflows' and locks' one op each"
+            );
+            code
+        })
+        .collect();
+    assert_eq!(other_ops, [0, 0, 0]);
 }
 
 #[test]
 fn golden_tags_of_snapshot_enums_are_their_codes() {
     assert_tags(&responses(), Response::code);
+    assert_tags(&transaction_responses(), TransactionResponse::code);
+    assert_tags(&op_results(), OpResult::code);
+    let TransactionResponse::CompareFailed { failed } = transaction_responses().swap_remove(1)
+    else {
+        unreachable!("the second sample is a failed compare")
+    };
+    let currents: Vec<Current> = failed.into_iter().map(|(_, current)| current).collect();
+    assert_tags(&currents, Current::code);
     assert_tags(&coord_responses(), CoordResponse::code);
     assert_tags(&coord_event_kinds(), CoordEventKind::code);
     assert_tags(&lock_responses(), LockResponse::code);
@@ -1232,6 +1413,23 @@ mod log {
         check_request(
             Command::Workflows(workflow_commands().swap_remove(2)),
             "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b0100070201",
+        );
+    }
+
+    /// One compare and one op of each kind.
+    #[test]
+    fn golden_transaction() {
+        check_request(
+            Command::Transaction(transaction()),
+            "fd7b68e5cf8b01000001fd78563412eeffc000fb2c01fb2b010009030006636f\
+         6e666967070100067265706f72742a0209030c07000008726573756c742f3902\
+         3432000107636c61696d2f390100090c026f6b010106656d61696c730a7b2274\
+         6f223a2278227d106170706c69636174696f6e2f6a736f6e0104736d74700904\
+         fbf401fc905f0100fbdc05fafb204efdfb561cd08b010000fd636ce5cf8b0100\
+         00066d61696c2d3106636f72722d3903010674656e616e740461636d65010203\
+         7965730200027766010000027b7d0477662d3900030000067265706f72742a04\
+         000d72657365617263682e646f6e650105646f632d3901046b696e6405647261\
+         667409726573756c74732f39027039",
         );
     }
 

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::coordination::{CoordEventKind, SessionId};
 use super::kv::Fnv;
 use super::primitive::{Ctx, Effect, Primitive};
-use crate::limits::{LOCKS_MAX, LOCK_WAITERS_MAX};
+use super::transaction::OpResult;
+use crate::limits::{LOCKS_MAX, LOCK_WAITERS_MAX, TXN_COMPARE_TOKENS_MAX};
 
 pub type Token = u64;
 
@@ -124,6 +125,17 @@ impl LockCommand {
             LockCommand::Proclaim { .. } => "lock_proclaim",
         }
     }
+}
+
+/// A lock op of a transaction (`state_machine::transaction`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// Gives a grant back, or leaves the queue, as `Release` does.
+    Release {
+        kind: LockKind,
+        name: String,
+        token: Token,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +268,42 @@ impl Locks {
 
     pub fn count(&self) -> usize {
         self.locks.len()
+    }
+
+    /// The tokens of the current grants of a lock, the lowest TXN_COMPARE_TOKENS_MAX (none: not
+    /// held, or no such lock): what a transaction's failed compare on it reports.
+    pub fn grant_tokens(&self, kind: LockKind, name: &str) -> Vec<Token> {
+        self.get(kind, name)
+            .map(|lock| {
+                let tokens = lock.holders.keys().copied();
+                tokens.take(TXN_COMPARE_TOKENS_MAX).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Checks the lock ops of one transaction (`(op index, op)`) without changing anything: the
+    /// first refusal is the one `Release` would answer (`LockLost`).
+    pub fn check_txn(&self, ops: &[(u32, &LockOp)]) -> Result<(), (u32, LockResponse)> {
+        for &(index, op) in ops {
+            let LockOp::Release { kind, name, token } = op;
+            let key = (*kind, name.clone());
+            let known = self.locks.get(&key).is_some_and(|lock| {
+                lock.holders.contains_key(token) || lock.waiters.contains_key(token)
+            });
+            if !known {
+                return Err((index, lost(&key, *token)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one lock op that `check_txn` passed.
+    pub fn apply_txn(&mut self, ctx: &mut Ctx, op: &LockOp) -> OpResult {
+        let LockOp::Release { kind, name, token } = op;
+        match self.release(ctx, (*kind, name), *token) {
+            LockResponse::Released => OpResult::LockReleased,
+            other => unreachable!("a checked release answered {other:?}"),
+        }
     }
 
     /// Every lock, semaphore and election, by kind and name.
@@ -709,6 +757,14 @@ impl LockCommand {
             LockCommand::Release { .. } => 1,
             LockCommand::KeepAlive { .. } => 2,
             LockCommand::Proclaim { .. } => 3,
+        }
+    }
+}
+
+impl LockOp {
+    pub const fn code(&self) -> u16 {
+        match self {
+            LockOp::Release { .. } => 0,
         }
     }
 }

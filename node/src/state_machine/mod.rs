@@ -14,6 +14,7 @@ pub mod locks;
 pub mod primitive;
 pub mod sessions;
 pub mod topics;
+pub mod transaction;
 pub mod workflows;
 
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ pub use locks::{LockCommand, LockKind, LockResponse, Locks};
 use primitive::{Ctx, Effect, Primitive};
 use sessions::{Lookup, Sessions};
 pub use topics::{TopicCommand, TopicResponse, Topics};
+pub use transaction::{Transaction, TransactionResponse};
 pub use workflows::{WorkflowCommand, WorkflowResponse, Workflows};
 
 use crate::limits::{STORE_BYTES_MAX, STORE_KEYS_MAX};
@@ -279,6 +281,7 @@ impl StateMachine {
                     response,
                 }
             }
+            Command::Transaction(transaction) => self.transaction(transaction),
         }
     }
 

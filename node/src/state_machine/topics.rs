@@ -8,6 +8,7 @@
 mod groups;
 mod publish;
 pub mod subject;
+mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +19,7 @@ use super::kv::Fnv;
 use super::primitive::{Ctx, Primitive};
 use crate::limits::{TOPICS_MAX, TOPIC_DUPLICATE_WINDOW_MS, TOPIC_GROUPS_MAX};
 pub use groups::{DeadLetter, Group, GroupStats, Member, Pending, PendingState};
+pub use transaction::TopicOp;
 
 /// A message's position in its topic: 1, 2, ... per topic, never reused.
 pub type Seq = u64;

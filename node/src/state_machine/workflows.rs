@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::coordination::{CoordEventKind, DecisionId, Retention, TaskId};
 use super::kv::Fnv;
 use super::primitive::{Ctx, Effect, Primitive};
+use super::transaction::OpResult;
 use crate::limits::{WORKFLOWS_OPEN_MAX, WORKFLOW_BYTES_MAX};
 pub use definition::Definition;
 use run::Run;
@@ -201,6 +202,18 @@ impl WorkflowCommand {
             WorkflowCommand::Retry { .. } => "workflow_retry",
         }
     }
+}
+
+/// A workflow op of a transaction (`state_machine::transaction`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkflowOp {
+    /// Starts a workflow as `WorkflowCommand::Start` does, with the same fields.
+    Start {
+        definition: Definition,
+        input: String,
+        idempotency_key: String,
+        deadline_ms: u64,
+    },
 }
 
 /// What a workflow command answers; a refusal is a value, never an error of apply.
@@ -400,13 +413,63 @@ impl Workflows {
         }
     }
 
+    /// Checks the workflow ops of one transaction (`(op index, op)`) without changing anything:
+    /// the first refusal is the one `Start` would answer (`QuotaExceeded`, `Invalid`); the starts
+    /// count against WORKFLOWS_OPEN_MAX together. An idempotency key hit passes (it starts
+    /// nothing).
+    pub fn check_txn(
+        &self,
+        ctx: &Ctx,
+        ops: &[(u32, &WorkflowOp)],
+    ) -> Result<(), (u32, WorkflowResponse)> {
+        let mut starting = 0;
+        for &(index, op) in ops {
+            let WorkflowOp::Start {
+                definition,
+                input,
+                idempotency_key,
+                deadline_ms,
+            } = op;
+            if self.by_key.contains_key(idempotency_key) {
+                continue;
+            }
+            if self.open_count() + starting >= WORKFLOWS_OPEN_MAX {
+                let reason = open_max_reason();
+                return Err((index, WorkflowResponse::QuotaExceeded { reason }));
+            }
+            let input = if input.is_empty() { "null" } else { input };
+            if let Err(reason) = check_start(ctx.now_ms, definition, input, *deadline_ms) {
+                return Err((index, WorkflowResponse::Invalid { reason }));
+            }
+            starting += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies one workflow op that `check_txn` passed.
+    pub fn apply_txn(&mut self, ctx: &mut Ctx, op: &WorkflowOp) -> OpResult {
+        let WorkflowOp::Start {
+            definition,
+            input,
+            idempotency_key,
+            deadline_ms,
+        } = op;
+        match self.start(ctx, definition, input, idempotency_key, *deadline_ms) {
+            WorkflowResponse::Started {
+                workflow_id,
+                existing,
+            } => OpResult::WorkflowStarted {
+                workflow_id,
+                existing,
+            },
+            other => unreachable!("a checked start answered {other:?}"),
+        }
+    }
+
     /// Refuses a workflow past WORKFLOWS_OPEN_MAX.
     fn admit(&self) -> Result<(), String> {
         if self.open_count() >= WORKFLOWS_OPEN_MAX {
-            return Err(format!(
-                "the cluster runs its maximum of {WORKFLOWS_OPEN_MAX} open workflows \
-                 (WORKFLOWS_OPEN_MAX)"
-            ));
+            return Err(open_max_reason());
         }
         Ok(())
     }
@@ -494,6 +557,12 @@ impl Workflows {
 
 /// The rules a start is checked by in apply: the structure of the definition, the input (JSON,
 /// within WORKFLOW_BYTES_MAX), and an explicit deadline still ahead.
+fn open_max_reason() -> String {
+    format!(
+        "the cluster runs its maximum of {WORKFLOWS_OPEN_MAX} open workflows (WORKFLOWS_OPEN_MAX)"
+    )
+}
+
 fn check_start(
     now_ms: u64,
     definition: &Definition,
@@ -659,6 +728,14 @@ impl WorkflowCommand {
             WorkflowCommand::Start { .. } => 0,
             WorkflowCommand::Cancel { .. } => 1,
             WorkflowCommand::Retry { .. } => 2,
+        }
+    }
+}
+
+impl WorkflowOp {
+    pub const fn code(&self) -> u16 {
+        match self {
+            WorkflowOp::Start { .. } => 0,
         }
     }
 }

@@ -52,6 +52,7 @@ async fn reflection_lists_the_services_and_describes_them() -> anyhow::Result<()
         "conclave.v1.Barriers",
         "conclave.v1.Workflows",
         "conclave.v1.Topics",
+        "conclave.v1.Transactions",
         "grpc.health.v1.Health",
     ] {
         ensure!(

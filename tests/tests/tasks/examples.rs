@@ -1,6 +1,7 @@
 //! `examples/run.sh` as a reader runs it, against three real nodes: the workflow examples (the
-//! content pipeline, the fan-out with a partial deadline, the vote) and the manager-worker tree,
-//! each with its exec agents, end with exit 0 and every workflow SUCCEEDED.
+//! content pipeline, the fan-out with a partial deadline, the vote), the manager-worker tree and
+//! the event-driven agents of a topic, each with its agents, end with exit 0, every workflow
+//! SUCCEEDED, and every paper summarized once and announced to the subscriber.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -26,7 +27,7 @@ async fn run_sh_runs_the_workflow_examples() -> anyhow::Result<()> {
     let log = cluster.dir().join("run-sh.log");
     let mut child = Command::new("bash")
         .arg(&script)
-        .args(["workflows", "manager-worker"])
+        .args(["workflows", "manager-worker", "events"])
         .env("CONCLAVE_ENDPOINTS", endpoints.join(","))
         .env("CONCLAVE_CLI", cli_binary()?)
         .stdin(Stdio::null())
@@ -76,5 +77,14 @@ async fn run_sh_runs_the_workflow_examples() -> anyhow::Result<()> {
         output.contains("written by the senior editor"),
         "the escalated section came back to the manager:\n{output}"
     );
+    // Three papers (one published twice with the same idempotency key), three summaries.
+    ensure!(
+        output.contains("published research #1 (duplicate)"),
+        "the resent paper was not deduplicated:\n{output}"
+    );
+    for announced in ["\"seq\": 1", "\"seq\": 2", "\"seq\": 3"] {
+        let times = output.matches(announced).count();
+        ensure!(times == 1, "{announced} announced {times} times:\n{output}");
+    }
     cluster.shutdown().await
 }

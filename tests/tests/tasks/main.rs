@@ -13,6 +13,7 @@ mod delegation;
 mod examples;
 mod exec_agents;
 mod leader_crash;
+mod transaction;
 mod watch_resume;
 
 use std::time::Duration;

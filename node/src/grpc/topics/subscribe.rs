@@ -1,11 +1,10 @@
 //! Subscribe (topics.proto): a broadcast subscriber's stream, served by any node from its applied
 //! state, following the topic's sequences.
 //!
-//! The same loop as the watches of `streams.rs`: mark the apply notification seen, read the
-//! messages after the cursor under the read lock (at most TOPIC_SUBSCRIBE_READ_MAX at a time),
-//! send the matching ones, and wait for the next notification; a caught-up stream whose cursor
-//! moved without a match sends PROGRESS after --watch-progress-ms (`progress.rs`), so a resume
-//! starts near where it was. A cursor that retention overtook is OUT_OF_RANGE with the oldest
+//! A feed source (`feed.rs`) whose cursor is the topic's sequence: each read takes at most
+//! TOPIC_SUBSCRIBE_READ_MAX messages after the cursor and sends the matching ones; the engine
+//! sends PROGRESS (the source's bookmark) when a caught-up stream's cursor moved without a match
+//! for --watch-progress-ms, so a resume starts near where it was. A cursor that retention overtook is OUT_OF_RANGE with the oldest
 //! kept sequence (`Error::EventsGone`).
 //!
 //! Start: the topic must be visible here (a follower waits up to the leader wait for one just
@@ -13,25 +12,18 @@
 //! leader, NEW starts at an earlier sequence, so the stream sees more, never less, of what was
 //! published after the call.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use conclave_proto::v1 as pb;
 use conclave_proto::validate::topic as rules;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{message_to_pb, start_position};
 use crate::error::Error;
+use crate::grpc::feed::{self, FeedSource, Read, Wake};
 use crate::grpc::gateway::{invalid, Gateway};
-use crate::grpc::progress::{self, Progress};
 use crate::grpc::status::to_status;
-use crate::grpc::streams::{await_visible, shutting_down, stopped, EventStream};
+use crate::grpc::streams::{await_visible, EventStream};
 use crate::grpc::validation::rule;
-use crate::limits::{STREAM_BUFFER_EVENTS, TOPIC_SUBSCRIBE_READ_MAX};
-use crate::node::Node;
+use crate::limits::TOPIC_SUBSCRIBE_READ_MAX;
 use crate::state_machine::topics::{subject, StartPosition};
 use crate::state_machine::StateMachine;
 
@@ -107,45 +99,24 @@ pub async fn subscribe(
     let permit = gateway.watch_slot()?;
     let (topic_arg, pattern) = (req.topic.clone(), req.subject.clone());
     await_visible(gateway, |m| resolve(m, &topic_arg, &pattern).is_ok()).await;
-    let node = gateway.node.clone();
-    let mut events = node.state.subscribe_events();
-    events.borrow_and_update();
-    let (topic, cursor) = {
-        let state = node.state.read();
-        let topic = resolve(&state.machine, &req.topic, &req.subject).map_err(to_status)?;
-        let cursor =
-            start_cursor(&state.machine, &topic, start, req.after_seq).map_err(to_status)?;
-        (topic, cursor)
+    let source = SubscriptionFeed {
+        topic: String::new(),
+        req,
+        start,
     };
-    let stream = Follow {
-        node,
-        stopping: gateway.stopping.clone(),
-        events,
-        topic,
-        pattern: req.subject,
-        cursor,
-    };
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER_EVENTS);
-    tokio::spawn(async move {
-        let _permit = permit;
-        stream.run(sender).await;
-    });
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    feed::serve(gateway, permit, source)
 }
 
-/// A started subscription: what it reads and how far it has read.
-struct Follow {
-    node: Arc<Node>,
-    stopping: watch::Receiver<bool>,
-    events: watch::Receiver<u64>,
+/// A subscription as a feed source: its cursor is the topic's message sequence; publishes
+/// append topic events to the ring, so it wakes on those.
+struct SubscriptionFeed {
+    req: pb::SubscribeRequest,
+    start: StartPosition,
+    /// The topic read, resolved at the start.
     topic: String,
-    pattern: String,
-    cursor: u64,
 }
 
-type Sender = mpsc::Sender<Result<pb::SubscribeEvent, Status>>;
-
-impl Follow {
+impl SubscriptionFeed {
     fn event(&self, kind: pb::SubscribeEventKind, seq: u64) -> pb::SubscribeEvent {
         pb::SubscribeEvent {
             kind: kind as i32,
@@ -154,60 +125,42 @@ impl Follow {
             message: None,
         }
     }
+}
 
-    /// STARTED, then the matching messages as they are applied, until the client goes, the
-    /// node stops, or the topic's retention (or its deletion) ends the stream.
-    async fn run(mut self, sender: Sender) {
-        let interval = Duration::from_millis(self.node.config.watch_progress_ms);
-        let mut progress = Progress::new(interval, self.cursor, Instant::now());
-        let mut messages = vec![self.event(pb::SubscribeEventKind::Started, self.cursor)];
-        loop {
-            for message in messages.drain(..) {
-                let seq = message.seq;
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-                progress.sent(seq, Instant::now());
-            }
-            let step = {
-                self.events.borrow_and_update();
-                let state = self.node.state.read();
-                let (topic, pattern) = (&self.topic, &self.pattern);
-                read_after(
-                    &state.machine,
-                    topic,
-                    pattern,
-                    &mut self.cursor,
-                    &mut messages,
-                )
-            };
-            let caught_up = match step {
-                Ok(caught_up) => caught_up,
-                Err(error) => {
-                    let _ = sender.send(Err(to_status(error))).await;
-                    return;
-                }
-            };
-            if !messages.is_empty() || !caught_up {
-                continue;
-            }
-            if let Some(seq) = progress.due(self.cursor, Instant::now()) {
-                let notice = self.event(pb::SubscribeEventKind::Progress, seq);
-                if sender.send(Ok(notice)).await.is_err() {
-                    return;
-                }
-                progress.sent(seq, Instant::now());
-            }
-            tokio::select! {
-                changed = self.events.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-                () = progress::until(progress.deadline(self.cursor)) => {}
-                () = stopped(&mut self.stopping) => {
-                    let _ = sender.send(Err(shutting_down())).await;
-                    return;
-                }
-            }
-        }
+impl FeedSource for SubscriptionFeed {
+    type Message = pb::SubscribeEvent;
+    const WAKE: Wake = Wake::Events;
+
+    fn start(&mut self, machine: &StateMachine) -> Result<(u64, Vec<pb::SubscribeEvent>), Status> {
+        self.topic = resolve(machine, &self.req.topic, &self.req.subject).map_err(to_status)?;
+        let cursor = start_cursor(machine, &self.topic, self.start, self.req.after_seq)
+            .map_err(to_status)?;
+        let started = self.event(pb::SubscribeEventKind::Started, cursor);
+        Ok((cursor, vec![started]))
+    }
+
+    fn read(
+        &mut self,
+        machine: &StateMachine,
+        cursor: u64,
+        out: &mut Vec<pb::SubscribeEvent>,
+    ) -> Result<Read, Status> {
+        let mut cursor = cursor;
+        let caught_up = read_after(machine, &self.topic, &self.req.subject, &mut cursor, out)
+            .map_err(to_status)?;
+        Ok(Read {
+            cursor,
+            caught_up,
+            ended: false,
+        })
+    }
+
+    fn bookmark(&self, cursor: u64) -> Option<pb::SubscribeEvent> {
+        Some(self.event(pb::SubscribeEventKind::Progress, cursor))
+    }
+
+    fn cursor_of(message: &pb::SubscribeEvent) -> u64 {
+        message.seq
     }
 }
 

@@ -25,7 +25,7 @@ pub use events::EventRing;
 pub use tasks::{
     Attempt, AttemptOutcome, Backoff, DeadLetterReason, DeadLetterSelector, DecisionGate,
     Delegation, Escalation, Lease, Progress, ReadyKey, StepOrigin, Task, TaskFilter, TaskListing,
-    TaskSpec, TaskState, Tasks, ESCALATED_FROM_LABEL, SCAN_PER_QUEUE,
+    TaskOp, TaskSpec, TaskState, Tasks, ESCALATED_FROM_LABEL, SCAN_PER_QUEUE,
 };
 
 pub type TaskId = u64;

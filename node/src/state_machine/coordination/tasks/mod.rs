@@ -15,6 +15,7 @@ mod invariants;
 mod listing;
 mod plan;
 mod task;
+mod transaction;
 mod verbs;
 
 use std::collections::btree_map::Entry;
@@ -37,6 +38,7 @@ pub use task::{
     Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, DecisionGate, Delegation,
     Escalation, Lease, Progress, ReadyKey, StepOrigin, Task, TaskSpec, TaskState,
 };
+pub use transaction::TaskOp;
 
 /// The tasks primitive.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

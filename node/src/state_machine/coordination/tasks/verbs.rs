@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use super::transaction::tasks_max_refusal;
 use super::{
     Attempt, AttemptOutcome, DeadLetterReason, DeadLetterSelector, Delegation, Lease, Progress,
     StepOrigin, Task, TaskSpec, TaskState, Tasks,
@@ -35,12 +36,7 @@ impl Tasks {
             }
         }
         if self.tasks.len() as u64 + new_tasks > TASKS_MAX {
-            return CoordResponse::QuotaExceeded {
-                reason: format!(
-                    "the cluster holds its maximum of {TASKS_MAX} tasks (TASKS_MAX); \
-                     purge dead letters or wait for finished tasks to be forgotten"
-                ),
-            };
+            return tasks_max_refusal();
         }
         let results = specs
             .iter()
