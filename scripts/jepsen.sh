@@ -7,7 +7,7 @@
 #
 # Usage: scripts/jepsen.sh [options]
 #   -w, --workloads LIST   register,set,watch,tasks,decisions,locks,elections,workflows,
-#                          transactions (default: all nine)
+#                          topics,transactions (default: all ten)
 #   -n, --nemeses LIST     nemeses or groups: all (default), none, kill, pause, partition, clock, or
 #                          names: kill-one kill-leader kill-minority kill-all pause-leader
 #                          pause-follower isolate-one isolate-leader split-majority bridge one-way
@@ -20,8 +20,8 @@
 #       --net proxy|netns  network backend (default proxy; netns needs root and iptables)
 #       --snapshot-logs N  --snapshot-logs of the nodes (default 200; 0 for the node's default)
 #       --unsafe MODE      run the nodes in a test-only unsafe mode (stale-reads, ack-before-fsync,
-#                          skip-fence, stale-step-result, txn-partial): the campaign should then
-#                          FAIL, which proves the checkers can
+#                          skip-fence, stale-step-result, topic-stale-ack, topic-unordered,
+#                          txn-partial): the campaign should then FAIL, which proves the checkers can
 #   -o, --out DIR          where run folders go (default $TMPDIR/conclave-jepsen)
 #   -h, --help
 #

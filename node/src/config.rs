@@ -147,6 +147,13 @@ pub enum UnsafeTestMode {
     /// transaction whose last op is refused (a stale token) still applies its other ops, and
     /// readers can see the first part without the last.
     TxnPartial,
+    /// Let a stale delivery's Ack count: the leader gives a topic Ack whose token is not the
+    /// message's current delivery the current delivery's token (`Node::unsafe_topics`), so a
+    /// member whose ack wait passed acks a message another member now holds.
+    TopicStaleAck,
+    /// Turn per-key order off: the leader creates every consumer group as if `unordered` was
+    /// asked (`Node::unsafe_topics`), so a key's messages go to several members at once.
+    TopicUnordered,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -198,7 +198,7 @@ impl Node {
         // The test-only skip-fence mode drops the fence: the suite shows it notices.
         let fence = fence
             .filter(|_| self.config.unsafe_test_mode != crate::config::UnsafeTestMode::SkipFence);
-        let command = self.stale_step_result(command);
+        let command = self.unsafe_topics(self.stale_step_result(command));
         let request = Request {
             now_ms: wall_clock_ms(),
             request_id,
@@ -267,6 +267,78 @@ impl Node {
             token,
             result,
         })
+    }
+
+    /// Test-only, in `--unsafe-test-mode topic-stale-ack`: a topic Ack whose token is not the
+    /// message's current delivery, while another delivery of it is in flight, is given that
+    /// delivery's token, so the state machine's check (which stays as it is) accepts a stale
+    /// member's ack. In `topic-unordered`: every CreateGroup asks for no per-key order. The Jepsen
+    /// topics checker must notice either. Every other command passes unchanged.
+    fn unsafe_topics(&self, command: Command) -> Command {
+        use crate::config::UnsafeTestMode;
+        use crate::state_machine::topics::{PendingState, TopicCommand};
+        match (self.config.unsafe_test_mode, command) {
+            (
+                UnsafeTestMode::TopicStaleAck,
+                Command::Topics(TopicCommand::Ack {
+                    topic,
+                    group,
+                    seq,
+                    token,
+                }),
+            ) => {
+                let current = {
+                    let state = self.state.read();
+                    let pending = state
+                        .machine
+                        .topics()
+                        .get(&topic)
+                        .and_then(|t| t.group(&group))
+                        .and_then(|g| g.pending(seq))
+                        .map(|pending| pending.state.clone());
+                    match pending {
+                        Some(PendingState::InFlight { token, .. }) => Some(token),
+                        _ => None,
+                    }
+                };
+                let token = match current {
+                    Some(current) if current != token => {
+                        tracing::warn!(
+                            topic,
+                            group,
+                            seq,
+                            token,
+                            current,
+                            "UNSAFE: a stale ack takes the current token"
+                        );
+                        current
+                    }
+                    _ => token,
+                };
+                Command::Topics(TopicCommand::Ack {
+                    topic,
+                    group,
+                    seq,
+                    token,
+                })
+            }
+            (
+                UnsafeTestMode::TopicUnordered,
+                Command::Topics(TopicCommand::CreateGroup {
+                    topic,
+                    group,
+                    mut config,
+                }),
+            ) => {
+                config.ordered_keys = false;
+                Command::Topics(TopicCommand::CreateGroup {
+                    topic,
+                    group,
+                    config,
+                })
+            }
+            (_, command) => command,
+        }
     }
 
     /// Raft ReadIndex (Raft thesis §6.4): after this returns, reads of the local state are

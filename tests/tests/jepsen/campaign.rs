@@ -3,7 +3,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `CONCLAVE_JEPSEN_WORKLOADS` | `register,set,watch,tasks,decisions,locks,elections,workflows,transactions` | workloads, all in every run |
+//! | `CONCLAVE_JEPSEN_WORKLOADS` | `register,set,watch,tasks,decisions,locks,elections,workflows,topics,transactions` | workloads, all in every run |
 //! | `CONCLAVE_JEPSEN_NEMESES` | `all` | nemeses or groups (`kill`, `pause`, `partition`, `clock`) or names (`membership`, `clock-skew`, ...) |
 //! | `CONCLAVE_JEPSEN_DURATION` | `300` | seconds of faults in the whole campaign |
 //! | `CONCLAVE_JEPSEN_RUN_SECS` | `60` | seconds of faults per run (each run checks its own history) |
@@ -38,7 +38,7 @@ async fn long_campaign() -> anyhow::Result<()> {
     }
     let workloads: Vec<String> = var(
         "CONCLAVE_JEPSEN_WORKLOADS",
-        "register,set,watch,tasks,decisions,locks,elections,workflows,transactions",
+        "register,set,watch,tasks,decisions,locks,elections,workflows,topics,transactions",
     )
     .split(',')
     .map(|w| w.trim().to_string())

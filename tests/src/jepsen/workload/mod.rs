@@ -14,6 +14,7 @@ pub mod locks;
 pub mod register;
 pub mod set;
 pub mod tasks;
+pub mod topics;
 pub mod transactions;
 pub mod watch;
 pub mod workflows;
@@ -71,6 +72,7 @@ pub fn build(name: &str) -> anyhow::Result<Box<dyn Workload>> {
         transactions::NAME => Box::new(transactions::TransactionsWorkload::new(
             transactions::Options::default(),
         )),
+        topics::NAME => Box::new(topics::TopicsWorkload::new(topics::Options::default())),
         other => anyhow::bail!("no workload named {other:?}; known: {}", NAMES.join(", ")),
     })
 }
@@ -86,6 +88,7 @@ pub const NAMES: &[&str] = &[
     elections::NAME,
     workflows::NAME,
     transactions::NAME,
+    topics::NAME,
 ];
 
 /// A checker's verdict.
