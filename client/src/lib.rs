@@ -126,7 +126,8 @@ pub use tasks::{
 pub use time::unix_ms_now;
 pub use topics::{
     sorted_headers, Delivery, GroupInfo, GroupOptions, PublishMessageExt, Published, Subscription,
-    TopicDeadLetter, TopicInfo, TopicMessage, TopicOptions, TopicPage, TopicStart,
+    TopicDeadLetter, TopicInfo, TopicMessage, TopicOptions, TopicPage, TopicStart, TopicTrigger,
+    TriggerAction,
 };
 pub use transactions::{CompareFailure, Found, OpOutcome, TransactionBuilder, TransactionResult};
 

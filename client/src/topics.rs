@@ -35,7 +35,8 @@ use crate::kv::Header;
 use crate::locks::waiting;
 
 pub use conclave_proto::v1::{
-    DeadLetter as TopicDeadLetter, Delivery, GroupInfo, Message as TopicMessage, TopicInfo,
+    trigger::Action as TriggerAction, DeadLetter as TopicDeadLetter, Delivery, GroupInfo,
+    Message as TopicMessage, TopicInfo, Trigger as TopicTrigger,
 };
 
 /// A topic's subjects and retention ([`Client::create_topic`]).
@@ -530,6 +531,66 @@ impl Client {
         Ok(response.purged)
     }
 
+    /// Adds `trigger` to `topic`: a task (the `Task` action: a submit template) or a workflow (the
+    /// `Workflow` action) per message stored from now on whose subject matches its pattern,
+    /// exactly once. `Ok(true)` when the same trigger existed already.
+    pub async fn create_trigger(&self, topic: &str, trigger: TopicTrigger) -> Result<bool> {
+        rules::topic_name("topic", topic)?;
+        validate::name("trigger.name", &trigger.name)?;
+        rules::pattern("trigger.subject", &trigger.subject)?;
+        if trigger.action.is_none() {
+            return Err(Error::invalid_input(
+                "trigger.action: a task or a workflow is required",
+            ));
+        }
+        let pending = self.begin_write();
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = proto::CreateTriggerRequest {
+                    request_id: Some(pending.request_id()),
+                    topic: topic.to_string(),
+                    trigger: Some(trigger.clone()),
+                };
+                async move { topics(channel).create_trigger(request).await }
+            })
+            .await?;
+        Ok(response.existing)
+    }
+
+    /// Removes a trigger: messages stored afterwards do not fire it.
+    pub async fn delete_trigger(&self, topic: &str, name: &str) -> Result<Header> {
+        rules::topic_name("topic", topic)?;
+        validate::name("name", name)?;
+        let pending = self.begin_write();
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = proto::DeleteTriggerRequest {
+                    request_id: Some(pending.request_id()),
+                    topic: topic.to_string(),
+                    name: name.to_string(),
+                };
+                async move { topics(channel).delete_trigger(request).await }
+            })
+            .await?;
+        Ok(response.header.into())
+    }
+
+    /// A topic's triggers with what they did (fired, failed, the last refusal).
+    pub async fn list_triggers(&self, topic: &str) -> Result<Vec<TopicTrigger>> {
+        rules::topic_name("topic", topic)?;
+        let consistency = ReadConsistency::Linearizable;
+        let response = self
+            .call(CallKind::Read(consistency), |channel| {
+                let request = proto::ListTriggersRequest {
+                    topic: topic.to_string(),
+                    consistency: consistency.into(),
+                };
+                async move { topics(channel).list_triggers(request).await }
+            })
+            .await?;
+        Ok(response.triggers)
+    }
+
     /// Subscribes to the messages matching `subject` (a pattern; it must overlap one topic's
     /// subjects unless `topic` is given) from `start`. The stream resumes on another node after
     /// the last sequence it yielded, with no gap and no repeat; a sequence retention discarded
@@ -687,6 +748,9 @@ served_by_header!(
     proto::ListTopicsResponse,
     proto::PublishResponse,
     proto::CreateGroupResponse,
+    proto::CreateTriggerResponse,
+    proto::DeleteTriggerResponse,
+    proto::ListTriggersResponse,
     proto::DeleteGroupResponse,
     proto::GetGroupResponse,
     proto::FetchResponse,

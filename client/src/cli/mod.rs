@@ -24,6 +24,7 @@ mod render;
 mod task;
 mod topic;
 mod topic_consume;
+mod topic_trigger;
 mod txn;
 mod txn_script;
 mod when;

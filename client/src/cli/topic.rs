@@ -85,6 +85,9 @@ pub enum TopicCommand {
     /// again after --nack-delay). The ack wait is kept from passing while COMMAND runs; a lost
     /// delivery stops it. Ctrl-C stops between messages.
     Consume(super::topic_consume::Consume),
+    /// Triggers: a task or a workflow per stored message, exactly once: create, ls, delete.
+    #[command(subcommand)]
+    Trigger(super::topic_trigger::TriggerCommand),
     /// Consumer groups: create, ls, get, delete.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -227,6 +230,7 @@ pub async fn run(command: TopicCommand, globals: &Globals) -> CliResult {
             }
         }
         TopicCommand::Consume(args) => super::topic_consume::run(&client, args).await,
+        TopicCommand::Trigger(command) => super::topic_trigger::run(&client, command, json).await,
         TopicCommand::Group(command) => group(&client, command, json).await,
         TopicCommand::Dlq(command) => dlq(&client, command, json).await,
     }

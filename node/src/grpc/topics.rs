@@ -2,6 +2,7 @@
 //! `subscribe.rs` serves Subscribe from this node's applied state.
 
 mod subscribe;
+mod triggers;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -842,6 +843,27 @@ impl TopicsApi for TopicsService {
         subscribe::subscribe(&self.gateway, req)
             .await
             .map(Response::new)
+    }
+
+    async fn create_trigger(
+        &self,
+        request: Request<pb::CreateTriggerRequest>,
+    ) -> Result<Response<pb::CreateTriggerResponse>, Status> {
+        self.create_trigger_(request).await
+    }
+
+    async fn delete_trigger(
+        &self,
+        request: Request<pb::DeleteTriggerRequest>,
+    ) -> Result<Response<pb::DeleteTriggerResponse>, Status> {
+        self.delete_trigger_(request).await
+    }
+
+    async fn list_triggers(
+        &self,
+        request: Request<pb::ListTriggersRequest>,
+    ) -> Result<Response<pb::ListTriggersResponse>, Status> {
+        self.list_triggers_(request).await
     }
 }
 

@@ -627,7 +627,7 @@ impl WorkflowsApi for WorkflowsService {
 }
 
 /// The stored definition back on the wire (indexes as names, defaults as filled in).
-fn definition_to_pb(definition: &Definition) -> pb::WorkflowDefinition {
+pub(crate) fn definition_to_pb(definition: &Definition) -> pb::WorkflowDefinition {
     let name_of = |i: u32| definition.steps[i as usize].name.clone();
     pb::WorkflowDefinition {
         name: definition.name.clone(),

@@ -362,3 +362,83 @@ async fn dead_letters_redrive_and_a_subscription_past_retention() -> anyhow::Res
     ensure!(first.seq == 7 && first.data == b"img-7", "{first:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_submits_one_task_per_matching_message() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_initialized(ClusterConfig::new(3)).await?;
+    let client = client_of(&cluster)?;
+    client
+        .create_topic("news", &TopicOptions::default())
+        .await?;
+    let trigger = conclave_client::TopicTrigger {
+        name: "summarize".to_string(),
+        subject: "news.papers.>".to_string(),
+        action: Some(conclave_client::TriggerAction::Task(
+            conclave_client::TaskSpec {
+                queue: "summaries".to_string(),
+                ..conclave_client::TaskSpec::default()
+            },
+        )),
+        ..conclave_client::TopicTrigger::default()
+    };
+    ensure!(!client.create_trigger("news", trigger.clone()).await?);
+    ensure!(
+        client.create_trigger("news", trigger).await?,
+        "the same trigger again is `existing`"
+    );
+
+    tracing::info!("a batch of three, two matching; then one matching message published twice");
+    client
+        .publish(vec![
+            PublishMessage::new("news.papers.raft", "a").with_key("k1"),
+            PublishMessage::new("news.other", "b"),
+            PublishMessage::new("news.papers.paxos", "c").with_idempotency_key("c"),
+        ])
+        .await?;
+    let again = client
+        .publish(vec![
+            PublishMessage::new("news.papers.paxos", "c").with_idempotency_key("c")
+        ])
+        .await?;
+    ensure!(again.results[0].duplicate, "the resend is a duplicate");
+
+    let options = conclave_client::TaskListOptions {
+        queue: "summaries".to_string(),
+        ..conclave_client::TaskListOptions::default()
+    };
+    let tasks = client.list_tasks(options).await?.tasks;
+    let fired: BTreeMap<String, String> = tasks
+        .iter()
+        .map(|task| {
+            let spec = task.spec.clone().unwrap_or_default();
+            let seq = spec.labels.get("conclave.seq").cloned().unwrap_or_default();
+            (seq, String::from_utf8_lossy(&spec.payload).into_owned())
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("1".to_string(), "a".to_string()),
+        ("3".to_string(), "c".to_string()),
+    ]
+    .into();
+    ensure!(
+        fired == expected,
+        "one task per matching message, got {fired:?}"
+    );
+    let listed = client.list_triggers("news").await?;
+    ensure!(
+        listed.len() == 1 && listed[0].fired == 2 && listed[0].failed == 0,
+        "{listed:?}"
+    );
+
+    tracing::info!("deleted, the trigger fires no more");
+    client.delete_trigger("news", "summarize").await?;
+    client
+        .publish(vec![PublishMessage::new("news.papers.later", "d")])
+        .await?;
+    let options = conclave_client::TaskListOptions {
+        queue: "summaries".to_string(),
+        ..conclave_client::TaskListOptions::default()
+    };
+    ensure!(client.list_tasks(options).await?.tasks.len() == 2);
+    cluster.shutdown().await
+}
